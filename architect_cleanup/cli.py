@@ -1,0 +1,332 @@
+"""The ``architect-cleanup`` command: argparse, exit codes, and the only place that prints.
+
+Exit codes: 0 every target ok; 1 some target failed (or the state could not be written);
+2 usage or configuration error; 75 another run holds the lock (EX_TEMPFAIL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from architect_cleanup import __version__, systemctl
+from architect_cleanup.config import ConfigError, Config, load_config
+from architect_cleanup.fs import display
+from architect_cleanup.journal import fields, setup_logging, stream_is_journal
+from architect_cleanup.lock import LockHeld, holder, lock_path
+from architect_cleanup.state import StateStore
+from architect_cleanup.stats import CleanupStats
+from architect_cleanup.targets import REGISTRY, Decision, ordered
+from architect_cleanup.worker import CleanupWorker
+
+log = logging.getLogger("architect_cleanup.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 75
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _targets(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in REGISTRY]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown target {', '.join(unknown) or repr(text)} "
+            f"(choose from {', '.join(ordered())})")
+    return names
+
+
+def _run_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", dest=prefix + "dry_run", action="store_true", default=None,
+                      help="only report what would be removed (the default)")
+    mode.add_argument("--force", dest=prefix + "force", action="store_true", default=None,
+                      help="really remove (overrides dry_run in the config)")
+    p.add_argument("--keep", dest=prefix + "keep", type=_positive, metavar="N",
+                   help="keep the newest N backups in every environment")
+    p.add_argument("--days", dest=prefix + "days", type=_positive, metavar="N",
+                   help="age limit in days for logs and tasks")
+    p.add_argument("--json", dest=prefix + "json", action="store_true",
+                   help="print one JSON object (the API's response)")
+    p.add_argument("-v", "--verbose", dest=prefix + "verbose", action="store_true",
+                   help="list every item with the reason it is kept or removed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="architect-cleanup",
+        description="Storage retention for Architect Dashboard servers (dry run by default).",
+        epilog="Exit codes: 0 ok, 1 a target failed, 2 usage/config error, 75 already running.")
+    p.add_argument("--config", metavar="PATH",
+                   help="configuration file (default $ARCHITECT_CLEANUP_CONFIG or "
+                        "/etc/architect-cleanup/config.toml); config.d/ beside it is merged")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    legacy = p.add_argument_group("legacy options (the original worker's flags)")
+    _run_options(legacy, prefix="legacy_")
+    legacy.add_argument("--status", dest="legacy_status", action="store_true",
+                        help="same as `status`")
+    legacy.add_argument("--daemon", dest="legacy_daemon", action="store_true",
+                        help="enable and start architect-cleanup.timer")
+    legacy.add_argument("--stop", dest="legacy_stop", action="store_true",
+                        help="disable and stop architect-cleanup.timer")
+
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the cleanup once")
+    _run_options(run)
+    run.add_argument("--only", type=_targets, metavar="TARGET,...",
+                     help=f"run only these targets ({', '.join(ordered())})")
+    run.add_argument("--source", choices=("cli", "timer"), default="cli",
+                     help=argparse.SUPPRESS)
+    st = sub.add_parser("status", help="last run, timer and a run in progress")
+    st.add_argument("--json", action="store_true")
+    cfg = sub.add_parser("config", help="configuration commands")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="check", required=True)
+    chk = cfg_sub.add_parser("check", help="validate and print the effective configuration")
+    chk.add_argument("--json", action="store_true")
+    rep = sub.add_parser("report", help="the recorded run history")
+    rep.add_argument("--json", action="store_true")
+    rep.add_argument("-n", "--limit", type=_positive, default=20, metavar="N")
+    return p
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+class _Stop:
+    """SIGTERM/SIGINT ask the run to stop between items; the handler only sets a flag."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+
+    def requested(self) -> bool:
+        return self.signum != 0
+
+
+def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    dry = True if args.dry_run else False if args.force else cfg.dry_run
+    to_journal = stream_is_journal(out)
+    verbose_out = sys.stderr if args.json else out
+
+    def show_decision(d: Decision) -> None:
+        print(str(d), file=verbose_out)
+
+    stop = _Stop()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker = CleanupWorker(dry_run=dry, backup_retention=args.keep, log_age_days=args.days,
+                               task_age_days=args.days, config=cfg, only=args.only,
+                               source=args.source,
+                               on_decision=show_decision if args.verbose else None,
+                               should_stop=stop.requested)
+        stats = worker.run_cleanup()
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except LockHeld as exc:
+        _error(str(exc))
+        if args.json:
+            print(json.dumps({"success": False, "dry_run": dry, "message": str(exc),
+                              "locked_by": exc.pid}), file=out)
+        return EXIT_LOCKED
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=2), file=out)
+    elif not to_journal:
+        print_summary(stats, out)
+    code = EXIT_OK if stats.success and not stats.state_error else EXIT_FAILED
+    if stop.signum:
+        # Stopped cleanly between items: die by the same signal, as systemd expects.
+        out.flush()
+        signal.signal(stop.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), stop.signum)
+    return code
+
+
+def print_summary(stats: CleanupStats, out: TextIO) -> None:
+    verb = "would remove" if stats.dry_run else "removed"
+    for name, t in stats.targets.items():
+        if t.status in ("ok", "failed"):
+            line = (f"  {name:<8} {t.status:<7} {verb} {t.removed:,} "
+                    f"({t.bytes / 1048576:.1f} MB), kept {t.kept:,}")
+            if t.errors:
+                line += f", {len(t.errors)} errors"
+            if t.failed:
+                line = f"  {name:<8} FAILED  {t.message}"
+        else:
+            line = f"  {name:<8} {t.status:<7} {t.message}"
+        print(line, file=out)
+        for note in t.notes[:5]:
+            print(f"           note: {display(note)}", file=out)
+        for err in t.errors[:5]:
+            print(f"           error: {display(err)}", file=out)
+    print(file=out)
+    print("Cleanup Summary:", file=out)
+    if stats.dry_run:
+        print("  Mode: DRY RUN - nothing was changed (use --force to clean)", file=out)
+    print(f"  Backups deleted: {stats.backups_deleted}", file=out)
+    print(f"  Logs deleted: {stats.logs_deleted}", file=out)
+    print(f"  Tasks deleted: {stats.tasks_deleted}", file=out)
+    print(f"  Errors deleted: {stats.errors_deleted}", file=out)
+    print(f"  Prompts deleted: {stats.prompts_deleted}", file=out)
+    print(f"  Temp files deleted: {stats.temp_files_deleted}", file=out)
+    print(f"  Space freed: {stats.space_freed_mb} MB", file=out)
+    if stats.state_error:
+        print(f"  State: {stats.state_error}", file=out)
+    if not stats.success:
+        print(f"  Failed: {', '.join(stats.failed_targets)}", file=out)
+
+
+def status_doc(cfg: Config | None = None) -> dict[str, Any]:
+    """The status object shared by ``status --json`` and the API (seed keys first)."""
+    store = StateStore()
+    state = store.load()
+    last = state.get("last_run") if isinstance(state.get("last_run"), dict) else None
+    sd = systemctl.status()
+    running = holder(lock_path())
+    return {
+        "success": True,
+        "daemon_running": sd.timer_active,
+        "daemon_pid": running,
+        "last_run": last.get("started_at") if last else None,
+        "last_stats": last.get("stats") if last else None,
+        "last_result": last,
+        "next_run": sd.next_run,
+        "timer_enabled": sd.timer_enabled,
+        "last_trigger": sd.last_trigger,
+        "service_state": sd.service_state,
+        "systemd": sd.to_dict(),
+        "state_file": store.path,
+        "state_problem": store.problem,
+    }
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    doc = status_doc()
+    if args.json:
+        print(json.dumps(doc, indent=2), file=out)
+        return EXIT_OK
+    last = doc["last_result"]
+    if last:
+        mode = "dry run" if last.get("dry_run") else "real run"
+        print(f"Last run:    {last.get('started_at')} ({mode}, {last.get('result')}, "
+              f"{last.get('duration_s')}s, from {last.get('source')})", file=out)
+        print(f"             {last.get('summary', '')}", file=out)
+    else:
+        print(f"Last run:    none ({doc['state_problem']})", file=out)
+    sd = doc["systemd"]
+    if sd["reason"]:
+        print(f"Timer:       unknown ({sd['reason']})", file=out)
+    else:
+        enabled = "enabled" if sd["timer_enabled"] else "disabled"
+        active = "active" if sd["timer_active"] else "inactive"
+        print(f"Timer:       {enabled}, {active}; next run {sd['next_run'] or 'not scheduled'}",
+              file=out)
+        print(f"Service:     {sd['service_state']} (last result: {sd['service_result']})",
+              file=out)
+    pid = doc["daemon_pid"]
+    print(f"Running now: {f'yes, PID {pid}' if pid else 'no'}", file=out)
+    print(f"State file:  {doc['state_file']}", file=out)
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    doc = cfg.to_dict()
+    if args.json:
+        print(json.dumps({"valid": True, "sources": list(cfg.sources), "config": doc},
+                         indent=2), file=out)
+        return EXIT_OK
+    srcs = ", ".join(cfg.sources) or "built-in defaults (no configuration file found)"
+    print(f"# configuration is valid; read from: {srcs}", file=out)
+    try:
+        import tomli_w
+    except ImportError:  # pragma: no cover - python3-tomli-w is a dependency
+        print(json.dumps(doc, indent=2), file=out)
+    else:
+        print(tomli_w.dumps(doc), end="", file=out)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    store = StateStore()
+    history = store.load().get("history", [])[-args.limit:]
+    if args.json:
+        print(json.dumps({"history": history, "state_problem": store.problem}, indent=2),
+              file=out)
+        return EXIT_OK
+    if not history:
+        print(f"No runs recorded ({store.problem or 'empty history'}).", file=out)
+        return EXIT_OK
+    print(f"{'started (UTC)':<26}{'mode':<6}{'source':<7}{'result':<8}{'freed MB':>10}  "
+          "summary", file=out)
+    for h in history:
+        s = h.get("stats") or {}
+        print(f"{h.get('started_at', '?'):<26}{'dry' if h.get('dry_run') else 'real':<6}"
+              f"{h.get('source', '?'):<7}{h.get('result', '?'):<8}"
+              f"{s.get('space_freed_mb', 0):>10}  {h.get('summary', '')}", file=out)
+    return EXIT_OK
+
+
+def _error(text: str) -> None:
+    print(f"architect-cleanup: {text}", file=sys.stderr)
+
+
+def _legacy_to_run(args: argparse.Namespace) -> None:
+    for key in ("dry_run", "force", "keep", "days", "json", "verbose"):
+        setattr(args, key, getattr(args, "legacy_" + key))
+    args.only = None
+    args.source = "cli"
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(logging.INFO)
+    command = args.command
+    if command is None:
+        if args.legacy_status:
+            command = "status"
+            args.json = args.legacy_json
+        elif args.legacy_daemon or args.legacy_stop:
+            if args.legacy_daemon and args.legacy_stop:
+                parser.error("--daemon and --stop exclude each other")
+            ok, msg = systemctl.set_timer(args.legacy_daemon)
+            print(msg, file=out if ok else sys.stderr)
+            return EXIT_OK if ok else EXIT_FAILED
+        else:
+            command = "run"
+            _legacy_to_run(args)
+    if command == "status":
+        return cmd_status(args, out)
+    if command == "report":
+        return cmd_report(args, out)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        log.error("%s", exc, extra=fields("config_error"))
+        if getattr(args, "json", False):
+            print(json.dumps({"valid": False, "success": False, "errors": exc.problems}),
+                  file=out)
+        return EXIT_USAGE
+    if command == "config":
+        return cmd_config_check(args, cfg, out)
+    return cmd_run(args, cfg, out)

@@ -1,0 +1,540 @@
+"""The safe file-system layer: the only code in the product that unlinks.
+
+Everything here works relative to open directory descriptors:
+
+* a directory is entered with ``os.open(name, O_DIRECTORY | O_NOFOLLOW, dir_fd=parent)``, so a
+  path component swapped for a symlink fails with ``ELOOP`` instead of redirecting us;
+* entries are listed with ``os.scandir(fd)``, looked at by *name* first (``d_type`` tells
+  directories apart without a ``stat``), and only a name that matches a rule pays for an
+  ``lstat``;
+* deletion is ``os.unlink(name, dir_fd=fd)`` after re-checking that the entry is still the one
+  that was judged (same device, inode and mtime);
+* a directory on another device, or on another mount of the same device (a bind mount, found
+  through ``/proc/self/fdinfo``), is never entered.
+
+The walk is iterative and streams: memory holds one list of sub-directory *names* per level of
+the current path, never the tree. Only a bounded window of ancestor descriptors stays open; an
+ancestor whose descriptor was closed is re-opened through ``..`` and must have the same device
+and inode as before, or the walk stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import resource
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from fnmatch import translate
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Open descriptors kept per walk; deeper ancestors are closed and re-opened through "..".
+FD_WINDOW = 128
+#: Name of the file Chromium keeps at the top of a user-data directory.
+CHROMIUM_MARKER = "Local State"
+
+# Roots that may never be configured: cleaning them would wreck the system.
+FORBIDDEN_ROOTS = frozenset(
+    {"/", "/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run", "/var",
+     "/home"}
+)
+
+
+class FsError(Exception):
+    """A path could not be opened safely; the message says why in plain words."""
+
+
+class WalkAborted(FsError):
+    """The tree changed under the walk in a way that makes going on unsafe."""
+
+
+def is_forbidden_root(path: str) -> bool:
+    """True for ``/``, ``/etc`` … and ``/lib*`` themselves (not for paths below them)."""
+    norm = os.path.normpath(path)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    return norm in FORBIDDEN_ROOTS or bool(re.fullmatch(r"/lib[^/]*", norm))
+
+
+def compile_patterns(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """One compiled regular expression for a list of shell patterns (matched on names)."""
+    pats = list(patterns)
+    if not pats:
+        return lambda _name: False
+    rx = re.compile("|".join(f"(?:{translate(p)})" for p in pats))
+    match = rx.match
+    return lambda name: match(name) is not None
+
+
+def display(path: str) -> str:
+    """A path safe to print on one line: control characters and undecodable bytes escaped."""
+    if path.isprintable():
+        return path
+    out = []
+    for ch in path:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape'd byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif not ch.isprintable():
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def raise_nofile_limit() -> None:
+    """Raise the soft descriptor limit to the hard one (the walk itself needs few)."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _mount_id(fd: int) -> int | None:
+    """The mount id of an open descriptor, from /proc/self/fdinfo (None if unavailable)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _unescape_mountinfo(field_: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
+
+
+def mounts_below(path: str) -> list[str]:
+    """Mount points strictly below *path*, from /proc/self/mountinfo."""
+    prefix = path.rstrip("/") + "/"
+    found = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 4:
+                    point = _unescape_mountinfo(parts[4])
+                    if point.startswith(prefix):
+                        found.append(point)
+    except OSError:
+        pass
+    return found
+
+
+@dataclass(slots=True)
+class Dir:
+    """An open directory: descriptor, printable path, and identity."""
+
+    fd: int
+    path: str
+    dev: int
+    ino: int
+    mnt: int | None = None
+
+    def join(self, name: str) -> str:
+        return name if not self.path else f"{self.path.rstrip('/')}/{name}"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass(slots=True)
+class Root:
+    """A configured root, opened once; everything below it is reached through its descriptor."""
+
+    dir: Dir
+    check_mounts: bool = False  # a mount exists below the root: compare mount ids too
+
+    @classmethod
+    def open(cls, path: str) -> Root:
+        """Open a configured root. Its own path may contain symlinks (the operator chose it);
+        the resolved path must not be a system directory."""
+        real = os.path.realpath(path)
+        if is_forbidden_root(real):
+            raise FsError(f"{path}: refusing to work on system directory {real}")
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise FsError(f"{path}: does not exist") from None
+        except NotADirectoryError:
+            raise FsError(f"{path}: not a directory") from None
+        except OSError as exc:
+            raise FsError(f"{path}: cannot open: {exc.strerror}") from None
+        st = os.fstat(fd)
+        below = bool(mounts_below(real))
+        return cls(Dir(fd, real, st.st_dev, st.st_ino, _mount_id(fd) if below else None), below)
+
+    def close(self) -> None:
+        self.dir.close()
+
+    def __enter__(self) -> Root:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def same_mount(self, fd: int, st: os.stat_result) -> bool:
+        """True when an opened directory lies on the root's own mount."""
+        if st.st_dev != self.dir.dev:
+            return False
+        return not self.check_mounts or _mount_id(fd) == self.dir.mnt
+
+    def open_dir(self, parent: Dir, name: str) -> Dir:
+        """Enter one directory below *parent* without following symlinks or leaving the mount.
+
+        Raises FileNotFoundError when it is missing and FsError when it may not be entered."""
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent.fd)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                kind = "a symlink" if exc.errno == errno.ELOOP else "not a directory"
+                raise FsError(f"{display(parent.join(name))}: {kind}, not followed") from None
+            raise FsError(f"{display(parent.join(name))}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not self.same_mount(fd, st):
+            os.close(fd)
+            raise FsError(f"{display(parent.join(name))}: a mount point, not crossed")
+        return Dir(fd, parent.join(name), st.st_dev, st.st_ino)
+
+    def open_path(self, rel: str) -> Dir:
+        """Enter a relative path below the root, one component at a time (see open_dir)."""
+        rel = rel.strip("/")
+        cur = Dir(os.dup(self.dir.fd), self.dir.path, self.dir.dev, self.dir.ino)
+        if rel in ("", "."):
+            return cur
+        try:
+            for part in rel.split("/"):
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    raise FsError(f"{rel}: '..' is not allowed")
+                nxt = self.open_dir(cur, part)
+                cur.close()
+                cur = nxt
+        except BaseException:
+            cur.close()
+            raise
+        return cur
+
+
+def is_profile_dir(d: Dir) -> bool:
+    """A directory holding Chromium's 'Local State' file is a browser profile (not ours)."""
+    try:
+        os.stat(CHROMIUM_MARKER, dir_fd=d.fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+# --- walking ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Level:
+    dir: Dir
+    subdirs: list[str] = field(default_factory=list)
+
+
+#: Called for each sub-directory found: return None to enter it, or a reason to leave it out.
+DirFilter = Callable[[Dir, "os.DirEntry[str]"], "str | None"]
+#: Called for every directory skipped with its reason (exclusions, mounts, errors).
+SkipSink = Callable[[str, str], None]
+
+
+class Walker:
+    """A streaming, fd-relative, depth-first walk below one directory of a Root.
+
+    Iterating yields ``(dir, entry)`` for every non-directory entry, and also for each
+    directory that *dir_filter* declines with the reason ``"claim"`` (the consumer takes it
+    whole, e.g. a ``__pycache__`` to remove). ``dir`` stays open until the walk moves on, so
+    the consumer may act on the entry with ``dir.fd``.
+    """
+
+    def __init__(self, root: Root, start: Dir, *, dir_filter: DirFilter | None = None,
+                 on_skip: SkipSink | None = None, max_depth: int | None = None) -> None:
+        self.root = root
+        self.start = start
+        self.dir_filter = dir_filter
+        self.on_skip = on_skip or (lambda _path, _why: None)
+        self.max_depth = max_depth
+        self.entries_seen = 0
+
+    def __iter__(self) -> Iterator[tuple[Dir, os.DirEntry[str]]]:
+        stack: list[_Level] = [_Level(self.start)]
+        try:
+            yield from self._scan(stack[0], depth=0)
+            while stack:
+                top = stack[-1]
+                if not top.subdirs:
+                    stack.pop()
+                    if stack:
+                        self._ensure_open(stack, top)
+                    if top.dir is not self.start:
+                        top.dir.close()
+                    continue
+                name = top.subdirs.pop()
+                try:
+                    child = self.root.open_dir(top.dir, name)
+                except FileNotFoundError:
+                    continue  # vanished since the listing
+                except FsError as exc:
+                    self.on_skip(top.dir.join(name), str(exc).rsplit(": ", 1)[-1])
+                    continue
+                if is_profile_dir(child):
+                    self.on_skip(child.path, "browser profile (holds 'Local State')")
+                    child.close()
+                    continue
+                level = _Level(child)
+                stack.append(level)
+                if len(stack) > FD_WINDOW:
+                    old = stack[-FD_WINDOW - 1].dir
+                    if old is not self.start and old.fd >= 0:
+                        old.close()
+                yield from self._scan(level, depth=len(stack) - 1)
+        finally:
+            for lvl in stack:
+                if lvl.dir is not self.start:
+                    lvl.dir.close()
+
+    def _ensure_open(self, stack: list[_Level], child: _Level) -> None:
+        """Re-open the parent of *child* through '..' if its descriptor was closed."""
+        parent = stack[-1].dir
+        if parent.fd >= 0:
+            return
+        fd = os.open("..", _DIR_FLAGS, dir_fd=child.dir.fd)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (parent.dev, parent.ino):
+            os.close(fd)
+            raise WalkAborted(f"{display(parent.path)}: moved during the walk; stopping here")
+        parent.fd = fd
+
+    def _scan(self, level: _Level, depth: int) -> Iterator[tuple[Dir, os.DirEntry[str]]]:
+        d = level.dir
+        dir_filter = self.dir_filter
+        can_descend = self.max_depth is None or depth < self.max_depth
+        try:
+            it = os.scandir(d.fd)
+        except OSError as exc:
+            self.on_skip(d.path, f"cannot list: {exc.strerror}")
+            return
+        with it:
+            while True:
+                try:
+                    entry = next(it)
+                except StopIteration:
+                    break
+                except OSError as exc:
+                    self.on_skip(d.path, f"listing failed: {exc.strerror}")
+                    break
+                self.entries_seen += 1
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not is_dir:
+                    yield d, entry
+                    continue
+                if not can_descend:
+                    continue
+                why = dir_filter(d, entry) if dir_filter is not None else None
+                if why is None:
+                    level.subdirs.append(entry.name)
+                elif why == "claim":
+                    yield d, entry
+                else:
+                    self.on_skip(d.join(entry.name), why)
+        level.subdirs.reverse()  # pop() then visits them in listing order
+
+
+# --- deleting --------------------------------------------------------------------------------
+
+
+class Changed(FsError):
+    """The entry is no longer the one that was judged; it is left alone."""
+
+
+def lstat_at(d: Dir, name: str) -> os.stat_result:
+    return os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+
+
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_mtime_ns)
+
+
+def unlink_checked(d: Dir, name: str, judged: os.stat_result) -> None:
+    """Unlink *name* in *d* if it is still the file that was judged (never a directory).
+
+    Raises FileNotFoundError when it vanished, Changed when it was replaced, OSError else."""
+    now = lstat_at(d, name)
+    if not same_file(now, judged) or stat.S_ISDIR(now.st_mode):
+        raise Changed(f"{display(d.join(name))}: changed since it was checked")
+    os.unlink(name, dir_fd=d.fd)
+
+
+@dataclass(slots=True)
+class TreeResult:
+    """What removing (or pretending to remove) a directory tree did."""
+
+    files: int = 0
+    bytes: int = 0
+    kept: int = 0
+    errors: list[str] = field(default_factory=list)
+    removed_dir: bool = False
+
+
+def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
+                keep: Callable[[os.stat_result], str | None] | None = None) -> TreeResult:
+    """Remove directory *name* below *parent* with everything in it, fd-relative, bottom-up.
+
+    Files for which *keep* returns a reason stay (so their directories stay too). In a dry run
+    nothing changes and the result counts what a real run would remove. The tree never leaves
+    the root's mount and symlinks inside are removed as links, never followed."""
+    res = TreeResult()
+    try:
+        top = root.open_dir(parent, name)
+    except FileNotFoundError:
+        return res
+    except FsError as exc:
+        res.errors.append(str(exc))
+        res.kept += 1
+        return res
+    # (dir, subdirs still to visit, anything kept inside?)
+    stack: list[tuple[Dir, list[str], list[bool]]] = []
+
+    def scan(d: Dir) -> tuple[Dir, list[str], list[bool]]:
+        subdirs: list[str] = []
+        kept = [False]
+        try:
+            with os.scandir(d.fd) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            subdirs.append(entry.name)
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    why = keep(st) if keep is not None else None
+                    if why is not None:
+                        kept[0] = True
+                        res.kept += 1
+                        continue
+                    nbytes = st.st_size if st.st_nlink <= 1 else 0
+                    if not dry_run:
+                        try:
+                            unlink_checked(d, entry.name, st)
+                        except FileNotFoundError:
+                            continue
+                        except OSError as exc:
+                            kept[0] = True
+                            res.kept += 1
+                            res.errors.append(f"{display(d.join(entry.name))}: "
+                                              f"{getattr(exc, 'strerror', None) or exc}")
+                            continue
+                    res.files += 1
+                    res.bytes += nbytes
+        except OSError as exc:
+            kept[0] = True
+            res.errors.append(f"{display(d.path)}: cannot list: {exc.strerror}")
+        return d, subdirs, kept
+
+    stack.append(scan(top))
+    try:
+        while stack:
+            d, subdirs, kept = stack[-1]
+            if subdirs:
+                sub = subdirs.pop()
+                try:
+                    child = root.open_dir(d, sub)
+                except FileNotFoundError:
+                    continue
+                except FsError as exc:
+                    kept[0] = True
+                    res.errors.append(str(exc))
+                    continue
+                if len(stack) >= FD_WINDOW * 8:
+                    child.close()
+                    kept[0] = True
+                    res.errors.append(f"{display(child.path)}: nested too deeply, left alone")
+                    continue
+                stack.append(scan(child))
+                continue
+            stack.pop()
+            parent_dir = stack[-1][0] if stack else parent
+            child_kept = kept[0]
+            child_name = os.path.basename(d.path)
+            d.close()
+            if child_kept:
+                if stack:
+                    stack[-1][2][0] = True
+                continue
+            if not dry_run:
+                try:
+                    os.rmdir(child_name, dir_fd=parent_dir.fd)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    if stack:
+                        stack[-1][2][0] = True
+                    res.errors.append(f"{display(d.path)}: {exc.strerror}")
+                    continue
+            if not stack:
+                res.removed_dir = True
+    finally:
+        for d, _, _ in stack:
+            d.close()
+    return res
+
+
+# --- open files ------------------------------------------------------------------------------
+
+
+class OpenFiles:
+    """The set of (device, inode) that some process holds open, from one scan of /proc/*/fd.
+
+    The scan runs on first use, once per run. A process we may not inspect is counted in
+    ``unreadable`` (with ``ProtectProc=`` or without ``CAP_SYS_PTRACE`` that can happen)."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.proc = proc
+        self._ids: set[tuple[int, int]] | None = None
+        self.unreadable = 0
+
+    def _scan(self) -> set[tuple[int, int]]:
+        ids: set[tuple[int, int]] = set()
+        me = str(os.getpid())
+        try:
+            pids = [p for p in os.listdir(self.proc) if p.isdigit() and p != me]
+        except OSError:
+            return ids
+        for pid in pids:
+            fddir = f"{self.proc}/{pid}/fd"
+            try:
+                fds = os.listdir(fddir)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                self.unreadable += 1
+                continue
+            for fd in fds:
+                try:
+                    st = os.stat(f"{fddir}/{fd}")
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                    ids.add((st.st_dev, st.st_ino))
+        return ids
+
+    def is_open(self, st: os.stat_result) -> bool:
+        if self._ids is None:
+            self._ids = self._scan()
+        return (st.st_dev, st.st_ino) in self._ids

@@ -1,0 +1,97 @@
+"""Last-run state and a bounded run history, as atomic JSON in the state directory.
+
+``$STATE_DIRECTORY`` (set by the service's ``StateDirectory=``) or /var/lib/architect-cleanup
+holds ``state.json``. It is written whole to a temporary file, fsync'd and renamed over the old
+one, so a crash or a full disk leaves the previous state intact. A corrupt file is reported,
+kept aside as ``state.json.corrupt`` and replaced, never a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = "/var/lib/architect-cleanup"
+STATE_FILE = "state.json"
+HISTORY_LIMIT = 100
+FORMAT = 1
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    value = environ.get("STATE_DIRECTORY", "")
+    return value.split(":")[0] if value else DEFAULT_STATE_DIR
+
+
+class StateStore:
+    """Reads and writes ``state.json`` in one directory."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory or state_dir()
+        self.path = os.path.join(self.directory, STATE_FILE)
+        #: why the last load found no usable state (missing, corrupt), for status output
+        self.problem: str | None = None
+
+    def load(self) -> dict[str, Any]:
+        """The state document; an empty one when the file is missing or unusable."""
+        self.problem = None
+        try:
+            with open(self.path, "rb") as fh:
+                doc = json.loads(fh.read())
+        except FileNotFoundError:
+            self.problem = "no run recorded yet"
+            return _empty()
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            self.problem = f"{self.path} is unreadable or corrupt ({exc})"
+            return _empty()
+        if not isinstance(doc, dict) or not isinstance(doc.get("history", []), list):
+            self.problem = f"{self.path} does not hold a state object"
+            return _empty()
+        doc.setdefault("history", [])
+        doc.setdefault("last_run", None)
+        return doc
+
+    def record(self, run: Mapping[str, Any]) -> None:
+        """Make *run* the last run and append it to the history (bounded). Raises OSError."""
+        doc = self.load()
+        if self.problem and os.path.exists(self.path):
+            log.warning("state: %s; keeping it as %s.corrupt and starting a new one",
+                        self.problem, self.path)
+            with contextlib.suppress(OSError):
+                os.replace(self.path, self.path + ".corrupt")
+        history = [h for h in doc.get("history", []) if isinstance(h, dict)]
+        history.append(dict(run))
+        doc = {"format": FORMAT, "last_run": dict(run), "history": history[-HISTORY_LIMIT:]}
+        self.write(doc)
+
+    def write(self, doc: Mapping[str, Any]) -> None:
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+        fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _empty() -> dict[str, Any]:
+    return {"format": FORMAT, "last_run": None, "history": []}

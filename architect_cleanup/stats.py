@@ -1,0 +1,174 @@
+"""What a run did: per-target results and the seed's ``CleanupStats``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MB = 1024 * 1024
+
+#: target name -> the seed's stats field, in the order runs and summaries list them.
+STAT_FIELDS = {
+    "backups": "backups_deleted",
+    "logs": "logs_deleted",
+    "tasks": "tasks_deleted",
+    "errors": "errors_deleted",
+    "prompts": "prompts_deleted",
+    "temp": "temp_files_deleted",
+}
+
+# Words for the one-line summary ("84 backups, 0 logs, ...").
+_NOUNS = {
+    "backups": "backups",
+    "logs": "logs",
+    "tasks": "tasks",
+    "errors": "errors",
+    "prompts": "prompts archived",
+    "temp": "temp files",
+}
+
+
+@dataclass
+class TargetResult:
+    """The outcome of one target.
+
+    ``removed`` counts items removed (archived, for prompts) — or that a real run would remove,
+    in a dry run; ``kept`` items a rule looked at and kept; ``skipped`` items a rule wanted to
+    remove but that were protected at the last moment (open, vanished, refused)."""
+
+    name: str
+    status: str = "ok"  # ok | failed | skipped | disabled
+    removed: int = 0
+    bytes: int = 0
+    kept: int = 0
+    skipped: int = 0
+    checked: int = 0
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    detail: dict[str, dict[str, Any]] = field(default_factory=dict)
+    duration: float = 0.0
+    message: str = ""
+
+    def note(self, text: str) -> None:
+        """Something skipped on purpose (a missing directory, a table without a column)."""
+        self.notes.append(text)
+
+    def error(self, text: str) -> None:
+        """Something that went wrong with one item; the target goes on."""
+        self.errors.append(text)
+
+    def fail(self, text: str) -> None:
+        """The whole target could not do its work."""
+        self.status = "failed"
+        self.message = text
+
+    def part(self, key: str) -> dict[str, Any]:
+        """Per-environment / per-database counters, created on first use."""
+        return self.detail.setdefault(key, {"removed": 0, "bytes": 0, "kept": 0})
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "removed": self.removed,
+            "bytes": self.bytes,
+            "space_mb": round(self.bytes / MB, 2),
+            "kept": self.kept,
+            "skipped": self.skipped,
+            "checked": self.checked,
+            "errors": self.errors[:100],
+            "error_count": len(self.errors),
+            "notes": self.notes[:100],
+            "detail": self.detail,
+            "duration_s": round(self.duration, 3),
+            "message": self.message,
+        }
+
+
+@dataclass
+class CleanupStats:
+    """The seed's statistics object, plus errors, timing and per-target detail."""
+
+    backups_deleted: int = 0
+    logs_deleted: int = 0
+    tasks_deleted: int = 0
+    errors_deleted: int = 0
+    prompts_deleted: int = 0
+    temp_files_deleted: int = 0
+    space_freed: int = 0
+    dry_run: bool = True
+    errors: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    started_at: str = ""
+    finished_at: str = ""
+    source: str = "python"
+    targets: dict[str, TargetResult] = field(default_factory=dict)
+    #: set when the state file could not be written (the run still reported itself)
+    state_error: str | None = None
+
+    @property
+    def space_freed_mb(self) -> float:
+        return round(self.space_freed / MB, 2)
+
+    @property
+    def failed_targets(self) -> list[str]:
+        return [name for name, t in self.targets.items() if t.failed]
+
+    @property
+    def success(self) -> bool:
+        return not self.failed_targets
+
+    def add(self, result: TargetResult) -> None:
+        """Fold one target's result into the totals."""
+        self.targets[result.name] = result
+        stat_field = STAT_FIELDS.get(result.name)
+        if stat_field is not None:
+            setattr(self, stat_field, getattr(self, stat_field) + result.removed)
+        self.space_freed += result.bytes
+        if result.failed:
+            self.errors.append(f"{result.name}: {result.message}")
+
+    def counts(self) -> dict[str, Any]:
+        """The seed's ``stats`` object (with ``space_freed`` in bytes besides)."""
+        out: dict[str, Any] = {f: getattr(self, f) for f in STAT_FIELDS.values()}
+        out["space_freed_mb"] = self.space_freed_mb
+        out["space_freed"] = self.space_freed
+        return out
+
+    def summary_line(self) -> str:
+        """The one line ``systemctl status`` shows: "Freed 271.9 MB: 84 backups, …"."""
+        parts = [f"{getattr(self, STAT_FIELDS[n])} {_NOUNS[n]}" for n in STAT_FIELDS]
+        mb = self.space_freed / MB
+        head = f"Dry run: would free {mb:.1f} MB" if self.dry_run else f"Freed {mb:.1f} MB"
+        line = f"{head}: {', '.join(parts)}"
+        if self.failed_targets:
+            line += "; failed: " + ", ".join(
+                f"{n} ({self.targets[n].message})" for n in self.failed_targets)
+        return line
+
+    @property
+    def message(self) -> str:
+        if self.success:
+            return "Cleanup completed" + (" (dry run)" if self.dry_run else "")
+        return "Cleanup completed with errors: " + "; ".join(self.errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's ``--json`` object and the API's response: the seed's shape, and more."""
+        return {
+            "success": self.success,
+            "dry_run": self.dry_run,
+            "stats": self.counts(),
+            "message": self.message,
+            "summary": self.summary_line(),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": round(self.duration, 3),
+            "source": self.source,
+            "failed_targets": self.failed_targets,
+            "errors": self.errors,
+            "state_error": self.state_error,
+            "targets": {n: t.to_dict() for n, t in self.targets.items()},
+        }

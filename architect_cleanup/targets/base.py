@@ -1,0 +1,284 @@
+"""What every target shares: the run context, decisions with reasons, and the registry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from architect_cleanup.config import Config, format_duration
+from architect_cleanup.fs import (
+    Changed,
+    Dir,
+    FsError,
+    OpenFiles,
+    Root,
+    compile_patterns,
+    display,
+    unlink_checked,
+)
+from architect_cleanup.stats import TargetResult
+
+log = logging.getLogger(__name__)
+
+#: A file modified more than this far in the future is never deleted (clock trouble).
+FUTURE_SLACK = 300.0
+#: How often (seconds) live progress may be sent.
+PROGRESS_INTERVAL = 1.0
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (SIGTERM); targets stop between items or batches."""
+
+
+@dataclass(slots=True)
+class Decision:
+    """One item judged by a target: removed (or would be), or kept, and why."""
+
+    target: str
+    path: str
+    remove: bool
+    reason: str
+    size: int = 0
+
+    def __str__(self) -> str:
+        verb = "remove" if self.remove else "keep  "
+        return f"{verb} {self.target:<7} {display(self.path)} ({self.reason})"
+
+
+@dataclass
+class RunContext:
+    """Everything a target needs from the run; passed in, never global."""
+
+    config: Config
+    now: datetime
+    dry_run: bool
+    source: str = "python"
+    on_decision: Callable[[Decision], None] | None = None
+    on_status: Callable[[str], None] | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    open_files: OpenFiles | None = None
+    _roots: dict[str, Root | FsError] = field(default_factory=dict)
+    _last_status: float = 0.0
+
+    @property
+    def now_ts(self) -> float:
+        return self.now.timestamp()
+
+    def root(self, path: str | None = None) -> Root:
+        """The opened root (the configured ``root`` unless *path* names another, e.g. /tmp).
+
+        Raises FsError when it is missing or may not be used; opened once per run."""
+        path = path or self.config.root
+        cached = self._roots.get(path)
+        if cached is None:
+            try:
+                cached = Root.open(path)
+            except FsError as exc:
+                cached = exc
+            self._roots[path] = cached
+        if isinstance(cached, FsError):
+            raise cached
+        return cached
+
+    def close(self) -> None:
+        for r in self._roots.values():
+            if isinstance(r, Root):
+                r.close()
+        self._roots.clear()
+
+    def check_stop(self) -> None:
+        if self.should_stop():
+            raise Interrupted("stopped on request")
+
+    def status(self, text: str, *, force: bool = False) -> None:
+        """Live progress (sd_notify STATUS=), at most once per PROGRESS_INTERVAL."""
+        if self.on_status is None:
+            return
+        t = time.monotonic()
+        if force or t - self._last_status >= PROGRESS_INTERVAL:
+            self._last_status = t
+            self.on_status(text)
+
+    def decide(self, d: Decision) -> None:
+        if self.on_decision is not None:
+            self.on_decision(d)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", d)
+
+
+class Target:
+    """A cleanup target. Subclasses set ``name`` and implement :meth:`run`.
+
+    ``run`` fills the result in; it raises only when the whole target cannot work (the worker
+    then marks it failed and goes on with the others)."""
+
+    name: ClassVar[str]
+    #: Words for STATUS= progress ("files checked", "rows checked").
+    unit: ClassVar[str] = "files checked"
+
+    def enabled(self, cfg: Config) -> bool:
+        section = getattr(cfg, self.name, None)
+        return bool(getattr(section, "enabled", True))
+
+    def run(self, ctx: RunContext, result: TargetResult) -> None:
+        raise NotImplementedError
+
+
+#: target name -> class; filled by @register in the order the modules define them.
+REGISTRY: dict[str, type[Target]] = {}
+
+
+def register(cls: type[Target]) -> type[Target]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+# --- helpers for the file targets ------------------------------------------------------------
+
+
+def age_text(seconds: float) -> str:
+    days = seconds / 86400
+    if days >= 2:
+        return f"{days:.0f} days old"
+    hours = seconds / 3600
+    if hours >= 2:
+        return f"{hours:.0f} hours old"
+    return f"{seconds / 60:.0f} minutes old"
+
+
+class FileTarget(Target):
+    """Shared per-file judgement and deletion for the backups, logs and temp targets."""
+
+    def __init__(self) -> None:
+        self._warned_future = 0
+
+    def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> str | None:
+        """Reasons that override any rule: a future mtime, a file some process holds open."""
+        if st.st_mtime > ctx.now_ts + FUTURE_SLACK:
+            return "modified in the future"
+        if (ctx.config.safety.skip_open_files and ctx.open_files is not None
+                and stat.S_ISREG(st.st_mode) and ctx.open_files.is_open(st)):
+            return "open by a running process"
+        return None
+
+    def keep(self, ctx: RunContext, result: TargetResult, path: str, reason: str,
+             part: str | None = None) -> None:
+        result.kept += 1
+        if part is not None:
+            result.part(part)["kept"] += 1
+        ctx.decide(Decision(self.name, path, False, reason))
+
+    def remove(self, ctx: RunContext, result: TargetResult, d: Dir, name: str,
+               st: os.stat_result, reason: str, *, part: str | None = None,
+               siblings: tuple[tuple[str, os.stat_result], ...] = ()) -> bool:
+        """Remove one file (and its siblings first) unless a last-moment reason keeps it.
+
+        Counts it in *result* (also in a dry run); returns True when it is (would be) gone."""
+        path = d.join(name)
+        why_keep = self.last_moment_keep(ctx, st) or next(
+            (w for _, s in siblings if (w := self.last_moment_keep(ctx, s))), None)
+        if why_keep is not None:
+            if why_keep == "modified in the future":
+                self._warn_future(path, st, ctx)
+            result.skipped += 1
+            self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {reason}", part)
+            return False
+        size = sum(s.st_size if s.st_nlink <= 1 else 0 for s in (st, *(s for _, s in siblings)))
+        if not ctx.dry_run:
+            try:
+                for sib_name, sib_st in siblings:
+                    unlink_checked(d, sib_name, sib_st)
+                unlink_checked(d, name, st)
+            except FileNotFoundError:
+                result.skipped += 1
+                ctx.decide(Decision(self.name, path, False, "vanished before removal"))
+                return False
+            except Changed as exc:
+                result.skipped += 1
+                result.error(str(exc))
+                ctx.decide(Decision(self.name, path, False, "changed since it was checked"))
+                return False
+            except OSError as exc:
+                result.skipped += 1
+                result.error(f"{display(path)}: {exc.strerror or exc}"
+                             + _readonly_hint(exc))
+                ctx.decide(Decision(self.name, path, False, f"removal failed: {exc.strerror}"))
+                return False
+        result.removed += 1
+        result.bytes += size
+        if part is not None:
+            p = result.part(part)
+            p["removed"] += 1
+            p["bytes"] += size
+        ctx.decide(Decision(self.name, path, True, reason, size))
+        return True
+
+    def _warn_future(self, path: str, st: os.stat_result, ctx: RunContext) -> None:
+        self._warned_future += 1
+        if self._warned_future <= 10:
+            ahead = st.st_mtime - ctx.now_ts
+            log.warning("%s: %s is modified %s in the future; kept", self.name, display(path),
+                        format_duration_short(ahead))
+
+
+def format_duration_short(seconds: float) -> str:
+    from datetime import timedelta
+    return format_duration(timedelta(seconds=int(seconds)))
+
+
+def _readonly_hint(exc: OSError) -> str:
+    import errno
+    if exc.errno == errno.EROFS:
+        return (" (outside the service's writable paths: add it with "
+                "`systemctl edit architect-cleanup.service` (ReadWritePaths=))")
+    return ""
+
+
+def matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    return compile_patterns(patterns)
+
+
+def exclusion_filter(ctx: RunContext,
+                     claim: Callable[[str], bool] | None = None) -> Callable[[Dir, os.DirEntry[str]], str | None]:
+    """The walker's directory filter: configured exclusions are skipped; names *claim*
+    matches are handed to the target whole."""
+    excluded = matcher(ctx.config.safety.exclude_dirs)
+
+    def dir_filter(_d: Dir, entry: os.DirEntry[str]) -> str | None:
+        name = entry.name
+        if excluded(name):
+            return "excluded by safety.exclude_dirs"
+        if claim is not None and claim(name):
+            return "claim"
+        return None
+
+    return dir_filter
+
+
+def unique_dirs(dirs: tuple[str, ...]) -> list[str]:
+    """Configured relative directories without duplicates or ones nested in another listed one
+    (a file must be judged once, or a dry run would count it twice)."""
+    norm = sorted({os.path.normpath(x) for x in dirs}, key=lambda p: (p.count("/"), p))
+    out: list[str] = []
+    for p in norm:
+        if any(q == "." or p == q or p.startswith(q + "/") for q in out):
+            continue
+        out.append(p)
+    return out
+
+
+def under(path: str, dirs: frozenset[str]) -> bool:
+    """True when *path* (a directory) is one of *dirs* or below one of them."""
+    while True:
+        if path in dirs:
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent

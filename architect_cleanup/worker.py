@@ -1,0 +1,227 @@
+"""CleanupWorker: take the lock, run each target, contain failures, record the run.
+
+One run: lock -> for each target in order: run it (a dry run and a real run walk the same code;
+only the final delete differs) -> fold its result into the stats -> journal entry. Then the
+state file, and last the one-line summary that ``systemctl status`` shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+
+from architect_cleanup.config import Config, load_config, with_overrides
+from architect_cleanup.fs import OpenFiles, raise_nofile_limit
+from architect_cleanup.journal import fields
+from architect_cleanup.lock import LockHeld, RunLock, lock_path
+from architect_cleanup.notify import Notifier
+from architect_cleanup.state import StateStore
+from architect_cleanup.stats import CleanupStats, TargetResult
+from architect_cleanup.targets import REGISTRY, Decision, Interrupted, RunContext, ordered
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CleanupWorker", "LockHeld"]
+
+#: Hooks run after the targets with the finished stats (the database module adds the
+#: activity-log writer here); each gets the context and the stats and must not raise.
+AFTER_RUN: list[Callable[[RunContext, CleanupStats], None]] = []
+
+
+def utc_iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="seconds")
+
+
+class CleanupWorker:
+    """Runs the cleanup targets once, safely. Dry run unless told ``dry_run=False``.
+
+    The keyword arguments are the seed's: ``backup_retention`` is one number for every
+    environment or a per-environment table merged over the configured one; the ``*_age_days``
+    override the matching ``max_age``. ``config`` defaults to the system configuration
+    (``/etc/architect-cleanup/config.toml`` or ``$ARCHITECT_CLEANUP_CONFIG``).
+    Invalid values raise :class:`~architect_cleanup.config.ConfigError`.
+    """
+
+    def __init__(
+        self,
+        dry_run: bool = True,
+        backup_retention: int | Mapping[str, int] | None = None,
+        log_age_days: float | None = None,
+        task_age_days: float | None = None,
+        error_age_days: float | None = None,
+        prompt_age_days: float | None = None,
+        config: Config | None = None,
+        *,
+        only: Iterable[str] | None = None,
+        source: str = "python",
+        now: datetime | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
+        notifier: Notifier | None = None,
+        lock_file: str | None = None,
+        state: StateStore | None = None,
+        record_state: bool = True,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        base = config if config is not None else load_config()
+        self.config = with_overrides(
+            base, keep=backup_retention, log_days=log_age_days, task_days=task_age_days,
+            error_days=error_age_days, prompt_days=prompt_age_days)
+        self.dry_run = bool(dry_run) if isinstance(dry_run, bool) else True
+        if only is not None:
+            chosen = list(only)
+            unknown = [n for n in chosen if n not in REGISTRY]
+            if unknown:
+                raise ValueError(f"unknown target(s): {', '.join(unknown)} "
+                                 f"(known: {', '.join(ordered())})")
+            self.only: frozenset[str] | None = frozenset(chosen)
+        else:
+            self.only = None
+        self.source = source
+        self.now = now
+        self.on_decision = on_decision
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.lock_file = lock_file or lock_path()
+        self.state = state if state is not None else StateStore()
+        self.record_state = record_state
+        self.should_stop = should_stop or (lambda: False)
+        self.last_stats: CleanupStats | None = None
+
+    def run_cleanup(self) -> CleanupStats:
+        """Run every selected target once; raises LockHeld when another run is going on."""
+        lock = RunLock(self.lock_file)
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            log.warning("%s", exc, extra=fields("lock_held", cleanup_lock_pid=exc.pid or 0))
+            raise
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> CleanupStats:
+        raise_nofile_limit()
+        now = self.now or datetime.now(UTC)
+        started = time.monotonic()
+        stats = CleanupStats(dry_run=self.dry_run, source=self.source,
+                             started_at=utc_iso(now))
+        ctx = RunContext(config=self.config, now=now, dry_run=self.dry_run, source=self.source,
+                         on_decision=self.on_decision, on_status=self.notifier.status,
+                         should_stop=self.should_stop,
+                         open_files=OpenFiles() if self.config.safety.skip_open_files else None)
+        mode = "dry run" if self.dry_run else "real run"
+        log.info("Starting cleanup (%s, from %s) of %s", mode, self.source, self.config.root,
+                 extra=fields("run_started", cleanup_dry_run=self.dry_run,
+                              cleanup_source=self.source, cleanup_root=self.config.root))
+        interrupted = False
+        try:
+            for name in ordered():
+                result = TargetResult(name)
+                target = REGISTRY[name]()
+                if interrupted:
+                    result.status, result.message = "skipped", "run interrupted"
+                elif self.only is not None and name not in self.only:
+                    result.status, result.message = "skipped", "not selected"
+                elif not target.enabled(self.config):
+                    result.status, result.message = "disabled", f"{name}.enabled = false"
+                else:
+                    interrupted = self._run_target(ctx, target, result)
+                stats.add(result)
+        finally:
+            ctx.close()
+        stats.duration = time.monotonic() - started
+        stats.finished_at = utc_iso(datetime.now(UTC))
+        for hook in AFTER_RUN:
+            try:
+                hook(ctx, stats)
+            except Exception as exc:  # a hook must not lose the run's report
+                log.error("after-run hook %s failed: %s", getattr(hook, "__name__", hook), exc)
+        if self.record_state:
+            self._record(stats)
+        self._summary(stats)
+        self.last_stats = stats
+        return stats
+
+    def _run_target(self, ctx: RunContext, target: object, result: TargetResult) -> bool:
+        """Run one target, containing any failure; True when the run was interrupted."""
+        from architect_cleanup.targets.base import Target
+        assert isinstance(target, Target)
+        name = result.name
+        ctx.status(f"{name}: starting", force=True)
+        t0 = time.monotonic()
+        interrupted = False
+        try:
+            target.run(ctx, result)
+        except Interrupted as exc:
+            result.fail(str(exc))
+            interrupted = True
+        except Exception as exc:  # one failing target must not stop the others
+            result.fail(_describe(exc))
+            log.debug("target %s failed", name, exc_info=True)
+        result.duration = time.monotonic() - t0
+        verb = "would remove" if ctx.dry_run else "removed"
+        if result.failed:
+            log.error("%s: failed: %s", name, result.message,
+                      extra=fields("target_failed", cleanup_target=name,
+                                   cleanup_result="failed", cleanup_dry_run=ctx.dry_run,
+                                   cleanup_error=result.message))
+        else:
+            log.info("%s: %s %d (%.1f MB), kept %d, %d errors, in %.1fs", name, verb,
+                     result.removed, result.bytes / 1048576, result.kept, len(result.errors),
+                     result.duration,
+                     extra=fields("target_done", cleanup_target=name, cleanup_result="ok",
+                                  cleanup_items=result.removed, cleanup_bytes=result.bytes,
+                                  cleanup_kept=result.kept, cleanup_skipped=result.skipped,
+                                  cleanup_errors=len(result.errors),
+                                  cleanup_dry_run=ctx.dry_run,
+                                  cleanup_duration=f"{result.duration:.3f}"))
+        for err in result.errors[:20]:
+            log.warning("%s: %s", name, err)
+        if len(result.errors) > 20:
+            log.warning("%s: %d more errors not shown", name, len(result.errors) - 20)
+        return interrupted
+
+    def _record(self, stats: CleanupStats) -> None:
+        run = {
+            "started_at": stats.started_at,
+            "finished_at": stats.finished_at,
+            "dry_run": stats.dry_run,
+            "result": "success" if stats.success else "failed",
+            "duration_s": round(stats.duration, 3),
+            "source": stats.source,
+            "pid": os.getpid(),
+            "stats": stats.counts(),
+            "failed_targets": stats.failed_targets,
+            "message": stats.message,
+            "summary": stats.summary_line(),
+        }
+        try:
+            self.state.record(run)
+        except OSError as exc:
+            stats.state_error = f"cannot write {self.state.path}: {exc.strerror or exc}"
+            log.error("%s", stats.state_error, extra=fields("state_error"))
+
+    def _summary(self, stats: CleanupStats) -> None:
+        line = stats.summary_line()
+        result = "success" if stats.success and not stats.state_error else "failed"
+        extra = fields("run_summary", cleanup_dry_run=stats.dry_run, cleanup_result=result,
+                       cleanup_bytes=stats.space_freed,
+                       cleanup_items=sum(t.removed for t in stats.targets.values()),
+                       cleanup_duration=f"{stats.duration:.3f}", cleanup_source=stats.source,
+                       cleanup_failed_targets=",".join(stats.failed_targets),
+                       **{k: v for k, v in stats.counts().items() if k != "space_freed"})
+        self.notifier.status(line)
+        if result == "success":
+            log.info("%s", line, extra=extra)
+        else:
+            log.error("%s", line, extra=extra)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return str(exc) or type(exc).__name__

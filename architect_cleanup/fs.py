@@ -157,7 +157,7 @@ class Root:
         """Open a configured root. Its own path may contain symlinks (the operator chose it);
         the resolved path must not be a system directory."""
         real = os.path.realpath(path)
-        if is_forbidden_root(real):
+        if is_forbidden_root(path) or is_forbidden_root(real):
             raise FsError(f"{path}: refusing to work on system directory {real}")
         try:
             fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -196,7 +196,13 @@ class Root:
             if exc.errno == errno.ENOENT:
                 raise
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                kind = "a symlink" if exc.errno == errno.ELOOP else "not a directory"
+                # O_NOFOLLOW|O_DIRECTORY on a symlink fails with ELOOP or ENOTDIR
+                try:
+                    is_link = stat.S_ISLNK(os.stat(name, dir_fd=parent.fd,
+                                                   follow_symlinks=False).st_mode)
+                except OSError:
+                    is_link = exc.errno == errno.ELOOP
+                kind = "a symlink" if is_link else "not a directory"
                 raise FsError(f"{display(parent.join(name))}: {kind}, not followed") from None
             raise FsError(f"{display(parent.join(name))}: {exc.strerror}") from None
         st = os.fstat(fd)
@@ -367,7 +373,15 @@ def lstat_at(d: Dir, name: str) -> os.stat_result:
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_mtime_ns)
+    """Same file, unchanged: device, inode (which a new file may reuse at once), mtime and
+    ctime (which any replacement, rename or new link moves on)."""
+    return ((a.st_dev, a.st_ino, a.st_mtime_ns, a.st_ctime_ns)
+            == (b.st_dev, b.st_ino, b.st_mtime_ns, b.st_ctime_ns))
+
+
+def freed_bytes(st: os.stat_result) -> int:
+    """Space a removal gives back: a regular file's size unless other hard links keep it."""
+    return st.st_size if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1 else 0
 
 
 def unlink_checked(d: Dir, name: str, judged: os.stat_result) -> None:
@@ -428,7 +442,7 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
                         kept[0] = True
                         res.kept += 1
                         continue
-                    nbytes = st.st_size if st.st_nlink <= 1 else 0
+                    nbytes = freed_bytes(st)
                     if not dry_run:
                         try:
                             unlink_checked(d, entry.name, st)
@@ -511,9 +525,8 @@ class OpenFiles:
 
     def _scan(self) -> set[tuple[int, int]]:
         ids: set[tuple[int, int]] = set()
-        me = str(os.getpid())
         try:
-            pids = [p for p in os.listdir(self.proc) if p.isdigit() and p != me]
+            pids = [p for p in os.listdir(self.proc) if p.isdigit()]
         except OSError:
             return ids
         for pid in pids:

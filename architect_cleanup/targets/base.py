@@ -20,6 +20,7 @@ from architect_cleanup.fs import (
     Root,
     compile_patterns,
     display,
+    freed_bytes,
     unlink_checked,
 )
 from architect_cleanup.stats import TargetResult
@@ -189,7 +190,7 @@ class FileTarget(Target):
             result.skipped += 1
             self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {reason}", part)
             return False
-        size = sum(s.st_size if s.st_nlink <= 1 else 0 for s in (st, *(s for _, s in siblings)))
+        size = sum(freed_bytes(s) for s in (st, *(s for _, s in siblings)))
         if not ctx.dry_run:
             try:
                 for sib_name, sib_st in siblings:

@@ -1,0 +1,92 @@
+"""Shared fixtures: a fixed clock, an isolated environment, and a dashboard-like tree."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/demo.py
+
+from architect_cleanup.config import Config, parse_config  # noqa: E402
+
+#: The fixed "now" of every unit test: 2026-11-26 12:00:00 UTC.
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+NOW_TS = NOW.timestamp()
+DAY = 86400.0
+HOUR = 3600.0
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test reads /etc, writes /var/lib or locks /run, or talks to a real notify socket."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "_state"))
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "_run"))
+    monkeypatch.setenv("ARCHITECT_CLEANUP_CONFIG", str(tmp_path / "_no_config.toml"))
+    for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+
+
+def touch(path: Path, age: float = 0.0, size: int = 0, *, now: float = NOW_TS,
+          data: bytes | None = None) -> Path:
+    """Create *path* (and its parents) *age* seconds old relative to the test clock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        if data is not None:
+            fh.write(data)
+        elif size:
+            fh.write(b"x" * size)
+    t = now - age
+    os.utime(path, (t, t), follow_symlinks=False)
+    return path
+
+
+def snapshot(*roots: Path) -> dict[str, tuple[int, int, int, str]]:
+    """Every entry below *roots* with (inode, size, mtime_ns, link target) — to compare."""
+    out: dict[str, tuple[int, int, int, str]] = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                p = os.path.join(dirpath, name)
+                st = os.lstat(p)
+                target = os.readlink(p) if os.path.islink(p) else ""
+                out[p] = (st.st_ino, st.st_size, st.st_mtime_ns, target)
+    return out
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Path:
+    """An empty dashboard install directory."""
+    root = tmp_path / "srv" / "architect"
+    (root / "data").mkdir(parents=True)
+    return root
+
+
+@pytest.fixture
+def tmpdir_(tmp_path: Path) -> Path:
+    """The test's stand-in for /tmp."""
+    d = tmp_path / "tmp"
+    d.mkdir()
+    return d
+
+
+def make_config(root: Path, tmp: Path | None = None, **sections: dict[str, object]) -> Config:
+    raw: dict[str, object] = {"root": str(root)}
+    raw.update({k: v for k, v in sections.items() if not isinstance(v, dict)})
+    for k, v in sections.items():
+        if isinstance(v, dict):
+            raw[k] = v
+    logs = dict(raw.get("logs", {}))  # type: ignore[call-overload]
+    logs.setdefault("tmp_dir", str(tmp) if tmp else "")
+    raw["logs"] = logs
+    return parse_config(raw)
+
+
+@pytest.fixture
+def cfg(srv: Path, tmpdir_: Path) -> Config:
+    return make_config(srv, tmpdir_)

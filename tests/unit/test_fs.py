@@ -1,0 +1,323 @@
+"""The fd-relative walker and delete primitives: streaming, no symlinks, no mounts, no races."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from architect_cleanup import fs
+from architect_cleanup.fs import (
+    Changed,
+    FsError,
+    OpenFiles,
+    Root,
+    Walker,
+    compile_patterns,
+    display,
+    remove_tree,
+    unlink_checked,
+)
+from conftest import snapshot, touch
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+
+
+def names(root: Root, rel: str = ".", **kw: object) -> list[str]:
+    start = root.open_path(rel)
+    try:
+        return sorted(d.join(e.name)[len(root.dir.path) + 1:]
+                      for d, e in Walker(root, start, **kw))  # type: ignore[arg-type]
+    finally:
+        start.close()
+
+
+def test_walk_yields_every_file_below_the_start(tmp_path: Path) -> None:
+    for p in ["a.log", "x/b.log", "x/y/c.log", "x/y/z/d.txt"]:
+        touch(tmp_path / p)
+    with Root.open(str(tmp_path)) as root:
+        assert names(root) == ["a.log", "x/b.log", "x/y/c.log", "x/y/z/d.txt"]
+
+
+def test_walk_never_follows_a_symlink_to_an_outside_directory(tmp_path: Path) -> None:
+    outside = tmp_path / "victim"
+    touch(outside / "precious.log", age=400 * 86400)
+    root_dir = tmp_path / "root"
+    touch(root_dir / "own.log")
+    (root_dir / "link").symlink_to(outside)
+    with Root.open(str(root_dir)) as root:
+        assert names(root) == ["link", "own.log"]  # the link itself, not what it points to
+
+
+def test_open_path_refuses_symlinked_components(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    with Root.open(str(tmp_path)) as root:
+        with pytest.raises(FsError, match="a symlink, not followed"):
+            root.open_path("alias/sub")
+        with pytest.raises(FileNotFoundError):
+            root.open_path("missing")
+        with pytest.raises(FsError, match=r"'\.\.' is not allowed"):
+            root.open_path("real/../..")
+
+
+def test_a_directory_swapped_for_a_symlink_mid_walk_is_not_entered(tmp_path: Path) -> None:
+    outside = tmp_path / "victim"
+    touch(outside / "secret.log")
+    root_dir = tmp_path / "root"
+    touch(root_dir / "a" / "first.log")
+    touch(root_dir / "b" / "second.log")
+    seen = []
+    with Root.open(str(root_dir)) as root:
+        start = root.open_path(".")
+        skipped: list[tuple[str, str]] = []
+        for d, e in Walker(root, start, on_skip=lambda p, w: skipped.append((p, w))):
+            seen.append(e.name)
+            if len(seen) == 1:
+                # the attacker swaps the other directory for a symlink after the listing
+                other = "b" if d.path.endswith("/a") else "a"
+                os.rename(root_dir / other, tmp_path / "moved")
+                (root_dir / other).symlink_to(outside)
+        start.close()
+    assert "secret.log" not in seen
+    assert any("a symlink, not followed" in w for _, w in skipped)
+
+
+def test_deletion_happens_in_the_directory_that_was_opened(tmp_path: Path) -> None:
+    """After entering a directory, swapping its path for a symlink cannot redirect unlinks."""
+    outside = tmp_path / "victim"
+    touch(outside / "x.log")
+    root_dir = tmp_path / "root"
+    touch(root_dir / "sub" / "x.log")
+    before = snapshot(outside)
+    with Root.open(str(root_dir)) as root:
+        d = root.open_path("sub")
+        st = fs.lstat_at(d, "x.log")
+        os.rename(root_dir / "sub", tmp_path / "sub-moved")
+        (root_dir / "sub").symlink_to(outside)
+        unlink_checked(d, "x.log", st)
+        d.close()
+    assert snapshot(outside) == before
+    assert not (tmp_path / "sub-moved" / "x.log").exists()
+
+
+def test_unlink_refuses_a_file_replaced_since_it_was_judged(tmp_path: Path) -> None:
+    touch(tmp_path / "a.log", age=100)
+    with Root.open(str(tmp_path)) as root:
+        d = root.open_path(".")
+        st = fs.lstat_at(d, "a.log")
+        (tmp_path / "a.log").unlink()
+        touch(tmp_path / "a.log", age=100)  # same name and mtime, new inode
+        with pytest.raises(Changed):
+            unlink_checked(d, "a.log", st)
+        os.unlink(tmp_path / "a.log")
+        with pytest.raises(FileNotFoundError):
+            unlink_checked(d, "a.log", st)
+        d.close()
+
+
+def test_walk_goes_deeper_than_the_recursion_limit_and_the_fd_window(tmp_path: Path) -> None:
+    depth = max(sys.getrecursionlimit(), fs.FD_WINDOW * 3) + 50
+    base = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = base
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        if fd != base:
+            os.close(fd)
+        fd = nfd
+    os.close(os.open("deep.log", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+    os.close(base)
+    touch(tmp_path / "z.log")
+    before = len(os.listdir("/proc/self/fd"))
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        found = [e.name for _, e in Walker(root, start)]
+        start.close()
+    after = len(os.listdir("/proc/self/fd"))
+    subprocess.run(["rm", "-rf", str(tmp_path / "d")], check=True)  # pytest's rmtree recurses
+    assert sorted(found) == ["deep.log", "z.log"]
+    assert after == before  # no descriptor leaked
+
+
+def test_an_ancestor_moved_during_a_deep_walk_stops_the_walk(tmp_path: Path) -> None:
+    parts = ["d"] * (fs.FD_WINDOW + 5)
+    deep = tmp_path.joinpath("top", *parts)
+    touch(deep / "leaf.log")
+    touch(tmp_path / "top" / "d" / "sibling" / "later.log")
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        with pytest.raises(fs.WalkAborted, match="moved during the walk"):
+            for _, e in Walker(root, start):
+                if e.name == "leaf.log":
+                    # move an ancestor whose descriptor the walk has closed
+                    os.rename(tmp_path / "top" / "d" / "d", tmp_path / "elsewhere")
+        start.close()
+
+
+def test_walk_memory_does_not_grow_with_the_number_of_files(tmp_path: Path) -> None:
+    def build(n: int, where: Path) -> None:
+        for i in range(n // 100):
+            sub = where / f"d{i}"
+            sub.mkdir(parents=True)
+            for j in range(100):
+                (sub / f"f{j}.txt").touch()
+
+    def peak(where: Path) -> int:
+        with Root.open(str(where)) as root:
+            start = root.open_path(".")
+            tracemalloc.start()
+            for _ in Walker(root, start):
+                pass
+            _, top = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            start.close()
+        return top
+
+    build(300, tmp_path / "small")
+    build(3_000, tmp_path / "big")
+    small, big = peak(tmp_path / "small"), peak(tmp_path / "big")
+    assert big < small * 2 + 64 * 1024, (small, big)
+
+
+def test_names_are_matched_before_any_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    for i in range(50):
+        touch(tmp_path / f"f{i}.txt")
+    touch(tmp_path / "one.log")
+    calls = []
+    real_stat = os.DirEntry.stat if hasattr(os.DirEntry, "stat") else None
+    assert real_stat is not None
+    from architect_cleanup.targets import logs as logs_mod
+
+    class Counting:
+        def __init__(self, entry: os.DirEntry[str]) -> None:
+            self.entry = entry
+            self.name = entry.name
+
+        def is_dir(self, follow_symlinks: bool = True) -> bool:
+            return self.entry.is_dir(follow_symlinks=follow_symlinks)
+
+        def stat(self, follow_symlinks: bool = True) -> os.stat_result:
+            calls.append(self.name)
+            return self.entry.stat(follow_symlinks=follow_symlinks)
+
+    orig_iter = Walker.__iter__
+
+    def counting_iter(self: Walker) -> Iterator[tuple[fs.Dir, object]]:
+        for d, e in orig_iter(self):
+            yield d, Counting(e)
+
+    monkeypatch.setattr(logs_mod.Walker, "__iter__", counting_iter)
+    from architect_cleanup.worker import CleanupWorker
+    from conftest import NOW, make_config
+    cfg = make_config(tmp_path, None, logs={"dirs": ["."]}, temp={"enabled": False},
+                      backups={"enabled": False})
+    CleanupWorker(config=cfg, now=NOW, only=["logs"], record_state=False).run_cleanup()
+    assert calls == ["one.log"]
+
+
+@needs_root
+def test_a_mount_point_below_the_root_is_not_crossed(tmp_path: Path) -> None:
+    touch(tmp_path / "own.log")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        touch(mnt / "other-fs.log")
+        with Root.open(str(tmp_path)) as root:
+            skipped: list[str] = []
+            start = root.open_path(".")
+            seen = [e.name for _, e in Walker(root, start, on_skip=lambda p, w: skipped.append(w))]
+            start.close()
+            assert seen == ["own.log"]
+            assert skipped == ["a mount point, not crossed"]
+            with pytest.raises(FsError, match="mount point"):
+                root.open_path("mnt")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@needs_root
+def test_a_bind_mount_of_the_same_filesystem_is_not_crossed(tmp_path: Path) -> None:
+    outside = tmp_path / "victim"
+    touch(outside / "precious.log")
+    root_dir = tmp_path / "root"
+    touch(root_dir / "own.log")
+    mnt = root_dir / "bound"
+    mnt.mkdir()
+    subprocess.run(["mount", "--bind", str(outside), str(mnt)], check=True)
+    try:
+        with Root.open(str(root_dir)) as root:
+            assert root.check_mounts
+            assert names(root) == ["own.log"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_remove_tree_removes_bottom_up_and_counts_files(tmp_path: Path) -> None:
+    for p in ["c/__pycache__/a.pyc", "c/__pycache__/b.pyc", "c/__pycache__/sub/x.pyc"]:
+        touch(tmp_path / p, size=10)
+    (tmp_path / "c" / "__pycache__" / "link").symlink_to("/etc/passwd")
+    with Root.open(str(tmp_path)) as root:
+        parent = root.open_path("c")
+        dry = remove_tree(root, parent, "__pycache__", dry_run=True)
+        assert (dry.files, dry.bytes, dry.removed_dir) == (4, 30, True)
+        assert (tmp_path / "c" / "__pycache__" / "sub" / "x.pyc").exists()
+        real = remove_tree(root, parent, "__pycache__", dry_run=False)
+        parent.close()
+    assert (real.files, real.bytes, real.removed_dir) == (4, 30, True)
+    assert not (tmp_path / "c" / "__pycache__").exists()
+    assert Path("/etc/passwd").exists()
+
+
+def test_remove_tree_keeps_what_the_keep_rule_protects(tmp_path: Path) -> None:
+    touch(tmp_path / "__pycache__" / "a.pyc")
+    touch(tmp_path / "__pycache__" / "open.pyc")
+    with Root.open(str(tmp_path)) as root:
+        parent = root.open_path(".")
+        res = remove_tree(root, parent, "__pycache__", dry_run=False,
+                          keep=lambda st: "open" if st.st_size == 0 and
+                          st.st_ino == (tmp_path / "__pycache__" / "open.pyc").stat().st_ino
+                          else None)
+        parent.close()
+    assert (res.files, res.kept, res.removed_dir) == (1, 1, False)
+    assert (tmp_path / "__pycache__" / "open.pyc").exists()
+
+
+def test_open_files_are_found_in_other_processes(tmp_path: Path) -> None:
+    held = touch(tmp_path / "held.log")
+    free = touch(tmp_path / "free.log")
+    with open(held, "rb") as fh:
+        proc = subprocess.Popen(["sleep", "30"], stdin=fh)
+    try:
+        of = OpenFiles()
+        assert of.is_open(held.stat())
+        assert not of.is_open(free.stat())
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def test_patterns_compile_to_one_matcher() -> None:
+    m = compile_patterns(["*.log", "*.log.*", "architect_*_worker.log"])
+    assert m("a.log") and m("a.log.1") and not m("a.logx") and not m("log")
+    assert not compile_patterns([])("anything")
+
+
+def test_display_escapes_newlines_and_undecodable_bytes() -> None:
+    assert display("plain/name.log") == "plain/name.log"
+    assert display("evil\nname") == "evil\\nname"
+    assert display(os.fsdecode(b"bad\xffname")) == "bad\\xffname"
+
+
+@pytest.mark.parametrize("path", ["/", "/etc", "/lib", "/lib64", "/libx32", "/var", "//usr"])
+def test_forbidden_roots_cannot_be_opened(path: str) -> None:
+    with pytest.raises(FsError, match="refusing"):
+        Root.open(path)

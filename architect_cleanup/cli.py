@@ -15,8 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+import tomli_w
+
 from architect_cleanup import __version__, systemctl
-from architect_cleanup.config import ConfigError, Config, load_config
+from architect_cleanup.config import Config, ConfigError, load_config
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
 from architect_cleanup.lock import LockHeld, holder, lock_path
@@ -50,7 +52,8 @@ def _targets(text: str) -> list[str]:
     return names
 
 
-def _run_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+def _run_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: str = ""
+                 ) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", dest=prefix + "dry_run", action="store_true", default=None,
                       help="only report what would be removed (the default)")
@@ -256,12 +259,7 @@ def cmd_config_check(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
         return EXIT_OK
     srcs = ", ".join(cfg.sources) or "built-in defaults (no configuration file found)"
     print(f"# configuration is valid; read from: {srcs}", file=out)
-    try:
-        import tomli_w
-    except ImportError:  # pragma: no cover - python3-tomli-w is a dependency
-        print(json.dumps(doc, indent=2), file=out)
-    else:
-        print(tomli_w.dumps(doc), end="", file=out)
+    print(tomli_w.dumps(doc), end="", file=out)
     return EXIT_OK
 
 

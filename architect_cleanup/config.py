@@ -47,7 +47,7 @@ def parse_duration(text: str) -> timedelta:
     """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` or combined (``"1h30m"``)."""
     s = text.strip().lower()
     if not _DURATION_FULL_RX.fullmatch(s):
-        raise ValueError(f"{text!r} is not a duration (use e.g. \"30d\", \"12h\", \"90m\", \"45s\")")
+        raise ValueError(f'{text!r} is not a duration (use e.g. "30d", "12h", "90m", "45s")')
     total = sum(int(n) * _UNITS[u] for n, u in _DURATION_RX.findall(s))
     return timedelta(seconds=total)
 
@@ -88,7 +88,7 @@ class LogsConfig:
     max_age: timedelta = timedelta(days=30)
     dirs: tuple[str, ...] = ("data", "logs")
     patterns: tuple[str, ...] = ("*.log", "*.log.*")
-    tmp_dir: str = "/tmp"
+    tmp_dir: str = "/tmp"  # noqa: S108  (we clean our own logs there)
     tmp_patterns: tuple[str, ...] = ("architect*.log", "architect*.log.*")
     protect: tuple[str, ...] = ("architect_worker.log", "architect_*_worker.log")
 
@@ -220,7 +220,7 @@ class _Table:
         self.seen.add(key)
         return self.raw.get(key, _MISSING)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def get_bool(self, key: str, default: bool) -> bool:
         v = self.get(key)
         if v is _MISSING:
             return default
@@ -229,7 +229,7 @@ class _Table:
             return default
         return v
 
-    def int(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    def get_int(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
         v = self.get(key)
         if v is _MISSING:
             return default
@@ -247,7 +247,7 @@ class _Table:
             return default
         return v
 
-    def str(self, key: str, default: str, rx: re.Pattern[str] | None = None) -> str:
+    def get_str(self, key: str, default: str, rx: re.Pattern[str] | None = None) -> str:
         v = self.get(key)
         if v is _MISSING:
             return default
@@ -259,7 +259,7 @@ class _Table:
             return default
         return v
 
-    def duration(self, key: str, default: timedelta, positive: bool = True) -> timedelta:
+    def get_duration(self, key: str, default: timedelta, positive: bool = True) -> timedelta:
         v = self.get(key)
         if v is _MISSING:
             return default
@@ -277,7 +277,8 @@ class _Table:
         return td
 
     def str_list(self, key: str, default: tuple[str, ...], *, nonempty: bool = True,
-                 rx: re.Pattern[str] | None = None, what: str = "entry") -> tuple[str, ...]:
+                 rx: re.Pattern[str] | None = None, what: str = "entry"
+                 ) -> tuple[str, ...]:
         v = self.get(key)
         if v is _MISSING:
             return default
@@ -328,10 +329,10 @@ def _tname(v: Any) -> str:
 
 def _parse_backups(t: _Table, environments: tuple[str, ...]) -> BackupsConfig:
     d = BackupsConfig()
-    dir_ = t.str("dir", d.dir)
+    dir_ = t.get_str("dir", d.dir)
     if t.relpath("dir", dir_) and "{env}" not in dir_:
         t.error("dir", f"{dir_!r} must contain {{env}} (one directory per environment)")
-    shared = t.str("shared_dir", d.shared_dir)
+    shared = t.get_str("shared_dir", d.shared_dir)
     if shared:
         t.relpath("shared_dir", shared)
     retention = dict(d.retention)
@@ -348,11 +349,11 @@ def _parse_backups(t: _Table, environments: tuple[str, ...]) -> BackupsConfig:
         retention[env] = rt.check_int(env, n, retention.get(env, 5), 1, None)
     rt.finish()
     return BackupsConfig(
-        enabled=t.bool("enabled", d.enabled),
+        enabled=t.get_bool("enabled", d.enabled),
         dir=dir_,
         shared_dir=shared,
         patterns=t.patterns("patterns", d.patterns),
-        min_age=t.duration("min_age", d.min_age, positive=False),
+        min_age=t.get_duration("min_age", d.min_age, positive=False),
         retention=MappingProxyType(retention),
     )
 
@@ -362,15 +363,15 @@ def _parse_logs(t: _Table) -> LogsConfig:
     dirs = t.str_list("dirs", d.dirs, nonempty=False, what="directory")
     for x in dirs:
         t.relpath("dirs", x)
-    tmp_dir = t.str("tmp_dir", d.tmp_dir)
+    tmp_dir = t.get_str("tmp_dir", d.tmp_dir)
     if tmp_dir:
         if not tmp_dir.startswith("/"):
             t.error("tmp_dir", f"{tmp_dir!r}: must be an absolute path (or \"\" for none)")
         elif is_forbidden_root(tmp_dir):
             t.error("tmp_dir", f"{tmp_dir!r}: a system directory may not be cleaned")
     return LogsConfig(
-        enabled=t.bool("enabled", d.enabled),
-        max_age=t.duration("max_age", d.max_age),
+        enabled=t.get_bool("enabled", d.enabled),
+        max_age=t.get_duration("max_age", d.max_age),
         dirs=dirs,
         patterns=t.patterns("patterns", d.patterns),
         tmp_dir=tmp_dir,
@@ -385,8 +386,8 @@ def _parse_temp(t: _Table) -> TempConfig:
     for x in dirs:
         t.relpath("dirs", x)
     return TempConfig(
-        enabled=t.bool("enabled", d.enabled),
-        min_age=t.duration("min_age", d.min_age, positive=False),
+        enabled=t.get_bool("enabled", d.enabled),
+        min_age=t.get_duration("min_age", d.min_age, positive=False),
         dirs=dirs,
         patterns=t.patterns("patterns", d.patterns, nonempty=False),
         dir_patterns=t.patterns("dir_patterns", d.dir_patterns, nonempty=False),
@@ -398,23 +399,23 @@ def _parse_database(t: _Table) -> DatabaseConfig:
     paths = t.str_list("paths", d.paths, nonempty=False, what="path")
     for p in paths:
         t.relpath("paths", p)
-    tz = t.str("naive_timezone", d.naive_timezone)
+    tz = t.get_str("naive_timezone", d.naive_timezone)
     if tz not in ("utc", "local"):
         t.error("naive_timezone", f"{tz!r}: must be \"utc\" or \"local\"")
         tz = d.naive_timezone
     return DatabaseConfig(
         paths=paths,
         naive_timezone=tz,
-        batch_size=t.int("batch_size", d.batch_size, 1, 100_000),
-        busy_timeout=t.duration("busy_timeout", d.busy_timeout),
+        batch_size=t.get_int("batch_size", d.batch_size, 1, 100_000),
+        busy_timeout=t.get_duration("busy_timeout", d.busy_timeout),
     )
 
 
 def _parse_tasks(t: _Table) -> TasksConfig:
     d = TasksConfig()
     return TasksConfig(
-        enabled=t.bool("enabled", d.enabled),
-        max_age=t.duration("max_age", d.max_age),
+        enabled=t.get_bool("enabled", d.enabled),
+        max_age=t.get_duration("max_age", d.max_age),
         tables=t.str_list("tables", d.tables, rx=_IDENT_RX, what="table name"),
         statuses=t.str_list("statuses", d.statuses),
     )
@@ -423,17 +424,17 @@ def _parse_tasks(t: _Table) -> TasksConfig:
 def _parse_errors(t: _Table) -> ErrorsConfig:
     d = ErrorsConfig()
     return ErrorsConfig(
-        enabled=t.bool("enabled", d.enabled),
-        max_age=t.duration("max_age", d.max_age),
-        table=t.str("table", d.table, rx=_IDENT_RX),
+        enabled=t.get_bool("enabled", d.enabled),
+        max_age=t.get_duration("max_age", d.max_age),
+        table=t.get_str("table", d.table, rx=_IDENT_RX),
     )
 
 
 def _parse_prompts(t: _Table) -> PromptsConfig:
     d = PromptsConfig()
     return PromptsConfig(
-        enabled=t.bool("enabled", d.enabled),
-        max_age=t.duration("max_age", d.max_age),
+        enabled=t.get_bool("enabled", d.enabled),
+        max_age=t.get_duration("max_age", d.max_age),
         tables=t.str_list("tables", d.tables, rx=_IDENT_RX, what="table name"),
         statuses=t.str_list("statuses", d.statuses),
     )
@@ -443,7 +444,7 @@ def _parse_safety(t: _Table) -> SafetyConfig:
     d = SafetyConfig()
     return SafetyConfig(
         exclude_dirs=t.patterns("exclude_dirs", d.exclude_dirs, nonempty=False),
-        skip_open_files=t.bool("skip_open_files", d.skip_open_files),
+        skip_open_files=t.get_bool("skip_open_files", d.skip_open_files),
     )
 
 
@@ -452,7 +453,7 @@ def parse_config(raw: Mapping[str, Any], sources: tuple[str, ...] = ()) -> Confi
     problems: list[str] = []
     top = _Table(dict(raw), "", problems)
     d = Config()
-    root = top.str("root", d.root)
+    root = top.get_str("root", d.root)
     if not root.startswith("/"):
         top.error("root", f"{root!r}: must be an absolute path")
     elif is_forbidden_root(root) or is_forbidden_root(os.path.realpath(root)):
@@ -465,7 +466,7 @@ def parse_config(raw: Mapping[str, Any], sources: tuple[str, ...] = ()) -> Confi
     cfg = Config(
         root=os.path.normpath(root) if root.startswith("/") else root,
         environments=envs,
-        dry_run=top.bool("dry_run", d.dry_run),
+        dry_run=top.get_bool("dry_run", d.dry_run),
         backups=_finish(_parse_backups, top.table("backups"), envs),
         logs=_finish(_parse_logs, top.table("logs")),
         temp=_finish(_parse_temp, top.table("temp")),

@@ -35,9 +35,7 @@ def fields(kind: str, **values: Any) -> dict[str, Any]:
     """``extra=`` for a log call: the message id of *kind* plus ``CLEANUP_*`` fields."""
     out: dict[str, Any] = {"MESSAGE_ID": MESSAGE_IDS[kind]}
     for key, value in values.items():
-        if isinstance(value, bool):
-            value = int(value)
-        out[key.upper()] = value
+        out[key.upper()] = int(value) if isinstance(value, bool) else value
     return out
 
 
@@ -64,7 +62,7 @@ def stream_is_journal(stream: Any, environ: Mapping[str, str] | None = None) -> 
 
 def _journal_handler() -> logging.Handler | None:
     try:
-        from systemd.journal import JournalHandler
+        from systemd.journal import JournalHandler  # noqa: PLC0415  (optional)
     except ImportError:
         return None
 

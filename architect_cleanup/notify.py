@@ -15,11 +15,12 @@ from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
-_sd_notify: Callable[[str], bool] | None
-try:  # pragma: no cover - depends on the interpreter
-    from systemd.daemon import notify as _sd_notify
-except ImportError:  # pragma: no cover
-    _sd_notify = None
+def _load_sd_notify() -> Callable[[str], bool] | None:
+    try:
+        from systemd.daemon import notify  # noqa: PLC0415  (optional)
+    except ImportError:  # a Python without Debian's python3-systemd
+        return None
+    return notify  # type: ignore[no-any-return]
 
 
 def _fallback_notify(message: str, environ: Mapping[str, str]) -> bool:
@@ -45,8 +46,9 @@ class Notifier:
         if not self.enabled:
             return False
         try:
-            if _sd_notify is not None and self.environ is os.environ:
-                ok = bool(_sd_notify(message))
+            sd_notify = _load_sd_notify() if self.environ is os.environ else None
+            if sd_notify is not None:
+                ok = bool(sd_notify(message))
             else:
                 ok = _fallback_notify(message, self.environ)
         except OSError as exc:
@@ -55,6 +57,6 @@ class Notifier:
         self.sent += ok
         return ok
 
-    def status(self, text: str) -> bool:
+    def status(self, text: str) -> None:
         """``STATUS=<text>`` on one line."""
-        return self.send("STATUS=" + text.replace("\n", " "))
+        self.send("STATUS=" + text.replace("\n", " "))

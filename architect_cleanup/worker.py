@@ -20,7 +20,14 @@ from architect_cleanup.lock import LockHeld, RunLock, lock_path
 from architect_cleanup.notify import Notifier
 from architect_cleanup.state import StateStore
 from architect_cleanup.stats import CleanupStats, TargetResult
-from architect_cleanup.targets import REGISTRY, Decision, Interrupted, RunContext, ordered
+from architect_cleanup.targets import (
+    REGISTRY,
+    Decision,
+    Interrupted,
+    RunContext,
+    Target,
+    ordered,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +152,8 @@ class CleanupWorker:
         self.last_stats = stats
         return stats
 
-    def _run_target(self, ctx: RunContext, target: object, result: TargetResult) -> bool:
+    def _run_target(self, ctx: RunContext, target: Target, result: TargetResult) -> bool:
         """Run one target, containing any failure; True when the run was interrupted."""
-        from architect_cleanup.targets.base import Target
-        assert isinstance(target, Target)
         name = result.name
         ctx.status(f"{name}: starting", force=True)
         t0 = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/demo.py
 
-from architect_cleanup.config import Config, parse_config  # noqa: E402
+from architect_cleanup.config import Config, parse_config
 
 #: The fixed "now" of every unit test: 2026-11-26 12:00:00 UTC.
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -30,6 +31,12 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID"):
         monkeypatch.delenv(var, raising=False)
     yield
+    # cli.main() routes the package logger to its own handler; give caplog its records back
+    logger = logging.getLogger("architect_cleanup")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 def touch(path: Path, age: float = 0.0, size: int = 0, *, now: float = NOW_TS,

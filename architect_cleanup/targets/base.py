@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from architect_cleanup.config import Config, format_duration
@@ -229,12 +230,10 @@ class FileTarget(Target):
 
 
 def format_duration_short(seconds: float) -> str:
-    from datetime import timedelta
     return format_duration(timedelta(seconds=int(seconds)))
 
 
 def _readonly_hint(exc: OSError) -> str:
-    import errno
     if exc.errno == errno.EROFS:
         return (" (outside the service's writable paths: add it with "
                 "`systemctl edit architect-cleanup.service` (ReadWritePaths=))")
@@ -245,8 +244,8 @@ def matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     return compile_patterns(patterns)
 
 
-def exclusion_filter(ctx: RunContext,
-                     claim: Callable[[str], bool] | None = None) -> Callable[[Dir, os.DirEntry[str]], str | None]:
+def exclusion_filter(ctx: RunContext, claim: Callable[[str], bool] | None = None
+                     ) -> Callable[[Dir, os.DirEntry[str]], str | None]:
     """The walker's directory filter: configured exclusions are skipped; names *claim*
     matches are handed to the target whole."""
     excluded = matcher(ctx.config.safety.exclude_dirs)
@@ -268,7 +267,7 @@ def unique_dirs(dirs: tuple[str, ...]) -> list[str]:
     norm = sorted({os.path.normpath(x) for x in dirs}, key=lambda p: (p.count("/"), p))
     out: list[str] = []
     for p in norm:
-        if any(q == "." or p == q or p.startswith(q + "/") for q in out):
+        if any(q in (".", p) or p.startswith(q + "/") for q in out):
             continue
         out.append(p)
     return out

@@ -24,8 +24,8 @@ from architect_cleanup.targets.base import (
     exclusion_filter,
     matcher,
     register,
-    unique_dirs,
     under,
+    unique_dirs,
 )
 
 
@@ -67,9 +67,7 @@ class Logs(FileTarget):
         with contextlib.closing(start):
             walker = Walker(root, start, dir_filter=exclusion_filter(ctx),
                             on_skip=lambda p, why: result.note(f"{p}: {why}"), max_depth=depth)
-            n = 0
-            for d, entry in walker:
-                n += 1
+            for n, (d, entry) in enumerate(walker, 1):
                 if n & 1023 == 0:
                     ctx.check_stop()
                     ctx.status(f"logs: {walker.entries_seen:,} files checked")

@@ -55,9 +55,7 @@ class Temp(FileTarget):
             with contextlib.closing(start):
                 walker = Walker(root, start, dir_filter=exclusion_filter(ctx, claim),
                                 on_skip=lambda p, why: result.note(f"{p}: {why}"))
-                n = 0
-                for d, entry in walker:
-                    n += 1
+                for n, (d, entry) in enumerate(walker, 1):
                     if n & 1023 == 0:
                         ctx.check_stop()
                         ctx.status(f"temp: {walker.entries_seen:,} files checked")
@@ -106,8 +104,12 @@ class Temp(FileTarget):
             self.keep(ctx, result, path + "/",
                       f"directory changed {age_text(max(age, 0))} ago, within {self._limit}")
             return
-        tree = remove_tree(ctx.root(), d, entry.name, dry_run=ctx.dry_run,
-                           keep=lambda s: self.last_moment_keep(ctx, s))
+        def keep(s: os.stat_result) -> str | None:
+            if ctx.now_ts - s.st_mtime <= self._min_age:
+                return "younger than min_age"  # e.g. a .pyc rewritten in place
+            return self.last_moment_keep(ctx, s)
+
+        tree = remove_tree(ctx.root(), d, entry.name, dry_run=ctx.dry_run, keep=keep)
         result.removed += tree.files
         result.bytes += tree.bytes
         result.skipped += tree.kept

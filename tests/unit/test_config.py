@@ -170,9 +170,9 @@ def test_overrides_apply_to_every_environment_or_merge_a_table() -> None:
 
 
 def test_overrides_that_would_delete_every_backup_are_refused() -> None:
-    with pytest.raises(ConfigError, match="prod: 0 would delete every backup"):
+    with pytest.raises(ConfigError, match=r"prod: 0 would delete every backup"):
         with_overrides(Config(), keep={"prod": 0})
-    with pytest.raises(ConfigError, match="logs.max_age"):
+    with pytest.raises(ConfigError, match=r"logs\.max_age"):
         with_overrides(Config(), log_days=0)
 
 

@@ -23,6 +23,7 @@ from architect_cleanup.fs import (
     remove_tree,
     unlink_checked,
 )
+
 from conftest import snapshot, touch
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
@@ -216,6 +217,7 @@ def test_names_are_matched_before_any_stat(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(logs_mod.Walker, "__iter__", counting_iter)
     from architect_cleanup.worker import CleanupWorker
+
     from conftest import NOW, make_config
     cfg = make_config(tmp_path, None, logs={"dirs": ["."]}, temp={"enabled": False},
                       backups={"enabled": False})

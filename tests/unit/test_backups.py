@@ -1,0 +1,160 @@
+"""backups: newest N per environment by mtime, siblings with their backup, min_age, newest kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from architect_cleanup.config import ConfigError
+from architect_cleanup.targets import Decision
+from architect_cleanup.worker import CleanupWorker
+
+from conftest import DAY, HOUR, NOW, make_config, snapshot, touch
+
+
+def backups(d: Path, n: int, *, start_age: float = DAY, step: float = DAY,
+            size: int = 100) -> list[Path]:
+    """*n* backups, newest first, named the way the dashboard names them."""
+    out = []
+    for i in range(n):
+        age = start_age + i * step
+        out.append(touch(d / f"architect_2026{i:04d}_000000.db", age=age, size=size))
+    return out
+
+
+def run(cfg: object, dry_run: bool = True, **kw: object) -> tuple[object, list[Decision]]:
+    seen: list[Decision] = []
+    stats = CleanupWorker(dry_run=dry_run, config=cfg, now=NOW, only=["backups"],  # type: ignore[arg-type]
+                          on_decision=seen.append, **kw).run_cleanup()  # type: ignore[arg-type]
+    return stats, seen
+
+
+def test_keeps_the_newest_n_per_environment_and_removes_the_rest(srv: Path) -> None:
+    prod = backups(srv / "data/prod/backups", 14)
+    test = backups(srv / "data/test/backups", 5)
+    cfg = make_config(srv)
+    stats, _ = run(cfg, dry_run=False)
+    assert stats.backups_deleted == 4 + 2  # type: ignore[attr-defined]
+    assert [p.exists() for p in prod] == [True] * 10 + [False] * 4
+    assert [p.exists() for p in test] == [True] * 3 + [False] * 2
+    detail = stats.targets["backups"].detail  # type: ignore[attr-defined]
+    assert detail["prod"]["removed"] == 4 and detail["test"]["removed"] == 2
+
+
+def test_order_is_by_mtime_not_by_name(srv: Path) -> None:
+    d = srv / "data/dev/backups"
+    newest_by_mtime = touch(d / "architect_20200101_000000.db", age=HOUR * 2)
+    others = [touch(d / f"architect_2026110{i}_000000.db", age=DAY * (i + 1)) for i in range(6)]
+    run(make_config(srv), dry_run=False)
+    assert newest_by_mtime.exists()
+    assert [p.exists() for p in others] == [True] * 4 + [False] * 2
+
+
+def test_the_shared_directory_uses_the_default_number(srv: Path) -> None:
+    shared = backups(srv / "data/backups", 8)
+    cfg = make_config(srv, backups={"retention": {"default": 6}})
+    stats, _ = run(cfg, dry_run=False)
+    assert [p.exists() for p in shared] == [True] * 6 + [False] * 2
+    assert stats.targets["backups"].detail["shared"]["removed"] == 2  # type: ignore[attr-defined]
+
+
+def test_an_unlisted_environment_uses_the_default_number(srv: Path) -> None:
+    stage = backups(srv / "data/staging/backups", 7)
+    cfg = make_config(srv, environments=["prod", "staging"])
+    run(cfg, dry_run=False)
+    assert [p.exists() for p in stage] == [True] * 5 + [False] * 2
+
+
+def test_siblings_go_with_their_backup_and_count_in_its_size(srv: Path) -> None:
+    d = srv / "data/test/backups"
+    bs = backups(d, 4, size=1000)
+    old = bs[-1]
+    wal = touch(old.with_name(old.name + "-wal"), age=10 * DAY, size=300)
+    shm = touch(old.with_name(old.name + "-shm"), age=10 * DAY, size=30)
+    kept_wal = touch(bs[0].with_name(bs[0].name + "-wal"), age=DAY, size=7)
+    stats, _ = run(make_config(srv), dry_run=False)
+    assert stats.backups_deleted == 1  # type: ignore[attr-defined]
+    assert stats.space_freed == 1330  # type: ignore[attr-defined]
+    assert not old.exists() and not wal.exists() and not shm.exists()
+    assert kept_wal.exists()
+
+
+def test_a_sibling_whose_backup_is_gone_is_left_alone_and_reported(srv: Path) -> None:
+    d = srv / "data/qa/backups"
+    backups(d, 6)
+    orphan = touch(d / "architect_20000101_000000.db-wal", age=900 * DAY)
+    stats, _ = run(make_config(srv), dry_run=False)
+    assert orphan.exists()
+    assert any("its backup is gone" in n for n in stats.targets["backups"].notes)  # type: ignore[attr-defined]
+
+
+def test_young_backups_are_kept_and_do_not_count_toward_n(srv: Path) -> None:
+    d = srv / "data/test/backups"
+    writing = touch(d / "architect_20261126_115500.db", age=300)
+    complete = backups(d, 5)
+    _, seen = run(make_config(srv), dry_run=False)
+    assert writing.exists()
+    assert [p.exists() for p in complete] == [True] * 3 + [False] * 2  # 3 complete ones stay
+    assert any("younger than min_age" in s.reason for s in seen if not s.remove)
+
+
+def test_the_newest_backup_survives_even_a_retention_of_one(srv: Path) -> None:
+    bs = backups(srv / "data/prod/backups", 3)
+    run(make_config(srv, backups={"retention": {"prod": 1}}), dry_run=False)
+    assert [p.exists() for p in bs] == [True, False, False]
+
+
+def test_a_retention_of_zero_is_a_config_error(srv: Path) -> None:
+    with pytest.raises(ConfigError, match="prod: 0 would delete every backup"):
+        make_config(srv, backups={"retention": {"prod": 0}})
+    with pytest.raises(ConfigError, match="would delete every backup"):
+        CleanupWorker(config=make_config(srv), backup_retention=0)
+
+
+def test_only_matching_names_are_backups(srv: Path) -> None:
+    d = srv / "data/test/backups"
+    backups(d, 3)
+    keepers = [touch(d / n, age=400 * DAY) for n in ("README.txt", "notes.md", "x.db.part")]
+    adhoc = touch(d / "architect.db.backup.20250101", age=400 * DAY)
+    run(make_config(srv), dry_run=False)
+    assert all(p.exists() for p in keepers)
+    assert not adhoc.exists()  # *.db.backup.* is a backup, and the oldest
+
+
+def test_future_backups_are_kept_with_a_warning(srv: Path, caplog: pytest.LogCaptureFixture
+                                                ) -> None:
+    d = srv / "data/test/backups"
+    future = touch(d / "architect_29990101_000000.db", age=-30 * DAY)
+    bs = backups(d, 4)
+    run(make_config(srv), dry_run=False)
+    assert future.exists()
+    assert [p.exists() for p in bs] == [True] * 3 + [False]
+    assert "in the future" in caplog.text
+
+
+def test_a_symlinked_backup_directory_is_not_followed(srv: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    backups(victim, 12)
+    (srv / "data/prod").mkdir(parents=True)
+    (srv / "data/prod/backups").symlink_to(victim)
+    before = snapshot(victim)
+    stats, _ = run(make_config(srv), dry_run=False)
+    assert snapshot(victim) == before
+    assert any("a symlink, not followed" in e
+               for e in stats.targets["backups"].errors)  # type: ignore[attr-defined]
+
+
+def test_missing_backup_directories_are_reported_not_failures(srv: Path) -> None:
+    stats, _ = run(make_config(srv), dry_run=False)
+    res = stats.targets["backups"]  # type: ignore[attr-defined]
+    assert res.status == "ok"
+    assert any("data/prod/backups: does not exist" in n for n in res.notes)
+
+
+def test_every_decision_says_why(srv: Path) -> None:
+    backups(srv / "data/test/backups", 4)
+    _, seen = run(make_config(srv))
+    reasons = [(d.remove, d.reason) for d in seen]
+    assert reasons == [(False, "newest backup of test"), (False, "newest 3 of test"),
+                       (False, "newest 3 of test"), (True, "beyond the newest 3 of test")]

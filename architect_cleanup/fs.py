@@ -59,13 +59,17 @@ def is_forbidden_root(path: str) -> bool:
     return norm in FORBIDDEN_ROOTS or bool(re.fullmatch(r"/lib[^/]*", norm))
 
 
+def patterns_regex(patterns: Iterable[str]) -> str:
+    """One regular expression (text) matching a name against any of the shell patterns."""
+    return "|".join(f"(?:{translate(p)})" for p in patterns)
+
+
 def compile_patterns(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """One compiled regular expression for a list of shell patterns (matched on names)."""
+    """A predicate: does a name match any of the shell patterns?"""
     pats = list(patterns)
     if not pats:
         return lambda _name: False
-    rx = re.compile("|".join(f"(?:{translate(p)})" for p in pats))
-    match = rx.match
+    match = re.compile(patterns_regex(pats)).match
     return lambda name: match(name) is not None
 
 
@@ -135,6 +139,7 @@ class Dir:
     dev: int
     ino: int
     mnt: int | None = None
+    nlink: int = 0  # 2 means "no sub-directories" on file systems that count them
 
     def join(self, name: str) -> str:
         return name if not self.path else f"{self.path.rstrip('/')}/{name}"
@@ -209,12 +214,13 @@ class Root:
         if not self.same_mount(fd, st):
             os.close(fd)
             raise FsError(f"{display(parent.join(name))}: a mount point, not crossed")
-        return Dir(fd, parent.join(name), st.st_dev, st.st_ino)
+        return Dir(fd, parent.join(name), st.st_dev, st.st_ino, nlink=st.st_nlink)
 
     def open_path(self, rel: str) -> Dir:
         """Enter a relative path below the root, one component at a time (see open_dir)."""
         rel = rel.strip("/")
-        cur = Dir(os.dup(self.dir.fd), self.dir.path, self.dir.dev, self.dir.ino)
+        cur = Dir(os.dup(self.dir.fd), self.dir.path, self.dir.dev, self.dir.ino,
+                  nlink=os.fstat(self.dir.fd).st_nlink)
         if rel in ("", "."):
             return cur
         try:
@@ -250,40 +256,90 @@ class _Level:
     subdirs: list[str] = field(default_factory=list)
 
 
-#: Called for each sub-directory found: return None to enter it, or a reason to leave it out.
-DirFilter = Callable[[Dir, "os.DirEntry[str]"], "str | None"]
+#: A compiled name matcher: ``re.Pattern.match`` bound to a pattern (truthy on a match).
+Matcher = Callable[[str], "re.Match[str] | None"]
 #: Called for every directory skipped with its reason (exclusions, mounts, errors).
 SkipSink = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What the walk looks for in one directory: names are matched before anything else.
+
+    *files* matches non-directory names to hand out; *claim* matches directory names handed
+    out whole (not entered, e.g. ``__pycache__``); *exclude* matches directory names that are
+    neither entered nor handed out."""
+
+    files: Matcher | None = None
+    claim: Matcher | None = None
+    exclude: Matcher | None = None
+
+
+#: Given the directory being entered, the scope that applies there (None: nothing to find,
+#: but keep walking below it).
+ScopeFn = Callable[[Dir], Scope]
 
 
 class Walker:
     """A streaming, fd-relative, depth-first walk below one directory of a Root.
 
-    Iterating yields ``(dir, entry)`` for every non-directory entry, and also for each
-    directory that *dir_filter* declines with the reason ``"claim"`` (the consumer takes it
-    whole, e.g. a ``__pycache__`` to remove). ``dir`` stays open until the walk moves on, so
-    the consumer may act on the entry with ``dir.fd``.
+    Iterating yields ``(dir, name, is_dir, match)`` only for entries whose name the scope
+    matches: files for ``scope.files`` and claimed directories for ``scope.claim``. Nothing
+    is stat'ed here: the consumer pays for ``lstat`` only on names it wants. ``dir`` stays
+    open until the walk moves on, so the consumer may act on the entry with ``dir.fd``.
+
+    Directories whose link count says they have no sub-directories (the classic leaf
+    optimisation of find: ``st_nlink == 2``) are read with ``os.listdir``, which is cheaper
+    than ``scandir``; a sub-directory created after that check is then handed out as a name
+    like any other, and the consumer's ``lstat`` sees it is no file.
     """
 
-    def __init__(self, root: Root, start: Dir, *, dir_filter: DirFilter | None = None,
-                 on_skip: SkipSink | None = None, max_depth: int | None = None) -> None:
+    def __init__(self, root: Root, start: Dir, *, scope: ScopeFn,
+                 on_skip: SkipSink | None = None, max_depth: int | None = None,
+                 on_dir: Callable[[], None] | None = None) -> None:
         self.root = root
         self.start = start
-        self.dir_filter = dir_filter
+        self.scope = scope
         self.on_skip = on_skip or (lambda _path, _why: None)
         self.max_depth = max_depth
+        self.on_dir = on_dir
         self.entries_seen = 0
 
-    def __iter__(self) -> Iterator[tuple[Dir, os.DirEntry[str]]]:
+    def __iter__(self) -> Iterator[tuple[Dir, str, bool, re.Match[str]]]:
         stack: list[_Level] = [_Level(self.start)]
+        on_skip = self.on_skip
         try:
-            yield from self._scan(stack[0], depth=0)
-            while stack:
+            level: _Level | None = stack[0]
+            while True:
+                if level is not None:
+                    # --- list one directory, handing out matching names ----------------
+                    d = level.dir
+                    sc = self.scope(d)
+                    files, claim, exclude = sc.files, sc.claim, sc.exclude
+                    descend = self.max_depth is None or len(stack) <= self.max_depth
+                    if d.nlink == 2 and (files is not None):
+                        try:
+                            names = os.listdir(d.fd)
+                        except OSError as exc:
+                            on_skip(d.path, f"cannot list: {exc.strerror}")
+                            names = []
+                        self.entries_seen += len(names)
+                        for name in names:
+                            m = files(name)
+                            if m is not None:
+                                yield d, name, False, m
+                    elif d.nlink != 2:
+                        yield from self._scan(level, files, claim, exclude, descend)
+                    if self.on_dir is not None:
+                        self.on_dir()
+                    level = None
+                # --- move on: the next sub-directory, or back up ---------------------------
                 top = stack[-1]
                 if not top.subdirs:
                     stack.pop()
-                    if stack:
-                        self._ensure_open(stack, top)
+                    if not stack:
+                        break
+                    self._ensure_open(stack, top)
                     if top.dir is not self.start:
                         top.dir.close()
                     continue
@@ -293,10 +349,10 @@ class Walker:
                 except FileNotFoundError:
                     continue  # vanished since the listing
                 except FsError as exc:
-                    self.on_skip(top.dir.join(name), str(exc).rsplit(": ", 1)[-1])
+                    on_skip(top.dir.join(name), str(exc).rsplit(": ", 1)[-1])
                     continue
                 if is_profile_dir(child):
-                    self.on_skip(child.path, "browser profile (holds 'Local State')")
+                    on_skip(child.path, "browser profile (holds 'Local State')")
                     child.close()
                     continue
                 level = _Level(child)
@@ -305,7 +361,6 @@ class Walker:
                     old = stack[-FD_WINDOW - 1].dir
                     if old is not self.start and old.fd >= 0:
                         old.close()
-                yield from self._scan(level, depth=len(stack) - 1)
         finally:
             for lvl in stack:
                 if lvl.dir is not self.start:
@@ -323,15 +378,17 @@ class Walker:
             raise WalkAborted(f"{display(parent.path)}: moved during the walk; stopping here")
         parent.fd = fd
 
-    def _scan(self, level: _Level, depth: int) -> Iterator[tuple[Dir, os.DirEntry[str]]]:
+    def _scan(self, level: _Level, files: Matcher | None, claim: Matcher | None,
+              exclude: Matcher | None, descend: bool
+              ) -> Iterator[tuple[Dir, str, bool, re.Match[str]]]:
         d = level.dir
-        dir_filter = self.dir_filter
-        can_descend = self.max_depth is None or depth < self.max_depth
+        subdirs = level.subdirs
         try:
             it = os.scandir(d.fd)
         except OSError as exc:
             self.on_skip(d.path, f"cannot list: {exc.strerror}")
             return
+        seen = 0
         with it:
             while True:
                 try:
@@ -341,24 +398,31 @@ class Walker:
                 except OSError as exc:
                     self.on_skip(d.path, f"listing failed: {exc.strerror}")
                     break
-                self.entries_seen += 1
+                seen += 1
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
                     continue
+                name = entry.name
                 if not is_dir:
-                    yield d, entry
+                    if files is not None:
+                        m = files(name)
+                        if m is not None:
+                            yield d, name, False, m
                     continue
-                if not can_descend:
+                if not descend:
                     continue
-                why = dir_filter(d, entry) if dir_filter is not None else None
-                if why is None:
-                    level.subdirs.append(entry.name)
-                elif why == "claim":
-                    yield d, entry
-                else:
-                    self.on_skip(d.join(entry.name), why)
-        level.subdirs.reverse()  # pop() then visits them in listing order
+                if exclude is not None and exclude(name):
+                    self.on_skip(d.join(name), "excluded by safety.exclude_dirs")
+                    continue
+                if claim is not None:
+                    m = claim(name)
+                    if m is not None:
+                        yield d, name, True, m
+                        continue
+                subdirs.append(name)
+        self.entries_seen += seen
+        subdirs.reverse()  # pop() then visits them in listing order
 
 
 # --- deleting --------------------------------------------------------------------------------

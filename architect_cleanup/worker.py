@@ -26,7 +26,9 @@ from architect_cleanup.targets import (
     Interrupted,
     RunContext,
     Target,
+    TreeTarget,
     ordered,
+    scan_tree,
 )
 
 log = logging.getLogger(__name__)
@@ -124,18 +126,31 @@ class CleanupWorker:
                  extra=fields("run_started", cleanup_dry_run=self.dry_run,
                               cleanup_source=self.source, cleanup_root=self.config.root))
         interrupted = False
+        targets = {name: REGISTRY[name]() for name in ordered()}
+        results = {name: TargetResult(name) for name in targets}
+        selected = [n for n, t in targets.items()
+                    if (self.only is None or n in self.only) and t.enabled(self.config)]
+        # The name-based targets share one walk of the root; it runs at the first of them.
+        # Enabled but unselected ones take part passively: a name keeps its owner.
+        tree = [n for n in selected if isinstance(targets[n], TreeTarget)]
+        passive = [n for n, t in targets.items()
+                   if isinstance(t, TreeTarget) and t.enabled(self.config) and n not in tree]
         try:
-            for name in ordered():
-                result = TargetResult(name)
-                target = REGISTRY[name]()
+            for name, target in targets.items():
+                result = results[name]
                 if interrupted:
                     result.status, result.message = "skipped", "run interrupted"
                 elif self.only is not None and name not in self.only:
                     result.status, result.message = "skipped", "not selected"
                 elif not target.enabled(self.config):
                     result.status, result.message = "disabled", f"{name}.enabled = false"
+                elif name in tree:
+                    if name == tree[0]:
+                        interrupted = self._run_tree(ctx, targets, results, tree, passive)
+                    self._report_target(ctx, result)
                 else:
                     interrupted = self._run_target(ctx, target, result)
+                    self._report_target(ctx, result)
                 stats.add(result)
         finally:
             ctx.close()
@@ -167,6 +182,34 @@ class CleanupWorker:
             result.fail(_describe(exc))
             log.debug("target %s failed", name, exc_info=True)
         result.duration = time.monotonic() - t0
+        return interrupted
+
+    def _run_tree(self, ctx: RunContext, targets: Mapping[str, Target],
+                  results: Mapping[str, TargetResult], names: list[str],
+                  passive: list[str]) -> bool:
+        """The shared walk of the tree targets; failures are contained like _run_target's."""
+        ctx.status(f"{'/'.join(names)}: starting", force=True)
+        t0 = time.monotonic()
+        interrupted = False
+        everyone = [n for n in targets if n in names or n in passive]
+        pairs = [(t, results[n]) for n in everyone if isinstance(t := targets[n], TreeTarget)]
+        try:
+            scan_tree(ctx, pairs, frozenset(passive))
+        except Interrupted as exc:
+            for n in names:
+                results[n].fail(str(exc))
+            interrupted = True
+        except Exception as exc:
+            for n in names:
+                if not results[n].failed:
+                    results[n].fail(_describe(exc))
+            log.debug("tree walk failed", exc_info=True)
+        for n in names:
+            results[n].duration = time.monotonic() - t0
+        return interrupted
+
+    def _report_target(self, ctx: RunContext, result: TargetResult) -> None:
+        name = result.name
         verb = "would remove" if ctx.dry_run else "removed"
         if result.failed:
             log.error("%s: failed: %s", name, result.message,
@@ -187,7 +230,6 @@ class CleanupWorker:
             log.warning("%s: %s", name, err)
         if len(result.errors) > 20:
             log.warning("%s: %d more errors not shown", name, len(result.errors) - 20)
-        return interrupted
 
     def _record(self, stats: CleanupStats) -> None:
         run = {

@@ -12,6 +12,7 @@ from architect_cleanup.targets.base import (
     RunContext,
     Target,
 )
+from architect_cleanup.targets.tree import TreeTarget, scan_tree
 
 ORDER = ("backups", "logs", "tasks", "errors", "prompts", "temp")
 
@@ -21,4 +22,5 @@ def ordered() -> list[str]:
     return [n for n in ORDER if n in REGISTRY] + [n for n in REGISTRY if n not in ORDER]
 
 
-__all__ = ["ORDER", "REGISTRY", "Decision", "Interrupted", "RunContext", "Target", "ordered"]
+__all__ = ["ORDER", "REGISTRY", "Decision", "Interrupted", "RunContext", "Target", "TreeTarget",
+           "ordered", "scan_tree"]

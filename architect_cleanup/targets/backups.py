@@ -93,7 +93,7 @@ class Backups(FileTarget):
                 self.keep(ctx, result, path, "not a regular file", label)
                 continue
             age = ctx.now_ts - st.st_mtime
-            if age < cfg.min_age.total_seconds() and st.st_mtime <= ctx.now_ts + 300:
+            if age < cfg.min_age.total_seconds() and st.st_mtime <= ctx.future_limit:
                 self.keep(ctx, result, path,
                           f"{age_text(max(age, 0))}, younger than min_age: may still be "
                           "being written (not counted)", label)

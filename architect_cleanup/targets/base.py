@@ -67,10 +67,17 @@ class RunContext:
     open_files: OpenFiles | None = None
     _roots: dict[str, Root | FsError] = field(default_factory=dict)
     _last_status: float = 0.0
+    #: ``now`` as a Unix timestamp (compared with every candidate's mtime)
+    now_ts: float = field(init=False)
+    #: mtimes beyond this are "in the future" (clock trouble): never deleted
+    future_limit: float = field(init=False)
+    #: someone reads per-item decisions (-v, or debug logging): build them
+    wants_decisions: bool = field(init=False)
 
-    @property
-    def now_ts(self) -> float:
-        return self.now.timestamp()
+    def __post_init__(self) -> None:
+        self.now_ts = self.now.timestamp()
+        self.future_limit = self.now_ts + FUTURE_SLACK
+        self.wants_decisions = self.on_decision is not None or log.isEnabledFor(logging.DEBUG)
 
     def root(self, path: str | None = None) -> Root:
         """The opened root (the configured ``root`` unless *path* names another, e.g. /tmp).
@@ -161,11 +168,11 @@ class FileTarget(Target):
         self._warned_future = 0
 
     def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> str | None:
-        """Reasons that override any rule: a future mtime, a file some process holds open."""
-        if st.st_mtime > ctx.now_ts + FUTURE_SLACK:
+        """Reasons that override any rule: a future mtime, a file some process holds open
+        (``ctx.open_files`` is None when ``safety.skip_open_files`` is off)."""
+        if st.st_mtime > ctx.future_limit:
             return "modified in the future"
-        if (ctx.config.safety.skip_open_files and ctx.open_files is not None
-                and stat.S_ISREG(st.st_mode) and ctx.open_files.is_open(st)):
+        if ctx.open_files is not None and ctx.open_files.is_open(st):
             return "open by a running process"
         return None
 
@@ -174,25 +181,33 @@ class FileTarget(Target):
         result.kept += 1
         if part is not None:
             result.part(part)["kept"] += 1
-        ctx.decide(Decision(self.name, path, False, reason))
+        if ctx.wants_decisions:
+            ctx.decide(Decision(self.name, path, False, reason))
 
     def remove(self, ctx: RunContext, result: TargetResult, d: Dir, name: str,
-               st: os.stat_result, reason: str, *, part: str | None = None,
+               st: os.stat_result, reason: Reason, *, part: str | None = None,
                siblings: tuple[tuple[str, os.stat_result], ...] = ()) -> bool:
         """Remove one file (and its siblings first) unless a last-moment reason keeps it.
 
-        Counts it in *result* (also in a dry run); returns True when it is (would be) gone."""
-        path = d.join(name)
-        why_keep = self.last_moment_keep(ctx, st) or next(
-            (w for _, s in siblings if (w := self.last_moment_keep(ctx, s))), None)
+        *reason* may be a function, called only when someone reads decisions (a million
+        files must not pay for a million formatted strings). Counts the file in *result*
+        (also in a dry run); returns True when it is (would be) gone."""
+        why_keep = self.last_moment_keep(ctx, st)
+        for _, sib_st in siblings:
+            why_keep = why_keep or self.last_moment_keep(ctx, sib_st)
         if why_keep is not None:
+            path = d.join(name)
             if why_keep == "modified in the future":
                 self._warn_future(path, st, ctx)
             result.skipped += 1
-            self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {reason}", part)
+            self.keep(ctx, result, path,
+                      f"{why_keep}; a rule would remove it: {_text(reason)}", part)
             return False
-        size = sum(freed_bytes(s) for s in (st, *(s for _, s in siblings)))
+        size = freed_bytes(st)
+        for _, sib_st in siblings:
+            size += freed_bytes(sib_st)
         if not ctx.dry_run:
+            path = d.join(name)
             try:
                 for sib_name, sib_st in siblings:
                     unlink_checked(d, sib_name, sib_st)
@@ -218,7 +233,8 @@ class FileTarget(Target):
             p = result.part(part)
             p["removed"] += 1
             p["bytes"] += size
-        ctx.decide(Decision(self.name, path, True, reason, size))
+        if ctx.wants_decisions:
+            ctx.decide(Decision(self.name, d.join(name), True, _text(reason), size))
         return True
 
     def _warn_future(self, path: str, st: os.stat_result, ctx: RunContext) -> None:
@@ -227,6 +243,14 @@ class FileTarget(Target):
             ahead = st.st_mtime - ctx.now_ts
             log.warning("%s: %s is modified %s in the future; kept", self.name, display(path),
                         format_duration_short(ahead))
+
+
+#: A reason, or a function that builds it only when someone reads it.
+Reason = str | Callable[[], str]
+
+
+def _text(reason: Reason) -> str:
+    return reason if isinstance(reason, str) else reason()
 
 
 def format_duration_short(seconds: float) -> str:

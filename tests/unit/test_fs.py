@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -17,6 +18,7 @@ from architect_cleanup.fs import (
     FsError,
     OpenFiles,
     Root,
+    Scope,
     Walker,
     compile_patterns,
     display,
@@ -29,13 +31,24 @@ from conftest import snapshot, touch
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 
 
-def names(root: Root, rel: str = ".", **kw: object) -> list[str]:
+ALL = Scope(files=re.compile(r".*", re.S).match)
+
+
+def everything(_d: fs.Dir) -> Scope:
+    return ALL
+
+
+def walk(root: Root, rel: str = ".", **kw: object) -> Iterator[tuple[fs.Dir, str]]:
     start = root.open_path(rel)
     try:
-        return sorted(d.join(e.name)[len(root.dir.path) + 1:]
-                      for d, e in Walker(root, start, **kw))  # type: ignore[arg-type]
+        for d, name, _is_dir, _m in Walker(root, start, scope=everything, **kw):  # type: ignore[arg-type]
+            yield d, name
     finally:
         start.close()
+
+
+def names(root: Root, rel: str = ".", **kw: object) -> list[str]:
+    return sorted(d.join(n)[len(root.dir.path) + 1:] for d, n in walk(root, rel, **kw))
 
 
 def test_walk_yields_every_file_below_the_start(tmp_path: Path) -> None:
@@ -75,16 +88,14 @@ def test_a_directory_swapped_for_a_symlink_mid_walk_is_not_entered(tmp_path: Pat
     touch(root_dir / "b" / "second.log")
     seen = []
     with Root.open(str(root_dir)) as root:
-        start = root.open_path(".")
         skipped: list[tuple[str, str]] = []
-        for d, e in Walker(root, start, on_skip=lambda p, w: skipped.append((p, w))):
-            seen.append(e.name)
+        for d, name in walk(root, on_skip=lambda p, w: skipped.append((p, w))):
+            seen.append(name)
             if len(seen) == 1:
                 # the attacker swaps the other directory for a symlink after the listing
                 other = "b" if d.path.endswith("/a") else "a"
                 os.rename(root_dir / other, tmp_path / "moved")
                 (root_dir / other).symlink_to(outside)
-        start.close()
     assert "secret.log" not in seen
     assert any("a symlink, not followed" in w for _, w in skipped)
 
@@ -138,9 +149,7 @@ def test_walk_goes_deeper_than_the_recursion_limit_and_the_fd_window(tmp_path: P
     touch(tmp_path / "z.log")
     before = len(os.listdir("/proc/self/fd"))
     with Root.open(str(tmp_path)) as root:
-        start = root.open_path(".")
-        found = [e.name for _, e in Walker(root, start)]
-        start.close()
+        found = [n for _, n in walk(root)]
     after = len(os.listdir("/proc/self/fd"))
     subprocess.run(["rm", "-rf", str(tmp_path / "d")], check=True)  # pytest's rmtree recurses
     assert sorted(found) == ["deep.log", "z.log"]
@@ -152,14 +161,11 @@ def test_an_ancestor_moved_during_a_deep_walk_stops_the_walk(tmp_path: Path) -> 
     deep = tmp_path.joinpath("top", *parts)
     touch(deep / "leaf.log")
     touch(tmp_path / "top" / "d" / "sibling" / "later.log")
-    with Root.open(str(tmp_path)) as root:
-        start = root.open_path(".")
-        with pytest.raises(fs.WalkAborted, match="moved during the walk"):
-            for _, e in Walker(root, start):
-                if e.name == "leaf.log":
-                    # move an ancestor whose descriptor the walk has closed
-                    os.rename(tmp_path / "top" / "d" / "d", tmp_path / "elsewhere")
-        start.close()
+    with Root.open(str(tmp_path)) as root, pytest.raises(fs.WalkAborted, match="moved during"):
+        for _, name in walk(root):
+            if name == "leaf.log":
+                # move an ancestor whose descriptor the walk has closed
+                os.rename(tmp_path / "top" / "d" / "d", tmp_path / "elsewhere")
 
 
 def test_walk_memory_does_not_grow_with_the_number_of_files(tmp_path: Path) -> None:
@@ -174,7 +180,7 @@ def test_walk_memory_does_not_grow_with_the_number_of_files(tmp_path: Path) -> N
         with Root.open(str(where)) as root:
             start = root.open_path(".")
             tracemalloc.start()
-            for _ in Walker(root, start):
+            for _ in Walker(root, start, scope=everything):
                 pass
             _, top = tracemalloc.get_traced_memory()
             tracemalloc.stop()
@@ -190,39 +196,36 @@ def test_walk_memory_does_not_grow_with_the_number_of_files(tmp_path: Path) -> N
 def test_names_are_matched_before_any_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     for i in range(50):
-        touch(tmp_path / f"f{i}.txt")
-    touch(tmp_path / "one.log")
-    calls = []
-    real_stat = os.DirEntry.stat if hasattr(os.DirEntry, "stat") else None
-    assert real_stat is not None
+        touch(tmp_path / "sub" / f"f{i}.txt")
+    touch(tmp_path / "sub" / "one.log")
+    touch(tmp_path / "leafless" / "two.log")
+    touch(tmp_path / "leafless" / "inner" / "x.dat")
     from architect_cleanup.targets import logs as logs_mod
+    calls: list[str] = []
+    real = logs_mod.lstat_at
 
-    class Counting:
-        def __init__(self, entry: os.DirEntry[str]) -> None:
-            self.entry = entry
-            self.name = entry.name
+    def counting(d: fs.Dir, name: str) -> os.stat_result:
+        calls.append(name)
+        return real(d, name)
 
-        def is_dir(self, follow_symlinks: bool = True) -> bool:
-            return self.entry.is_dir(follow_symlinks=follow_symlinks)
+    monkeypatch.setattr(logs_mod, "lstat_at", counting)
+    real_stat = os.stat
+    other_stats: list[object] = []
 
-        def stat(self, follow_symlinks: bool = True) -> os.stat_result:
-            calls.append(self.name)
-            return self.entry.stat(follow_symlinks=follow_symlinks)
+    def watch_stat(path: object, *a: object, **k: object) -> os.stat_result:
+        if isinstance(path, str) and path.endswith(".txt"):
+            other_stats.append(path)
+        return real_stat(path, *a, **k)  # type: ignore[arg-type]
 
-    orig_iter = Walker.__iter__
-
-    def counting_iter(self: Walker) -> Iterator[tuple[fs.Dir, object]]:
-        for d, e in orig_iter(self):
-            yield d, Counting(e)
-
-    monkeypatch.setattr(logs_mod.Walker, "__iter__", counting_iter)
+    monkeypatch.setattr(os, "stat", watch_stat)
     from architect_cleanup.worker import CleanupWorker
 
     from conftest import NOW, make_config
     cfg = make_config(tmp_path, None, logs={"dirs": ["."]}, temp={"enabled": False},
                       backups={"enabled": False})
     CleanupWorker(config=cfg, now=NOW, only=["logs"], record_state=False).run_cleanup()
-    assert calls == ["one.log"]
+    assert sorted(calls) == ["one.log", "two.log"]
+    assert other_stats == []
 
 
 @needs_root
@@ -235,9 +238,7 @@ def test_a_mount_point_below_the_root_is_not_crossed(tmp_path: Path) -> None:
         touch(mnt / "other-fs.log")
         with Root.open(str(tmp_path)) as root:
             skipped: list[str] = []
-            start = root.open_path(".")
-            seen = [e.name for _, e in Walker(root, start, on_skip=lambda p, w: skipped.append(w))]
-            start.close()
+            seen = [n for _, n in walk(root, on_skip=lambda p, w: skipped.append(w))]
             assert seen == ["own.log"]
             assert skipped == ["a mount point, not crossed"]
             with pytest.raises(FsError, match="mount point"):

@@ -91,10 +91,10 @@ def test_a_target_that_raises_is_contained(demo: tuple[Path, Path],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from architect_cleanup.targets import logs
 
-    def boom(self: object, ctx: object, result: object) -> None:
+    def boom(self: object, *args: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(logs.Logs, "run", boom)
+    monkeypatch.setattr(logs.Logs, "on_file", boom)
     root, tmp = demo
     stats = CleanupWorker(dry_run=False, config=make_config(root, tmp), now=NOW).run_cleanup()
     assert stats.failed_targets == ["logs"]

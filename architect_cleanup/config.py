@@ -448,6 +448,8 @@ def _parse_policies(pt: _Table, environments: tuple[str, ...]) -> dict[str, Poli
             pt.error(env, f"not a configured environment (environments = {list(environments)})")
             continue
         sub = _Table(raw, pt.key(env), pt.problems)
+        if not isinstance(raw, dict):
+            continue
         policy = _parse_policy(sub)
         sub.finish()
         if policy is not None:

@@ -154,12 +154,17 @@ class Policy:
     def has_rules(self) -> bool:
         return any(getattr(self, k) > 0 for k, _ in COUNT_RULES) or bool(self.keep_within)
 
-    def describe(self) -> str:
-        """``last 10, daily 7, weekly 4, within 2d, max_total_size 5.0 GB``."""
+    def describe_rules(self) -> str:
+        """``last 10, daily 7, weekly 4, within 2d``."""
         parts = [f"{short} {getattr(self, key)}" for key, short in COUNT_RULES
                  if getattr(self, key) > 0]
         if self.keep_within:
             parts.append(f"within {self.keep_within}")
+        return ", ".join(parts) or "no rules"
+
+    def describe(self) -> str:
+        """The rules, then ``max_total_size 5.0 GB, min_free_space 15% (keep_min 3)``."""
+        parts = [self.describe_rules()] if self.has_rules else []
         if self.max_total_size is not None:
             parts.append(f"max_total_size {format_size(self.max_total_size)}")
         if self.min_free_space is not None:
@@ -269,7 +274,8 @@ def apply_rules(backups: Sequence[Backup[T]], policy: Policy, tz: tzinfo,
         if reasons:
             out.append(Verdict(b, True, ", ".join(reasons)))
         else:
-            out.append(Verdict(b, False, f"no rule of {label} keeps it ({policy.describe()})"))
+            out.append(Verdict(b, False,
+                               f"no rule of {label} keeps it ({policy.describe_rules()})"))
     return _keep_newest_always(out, label)
 
 

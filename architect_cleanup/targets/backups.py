@@ -29,6 +29,7 @@ from architect_cleanup.retention import (
     Policy,
     PolicyError,
     Verdict,
+    format_size,
     select,
 )
 from architect_cleanup.retention import free_space_pass as floor_pass
@@ -219,12 +220,15 @@ class Backups(FileTarget):
         }
         if outcome.free_before >= fg.need:
             return
-        would = "would bring" if ctx.dry_run else "brings"
+        floor = str(fg.floor)
+        if fg.floor is not None and fg.floor.percent:
+            floor += f" ({format_size(fg.need)})"
+        go = "would go" if ctx.dry_run else "go"
         text = (f"{fg.label}: free space {outcome.text(outcome.free_before)} is below "
-                f"min_free_space {fg.floor}; removing {fg.removed} more backup(s) than the "
-                f"rules {would} it to {outcome.text(outcome.free_after)}")
+                f"min_free_space {floor}: {fg.removed} backup(s) beyond the rules {go}, "
+                f"reaching {outcome.text(outcome.free_after)}")
         if fg.at_keep_min:
-            text += f", still below: stopped at keep_min = {fg.keep_min}"
+            text += f"; still below, stopped at keep_min = {fg.keep_min}"
             log.warning("backups: %s", text)
         else:
             log.info("backups: %s", text)

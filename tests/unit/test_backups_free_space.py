@@ -96,14 +96,16 @@ def test_the_floor_stops_at_the_threshold_and_the_dry_run_predicts_the_real_run(
     assert projected == before + 4 * BACKUP >= 0.45 * total > projected - BACKUP
     assert detail["removed_for_space"] == 4 and not detail["stopped_at_keep_min"]
     (note,) = [n for n in stats.targets["backups"].notes if "min_free_space" in n]
-    assert "removing 4 more backup(s) than the rules would bring it to" in note
+    assert note.startswith("prod: free space ")
+    assert "is below min_free_space 45% (3.6 MB): 4 backup(s) beyond the rules would go, " \
+        "reaching 4.0 MB (50.0%)" in note
 
     real, stats = run(cfg, dry=False)
     assert removed(real) == removed(dry)
     assert free(small_fs) == projected  # what the dry run said, to the byte
     assert len(os.listdir(small_fs / "data" / "prod" / "backups")) == 8
-    assert "brings it to" in next(n for n in stats.targets["backups"].notes
-                                  if "min_free_space" in n)
+    assert "4 backup(s) beyond the rules go, reaching" in next(
+        n for n in stats.targets["backups"].notes if "min_free_space" in n)
     again, _ = run(cfg, dry=False)  # the floor is met now: nothing more goes
     assert removed(again) == []
 
@@ -118,7 +120,7 @@ def test_the_floor_stops_at_keep_min_and_warns_in_dry_and_real_runs(small_fs: Pa
     assert detail["stopped_at_keep_min"] is True
     assert detail["projected_free_bytes"] == before + 9 * BACKUP
     (note,) = [n for n in stats.targets["backups"].notes if "min_free_space" in n]
-    assert note.endswith("still below: stopped at keep_min = 3")
+    assert note.endswith("; still below, stopped at keep_min = 3")
 
     real, stats = run(cfg, dry=False)
     assert removed(real) == removed(dry)

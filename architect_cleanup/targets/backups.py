@@ -30,6 +30,7 @@ from architect_cleanup.retention import (
     PolicyError,
     Verdict,
     format_size,
+    keep_newest,
     select,
 )
 from architect_cleanup.retention import free_space_pass as floor_pass
@@ -175,6 +176,10 @@ class Backups(FileTarget):
             frees = sum(_allocated(s) for s in (st, *sibs))
             ready.append(Backup(name, st.st_mtime, size, name, frees))
 
+        if plan.source.startswith("backups.retention."):
+            # the plain number keeps its original code path and reasons, exactly as before
+            plan.verdicts = keep_newest(ready, plan.policy.keep_last, plan.label)
+            return
         try:
             plan.verdicts = select(ready, plan.policy, tz, plan.label)
         except PolicyError as exc:

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DAY, NOW, make_config, snapshot, touch
 
 from architect_cleanup.config import Config
 from architect_cleanup.targets.base import Decision
 from architect_cleanup.worker import CleanupWorker
+
+from conftest import DAY, NOW, make_config, snapshot, touch
 
 KIB = 1024
 MIB = 1024 * KIB

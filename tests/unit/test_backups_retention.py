@@ -12,13 +12,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import NOW, NOW_TS, make_config, snapshot, touch
 
 from architect_cleanup import cli
 from architect_cleanup.config import Config
 from architect_cleanup.targets.backups import local_zone
 from architect_cleanup.targets.base import Decision
 from architect_cleanup.worker import CleanupWorker
+
+from conftest import NOW, NOW_TS, make_config, snapshot, touch
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -155,7 +156,9 @@ def test_the_plain_number_keeps_the_newest_n_as_before(srv: Path) -> None:
     seen, _ = run(cfg, dry=True)
     assert [n for n, d in sorted(seen.items(), reverse=True) if not d.remove] == [
         f"architect_202611{d}_030000.db" for d in (25, 24, 23, 22)]
-    assert seen["architect_20261125_030000.db"].reason == "last 1 of 4"
+    assert seen["architect_20261125_030000.db"].reason == "newest backup of prod"
+    assert seen["architect_20261122_030000.db"].reason == "newest 4 of prod"
+    assert seen["architect_20261121_030000.db"].reason == "beyond the newest 4 of prod"
 
 
 def test_the_shared_directory_follows_the_default_policy(srv: Path) -> None:

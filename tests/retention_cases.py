@@ -147,6 +147,11 @@ CASES: tuple[Case, ...] = (
          {n: "within 1d of newest" for n in SPRING_FORWARD_HOURLY
           if n > "2026-03-28 12:00"},  # 03-28 12:00 CET is only 23 h before: it goes
          notes="exact 24 h would keep 2026-03-28 12:00 too"),
+    Case("keep_within in hours is exact time, also across a spring-forward",
+         SPRING_FORWARD_HOURLY,
+         {"keep_within": "24h"},
+         {n: "within 24h of newest" for n in SPRING_FORWARD_HOURLY
+          if n >= "2026-03-28 12:00"}),  # 12:00 CET is 23 h before 12:00 CEST: kept
     Case("keep_hourly on a fall-back night: both 02:00 hours are one local hour",
          ("2026-10-25 01:00+02:00", "2026-10-25 01:30+02:00", "2026-10-25 02:00+02:00",
           "2026-10-25 02:30+02:00", "2026-10-25 02:00+01:00", "2026-10-25 02:30+01:00",

@@ -31,6 +31,7 @@ from architect_cleanup.retention import (
     Verdict,
     format_size,
     keep_newest,
+    newest_first,
     select,
 )
 from architect_cleanup.retention import free_space_pass as floor_pass
@@ -185,9 +186,7 @@ class Backups(FileTarget):
         except PolicyError as exc:
             plan.problem = str(exc)
             log.error("backups: %s: nothing removed in %s", exc, plan.label)
-            plan.verdicts = [Verdict(b, True, f"not judged: {exc}")
-                             for b in sorted(ready, key=lambda b: (b.mtime, b.name),
-                                             reverse=True)]
+            plan.verdicts = [Verdict(b, True, f"not judged: {exc}") for b in newest_first(ready)]
 
     # --- free-space floor ---------------------------------------------------------------------
 

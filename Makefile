@@ -10,10 +10,12 @@ VPY := $(VENV)/bin/python
 CLEAN_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 export PATH := $(CURDIR)/$(VENV)/bin:$(CLEAN_PATH)
 
-# Runtime: python3-systemd, python3-tomli-w. Tests: pytest, hypothesis, flask, gunicorn.
+# Runtime: python3-systemd, python3-tomli-w. Tests: pytest, hypothesis, flask, gunicorn;
+# restic and python3-cryptography for the retention cross-check against restic's forget.
 # Packaging and system tests: debhelper ... systemd-container, mmdebstrap.
 APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pytest \
 	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
+	restic python3-cryptography \
 	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all help2man \
 	lintian fakeroot systemd systemd-container mmdebstrap
 

@@ -22,6 +22,15 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from architect_cleanup.fs import is_forbidden_root
+from architect_cleanup.retention import (
+    COUNT_RULES,
+    DEFAULT_KEEP_MIN,
+    POLICY_KEYS,
+    SIZE_UNITS,
+    FreeFloor,
+    Policy,
+    Span,
+)
 
 DEFAULT_CONFIG = "/etc/architect-cleanup/config.toml"
 ENV_VAR = "ARCHITECT_CLEANUP_CONFIG"
@@ -29,6 +38,7 @@ ENV_VAR = "ARCHITECT_CLEANUP_CONFIG"
 _DURATION_RX = re.compile(r"(\d+)\s*([smhdw])")
 _DURATION_FULL_RX = re.compile(r"(?:\d+\s*[smhdw]\s*)+")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE_RX = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:iB)?)?", re.IGNORECASE)
 _ENV_NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _IDENT_RX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -52,6 +62,51 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=total)
 
 
+def parse_span(text: str) -> Span:
+    """A ``keep_within`` duration: days and weeks as calendar days, the rest exact."""
+    parse_duration(text)  # same syntax, same messages
+    days = seconds = 0
+    for n, u in _DURATION_RX.findall(text.strip().lower()):
+        if u in "dw":
+            days += int(n) * _UNITS[u] // 86400
+        else:
+            seconds += int(n) * _UNITS[u]
+    return Span(days, seconds)
+
+
+def parse_size(value: object) -> int:
+    """``"500M"``, ``"5G"``, ``"1.5T"`` (binary: 1G = 1024³ bytes; ``"5GiB"`` too) or a whole
+    number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str):
+        m = _SIZE_RX.fullmatch(value.strip())
+        if not m:
+            hint = (" (binary units: write \"5G\" or \"5GiB\")"
+                    if value.strip().upper().endswith("B") else "")
+            raise ValueError(f"{value!r} is not a size (use e.g. \"500M\", \"5G\", "
+                             f"\"1.5T\"){hint}")
+        n = int(float(m.group(1)) * SIZE_UNITS.get((m.group(2) or "").upper(), 1))
+    else:
+        raise ValueError(f"must be a size string like \"5G\", not {_tname(value)}")
+    if n <= 0:
+        raise ValueError("must be larger than 0")
+    return n
+
+
+def parse_free_space(value: object) -> FreeFloor:
+    """``"15%"`` of the filesystem or a size (``"20G"``)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            pct = float(value.strip()[:-1])
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage") from None
+        if not 0 < pct < 100:
+            raise ValueError(f"{value!r}: a percentage must be above 0% and below 100%")
+        return FreeFloor(percent=pct)
+    return FreeFloor(bytes=parse_size(value))
+
+
 def format_duration(td: timedelta) -> str:
     """The shortest exact spelling of a duration in the config's syntax."""
     secs = int(td.total_seconds())
@@ -66,6 +121,10 @@ def format_duration(td: timedelta) -> str:
 # --- the typed configuration -----------------------------------------------------------------
 
 
+#: The built-in ``backups.retention`` numbers (the shipped file's).
+DEFAULT_RETENTION = {"prod": 10, "qa": 5, "dev": 5, "test": 3, "default": 5}
+
+
 @dataclass(frozen=True)
 class BackupsConfig:
     enabled: bool = True
@@ -75,11 +134,26 @@ class BackupsConfig:
                                  "*.sql.gz", "*.db.backup.*")
     min_age: timedelta = timedelta(hours=1)
     retention: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType(
-        {"prod": 10, "qa": 5, "dev": 5, "test": 3, "default": 5}))
+        dict(DEFAULT_RETENTION)))
+    #: ``[backups.policy.<env>]`` tables (and ``default``)
+    policy: Mapping[str, Policy] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))
 
     def keep_for(self, env: str) -> int:
         """How many backups the policy keeps for *env* (``default`` when not listed)."""
         return self.retention.get(env, self.retention["default"])
+
+    def policy_for(self, env: str) -> tuple[Policy, str]:
+        """The policy of *env* and the key it comes from: the first that exists of
+        ``backups.policy.<env>``, ``backups.retention.<env>``, ``backups.policy.default``,
+        ``backups.retention.default``."""
+        if env in self.policy:
+            return self.policy[env], f"backups.policy.{env}"
+        if env in self.retention:
+            return Policy.newest(self.retention[env]), f"backups.retention.{env}"
+        if "default" in self.policy:
+            return self.policy["default"], "backups.policy.default"
+        return Policy.newest(self.retention["default"]), "backups.retention.default"
 
 
 @dataclass(frozen=True)
@@ -174,6 +248,8 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """The effective configuration in the file's own shape (durations as strings)."""
         def conv(value: Any) -> Any:
+            if hasattr(value, "to_config"):
+                return value.to_config()
             if isinstance(value, timedelta):
                 return format_duration(value)
             if isinstance(value, tuple):
@@ -335,7 +411,12 @@ def _parse_backups(t: _Table, environments: tuple[str, ...]) -> BackupsConfig:
     shared = t.get_str("shared_dir", d.shared_dir)
     if shared:
         t.relpath("shared_dir", shared)
+    policies = _parse_policies(t.table("policy"), environments)
     retention = dict(d.retention)
+    if "default" in policies:
+        # [backups.policy.default] stands in for the built-in per-environment numbers: only
+        # a backups.retention.<env> written in a file is more specific than it.
+        retention = {"default": retention["default"]}
     rt = t.table("retention")
     for env, n in rt.raw.items():
         rt.seen.add(env)
@@ -355,7 +436,76 @@ def _parse_backups(t: _Table, environments: tuple[str, ...]) -> BackupsConfig:
         patterns=t.patterns("patterns", d.patterns),
         min_age=t.get_duration("min_age", d.min_age, positive=False),
         retention=MappingProxyType(retention),
+        policy=MappingProxyType(policies),
     )
+
+
+def _parse_policies(pt: _Table, environments: tuple[str, ...]) -> dict[str, Policy]:
+    policies: dict[str, Policy] = {}
+    for env, raw in pt.raw.items():
+        pt.seen.add(env)
+        if env != "default" and env not in environments:
+            pt.error(env, f"not a configured environment (environments = {list(environments)})")
+            continue
+        sub = _Table(raw, pt.key(env), pt.problems)
+        if not isinstance(raw, dict):
+            continue
+        policy = _parse_policy(sub)
+        sub.finish()
+        if policy is not None:
+            policies[env] = policy
+    pt.finish()
+    return policies
+
+
+def _parse_policy(t: _Table) -> Policy | None:
+    """One ``[backups.policy.<env>]`` table; None (with the problems recorded) when invalid."""
+    before = len(t.problems)
+    counts = {key: t.get_int(key, 0, 0, None) for key, _ in COUNT_RULES}
+    within = None
+    raw = t.get("keep_within")
+    if raw is not _MISSING:
+        if not isinstance(raw, str):
+            t.error("keep_within", f"must be a duration string like \"7d\", not {_tname(raw)}")
+        else:
+            try:
+                within = parse_span(raw)
+            except ValueError as exc:
+                t.error("keep_within", str(exc))
+            else:
+                if not within:
+                    t.error("keep_within", "must be longer than 0s")
+    budget = floor = None
+    raw = t.get("max_total_size")
+    if raw is not _MISSING:
+        try:
+            budget = parse_size(raw)
+        except ValueError as exc:
+            t.error("max_total_size", str(exc))
+    raw = t.get("min_free_space")
+    if raw is not _MISSING:
+        try:
+            floor = parse_free_space(raw)
+        except ValueError as exc:
+            t.error("min_free_space", str(exc))
+    keep_min = DEFAULT_KEEP_MIN
+    raw = t.get("keep_min")
+    if raw is not _MISSING:
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw < 1:
+            t.error("keep_min", f"{raw} would let min_free_space delete every backup; must be "
+                                ">= 1 (the newest backup is always kept)")
+        else:
+            keep_min = t.check_int("keep_min", raw, DEFAULT_KEEP_MIN, 1, None)
+    if len(t.problems) > before:
+        return None
+    policy = Policy(**counts, keep_within=within, max_total_size=budget, min_free_space=floor,
+                    keep_min=keep_min)
+    if not policy.has_rules:
+        t.error("", "keeps nothing but the newest backup: set at least one of "
+                    + ", ".join(k for k in POLICY_KEYS[:7])
+                    + " (to keep as many as fit in max_total_size, use a large keep_last)")
+        return None
+    return policy
 
 
 def _parse_logs(t: _Table) -> LogsConfig:
@@ -547,7 +697,10 @@ def with_overrides(cfg: Config, *, keep: int | Mapping[str, int] | None = None,
     problems: list[str] = []
     backups = cfg.backups
     if keep is not None:
+        # An override means what the seed's --keep meant: the newest N, for this run, in place
+        # of whatever policy the environment (or every one, for a single number) has.
         table = dict(backups.retention)
+        policies = {} if isinstance(keep, int) else dict(backups.policy)
         items = ({e: keep for e in table} if isinstance(keep, int) else dict(keep))
         for env, n in items.items():
             if isinstance(n, bool) or not isinstance(n, int):
@@ -557,7 +710,9 @@ def with_overrides(cfg: Config, *, keep: int | Mapping[str, int] | None = None,
                                 "must be >= 1 (the newest backup is always kept)")
             else:
                 table[env] = n
-        backups = dataclasses.replace(backups, retention=MappingProxyType(table))
+                policies.pop(env, None)
+        backups = dataclasses.replace(backups, retention=MappingProxyType(table),
+                                      policy=MappingProxyType(policies))
 
     def days(name: str, value: float | None, current: timedelta) -> timedelta:
         if value is None:

@@ -238,6 +238,13 @@ class Root:
         return cur
 
 
+def free_space(d: Dir) -> tuple[int, int]:
+    """(bytes available to unprivileged users, total bytes) of the filesystem holding *d*,
+    from ``fstatvfs`` on its descriptor (what ``df`` shows as Avail and Size)."""
+    st = os.fstatvfs(d.fd)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
 def is_profile_dir(d: Dir) -> bool:
     """A directory holding Chromium's 'Local State' file is a browser profile (not ours)."""
     try:

@@ -57,7 +57,7 @@ class CleanupWorker:
     Invalid values raise :class:`~architect_cleanup.config.ConfigError`.
     """
 
-    def __init__(  # noqa: PLR0917  (the seed's positional signature)
+    def __init__(
         self,
         dry_run: bool = True,
         backup_retention: int | Mapping[str, int] | None = None,
@@ -142,10 +142,10 @@ class CleanupWorker:
         try:
             for name, target in targets.items():
                 result = results[name]
-                # A stop requested between targets skips those that have not run yet (the
-                # tree targets after the first were run by the shared walk already).
+                # A stop skips the targets that have not run yet; the tree targets after the
+                # first were run by the shared walk already and report what it did.
                 not_run = name not in tree or name == tree[0]
-                if interrupted or (not_run and self.should_stop()):
+                if not_run and (interrupted or self.should_stop()):
                     interrupted = True
                     result.status, result.message = "skipped", "run interrupted"
                 elif self.only is not None and name not in self.only:

@@ -21,9 +21,10 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 import check_units  # noqa: E402  (tests/check_units.py)
-import demo  # noqa: E402  (tests/demo.py)
 
 from architect_cleanup.journal import JournalHandler  # noqa: E402
+
+import demo  # noqa: E402  (tests/demo.py)
 
 build_tree = demo.build_tree
 __all__ = ["REPO", "TESTS", "Collector", "NotifyReceiver", "build_tree", "check_units",

@@ -21,7 +21,7 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 
 DEMO := $(CURDIR)/.demo
 
-.PHONY: setup run test unit lint system deb bench stress clean distclean
+.PHONY: setup run test unit lint system deb version-check bench stress clean distclean
 
 setup: $(VENV)/.stamp
 
@@ -44,8 +44,9 @@ $(VENV)/.stamp: requirements-dev.txt pyproject.toml
 run: setup
 	$(VPY) tests/demo.py run --dir $(DEMO)
 
-## test: everything — lint, unit tests, unit-file checks, package build, system tests
-test: setup lint unit
+## test: everything — lint, unit tests (unit-file checks among them), package build
+test: setup lint unit deb
+	$(VPY) tests/check_units.py --deb $(DEB)
 
 unit: setup
 	$(VPY) -m pytest -q tests/unit
@@ -53,6 +54,34 @@ unit: setup
 lint: setup
 	$(VPY) -m ruff check architect_cleanup tests
 	$(VPY) -m mypy
+
+## deb: build the Debian package from a staged copy of the tree (packaging/debian as debian/),
+## with Debian's python3 and a PATH without pyenv, then lintian it
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' architect_cleanup/__init__.py)
+DEB_VERSION = $(shell dpkg-parsechangelog -l packaging/debian/changelog -S Version)
+STAGE = build/architect-cleanup-$(VERSION)
+DEB = build/architect-cleanup_$(DEB_VERSION)_all.deb
+STAGED = pyproject.toml architect_cleanup systemd packaging $(wildcard README.md CHANGELOG.md LICENSE)
+
+deb: setup version-check
+	rm -rf build/architect-cleanup-* build/architect-cleanup_*
+	mkdir -p $(STAGE)
+	tar -c --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' $(STAGED) \
+		| tar -x -C $(STAGE)
+	cp -a packaging/debian $(STAGE)/debian
+	cd $(STAGE) && env -u PYTHONPATH -u PYTHONHOME -u VIRTUAL_ENV PATH=$(CLEAN_PATH) \
+		dpkg-buildpackage -us -uc -b
+	PATH=$(CLEAN_PATH) lintian --fail-on error,warning --info --display-info \
+		build/architect-cleanup_$(DEB_VERSION)_*.changes
+	@echo "== built $(DEB)"
+
+## version-check: the version lives in architect_cleanup/__init__.py (pyproject reads it);
+## packaging/debian/changelog must carry the same (epoch and Debian revision aside)
+version-check:
+	@v="$(DEB_VERSION)"; v="$${v#*:}"; \
+	if [ -z "$(VERSION)" ] || [ "$${v%-*}" != "$(VERSION)" ]; then \
+		echo "version mismatch: architect_cleanup/__init__.py has '$(VERSION)'," \
+		     "packaging/debian/changelog has '$(DEB_VERSION)'" >&2; exit 1; fi
 
 clean:
 	rm -rf $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

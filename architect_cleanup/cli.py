@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="architect-cleanup",
         description="Storage retention for Architect Dashboard servers (dry run by default).",
-        epilog="Exit codes: 0 ok, 1 a target failed, 2 usage/config error, 75 already running.")
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="PATH",
                    help="configuration file (default $ARCHITECT_CLEANUP_CONFIG or "
                         "/etc/architect-cleanup/config.toml); config.d/ beside it is merged")
@@ -88,21 +88,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="disable and stop architect-cleanup.timer")
 
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", help="run the cleanup once")
+    run = sub.add_parser("run", help="run the cleanup once",
+                         description="run the cleanup once")
     _run_options(run)
     run.add_argument("--only", type=_targets, metavar="TARGET,...",
                      help=f"run only these targets ({', '.join(ordered())})")
     run.add_argument("--source", choices=("cli", "timer"), default="cli",
                      help=argparse.SUPPRESS)
-    st = sub.add_parser("status", help="last run, timer and a run in progress")
+    st = sub.add_parser("status", help="last run, timer and a run in progress",
+                        description="last run, timer and a run in progress")
     st.add_argument("--json", action="store_true")
     cfg = sub.add_parser("config", help="configuration commands")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="check", required=True)
-    chk = cfg_sub.add_parser("check", help="validate and print the effective configuration")
+    chk = cfg_sub.add_parser("check", help="validate and print the effective configuration",
+                             description="validate and print the effective configuration")
     chk.add_argument("--json", action="store_true")
-    rep = sub.add_parser("report", help="the recorded run history")
+    rep = sub.add_parser("report", help="the recorded run history",
+                         description="the recorded run history")
     rep.add_argument("--json", action="store_true")
     rep.add_argument("-n", "--limit", type=_positive, default=20, metavar="N")
+    # `--help` (and the manual page, made from it by help2man) lists each command's options.
+    lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
+             f"      {sp.description}\n" for sp in (run, st, chk, rep)]
+    p.epilog = ("command options:\n" + "".join(lines)
+                + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
+                "75 already running")
     return p
 
 
@@ -128,7 +138,9 @@ def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     verbose_out = sys.stderr if args.json else out
 
     def show_decision(d: Decision) -> None:
-        print(str(d), file=verbose_out)
+        # Flushed at once into the journal, or the buffered lines would land after the
+        # summary, which must stay the run's last line.
+        print(str(d), file=verbose_out, flush=to_journal)
 
     stop = _Stop()
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -142,8 +154,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    except LockHeld as exc:
-        _error(str(exc))
+    except LockHeld as exc:  # the worker has logged it (stderr and/or the journal)
         if args.json:
             print(json.dumps({"success": False, "dry_run": dry, "message": str(exc),
                               "locked_by": exc.pid}), file=out)
@@ -204,7 +215,8 @@ def status_doc(cfg: Config | None = None) -> dict[str, Any]:
     state = store.load()
     last = state.get("last_run") if isinstance(state.get("last_run"), dict) else None
     sd = systemctl.status()
-    running = holder(lock_path())
+    # The lock holder covers CLI and API runs too; the service's MainPID a run under systemd.
+    running = holder(lock_path()) or sd.service_pid
     return {
         "success": True,
         "daemon_running": sd.timer_active,
@@ -320,7 +332,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        log.error("%s", exc, extra=fields("config_error"))
+        log.error("%s", exc,
+                  extra=fields("config_error", cleanup_error="; ".join(exc.problems)))
         if getattr(args, "json", False):
             print(json.dumps({"valid": False, "success": False, "errors": exc.problems}),
                   file=out)

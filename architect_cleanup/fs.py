@@ -474,6 +474,10 @@ class TreeResult:
     kept: int = 0
     errors: list[str] = field(default_factory=list)
     removed_dir: bool = False
+    #: the first path whose removal failed with EROFS (a read-only file system), if any,
+    #: and how many did
+    readonly: str | None = None
+    readonly_count: int = 0
 
 
 def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
@@ -520,6 +524,9 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
                         except FileNotFoundError:
                             continue
                         except OSError as exc:
+                            if exc.errno == errno.EROFS:
+                                res.readonly = res.readonly or d.join(entry.name)
+                                res.readonly_count += 1
                             kept[0] = True
                             res.kept += 1
                             res.errors.append(f"{display(d.join(entry.name))}: "
@@ -568,6 +575,9 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
+                    if exc.errno == errno.EROFS:
+                        res.readonly = res.readonly or d.path
+                        res.readonly_count += 1
                     if stack:
                         stack[-1][2][0] = True
                     res.errors.append(f"{display(d.path)}: {exc.strerror}")

@@ -4,6 +4,23 @@ Per-target and summary entries carry ``CLEANUP_*`` fields and a fixed ``MESSAGE_
 of message; ``/usr/lib/systemd/catalog/architect-cleanup.catalog`` explains each one, so
 ``journalctl -x`` shows the explanation and ``journalctl MESSAGE_ID=…  -o json`` is how a
 script reads the run history.
+
+The fields each kind carries (all values are text in the journal; booleans are 0/1):
+
+* ``run_started``: CLEANUP_DRY_RUN, CLEANUP_SOURCE (timer, cli, api, python), CLEANUP_ROOT
+* ``target_done``: CLEANUP_TARGET, CLEANUP_RESULT=ok, CLEANUP_ITEMS (removed, or would be),
+  CLEANUP_BYTES, CLEANUP_KEPT, CLEANUP_SKIPPED, CLEANUP_ERRORS, CLEANUP_CHECKED,
+  CLEANUP_DRY_RUN, CLEANUP_DURATION (seconds)
+* ``target_failed``: CLEANUP_TARGET, CLEANUP_RESULT=failed, CLEANUP_ERROR, CLEANUP_ITEMS,
+  CLEANUP_BYTES, CLEANUP_DRY_RUN
+* ``run_summary`` (the last entry of a run): CLEANUP_RESULT (success, failed),
+  CLEANUP_DRY_RUN, CLEANUP_ITEMS, CLEANUP_BYTES, CLEANUP_DURATION, CLEANUP_SOURCE,
+  CLEANUP_FAILED_TARGETS, and the seed's stats names BACKUPS_DELETED, LOGS_DELETED,
+  TASKS_DELETED, ERRORS_DELETED, PROMPTS_DELETED, TEMP_FILES_DELETED, SPACE_FREED_MB
+* ``readonly_path``: CLEANUP_TARGET, CLEANUP_PATH
+* ``lock_held``: CLEANUP_LOCK_PID, CLEANUP_LOCK_PATH
+* ``state_error``: CLEANUP_STATE_FILE, CLEANUP_ERROR
+* ``config_error``: CLEANUP_ERROR
 """
 
 from __future__ import annotations
@@ -12,10 +29,11 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
 
 SYSLOG_IDENTIFIER = "architect-cleanup"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 #: One fixed id per kind of message (documented in systemd/architect-cleanup.catalog).
 MESSAGE_IDS = {
@@ -30,20 +48,26 @@ MESSAGE_IDS = {
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
 }
 
+#: Sends one journal entry: ``sender(MESSAGE, **FIELDS)`` (python3-systemd's journal.send).
+Sender = Callable[..., Any]
+
 
 def fields(kind: str, **values: Any) -> dict[str, Any]:
-    """``extra=`` for a log call: the message id of *kind* plus ``CLEANUP_*`` fields."""
-    out: dict[str, Any] = {"MESSAGE_ID": MESSAGE_IDS[kind]}
+    """``extra=`` for a log call: the message id of *kind* plus upper-cased fields.
+
+    The id is given in journald's own spelling (32 hex digits), so ``journalctl
+    MESSAGE_ID=…`` matches it; booleans become 0/1 and None values are left out."""
+    out: dict[str, Any] = {"MESSAGE_ID": MESSAGE_IDS[kind].hex}
     for key, value in values.items():
+        if value is None:
+            continue
         out[key.upper()] = int(value) if isinstance(value, bool) else value
     return out
 
 
-def journal_available(environ: Mapping[str, str] | None = None) -> bool:
-    """True when journald is reachable through its native socket."""
-    environ = os.environ if environ is None else environ
-    return os.path.exists("/run/systemd/journal/socket") and (
-        "JOURNAL_STREAM" in environ or "INVOCATION_ID" in environ)
+def journal_available(socket_path: str = JOURNAL_SOCKET) -> bool:
+    """True when journald's native socket exists (and python3-systemd can talk to it)."""
+    return os.path.exists(socket_path) and _journal_send() is not None
 
 
 def stream_is_journal(stream: Any, environ: Mapping[str, str] | None = None) -> bool:
@@ -60,50 +84,88 @@ def stream_is_journal(stream: Any, environ: Mapping[str, str] | None = None) -> 
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
-def _journal_handler() -> logging.Handler | None:
+def _journal_send() -> Sender | None:
     try:
-        from systemd.journal import JournalHandler  # noqa: PLC0415  (optional)
+        from systemd.journal import send  # noqa: PLC0415  (optional: python3-systemd)
     except ImportError:
         return None
+    sender: Sender = send
+    return sender
 
-    class _Handler(JournalHandler):  # type: ignore[misc]
-        """Sends only upper-case (journal-valid) extra fields, not LogRecord internals."""
 
-        def emit(self, record: logging.LogRecord) -> None:
-            try:
-                msg = self.format(record)
-                extra = {k: v for k, v in record.__dict__.items() if k.isupper()}
-                self.send(msg, PRIORITY=str(self.map_priority(record.levelno)),
-                          LOGGER=record.name, CODE_FILE=record.pathname,
-                          CODE_LINE=record.lineno, CODE_FUNC=record.funcName,
-                          SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER, **extra)
-            except Exception:
-                self.handleError(record)
+class JournalHandler(logging.Handler):
+    """A logging handler that writes one journal entry per record.
 
-    return _Handler()
+    It sends the message, the priority, the code location, ``SYSLOG_IDENTIFIER`` and the
+    record's upper-case ``extra=`` fields (:func:`fields`) — not the LogRecord's internals,
+    which python3-systemd's own JournalHandler would send as well. *sender* is the function
+    that talks to journald (python3-systemd's ``journal.send``); tests may pass another.
+    """
+
+    #: logging level -> syslog priority
+    PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
+                  (logging.INFO, 6))
+
+    def __init__(self, sender: Sender, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.sender = sender
+
+    @classmethod
+    def priority(cls, levelno: int) -> int:
+        for threshold, prio in cls.PRIORITIES:
+            if levelno >= threshold:
+                return prio
+        return 7
+
+    def entry(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The journal fields for *record* (MESSAGE included)."""
+        out: dict[str, Any] = {
+            "MESSAGE": self.format(record),
+            "PRIORITY": str(self.priority(record.levelno)),
+            "SYSLOG_IDENTIFIER": SYSLOG_IDENTIFIER,
+            "LOGGER": record.name,
+            "CODE_FILE": record.pathname,
+            "CODE_LINE": record.lineno,
+            "CODE_FUNC": record.funcName,
+        }
+        if record.exc_info:
+            out["EXCEPTION_TEXT"] = logging.Formatter().formatException(record.exc_info)
+        out.update((k, v) for k, v in record.__dict__.items() if k.isupper() and v is not None)
+        return out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            doc = self.entry(record)
+            message = doc.pop("MESSAGE")
+            self.sender(message, **doc)
+        except Exception:
+            self.handleError(record)
 
 
 def setup_logging(level: int = logging.INFO, *, journal: bool | None = None,
-                  stderr_level: int = logging.WARNING) -> str:
-    """Route the package's logs to journald (under systemd) or stderr; returns which.
+                  stderr: TextIO | None = None, stderr_level: int = logging.WARNING) -> str:
+    """Route the package's logs to journald and/or stderr; returns "journal", "stderr" or both.
 
-    On a terminal the human output already tells the story, so stderr gets warnings and
-    errors only (*stderr_level*); the journal gets everything from *level* up."""
+    The journal (when its socket exists, or *journal* says so) gets every entry from *level*
+    up, with its fields. stderr gets *stderr_level* and up — on a terminal the human output
+    already tells the story — unless stderr is itself connected to the journal (the service),
+    where that would log everything twice."""
+    stderr = sys.stderr if stderr is None else stderr
     logger = logging.getLogger("architect_cleanup")
     for h in list(logger.handlers):
         logger.removeHandler(h)
+        h.close()
     logger.setLevel(level)
     logger.propagate = False
-    handler: logging.Handler | None = None
-    use_journal = journal_available() if journal is None else journal
-    if use_journal:
-        handler = _journal_handler()
-    if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+    where = []
+    sender = _journal_send() if (journal_available() if journal is None else journal) else None
+    if sender is not None:
+        logger.addHandler(JournalHandler(sender, level))
+        where.append("journal")
+    if sender is None or not stream_is_journal(stderr):
+        handler = logging.StreamHandler(stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         handler.setLevel(stderr_level)
-        where = "stderr"
-    else:
-        where = "journal"
-    logger.addHandler(handler)
-    return where
+        logger.addHandler(handler)
+        where.append("stderr")
+    return "+".join(where)

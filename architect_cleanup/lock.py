@@ -58,6 +58,8 @@ class RunLock:
             os.close(fd)
             raise
         os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o644)  # readable for `status` whatever the umask (service: 0077)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
 

@@ -31,30 +31,53 @@ def _unavailable_reason() -> str | None:
     return None
 
 
-def show(unit: str, *props: str) -> dict[str, str]:
-    """``systemctl show UNIT -p …`` as a dict (timestamps as ``@<unix seconds>``)."""
-    out = subprocess.run(
-        ["systemctl", "show", "--timestamp=unix", unit, *(f"--property={p}" for p in props)],
-        capture_output=True, text=True, timeout=_TIMEOUT, check=True).stdout
+TIMER_PROPERTIES = ("LoadState", "UnitFileState", "ActiveState", "NextElapseUSecRealtime",
+                    "LastTriggerUSec")
+SERVICE_PROPERTIES = ("LoadState", "ActiveState", "SubState", "Result", "MainPID")
+
+
+def parse_show(text: str) -> dict[str, str]:
+    """``systemctl show`` output (``Key=value`` lines) as a dict."""
     result = {}
-    for line in out.splitlines():
+    for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep:
             result[key] = value
     return result
 
 
+def show(unit: str, *props: str) -> dict[str, str]:
+    """``systemctl show UNIT -p …`` as a dict.
+
+    Timestamps come as ``Thu 2026-11-26 07:11:08 UTC`` (systemd 252 ignores ``--timestamp=``
+    in ``show``), so systemctl runs with TZ=UTC and the C locale: see :func:`_timestamp`."""
+    env = dict(os.environ, TZ="UTC", LC_ALL="C", SYSTEMD_PAGER="", SYSTEMD_COLORS="0")
+    out = subprocess.run(
+        ["systemctl", "show", "--timestamp=unix", unit, *(f"--property={p}" for p in props)],
+        capture_output=True, text=True, timeout=_TIMEOUT, check=True, env=env).stdout
+    return parse_show(out)
+
+
 def _timestamp(value: str | None) -> str | None:
-    """``@1732600800`` -> ISO 8601 UTC; empty/zero/unknown -> None."""
-    if not value or not value.startswith("@"):
+    """A ``systemctl show`` timestamp as ISO 8601 UTC; empty, zero or unknown -> None.
+
+    Accepts ``Thu 2026-11-26 07:11:08 UTC`` (systemd 252 with TZ=UTC) and ``@1732600800``
+    (``--timestamp=unix``, honoured by later systemd versions)."""
+    if not value or value in ("n/a", "0"):
         return None
+    if value.startswith("@"):
+        try:
+            secs = float(value[1:])
+        except ValueError:
+            return None
+        if secs <= 0:
+            return None
+        return datetime.fromtimestamp(secs, UTC).isoformat(timespec="seconds")
     try:
-        secs = float(value[1:])
+        dt = datetime.strptime(value, "%a %Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
     except ValueError:
         return None
-    if secs <= 0:
-        return None
-    return datetime.fromtimestamp(secs, UTC).isoformat(timespec="seconds")
+    return dt.isoformat(timespec="seconds")
 
 
 @dataclass
@@ -78,14 +101,19 @@ def status() -> SystemdStatus:
     if reason:
         return SystemdStatus(reason=reason)
     try:
-        timer = show(TIMER, "UnitFileState", "ActiveState", "NextElapseUSecRealtime",
-                     "LastTriggerUSec", "LoadState")
-        service = show(SERVICE, "ActiveState", "SubState", "Result", "MainPID")
+        timer = show(TIMER, *TIMER_PROPERTIES)
+        service = show(SERVICE, *SERVICE_PROPERTIES)
     except (OSError, subprocess.SubprocessError) as exc:
         return SystemdStatus(reason=f"systemctl show failed: {exc}")
+    return from_properties(timer, service)
+
+
+def from_properties(timer: dict[str, str], service: dict[str, str]) -> SystemdStatus:
+    """The status from ``systemctl show`` properties of the timer and the service."""
     if timer.get("LoadState") == "not-found":
         return SystemdStatus(reason=f"{TIMER} is not installed")
-    pid = int(service.get("MainPID", "0") or 0)
+    pid_text = service.get("MainPID", "0")
+    pid = int(pid_text) if pid_text.isdigit() else 0
     return SystemdStatus(
         timer_enabled=timer.get("UnitFileState") in ("enabled", "enabled-runtime"),
         timer_active=timer.get("ActiveState") == "active",

@@ -7,8 +7,10 @@ state file, and last the one-line summary that ``systemctl status`` shows.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ from architect_cleanup.targets import (
     ordered,
     scan_tree,
 )
+from architect_cleanup.targets.base import on_readonly_fs
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,8 @@ class CleanupWorker:
         try:
             lock.acquire()
         except LockHeld as exc:
-            log.warning("%s", exc, extra=fields("lock_held", cleanup_lock_pid=exc.pid or 0))
+            log.warning("%s", exc, extra=fields("lock_held", cleanup_lock_pid=exc.pid or 0,
+                                                cleanup_lock_path=exc.path))
             raise
         try:
             return self._run()
@@ -138,7 +142,11 @@ class CleanupWorker:
         try:
             for name, target in targets.items():
                 result = results[name]
-                if interrupted:
+                # A stop skips the targets that have not run yet; the tree targets after the
+                # first were run by the shared walk already and report what it did.
+                not_run = name not in tree or name == tree[0]
+                if not_run and (interrupted or self.should_stop()):
+                    interrupted = True
                     result.status, result.message = "skipped", "run interrupted"
                 elif self.only is not None and name not in self.only:
                     result.status, result.message = "skipped", "not selected"
@@ -179,7 +187,7 @@ class CleanupWorker:
             result.fail(str(exc))
             interrupted = True
         except Exception as exc:  # one failing target must not stop the others
-            result.fail(_describe(exc))
+            result.fail(_describe(exc) + self._readonly_hint(ctx, name, exc))
             log.debug("target %s failed", name, exc_info=True)
         result.duration = time.monotonic() - t0
         return interrupted
@@ -202,7 +210,7 @@ class CleanupWorker:
         except Exception as exc:
             for n in names:
                 if not results[n].failed:
-                    results[n].fail(_describe(exc))
+                    results[n].fail(_describe(exc) + self._readonly_hint(ctx, n, exc))
             log.debug("tree walk failed", exc_info=True)
         for n in names:
             results[n].duration = time.monotonic() - t0
@@ -210,12 +218,20 @@ class CleanupWorker:
 
     def _report_target(self, ctx: RunContext, result: TargetResult) -> None:
         name = result.name
+        refused = ctx.readonly_refused.get(name, 0)
+        if refused and not result.failed:
+            # The configuration asks for work the sandbox forbids: a failure, said briefly
+            # (the summary line lists it per target); the readonly_path entry and the first
+            # item's error carry the whole hint.
+            result.fail(f"{refused} item(s) not removed: read-only file system, outside the "
+                        "service's writable paths (ReadWritePaths=)")
         verb = "would remove" if ctx.dry_run else "removed"
         if result.failed:
             log.error("%s: failed: %s", name, result.message,
                       extra=fields("target_failed", cleanup_target=name,
                                    cleanup_result="failed", cleanup_dry_run=ctx.dry_run,
-                                   cleanup_error=result.message))
+                                   cleanup_error=result.message,
+                                   cleanup_items=result.removed, cleanup_bytes=result.bytes))
         else:
             log.info("%s: %s %d (%.1f MB), kept %d, %d errors, in %.1fs", name, verb,
                      result.removed, result.bytes / 1048576, result.kept, len(result.errors),
@@ -224,6 +240,7 @@ class CleanupWorker:
                                   cleanup_items=result.removed, cleanup_bytes=result.bytes,
                                   cleanup_kept=result.kept, cleanup_skipped=result.skipped,
                                   cleanup_errors=len(result.errors),
+                                  cleanup_checked=result.checked,
                                   cleanup_dry_run=ctx.dry_run,
                                   cleanup_duration=f"{result.duration:.3f}"))
         for err in result.errors[:20]:
@@ -249,7 +266,22 @@ class CleanupWorker:
             self.state.record(run)
         except OSError as exc:
             stats.state_error = f"cannot write {self.state.path}: {exc.strerror or exc}"
-            log.error("%s", stats.state_error, extra=fields("state_error"))
+            log.error("%s", stats.state_error,
+                      extra=fields("state_error", cleanup_state_file=self.state.path,
+                                   cleanup_error=exc.strerror or str(exc)))
+
+    @staticmethod
+    def _readonly_hint(ctx: RunContext, name: str, exc: Exception) -> str:
+        """The ReadWritePaths= hint when a whole target failed on a read-only file system:
+        EROFS itself, or SQLite refusing to write a database on a read-only mount."""
+        path: str | None = None
+        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+            path = str(exc.filename or ctx.config.root)
+        elif (isinstance(exc, sqlite3.Error)
+              and getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY")
+              and on_readonly_fs(ctx.config.root)):
+            path = ctx.config.root
+        return ctx.readonly(name, path) if path else ""
 
     def _summary(self, stats: CleanupStats) -> None:
         line = stats.summary_line()

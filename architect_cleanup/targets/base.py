@@ -23,6 +23,7 @@ from architect_cleanup.fs import (
     freed_bytes,
     unlink_checked,
 )
+from architect_cleanup.journal import fields
 from architect_cleanup.stats import TargetResult
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class RunContext:
     future_limit: float = field(init=False)
     #: someone reads per-item decisions (-v, or debug logging): build them
     wants_decisions: bool = field(init=False)
+    #: target -> how many writes a read-only file system refused (see readonly())
+    readonly_refused: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.now_ts = self.now.timestamp()
@@ -112,6 +115,24 @@ class RunContext:
         if force or t - self._last_status >= PROGRESS_INTERVAL:
             self._last_status = t
             self.on_status(text)
+
+    def readonly(self, target: str, path: str, count: int = 1) -> str:
+        """Report a write refused because *path* is on a read-only file system; the text to
+        append to the item's error.
+
+        Under the service that means the path is outside its ReadWritePaths=. The first time
+        per target and run this logs a ``readonly_path`` journal entry and returns the hint;
+        after that the hint is not repeated (a read-only root fails every file). The worker
+        marks the target failed at its end: the configuration asks for work the sandbox
+        forbids."""
+        seen = self.readonly_refused.get(target, 0)
+        self.readonly_refused[target] = seen + count
+        if seen:
+            return ""
+        log.error("%s: %s is on a read-only file system%s", target, display(path),
+                  READONLY_HINT,
+                  extra=fields("readonly_path", cleanup_target=target, cleanup_path=path))
+        return READONLY_HINT
 
     def decide(self, d: Decision) -> None:
         if self.on_decision is not None:
@@ -222,8 +243,8 @@ class FileTarget(Target):
                 return False
             except OSError as exc:
                 result.skipped += 1
-                result.error(f"{display(path)}: {exc.strerror or exc}"
-                             + _readonly_hint(exc))
+                hint = ctx.readonly(self.name, path) if exc.errno == errno.EROFS else ""
+                result.error(f"{display(path)}: {exc.strerror or exc}{hint}")
                 ctx.decide(Decision(self.name, path, False, f"removal failed: {exc.strerror}"))
                 return False
         result.removed += 1
@@ -256,11 +277,19 @@ def format_duration_short(seconds: float) -> str:
     return format_duration(timedelta(seconds=int(seconds)))
 
 
-def _readonly_hint(exc: OSError) -> str:
-    if exc.errno == errno.EROFS:
-        return (" (outside the service's writable paths: add it with "
-                "`systemctl edit architect-cleanup.service` (ReadWritePaths=))")
-    return ""
+#: What to do about EROFS under the service (ProtectSystem=strict makes everything read-only
+#: but the unit's ReadWritePaths=).
+READONLY_HINT = (" (outside the service's writable paths: add it with "
+                 "`systemctl edit architect-cleanup.service` (ReadWritePaths=))")
+
+
+def on_readonly_fs(path: str) -> bool:
+    """True when *path* lies on a file system mounted read-only (for errors that carry no
+    EROFS, such as SQLite's "attempt to write a readonly database")."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:

@@ -91,8 +91,10 @@ class Temp(TreeTarget):
         result.removed += tree.files
         result.bytes += tree.bytes
         result.skipped += tree.kept
-        for err in tree.errors:
-            result.error(err)
+        hint = (ctx.readonly(self.name, tree.readonly, tree.readonly_count)
+                if tree.readonly else "")
+        for i, err in enumerate(tree.errors):
+            result.error(err + hint if i == 0 else err)
         reason = f"{age_text(age)} > {self._limit}, {tree.files} files"
         if tree.kept:
             reason += f", {tree.kept} kept inside"

@@ -165,7 +165,11 @@ def _walk_one(ctx: RunContext, root: Root, rel: str, scopes: _Scopes,
             ctx.status(f"{label}: {walker.entries_seen:,} files checked")
 
         walker.on_dir = tick
+        n = 0
         for d, name, is_dir, match in walker:
+            n += 1
+            if not n & 1023:  # also inside one huge directory: stop (SIGTERM) and progress
+                tick()
             group = match.lastgroup
             m = by_group[group] if group is not None else members[0]
             if m.failed or m.passive:

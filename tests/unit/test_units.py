@@ -1,0 +1,151 @@
+"""The unit files, checked with systemd's own tools, and what their settings must keep.
+
+``systemd-analyze verify`` must print nothing and ``security --offline=true`` must score at
+most 2.0 (tests/check_units.py; ``make test`` runs it on the built package as well). The
+hardening may not break the product: the service sees the real /tmp, reads every process's
+/proc/PID/fd, and may delete files of the dashboard's user."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from sd_helpers import REPO, TESTS, check_units
+
+from architect_cleanup.journal import MESSAGE_IDS
+
+SYSTEMD = REPO / "systemd"
+
+pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                reason="systemd-analyze is not installed (make setup)")
+
+
+def _unit(name: str) -> dict[str, list[str]]:
+    """Section.Key -> values (a key may repeat)."""
+    out: dict[str, list[str]] = {}
+    section = ""
+    for raw in (SYSTEMD / name).read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(f"{section}.{key}", []).append(value)
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("unit-root")
+    check_units.root_from_repo(root, REPO / ".venv" / "bin" / "architect-cleanup")
+    return root
+
+
+def test_systemd_analyze_verify_prints_nothing(repo_root: Path) -> None:
+    assert check_units.verify(repo_root) == ""
+
+
+def test_verify_would_catch_a_broken_unit_or_a_missing_command(repo_root: Path,
+                                                               tmp_path: Path) -> None:
+    broken = tmp_path / "root"
+    shutil.copytree(repo_root, broken, symlinks=True)
+    service = check_units.unit_dir(broken) / check_units.SERVICE
+    service.write_text(service.read_text() + "PrivateTmpp=yes\n")
+    assert "Unknown key" in check_units.verify(broken)
+    service.write_text(service.read_text().replace("PrivateTmpp=yes\n", ""))
+    (broken / "usr/bin/architect-cleanup").unlink()
+    assert "is not executable" in check_units.verify(broken)
+
+
+def test_the_service_scores_at_most_2_0_in_systemd_analyze_security() -> None:
+    score, report = check_units.security(SYSTEMD / check_units.SERVICE)
+    assert score <= check_units.MAX_EXPOSURE, report
+
+
+def test_the_service_is_a_oneshot_with_notify_state_and_runtime_directories() -> None:
+    s = _unit(check_units.SERVICE)
+    assert s["Service.Type"] == ["oneshot"]
+    assert s["Service.NotifyAccess"] == ["main"]
+    assert s["Service.ExecStart"] == ["/usr/bin/architect-cleanup run --source timer"]
+    assert s["Service.StateDirectory"] == ["architect-cleanup"]
+    assert s["Service.RuntimeDirectory"] == ["architect-cleanup"]
+    assert s["Service.RuntimeDirectoryPreserve"] == ["yes"], "a CLI run may hold the lock"
+    assert s["Service.Nice"] == ["19"]
+    assert s["Service.IOSchedulingClass"] == ["idle"]
+    assert "Install.WantedBy" not in s, "only the timer is enabled"
+
+
+def test_the_service_writes_only_to_the_data_roots_and_sees_the_real_tmp() -> None:
+    s = _unit(check_units.SERVICE)
+    assert s["Service.ProtectSystem"] == ["strict"]
+    assert s["Service.ReadWritePaths"] == ["-/srv/architect -/tmp"]
+    assert s.get("Service.PrivateTmp", ["no"]) == ["no"]
+
+
+def test_the_service_can_see_open_files_and_delete_other_users_files() -> None:
+    s = _unit(check_units.SERVICE)
+    assert s.get("Service.ProtectProc", ["default"]) == ["default"]
+    caps = set(" ".join(s["Service.CapabilityBoundingSet"]).split())
+    assert {"CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SYS_PTRACE", "CAP_CHOWN"} <= caps
+    assert "Service.User" not in s and "Service.DynamicUser" not in s
+    assert "Service.PrivateUsers" not in s
+
+
+def test_every_relaxed_setting_is_explained_in_a_comment() -> None:
+    text = (SYSTEMD / check_units.SERVICE).read_text().splitlines()
+    for setting in ("PrivateTmp=no", "ProtectProc=default", "CapabilityBoundingSet=",
+                    "SystemCallFilter=@chown"):
+        at = next(i for i, line in enumerate(text) if line.startswith(setting))
+        comment = []
+        for line in reversed(text[:at]):
+            if not line.startswith("#"):
+                break
+            comment.append(line)
+        assert any("Relaxed on purpose" in c for c in comment), setting
+
+
+def test_the_timer_runs_hourly_persistently_with_a_random_delay() -> None:
+    t = _unit(check_units.TIMER)
+    assert t["Timer.OnCalendar"] == ["hourly"]
+    assert t["Timer.Persistent"] == ["true"]
+    assert t["Timer.RandomizedDelaySec"] and t["Timer.RandomizedDelaySec"][0] != "0"
+    assert t["Install.WantedBy"] == ["timers.target"]
+
+
+def _catalog_ids() -> list[str]:
+    return [line[3:].strip() for line in (SYSTEMD / "architect-cleanup.catalog").read_text()
+            .splitlines() if line.startswith("-- ")]
+
+
+def test_the_catalog_explains_every_message_id_once() -> None:
+    ids = _catalog_ids()
+    assert sorted(ids) == sorted(u.hex for u in MESSAGE_IDS.values())
+
+
+def test_journalctl_compiles_the_catalog(tmp_path: Path) -> None:
+    if shutil.which("journalctl") is None:
+        pytest.skip("journalctl is not installed")
+    cat = tmp_path / "usr/lib/systemd/catalog"
+    cat.mkdir(parents=True)
+    shutil.copy2(SYSTEMD / "architect-cleanup.catalog", cat)
+    subprocess.run(["journalctl", f"--root={tmp_path}", "--update-catalog"], check=True)
+    listed = subprocess.run(["journalctl", f"--root={tmp_path}", "--list-catalog"],
+                            check=True, capture_output=True, text=True).stdout
+    rows = dict(line.split(" ", 1) for line in listed.splitlines())
+    assert set(rows) == {u.hex for u in MESSAGE_IDS.values()}
+    assert all(r.startswith("architect-cleanup: ") for r in rows.values())
+    summary = subprocess.run(
+        ["journalctl", f"--root={tmp_path}", "--dump-catalog", MESSAGE_IDS["run_summary"].hex],
+        check=True, capture_output=True, text=True).stdout
+    assert "Subject: Storage cleanup finished: @CLEANUP_RESULT@" in summary
+
+
+def test_check_units_script_passes_on_the_repository() -> None:
+    proc = subprocess.run([str(REPO / ".venv/bin/python"), str(TESTS / "check_units.py")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "exposure <= 2.0" in proc.stdout

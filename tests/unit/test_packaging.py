@@ -130,3 +130,15 @@ def test_purge_removes_configuration_state_and_the_runtime_directory() -> None:
     for path in ("/etc/architect-cleanup", "/var/lib/architect-cleanup",
                  "/run/architect-cleanup"):
         assert path in purge
+
+
+def test_a_default_policy_in_a_drop_in_applies_to_every_environment(tmp_path: Path) -> None:
+    main = tmp_path / "config.toml"
+    main.write_text(SHIPPED.read_text())
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "config.d" / "50-policy.toml").write_text(
+        "[backups.policy.default]\nkeep_daily = 7\nkeep_weekly = 4\n")
+    cfg = load_config(str(main), environ={})
+    for env in cfg.environments:
+        policy, source = cfg.backups.policy_for(env)
+        assert policy.keep_daily == 7 and policy.keep_weekly == 4, (env, source)

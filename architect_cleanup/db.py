@@ -104,17 +104,17 @@ def find_databases(cfg: Config) -> tuple[list[DbFile], list[str]]:
         if rel not in seen:
             seen.add(rel)
             unique.append((env, rel))
-    per_env: dict[str | None, int] = {}
-    for env, _ in unique:
-        per_env[env] = per_env.get(env, 0) + 1
+    # Labels: the environment for "{env}" paths, the file's stem for others ("assigner"),
+    # the relative path when that would be ambiguous.
+    wanted = [env if env is not None else os.path.splitext(os.path.basename(rel))[0]
+              for env, rel in unique]
     out: list[DbFile] = []
-    for env, rel in unique:
+    for (env, rel), label in zip(unique, wanted, strict=True):
         path = cfg.resolve(rel)
         if not os.path.lexists(path):
             notes.append(f"{rel}: does not exist (skipped)")
             continue
-        label = env if env is not None and per_env[env] == 1 else rel
-        out.append(DbFile(label, rel, path))
+        out.append(DbFile(label if wanted.count(label) == 1 else rel, rel, path))
     return out, notes
 
 

@@ -80,6 +80,8 @@ class DatabaseTarget(Target):
              part: dict[str, Any]) -> None:
         with Database(f, ctx.config.database, dry_run=ctx.dry_run, root=ctx.config.root) as db:
             plan = self.plan(ctx, db)
+            if isinstance(plan, Plan) and not db.has_rowid(plan.table):
+                plan = Skip(f"{plan.table} is a WITHOUT ROWID table (not supported)")
             if isinstance(plan, Skip):
                 part["reason"] = plan.reason
                 if plan.note:

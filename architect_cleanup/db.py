@@ -48,6 +48,10 @@ MIN_PAUSE = 0.001
 #: Rows per read when counting what a table holds (a read never blocks a WAL writer, but a long
 #: one would block a rollback-journal writer's commit).
 SCAN_CHUNK = 50_000
+#: During a purge, copy the WAL back into the database about every this many WAL frames
+#: (half SQLite's autocheckpoint threshold, so the dashboard's own commits seldom find the WAL
+#: over it and pay for a checkpoint themselves).
+CHECKPOINT_FRAMES = 500
 #: The busy timeout (ms) for the final TRUNCATE checkpoint, which blocks new writers while it
 #: waits for readers: it gives up quickly rather than stall the dashboard.
 CHECKPOINT_WAIT_MS = 20
@@ -109,7 +113,7 @@ def find_databases(cfg: Config) -> tuple[list[DbFile], list[str]]:
     wanted = [env if env is not None else os.path.splitext(os.path.basename(rel))[0]
               for env, rel in unique]
     out: list[DbFile] = []
-    for (env, rel), label in zip(unique, wanted, strict=True):
+    for (_env, rel), label in zip(unique, wanted, strict=True):
         path = cfg.resolve(rel)
         if not os.path.lexists(path):
             notes.append(f"{rel}: does not exist (skipped)")
@@ -135,22 +139,23 @@ def epoch_sql(expr: str, naive_timezone: str = "utc") -> str:
     """SQL for *expr* (a column or expression) as Unix epoch seconds, NULL when it is NULL or
     not a timestamp, so ``epoch_sql(x) < :cutoff`` is false for those rows.
 
+    - text must look like a date (``YYYY-``): SQLite's date parser reads the space or ``T``
+      form, fractions of any length, and ``Z`` / ``+HH:MM`` offsets; ``+HHMM`` gets its colon
+      (only tried when the text did not parse as it is, so the common case costs one parse);
+      text without an offset is UTC, or local time when *naive_timezone* is ``"local"`` (the
+      ``utc`` modifier leaves text with an offset alone);
     - integers and reals are Unix epoch seconds (0 and below are sentinels, not times);
-    - text must start like ``YYYY-MM-DD``: SQLite's date parser reads the space or ``T`` form,
-      fractions of any length, and ``Z`` / ``+HH:MM`` offsets (``+HHMM`` gets its colon);
-      text without an offset is UTC, or local time when *naive_timezone* is ``"local"``
-      (the ``utc`` modifier leaves text with an offset alone);
-    - anything else (other text, a bare number in a TEXT column, a blob) is not a timestamp.
+    - anything else (other text, a blob) is not a timestamp.
     """
-    colon = (f"CASE WHEN {expr} GLOB '????-??-??[T ]*[0-9][+-][0-9][0-9][0-9][0-9]' "
-             f"THEN substr({expr}, 1, length({expr}) - 2) || ':' || substr({expr}, -2) "
-             f"ELSE {expr} END")
     modifier = ", 'utc'" if naive_timezone == "local" else ""
+    colon = (f"CASE WHEN {expr} GLOB '????-??-??[T ]*[0-9][+-][0-9][0-9][0-9][0-9]' "
+             f"THEN substr({expr}, 1, length({expr}) - 2) || ':' || substr({expr}, -2) END")
+    jd = f"COALESCE(julianday({expr}{modifier}), julianday({colon}{modifier}))"
     return (f"(CASE typeof({expr}) "
+            f"WHEN 'text' THEN CASE WHEN substr({expr}, 5, 1) = '-' "
+            f"THEN ({jd} - {_UNIX_EPOCH_JD}) * 86400.0 END "
             f"WHEN 'integer' THEN CASE WHEN {expr} > 0 THEN {expr} END "
-            f"WHEN 'real' THEN CASE WHEN {expr} > 0 THEN {expr} END "
-            f"WHEN 'text' THEN CASE WHEN {expr} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' "
-            f"THEN (julianday({colon}{modifier}) - {_UNIX_EPOCH_JD}) * 86400.0 END END)")
+            f"WHEN 'real' THEN CASE WHEN {expr} > 0 THEN {expr} END END)")
 
 
 def sql_timestamp(when: datetime, naive_timezone: str = "utc") -> str:
@@ -191,8 +196,8 @@ class Outcome:
     """Counts for one table; filled as batches commit, so they are exact even when a later
     batch fails."""
 
-    checked: int = 0      # rows in the table
-    in_scope: int = 0     # rows the rule is about (finished tasks, resolved errors, ...)
+    checked: int = 0      # rows in the table (before the run)
+    kept: int = 0         # rows the rule is about (finished tasks, ...) that stay
     undated: int = 0      # ... of which the deciding time is NULL or not a timestamp
     changed: int = 0      # deleted / archived (or that would be, in a dry run)
     skipped: int = 0      # wanted, but protected (a foreign key refers to them) or refused
@@ -253,10 +258,12 @@ class Database:
             elif self.journal_mode == "wal":
                 # Safe in WAL mode; saves an fsync per batch while holding the write lock.
                 self.con.execute("PRAGMA synchronous = NORMAL")
+                # Checkpoints run between batches (_Run._checkpoint), outside the time that
+                # sets the pause; otherwise one would run inside COMMIT every few batches.
+                self.con.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
             self.con.close()
             raise
-        self._maps: dict[Reference, _ChildMap] = {}
 
     def __enter__(self) -> Database:
         return self
@@ -297,6 +304,14 @@ class Database:
         except sqlite3.OperationalError:
             return False
         return True
+
+    def rowid_alias(self, table: str) -> str | None:
+        """The table's INTEGER PRIMARY KEY column (another name for its rowid), if any."""
+        rows = self.con.execute(
+            "SELECT name, type FROM pragma_table_info(?) WHERE pk > 0", (table,)).fetchall()
+        if len(rows) == 1 and str(rows[0][1]).upper() == "INTEGER" and self.has_rowid(table):
+            return str(rows[0][0])
+        return None
 
     def _primary_key(self, table: str) -> tuple[str, ...]:
         rows = self.con.execute(
@@ -352,8 +367,8 @@ class Database:
         *out* is filled as batches commit, so it stays exact when a batch fails; errors raise
         (``sqlite3.Error`` or :class:`DbError`) after the batches before them committed."""
         run = _Run(self, plan, out, batch_size or self.cfg.batch_size)
-        run.count_table(check_stop)
         run.execute(check_stop, progress)
+        run.count_table(check_stop)
 
     def insert(self, table: str, values: dict[str, Any]) -> None:
         """Insert one row in its own short transaction (the activity log)."""
@@ -463,13 +478,16 @@ class _Run:
         if not db.has_rowid(plan.table):
             raise DbError(f"{plan.table} is a WITHOUT ROWID table; not supported")
         self.refs = db.references(plan.table) if plan.set_sql is None else []
+        self.rowid_key = db.rowid_alias(plan.table)
         self.emulate = self._choose_mode()
-        self.maps: list[_ChildMap] = []
+        self.maps: dict[Reference, _ChildMap] = {}
+        self._since_checkpoint = 0
+        self._checkpoint_every = 1
+        self._wal_frames = 0
+        self._free_until = 0.0  # monotonic time before which no batch takes the write lock
         if self.emulate:
             for i, r in enumerate(x for x in self.refs if not x.indexed):
-                m = _ChildMap(db, r, i)
-                db._maps[r] = m
-                self.maps.append(m)
+                self.maps[r] = _ChildMap(db, r, i)
         self.cand = f"({plan.scope}) AND ({plan.time_expr}) < :cutoff"
         self.protect = " OR ".join(self._refers(r) for r in self.refs if r.protects)
         self.keep_protected = f" AND NOT ({self.protect})" if self.protect else ""
@@ -499,7 +517,7 @@ class _Run:
         return f"SELECT {cols} FROM {self.table} AS _t WHERE {where}"
 
     def _child_where(self, r: Reference, parents: str) -> str:
-        m = self.db._maps.get(r) if self.emulate else None
+        m = self.maps.get(r)
         if m is not None:
             return m.rows_sql(parents)
         cols = ", ".join(f"_c.{quote(c)}" for c in r.columns)
@@ -509,7 +527,7 @@ class _Run:
         """SQL over ``_t``: some row of *r*'s table refers to this row."""
         match = " AND ".join(f"_c.{quote(c)} = _t.{quote(p)}"
                              for c, p in zip(r.columns, r.parent_columns, strict=True))
-        m = self.db._maps.get(r) if self.emulate else None
+        m = self.maps.get(r)
         if m is not None:
             return (f"EXISTS (SELECT 1 FROM {m.name} AS _k JOIN main.{quote(r.child)} AS _c "
                     f"ON _c._rowid_ = _k.child WHERE _k.parent = _t.{quote(r.parent_columns[0])}"
@@ -518,8 +536,9 @@ class _Run:
 
     def next_batch_sql(self) -> str:
         """The next batch: the rowid range holding the next ``batch_size`` candidates, walked in
-        rowid order (``NOT INDEXED``, so no sort), with how many a reference protects."""
-        protected = self.protect or "0"
+        rowid order (``NOT INDEXED``, so no sort), and (in a dry run; a real run counts them in
+        its transaction) how many of them a reference protects."""
+        protected = (self.protect or "0") if self.db.dry_run else "0"
         return (f"SELECT max(r), count(*), total(p) FROM (SELECT _t._rowid_ AS r, "
                 f"({protected}) AS p FROM {self.table} AS _t NOT INDEXED "
                 f"WHERE _t._rowid_ >= :lo AND {self.cand} ORDER BY _t._rowid_ LIMIT :n)")
@@ -532,29 +551,39 @@ class _Run:
     # --- the loop ---------------------------------------------------------------------------
 
     def count_table(self, check_stop: Callable[[], None]) -> None:
-        """How many rows the table holds, how many the rule is about, how many of those have no
-        usable time (kept); read in chunks of SCAN_CHUNK rows."""
+        """After the purge: how many rows the rule is about stay, and how many of those have no
+        usable time; read in chunks of SCAN_CHUNK rows. (Counting after the purge rather than
+        before reads fewer rows; undated rows are never changed, so the numbers are the same.)
+        """
         scope, t = self.plan.scope, self.plan.time_expr
         agg = (f"SELECT count(*), total(CASE WHEN ({scope}) THEN 1 ELSE 0 END), "
-               f"total(CASE WHEN ({scope}) AND ({t}) IS NULL THEN 1 ELSE 0 END) "
-               f"FROM {self.table} AS _t WHERE _t._rowid_ BETWEEN :lo AND :hi")
+               f"total(CASE WHEN ({scope}) THEN (CASE WHEN ({t}) IS NULL THEN 1 ELSE 0 END) "
+               f"ELSE 0 END) FROM {self.table} AS _t WHERE _t._rowid_ BETWEEN :lo AND :hi")
         step = (f"SELECT _t._rowid_ FROM {self.table} AS _t NOT INDEXED "
                 f"WHERE _t._rowid_ >= :lo ORDER BY _t._rowid_ LIMIT 1 OFFSET :k")
+        rows = in_scope = 0
         lo = ROWID_MIN
         while True:
             check_stop()
             row = self.con.execute(step, {"lo": lo, "k": SCAN_CHUNK - 1}).fetchone()
             hi = ROWID_MAX if row is None else int(row[0])
             n, s, u = self.con.execute(agg, dict(self.params, lo=lo, hi=hi)).fetchone()
-            self.out.checked += int(n)
-            self.out.in_scope += int(s)
+            rows += int(n)
+            in_scope += int(s)
             self.out.undated += int(u)
             if hi == ROWID_MAX:
-                return
+                break
             lo = hi + 1
+        if self.db.dry_run:  # nothing changed: what stays is what the run would not change
+            self.out.checked += rows
+            self.out.kept += max(in_scope - self.out.changed, 0)
+        else:
+            self.out.checked += rows + (self.out.changed if self.plan.set_sql is None else 0)
+            self.out.kept += in_scope
 
     def execute(self, check_stop: Callable[[], None],
                 progress: Callable[[Outcome], None]) -> None:
+        self._refresh()  # the first, full read of the child keys: never inside a batch
         nxt = self.next_batch_sql()
         lo = ROWID_MIN
         while True:
@@ -579,19 +608,40 @@ class _Run:
             lo = hi + 1
 
     def _refresh(self) -> None:
-        for m in self.maps:
+        for m in self.maps.values():
             m.refresh()
+
+    def children_sql(self, r: Reference) -> str:
+        """SQL over ``_c`` (a row of *r*'s table): it refers to a row this batch (``:lo`` ..
+        ``:hi``) deletes.
+
+        When the reference points at the rowid (``INTEGER PRIMARY KEY``, as ``parent_id``
+        does), the referring value itself must lie in the batch's range, so only the children
+        of this batch are looked at (through the index, or the TEMP map); otherwise the
+        batch's keys are collected first."""
+        m = self.maps.get(r)
+        if (self.rowid_key is not None and len(r.parent_columns) == 1
+                and r.parent_columns[0].lower() == self.rowid_key.lower()):
+            col = f"_c.{quote(r.columns[0])}"
+            owner = (f"EXISTS (SELECT 1 FROM {self.table} AS _t WHERE _t._rowid_ = {col} "
+                     f"AND {self.cand}{self.keep_protected})")
+            rows = f"{col} BETWEEN :lo AND :hi AND {owner}"
+            if m is not None:
+                rows = (f"_c._rowid_ IN (SELECT _k.child FROM {m.name} AS _k "
+                        f"WHERE _k.parent BETWEEN :lo AND :hi) AND {rows}")
+            return rows
+        where = f"_t._rowid_ BETWEEN :lo AND :hi AND {self.cand}{self.keep_protected}"
+        return self._child_where(r, self._parents(r, where))
 
     def _clear(self, lo: int, hi: int, *, count_only: bool) -> int:
         """ON DELETE SET NULL for the rows about to go: counted (a dry run, or when SQLite
         applies it itself) or applied here (emulated)."""
-        where = f"_t._rowid_ BETWEEN :lo AND :hi AND {self.cand}{self.keep_protected}"
         params = dict(self.params, lo=lo, hi=hi)
         total = 0
         for r in self.refs:
             if not r.clears:
                 continue
-            rows = self._child_where(r, self._parents(r, where))
+            rows = self.children_sql(r)
             child = f"main.{quote(r.child)}"
             if count_only or not self.emulate:
                 total += int(self.con.execute(
@@ -603,7 +653,15 @@ class _Run:
         return total
 
     def _batch(self, lo: int, hi: int, *, split: bool) -> None:
-        """One short write transaction over rowids lo..hi, then the pause."""
+        """The pause, one short write transaction over rowids lo..hi, a WAL checkpoint.
+
+        Between two transactions the write lock stays free at least as long as the first one
+        held it (the checkpoint and the read that finds the next batch count toward that):
+        without the pause the dashboard's writer starves, because its busy retries back off
+        while this loop re-takes the lock at once."""
+        wait = self._free_until - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
         if self.emulate:
             self.con.execute("PRAGMA foreign_keys = OFF")  # the actions are applied here
         try:
@@ -611,8 +669,26 @@ class _Run:
         finally:
             if self.emulate:
                 self.con.execute("PRAGMA foreign_keys = ON")
-        if held is not None:
-            time.sleep(max(held * PAUSE_RATIO, MIN_PAUSE))
+        if held is None:
+            return
+        self._free_until = time.monotonic() + max(held * PAUSE_RATIO, MIN_PAUSE)
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """A PASSIVE checkpoint (it never blocks the dashboard) every few batches, about every
+        CHECKPOINT_FRAMES new WAL frames, learning how many frames a batch writes."""
+        if self.db.journal_mode != "wal":
+            return
+        self._since_checkpoint += 1
+        if self._since_checkpoint < self._checkpoint_every:
+            return
+        _busy, frames, _copied = self.con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        frames = max(int(frames), 0)
+        new = frames - self._wal_frames if frames >= self._wal_frames else frames
+        per_batch = max(new, 1) / self._since_checkpoint
+        self._checkpoint_every = max(1, min(100, int(CHECKPOINT_FRAMES / per_batch)))
+        self._since_checkpoint = 0
+        self._wal_frames = frames
 
     def _transaction(self, lo: int, hi: int, *, split: bool) -> float | None:
         """The batch's transaction; returns how long it held the write lock (None when it

@@ -105,7 +105,7 @@ class DatabaseTarget(Target):
 
     def _fold(self, ctx: RunContext, result: TargetResult, f: DbFile, *,
               part: dict[str, Any], plan: Plan, out: Outcome) -> None:
-        kept = max(out.in_scope - out.changed, 0)
+        kept = out.kept
         result.removed += out.changed
         result.kept += kept
         result.skipped += out.skipped

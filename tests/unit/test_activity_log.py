@@ -10,8 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from architect_cleanup import activity, worker
 from dbkit import ASSIGNER_SQL, ago, config, insert, make_db, run, text
+
+from architect_cleanup import activity, worker
 
 
 @pytest.fixture

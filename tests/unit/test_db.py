@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from dbkit import NOW, ago, config, digest, ids, insert, make_db, run, text
+
 from architect_cleanup import db as dbmod
 from architect_cleanup.db import Database, DbError, Outcome, Plan, epoch_sql, find_databases
 from architect_cleanup.targets.base import Interrupted, RunContext
 from architect_cleanup.targets.tasks import Tasks
-from dbkit import NOW, ago, config, digest, ids, insert, make_db, run, text
 
 # --- finding databases -----------------------------------------------------------------------
 
@@ -169,9 +170,8 @@ def test_no_batch_query_sorts_and_the_walk_uses_the_rowid(tmp_path: Path, parent
         plans = {
             "next": query_plan(d.con, r.next_batch_sql(), params),
             "change": query_plan(d.con, r.change_sql(where + r.keep_protected), params),
-            "clear": query_plan(d.con, "SELECT count(*) FROM main.task_queue AS _c WHERE "
-                                + r._child_where(r.refs[0], r._parents(r.refs[0], where)),
-                                params),
+            "clear": query_plan(d.con, "UPDATE main.task_queue AS _c SET parent_id = NULL "
+                                "WHERE " + r.children_sql(r.refs[0]), params),
         }
     for name, text_ in plans.items():
         assert "TEMP B-TREE" not in text_, (name, text_)
@@ -179,26 +179,29 @@ def test_no_batch_query_sorts_and_the_walk_uses_the_rowid(tmp_path: Path, parent
     assert "SCAN _c" not in plans["clear"]          # no scan of the child table per batch
 
 
-def test_each_batch_is_one_short_transaction_followed_by_a_pause(tmp_path: Path, monkeypatch):
+def test_each_batch_is_one_short_transaction_and_the_lock_then_stays_free_as_long(
+        tmp_path: Path):
     root, con = prod_db(tmp_path)
     tasks(con, 95)
     tasks(con, 7, days=1)
-    pauses: list[float] = []
-    monkeypatch.setattr(dbmod.time, "sleep", pauses.append)
     d, plan = open_plan(root, dry_run=False, batch_size=10)
-    statements: list[str] = []
-    d.con.set_trace_callback(statements.append)
+    trace: list[tuple[float, str]] = []
+    d.con.set_trace_callback(lambda sql: trace.append((time.monotonic(), sql)))
     out = Outcome()
     with d:
         d.apply(plan, out)
-    assert (out.changed, out.batches, out.checked, out.in_scope) == (95, 10, 102, 102)
-    txns = "\n".join(statements).split("BEGIN IMMEDIATE")[1:]
+    assert (out.changed, out.batches, out.checked, out.kept) == (95, 10, 102, 7)
+    statements = "\n".join(sql for _, sql in trace)
+    txns = statements.split("BEGIN IMMEDIATE")[1:]
     assert len(txns) == 10
     for txn in txns:
         body, _, _ = txn.partition("COMMIT")
         assert body.count("DELETE FROM") == 1
-    assert len(pauses) == 10
-    assert all(p >= dbmod.MIN_PAUSE for p in pauses)
+    begins = [t for t, sql in trace if sql == "BEGIN IMMEDIATE"]
+    commits = [t for t, sql in trace if sql == "COMMIT"]
+    for i in range(9):
+        held = commits[i] - begins[i]
+        assert begins[i + 1] - commits[i] >= held
     assert len(ids(con, "task_queue")) == 7
 
 
@@ -231,17 +234,15 @@ def test_a_stopped_run_reports_what_it_did(tmp_path: Path, monkeypatch):
     root, con = prod_db(tmp_path)
     tasks(con, 50)
     monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
-    calls = {"n": 0}
+    def should_stop() -> bool:  # SIGTERM arrives once two batches are gone
+        return con.execute("SELECT count(*) FROM task_queue").fetchone()[0] <= 30
 
-    def should_stop() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 6
     stats = run(config(root, database={"batch_size": 10}), tmp_path, dry_run=False,
                 should_stop=should_stop)
     t = stats.targets["tasks"]
     assert t.failed and t.message == "stopped on request"
-    assert 0 < stats.tasks_deleted < 50
-    assert stats.tasks_deleted == 50 - len(ids(con, "task_queue"))
+    assert stats.tasks_deleted == 20
+    assert len(ids(con, "task_queue")) == 30
 
 
 def test_the_dashboard_keeps_writing_during_a_purge(tmp_path: Path):
@@ -258,7 +259,8 @@ def test_the_dashboard_keeps_writing_during_a_purge(tmp_path: Path):
         while not stop.is_set():
             t0 = time.monotonic()
             try:
-                cur = w.execute("INSERT INTO task_queue (task_type, status) VALUES ('n', 'pending')")
+                cur = w.execute("INSERT INTO task_queue (task_type, status) "
+                                "VALUES ('n', 'pending')")
                 written.append(int(cur.lastrowid or 0))
             except sqlite3.Error as exc:
                 errors.append(exc)
@@ -421,7 +423,7 @@ def two_databases(tmp_path: Path) -> tuple[Path, sqlite3.Connection, sqlite3.Con
 
 
 def test_a_write_lock_held_briefly_is_waited_for(tmp_path: Path):
-    root, prod, _ = two_databases(tmp_path)
+    root, _, _ = two_databases(tmp_path)
     locked = threading.Event()
 
     def hold() -> None:

@@ -187,3 +187,33 @@ def test_each_database_is_counted_on_its_own(tmp_path):
     assert (t.detail["prod"]["removed"], t.detail["qa"]["removed"]) == (3, 1)
     assert (t.detail["prod"]["kept"], t.detail["qa"]["kept"]) == (0, 1)
     assert "data/assigner/assigner.db: does not exist (skipped)" in t.notes
+
+
+@pytest.mark.parametrize(("naive", "deleted"), [("utc", 0), ("local", 1)])
+def test_naive_timestamps_are_read_in_the_configured_timezone(prod, tmp_path, monkeypatch,
+                                                              naive, deleted):
+    import time
+    root, con = prod
+    monkeypatch.setenv("TZ", "Asia/Tokyo")   # UTC+9, no DST
+    time.tzset()
+    try:
+        # the cutoff is 2026-02-22 12:00 UTC; this is 20:00 UTC, or 11:00 UTC read as Tokyo time
+        insert(con, "task_queue", [task("completed", "2026-02-22 20:00:00")])
+        stats = run(config(root, database={"naive_timezone": naive}), tmp_path, dry_run=False)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert stats.tasks_deleted == deleted
+
+
+def test_a_rollback_journal_database_is_purged_the_same_way(tmp_path):
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db")
+    con.execute("PRAGMA journal_mode=DELETE")
+    gone = insert(con, "task_queue", [task("completed", text(ago(30)))] * 25)
+    kept = insert(con, "task_queue", [task("completed", text(ago(2)))] * 5)
+    cfg = config(root, database={"batch_size": 10})
+    assert run(cfg, tmp_path, dry_run=True).tasks_deleted == len(gone)
+    assert run(cfg, tmp_path, dry_run=False).tasks_deleted == len(gone)
+    assert ids(con, "task_queue") == set(kept)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from architect_cleanup.config import Config, parse_config
 from architect_cleanup.notify import Notifier
@@ -34,10 +36,23 @@ def ago(days: float) -> datetime:
     return NOW - timedelta(days=days)
 
 
+_open: list[sqlite3.Connection] = []
+
+
+@pytest.fixture(autouse=True)
+def close_databases() -> Iterator[None]:
+    """Closes the test's connections (a test module imports this to use it): a connection
+    left to the garbage collector would close its descriptors during some later test."""
+    yield
+    while _open:
+        _open.pop().close()
+
+
 def make_db(path: Path, schema: str = DASHBOARD_SQL) -> sqlite3.Connection:
     """A fresh WAL database with *schema*; the connection stays open for the test."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path, isolation_level=None)
+    _open.append(con)
     con.execute("PRAGMA journal_mode=WAL")
     con.executescript(schema)
     return con

@@ -10,7 +10,16 @@ import threading
 from pathlib import Path
 
 import pytest
-from dbkit import ASSIGNER_SQL, ago, config, insert, make_db, run, text
+from dbkit import (
+    ASSIGNER_SQL,
+    ago,
+    close_databases,  # noqa: F401  (autouse fixture)
+    config,
+    insert,
+    make_db,
+    run,
+    text,
+)
 
 from architect_cleanup import activity, worker
 

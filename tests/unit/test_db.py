@@ -9,7 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
-from dbkit import NOW, ago, config, digest, ids, insert, make_db, run, text
+from dbkit import (
+    NOW,
+    ago,
+    close_databases,  # noqa: F401  (autouse fixture)
+    config,
+    digest,
+    ids,
+    insert,
+    make_db,
+    run,
+    text,
+)
 
 from architect_cleanup import db as dbmod
 from architect_cleanup.db import Database, DbError, Outcome, Plan, epoch_sql, find_databases

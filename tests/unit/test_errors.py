@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dbkit import ago, config, digest, ids, insert, make_db, run, text
+from dbkit import (
+    ago,
+    close_databases,  # noqa: F401  (autouse fixture)
+    config,
+    digest,
+    ids,
+    insert,
+    make_db,
+    run,
+    text,
+)
 
 ONLY = ("errors",)
 

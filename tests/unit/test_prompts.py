@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dbkit import ASSIGNER_SQL, NOW, ago, config, digest, insert, make_db, run, text
+from dbkit import (
+    ASSIGNER_SQL,
+    NOW,
+    ago,
+    close_databases,  # noqa: F401  (autouse fixture)
+    config,
+    digest,
+    insert,
+    make_db,
+    run,
+    text,
+)
 
 ONLY = ("prompts",)
 

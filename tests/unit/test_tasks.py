@@ -5,7 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dbkit import DAY, NOW, ago, config, digest, ids, insert, make_db, run, text
+from dbkit import (
+    DAY,
+    NOW,
+    ago,
+    close_databases,  # noqa: F401  (autouse fixture)
+    config,
+    digest,
+    ids,
+    insert,
+    make_db,
+    run,
+    text,
+)
 
 SEVEN = 7
 

@@ -6,8 +6,10 @@ goal: the dashboard keeps writing while a purge runs (SPEC sections 4.5 and 10).
 - Each configured path (``{env}`` expanded, globs allowed) is opened read-write without ever
   creating it, with ``busy_timeout`` and ``PRAGMA foreign_keys = ON``; a dry run's connection
   is ``query_only``. Tables, columns, indexes and foreign keys are looked up, never assumed.
-- Rows change in batches of ``batch_size`` (one short ``BEGIN IMMEDIATE`` transaction each)
-  with a pause as long as the batch held the write lock, so the dashboard's writer gets in.
+- Rows change in batches of ``batch_size`` (one short ``BEGIN IMMEDIATE`` transaction each);
+  after each, the write lock stays free at least as long as the batch held it (the read for
+  the next batch and the WAL checkpoints, which this connection runs itself between batches,
+  count toward that pause), so the dashboard's writer gets in.
   A batch is a rowid range found by a read that walks the table in rowid order
   (``NOT INDEXED``: through the status index the planner would sort every remaining candidate
   per batch, "USE TEMP B-TREE", measured 12x slower). No id list is ever fetched.
@@ -41,7 +43,7 @@ from architect_cleanup.config import Config, DatabaseConfig, format_duration
 
 log = logging.getLogger(__name__)
 
-#: The pause after a batch is this times as long as the batch held the write lock.
+#: After a batch the write lock stays free this times as long as the batch held it ...
 PAUSE_RATIO = 1.0
 #: ... and at least this long (seconds).
 MIN_PAUSE = 0.001

@@ -1,10 +1,17 @@
 """The cleanup targets, one module each, found through :data:`REGISTRY`.
 
-Importing this package registers the targets in run order: backups, logs, (the database
-targets,) temp.
+Importing this package registers the targets; :data:`ORDER` is the run order: backups, logs,
+tasks, errors, prompts, temp.
 """
 
-from architect_cleanup.targets import backups, logs, temp  # noqa: F401  (registration)
+from architect_cleanup.targets import (  # noqa: F401  (registration)
+    backups,
+    errors,
+    logs,
+    prompts,
+    tasks,
+    temp,
+)
 from architect_cleanup.targets.base import (
     REGISTRY,
     Decision,

@@ -171,7 +171,7 @@ def test_a_failed_target_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("ARCHITECT_CLEANUP_CONFIG", str(cfg))
     code, out = cli("run")
     assert code == 1
-    assert "Failed: backups, logs, temp" in out
+    assert "Failed: backups, logs, tasks, errors, prompts, temp" in out  # a missing root
 
 
 def test_only_selects_targets(demo: tuple[Path, Path, Path]) -> None:

@@ -104,7 +104,7 @@ def test_a_run_logs_start_one_entry_per_target_and_the_summary_last(tmp_path: Pa
     assert first["CLEANUP_ROOT"] == str(tmp_path / "srv")
 
     done = {e["CLEANUP_TARGET"]: e for e in journal.by_id(ID["target_done"])}
-    assert set(done) == {"backups", "logs", "temp"}
+    assert set(done) == {"backups", "logs", "tasks", "errors", "prompts", "temp"}
     for name, entry in done.items():
         t = stats.targets[name]
         assert entry["CLEANUP_RESULT"] == "ok"
@@ -133,12 +133,13 @@ def test_a_run_logs_start_one_entry_per_target_and_the_summary_last(tmp_path: Pa
 def test_a_failed_target_is_an_error_entry_and_the_summary_says_failed(tmp_path: Path) -> None:
     stats, journal = _run(tmp_path, root=tmp_path / "missing-root")
     failed = journal.by_id(ID["target_failed"])
-    assert {e["CLEANUP_TARGET"] for e in failed} == {"backups", "logs", "temp"}
+    assert {e["CLEANUP_TARGET"] for e in failed} == {"backups", "logs", "tasks", "errors",
+                                                     "prompts", "temp"}
     assert all(e["PRIORITY"] == "3" and "does not exist" in e["CLEANUP_ERROR"] for e in failed)
     last = journal.entries[-1]
     assert last["MESSAGE_ID"] == ID["run_summary"]
     assert last["CLEANUP_RESULT"] == "failed" and last["PRIORITY"] == "3"
-    assert last["CLEANUP_FAILED_TARGETS"] == "backups,logs,temp"
+    assert last["CLEANUP_FAILED_TARGETS"] == "backups,logs,tasks,errors,prompts,temp"
     assert not stats.success
 
 

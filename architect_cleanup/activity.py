@@ -1,0 +1,122 @@
+"""The dashboard's ``activity_log``: every real run records itself there, like the dashboard's
+own actions do.
+
+Registered in :data:`architect_cleanup.worker.AFTER_RUN`. A run writes one row to each
+configured database that has an ``activity_log`` table, using the columns the table has (real
+schema: ``user_id, action, entity_type, entity_id, details, ip_address, created_at``):
+``action = 'system_cleanup'``, ``entity_type = 'system'`` and ``details`` a JSON string of the
+dry-run flag, the stats and the source. A dry run from the timer or the CLI writes nothing; an
+API call is the caller's activity and is recorded, dry or not. The API names the caller with
+:func:`acting_as` around the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from architect_cleanup.config import Config
+from architect_cleanup.db import Database, DbError, describe, find_databases, sql_timestamp
+from architect_cleanup.stats import CleanupStats
+from architect_cleanup.targets.base import RunContext
+from architect_cleanup.worker import AFTER_RUN
+
+log = logging.getLogger(__name__)
+
+TABLE = "activity_log"
+ACTION = "system_cleanup"
+ENTITY_TYPE = "system"
+#: Sources whose dry runs are recorded too (the caller's own activity).
+RECORD_DRY_RUNS = frozenset({"api"})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for the run (the API's caller)."""
+
+    user_id: int | None = None
+    ip_address: str | None = None
+
+
+_actor: ContextVar[Actor | None] = ContextVar("architect_cleanup_actor", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(user_id: int | None = None, ip_address: str | None = None) -> Iterator[None]:
+    """Runs started inside this block are recorded as this caller's activity."""
+    token = _actor.set(Actor(user_id, ip_address))
+    try:
+        yield
+    finally:
+        _actor.reset(token)
+
+
+def details(stats: CleanupStats) -> str:
+    """The ``details`` column: a JSON string, as the dashboard stores it."""
+    return json.dumps({
+        "dry_run": stats.dry_run,
+        "source": stats.source,
+        "success": stats.success,
+        "stats": stats.counts(),
+        "failed_targets": stats.failed_targets,
+        "summary": stats.summary_line(),
+        "started_at": stats.started_at,
+        "duration_s": round(stats.duration, 3),
+    }, sort_keys=True)
+
+
+def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = None,
+                    when: datetime | None = None) -> list[str]:
+    """Write the run into every configured database that has an activity_log; returns the
+    labels of the databases written. Problems are logged, never raised."""
+    actor = actor or Actor()
+    now = sql_timestamp(when or datetime.now(UTC), cfg.database.naive_timezone)
+    row: dict[str, Any] = {
+        "user_id": actor.user_id,
+        "action": ACTION,
+        "entity_type": ENTITY_TYPE,
+        "entity_id": None,
+        "details": details(stats),
+        "ip_address": actor.ip_address,
+        "created_at": now,
+    }
+    written: list[str] = []
+    files, _ = find_databases(cfg)
+    for f in files:
+        try:
+            with Database(f, cfg.database, dry_run=False, root=cfg.root) as db:
+                table = db.find_table([TABLE])
+                if table is None:
+                    continue
+                cols = db.columns(table)
+                values = {cols[k]: v for k, v in row.items() if k in cols}
+                if "action" not in cols:
+                    log.warning("%s: %s has no action column; run not recorded there",
+                                f.rel, table)
+                    continue
+                db.insert(table, values)
+                written.append(f.label)
+        except (sqlite3.Error, DbError) as exc:
+            log.warning("%s: cannot record the run in %s: %s", f.rel, TABLE, describe(exc))
+    return written
+
+
+def record_run(ctx: RunContext, stats: CleanupStats) -> None:
+    """The after-run hook: real runs, and an API caller's dry runs."""
+    if ctx.dry_run and ctx.source not in RECORD_DRY_RUNS:
+        return
+    written = record_activity(ctx.config, stats, actor=_actor.get())
+    if written:
+        log.debug("run recorded in %s of %s", TABLE, ", ".join(written))
+
+
+# Registration, like the targets' @register (this module is imported by the package).
+if record_run not in AFTER_RUN:
+    AFTER_RUN.append(record_run)

@@ -1,0 +1,553 @@
+"""db: finding databases, reading timestamps in SQL, and the batched purge itself."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from dbkit import (
+    NOW,
+    ago,
+    close_databases,  # noqa: F401  (autouse fixture)
+    config,
+    digest,
+    ids,
+    insert,
+    make_db,
+    run,
+    text,
+)
+
+from architect_cleanup import db as dbmod
+from architect_cleanup.db import Database, DbError, Outcome, Plan, epoch_sql, find_databases
+from architect_cleanup.targets.base import Interrupted, RunContext
+from architect_cleanup.targets.tasks import Tasks
+
+# --- finding databases -----------------------------------------------------------------------
+
+
+def test_databases_are_found_per_environment_and_missing_ones_are_noted(tmp_path: Path):
+    root = tmp_path / "srv"
+    make_db(root / "data" / "prod" / "architect.db").close()
+    make_db(root / "data" / "assigner" / "assigner.db", "").close()
+    files, notes = find_databases(config(root))
+    assert [(f.label, f.rel) for f in files] == [
+        ("prod", "data/prod/architect.db"), ("assigner", "data/assigner/assigner.db")]
+    assert notes == ["data/qa/architect.db: does not exist (skipped)"]
+
+
+def test_globs_match_several_databases_and_label_them_by_path(tmp_path: Path):
+    root = tmp_path / "srv"
+    for name in ("a.db", "b.db"):
+        make_db(root / "data" / "prod" / name, "").close()
+    cfg = config(root, database={"paths": ["data/{env}/*.db", "data/none/*.db"]})
+    files, notes = find_databases(cfg)
+    assert [f.label for f in files] == ["data/prod/a.db", "data/prod/b.db"]
+    assert "data/qa/*.db: no database matches (skipped)" in notes
+    assert "data/none/*.db: no database matches (skipped)" in notes
+
+
+def test_a_database_symlinked_out_of_root_is_not_touched(tmp_path: Path):
+    root = tmp_path / "srv"
+    outside = make_db(tmp_path / "elsewhere" / "architect.db")
+    insert(outside, "task_queue", [{"task_type": "t", "status": "completed",
+                                    "completed_at": text(ago(100))}])
+    (root / "data" / "prod").mkdir(parents=True)
+    os.symlink(tmp_path / "elsewhere" / "architect.db", root / "data" / "prod" / "architect.db")
+    stats = run(config(root), tmp_path, dry_run=False)
+    t = stats.targets["tasks"]
+    assert t.failed
+    assert "outside root" in t.detail["prod"]["error"]
+    assert outside.execute("SELECT count(*) FROM task_queue").fetchone()[0] == 1
+
+
+# --- timestamps ------------------------------------------------------------------------------
+
+E = 1_767_225_600  # 2026-01-01 00:00:00 UTC
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2026-01-01 00:00:00", E),                        # CURRENT_TIMESTAMP
+    ("2026-01-01T00:00:00", E),
+    ("2026-01-01T00:00:00.250000", E + 0.25),          # six-digit fraction
+    ("2026-01-01 00:00:00.123456789", E + 0.123),
+    ("2026-01-01T00:00:00Z", E),
+    ("2026-01-01T02:00:00+02:00", E),
+    ("2026-01-01T02:00:00.5+02:00", E + 0.5),
+    ("2025-12-31T19:00:00-05:00", E),
+    ("2025-12-31 19:00:00 -05:00", E),
+    ("2026-01-01T02:00:00+0200", E),                   # offset without a colon
+    ("2026-01-01", E),
+    (E, E),                                            # epoch integer
+    (E + 0.5, E + 0.5),                                # epoch real
+    (str(E), E),                                       # numeric text: NUMERIC affinity
+    (None, None),
+    ("", None),
+    ("garbage", None),
+    ("2026-13-45 00:00:00", None),
+    ("2460310.5", 2460310.5),                          # NUMERIC affinity: a number, read as epoch
+    (" 2026-01-01 00:00:00", None),
+    ("2026-01-01 00:00:00 junk", None),
+    (0, None),                                         # a sentinel, not 1970
+    (-5, None),
+    (b"\x00\x01", None),
+])
+def test_epoch_sql_reads_each_timestamp_form(value, expected):
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (ts TIMESTAMP, txt TEXT)")
+    con.execute("INSERT INTO t VALUES (?, ?)", (value, value))
+    got = con.execute(f"SELECT {epoch_sql('ts')} FROM t").fetchone()[0]
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected, abs=0.002)
+
+
+@pytest.mark.parametrize("value", [str(E), "2460310.5", "1e9"])
+def test_a_bare_number_in_a_text_column_is_not_a_timestamp(value):
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (txt TEXT)")
+    con.execute("INSERT INTO t VALUES (?)", (value,))
+    assert con.execute(f"SELECT {epoch_sql('txt')} FROM t").fetchone()[0] is None
+
+
+def test_naive_text_is_local_time_when_configured_and_offsets_stay_what_they_are(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        con = sqlite3.connect(":memory:")
+        local = epoch_sql(":v", "local")
+        utc = epoch_sql(":v", "utc")
+        for value, as_local, as_utc in [
+            ("2026-01-01 00:00:00", E + 5 * 3600, E),      # EST is UTC-5
+            ("2026-07-01T00:00:00.5", 1_782_878_400.5, 1_782_864_000.5),  # EDT is UTC-4
+            ("2026-01-01T00:00:00+00:00", E, E),
+            ("2026-01-01T00:00:00Z", E, E),
+            (E, E, E),
+        ]:
+            got = con.execute(f"SELECT {local}, {utc}", {"v": value}).fetchone()
+            assert got == (pytest.approx(as_local, abs=0.01), pytest.approx(as_utc, abs=0.01))
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+# --- the purge engine ------------------------------------------------------------------------
+
+
+def prod_db(tmp_path: Path, schema: str | None = None) -> tuple[Path, sqlite3.Connection]:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db",
+                  *(() if schema is None else (schema,)))
+    return root, con
+
+
+def tasks(con: sqlite3.Connection, n: int, status: str = "completed", days: float = 30,
+          **kw: object) -> list[int]:
+    return insert(con, "task_queue", ({"task_type": "t", "status": status,
+                                       "completed_at": text(ago(days)), **kw}
+                                      for _ in range(n)))
+
+
+def open_plan(root: Path, *, dry_run: bool, **db: object) -> tuple[Database, Plan]:
+    cfg = config(root, database=db) if db else config(root)
+    files, _ = find_databases(cfg)
+    d = Database(files[0], cfg.database, dry_run=dry_run, root=cfg.root)
+    plan = Tasks().plan(RunContext(config=cfg, now=NOW, dry_run=dry_run), d)
+    assert isinstance(plan, Plan)
+    return d, plan
+
+
+def query_plan(con: sqlite3.Connection, sql: str, params: dict[str, object]) -> str:
+    return "\n".join(r[3] for r in con.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
+@pytest.mark.parametrize("parent_index", [False, True])
+def test_no_batch_query_sorts_and_the_walk_uses_the_rowid(tmp_path: Path, parent_index):
+    root, con = prod_db(tmp_path)
+    if parent_index:
+        con.execute("CREATE INDEX idx_parent ON task_queue(parent_id)")
+    tasks(con, 5)
+    d, plan = open_plan(root, dry_run=False)
+    with d:
+        r = dbmod._Run(d, plan, Outcome(), 1000)
+        assert r.emulate is not parent_index
+        params = dict(r.params, lo=0, hi=10, n=1000, k=10)
+        where = f"_t._rowid_ BETWEEN :lo AND :hi AND {r.cand}"
+        plans = {
+            "next": query_plan(d.con, r.next_batch_sql(), params),
+            "change": query_plan(d.con, r.change_sql(where + r.keep_protected), params),
+            "clear": query_plan(d.con, "UPDATE main.task_queue AS _c SET parent_id = NULL "
+                                "WHERE " + r.children_sql(r.refs[0]), params),
+        }
+    for name, text_ in plans.items():
+        assert "TEMP B-TREE" not in text_, (name, text_)
+    assert "USING INTEGER PRIMARY KEY (rowid>?)" in plans["next"]
+    assert "SCAN _c" not in plans["clear"]          # no scan of the child table per batch
+
+
+def test_each_batch_is_one_short_transaction_and_the_lock_then_stays_free_as_long(
+        tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    tasks(con, 95)
+    tasks(con, 7, days=1)
+    d, plan = open_plan(root, dry_run=False, batch_size=10)
+    trace: list[tuple[float, str]] = []
+    d.con.set_trace_callback(lambda sql: trace.append((time.monotonic(), sql)))
+    out = Outcome()
+    with d:
+        d.apply(plan, out)
+    assert (out.changed, out.batches, out.checked, out.kept) == (95, 10, 102, 7)
+    statements = "\n".join(sql for _, sql in trace)
+    txns = statements.split("BEGIN IMMEDIATE")[1:]
+    assert len(txns) == 10
+    for txn in txns:
+        body, _, _ = txn.partition("COMMIT")
+        assert body.count("DELETE FROM") == 1
+    begins = [t for t, sql in trace if sql == "BEGIN IMMEDIATE"]
+    commits = [t for t, sql in trace if sql == "COMMIT"]
+    for i in range(9):
+        held = commits[i] - begins[i]
+        assert begins[i + 1] - commits[i] >= held
+    assert len(ids(con, "task_queue")) == 7
+
+
+def test_a_dry_run_connection_cannot_write(tmp_path: Path):
+    root, _ = prod_db(tmp_path)
+    d, _ = open_plan(root, dry_run=True)
+    with d, pytest.raises(sqlite3.OperationalError, match="readonly"):
+        d.con.execute("DELETE FROM task_queue")
+
+
+def test_a_stop_request_ends_the_purge_between_batches_with_exact_counts(tmp_path: Path,
+                                                                         monkeypatch):
+    root, con = prod_db(tmp_path)
+    tasks(con, 50)
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    d, plan = open_plan(root, dry_run=False, batch_size=10)
+    out = Outcome()
+
+    def stop() -> None:
+        if out.batches == 3:
+            raise Interrupted("stopped on request")
+
+    with d, pytest.raises(Interrupted):
+        d.apply(plan, out, check_stop=stop)
+    assert out.changed == 30
+    assert len(ids(con, "task_queue")) == 20
+
+
+def test_a_stopped_run_reports_what_it_did(tmp_path: Path, monkeypatch):
+    root, con = prod_db(tmp_path)
+    tasks(con, 50)
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    def should_stop() -> bool:  # SIGTERM arrives once two batches are gone
+        return con.execute("SELECT count(*) FROM task_queue").fetchone()[0] <= 30
+
+    stats = run(config(root, database={"batch_size": 10}), tmp_path, dry_run=False,
+                should_stop=should_stop)
+    t = stats.targets["tasks"]
+    assert t.failed and t.message == "stopped on request"
+    assert stats.tasks_deleted == 20
+    assert len(ids(con, "task_queue")) == 30
+
+
+def test_the_dashboard_keeps_writing_during_a_purge(tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    tasks(con, 20_000)
+    stop = threading.Event()
+    errors: list[Exception] = []
+    written: list[int] = []
+    worst = [0.0]
+
+    def dashboard() -> None:
+        w = sqlite3.connect(root / "data" / "prod" / "architect.db", timeout=5,
+                            isolation_level=None)
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                cur = w.execute("INSERT INTO task_queue (task_type, status) "
+                                "VALUES ('n', 'pending')")
+                written.append(int(cur.lastrowid or 0))
+            except sqlite3.Error as exc:
+                errors.append(exc)
+            worst[0] = max(worst[0], time.monotonic() - t0)
+            time.sleep(0.005)
+        w.close()
+
+    th = threading.Thread(target=dashboard)
+    th.start()
+    try:
+        stats = run(config(root), tmp_path, dry_run=False)
+    finally:
+        stop.set()
+        th.join()
+    assert errors == []
+    assert stats.tasks_deleted == 20_000
+    assert ids(con, "task_queue") == set(written)
+    assert worst[0] < 1.0   # generous: this is not a benchmark (see SPEC section 10)
+
+
+def test_a_real_run_ends_with_a_truncated_wal(tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    tasks(con, 3000)
+    wal = root / "data" / "prod" / "architect.db-wal"
+    assert os.path.getsize(wal) > 100_000
+    run(config(root), tmp_path, dry_run=False)
+    # truncated after the purge; only the activity_log row written after it remains
+    assert os.path.getsize(wal) <= 32 + 2 * (24 + 4096)
+
+
+def test_a_dry_run_changes_nothing_and_leaves_no_files(tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    tasks(con, 30)
+    con.close()
+    db = root / "data" / "prod" / "architect.db"
+    before = digest(db)
+    listing = sorted(os.listdir(db.parent))
+    stats = run(config(root), tmp_path, dry_run=True, only=("tasks", "errors", "prompts"))
+    assert stats.tasks_deleted == 30
+    assert digest(db) == before
+    assert sorted(os.listdir(db.parent)) == listing
+
+
+# --- foreign keys ----------------------------------------------------------------------------
+
+RESULTS = """
+CREATE TABLE task_results (id INTEGER PRIMARY KEY,
+    task_id INTEGER REFERENCES task_queue(id) ON DELETE {action});
+"""
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+@pytest.mark.parametrize("action", ["RESTRICT", "NO ACTION"])
+def test_a_row_another_row_refers_to_is_kept_and_counted_as_skipped(tmp_path: Path, indexed,
+                                                                    action):
+    root, con = prod_db(tmp_path)
+    con.executescript(RESULTS.format(action=action))
+    if indexed:
+        con.execute("CREATE INDEX idx_results_task ON task_results(task_id)")
+    old = tasks(con, 10)
+    insert(con, "task_results", [{"task_id": old[2]}, {"task_id": old[7]}, {"task_id": old[7]}])
+    cfg = config(root, database={"batch_size": 3})
+    dry = run(cfg, tmp_path, dry_run=True)
+    real = run(cfg, tmp_path, dry_run=False)
+    assert dry.tasks_deleted == real.tasks_deleted == 8
+    assert dry.targets["tasks"].skipped == real.targets["tasks"].skipped == 2
+    assert real.targets["tasks"].errors == []
+    assert ids(con, "task_queue") == {old[2], old[7]}
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_set_null_gives_the_same_result_with_or_without_an_index(tmp_path: Path, indexed):
+    root, con = prod_db(tmp_path)
+    if indexed:
+        con.execute("CREATE INDEX idx_parent ON task_queue(parent_id)")
+    parents = tasks(con, 6)
+    kids = [tasks(con, 1, status="pending", parent_id=p)[0] for p in parents]
+    old_kids = [tasks(con, 1, parent_id=p)[0] for p in parents[:3]]
+    cfg = config(root, database={"batch_size": 4})
+    dry = run(cfg, tmp_path, dry_run=True)
+    real = run(cfg, tmp_path, dry_run=False)
+    assert dry.tasks_deleted == real.tasks_deleted == 9
+    rows = dict(con.execute("SELECT id, parent_id FROM task_queue").fetchall())
+    assert rows == dict.fromkeys(kids)
+    assert not set(old_kids) & set(rows)
+    d = real.targets["tasks"].detail["prod"]
+    assert d["references_cleared"] == dry.targets["tasks"].detail["prod"]["references_cleared"]
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_child_added_during_the_purge_does_not_keep_a_dangling_parent_id(tmp_path: Path,
+                                                                           monkeypatch):
+    root, con = prod_db(tmp_path)
+    parents = tasks(con, 40)
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    d, plan = open_plan(root, dry_run=False, batch_size=10)
+    late: list[int] = []
+
+    def progress(out: Outcome) -> None:
+        if out.batches == 1:   # the dashboard adds a child of a parent in a later batch
+            late.extend(tasks(con, 1, status="pending", parent_id=parents[-1]))
+
+    with d:
+        d.apply(plan, Outcome(), progress=progress)
+        assert d.con.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert con.execute("SELECT parent_id FROM task_queue WHERE id = ?", late).fetchone() == (None,)
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_an_unindexed_cascade_is_left_to_sqlite_with_a_note(tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    con.executescript(RESULTS.format(action="CASCADE"))
+    old = tasks(con, 3)
+    insert(con, "task_results", [{"task_id": t} for t in old])
+    stats = run(config(root), tmp_path, dry_run=False)
+    assert stats.tasks_deleted == 3
+    assert con.execute("SELECT count(*) FROM task_results").fetchone()[0] == 0
+    assert any("no index on" in n and "task_results(task_id) ON DELETE CASCADE" in n
+               for n in stats.targets["tasks"].notes)
+
+
+def test_a_row_the_schema_refuses_to_delete_is_kept_and_the_rest_of_its_batch_goes(
+        tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    old = tasks(con, 10)
+    con.execute(f"CREATE TRIGGER keep_one BEFORE DELETE ON task_queue WHEN old.id = {old[4]} "
+                "BEGIN SELECT RAISE(ABORT, 'audited row'); END")
+    stats = run(config(root, database={"batch_size": 5}), tmp_path, dry_run=False)
+    t = stats.targets["tasks"]
+    assert stats.tasks_deleted == 9
+    assert t.skipped == 1
+    assert ids(con, "task_queue") == {old[4]}
+    assert any("audited row" in e for e in t.errors)
+    assert t.status == "ok"
+
+
+def test_a_without_rowid_table_is_skipped_with_a_reason(tmp_path: Path):
+    root, con = prod_db(tmp_path, "CREATE TABLE task_queue (id TEXT PRIMARY KEY, status TEXT, "
+                                  "completed_at TEXT) WITHOUT ROWID;")
+    con.execute("INSERT INTO task_queue VALUES ('a', 'completed', ?)", (text(ago(50)),))
+    stats = run(config(root), tmp_path, dry_run=False)
+    assert stats.targets["tasks"].status == "ok"
+    assert any("WITHOUT ROWID" in n for n in stats.targets["tasks"].notes)
+    assert con.execute("SELECT count(*) FROM task_queue").fetchone()[0] == 1
+
+
+# --- failures stay with their database -------------------------------------------------------
+
+
+def two_databases(tmp_path: Path) -> tuple[Path, sqlite3.Connection, sqlite3.Connection]:
+    root = tmp_path / "srv"
+    prod = make_db(root / "data" / "prod" / "architect.db")
+    qa = make_db(root / "data" / "qa" / "architect.db")
+    for c in (prod, qa):
+        tasks(c, 5)
+        insert(c, "errors", [{"error_type": "e", "message": "m", "status": "resolved",
+                              "resolved_at": text(ago(90))}])
+    return root, prod, qa
+
+
+def test_a_write_lock_held_briefly_is_waited_for(tmp_path: Path):
+    root, _, _ = two_databases(tmp_path)
+    locked = threading.Event()
+
+    def hold() -> None:
+        holder = sqlite3.connect(root / "data" / "prod" / "architect.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(0.5)
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    th = threading.Thread(target=hold)
+    th.start()
+    locked.wait()
+    t0 = time.monotonic()
+    try:
+        stats = run(config(root, database={"busy_timeout": "5s"}), tmp_path, dry_run=False)
+    finally:
+        th.join()
+    assert time.monotonic() - t0 >= 0.3
+    assert stats.success
+    assert stats.tasks_deleted == 10
+
+
+def test_a_write_lock_held_past_busy_timeout_fails_that_database_alone(tmp_path: Path):
+    root, prod, qa = two_databases(tmp_path)
+    holder = sqlite3.connect(root / "data" / "prod" / "architect.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    t0 = time.monotonic()
+    try:
+        stats = run(config(root, database={"busy_timeout": "1s"}), tmp_path, dry_run=False,
+                    only=("tasks", "errors", "prompts", "temp"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert time.monotonic() - t0 >= 2.0           # tasks and errors each waited 1s
+    t = stats.targets["tasks"]
+    assert t.failed
+    assert t.message == "1 of 2 databases failed: prod"
+    assert "database is locked" in t.detail["prod"]["error"]
+    assert "busy_timeout (1s)" in t.detail["prod"]["error"]
+    assert t.detail["qa"]["removed"] == 5
+    assert stats.targets["errors"].failed
+    assert stats.targets["errors"].detail["qa"]["removed"] == 1
+    assert stats.targets["prompts"].status == "ok"
+    assert stats.targets["temp"].status == "ok"
+    assert not stats.success
+    assert len(ids(prod, "task_queue")) == 5 and len(ids(qa, "task_queue")) == 0
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch):
+    import logging
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    logger = logging.getLogger("architect_cleanup")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
+
+
+def test_the_cli_exits_1_when_a_database_stays_locked(tmp_path: Path, cli_env):
+    import io
+
+    from architect_cleanup.cli import main
+    root, _, qa = two_databases(tmp_path)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'root = "{root}"\nenvironments = ["prod", "qa"]\n'
+                   '[logs]\ntmp_dir = ""\n[database]\nbusy_timeout = "1s"\n')
+    holder = sqlite3.connect(root / "data" / "prod" / "architect.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    out = io.StringIO()
+    try:
+        code = main(["--config", str(cfg), "run", "--force", "--only", "tasks"], out=out)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert code == 1
+    assert "database is locked" in out.getvalue()
+    assert len(ids(qa, "task_queue")) == 0
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_database_fails_that_database_with_a_clear_message(tmp_path: Path, damage):
+    root, prod, qa = two_databases(tmp_path)
+    tasks(prod, 3000)
+    prod.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    prod.close()
+    path = root / "data" / "prod" / "architect.db"
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database" * 100)
+    else:
+        size = path.stat().st_size
+        with open(path, "r+b") as fh:
+            fh.seek(size // 3)
+            fh.write(b"\xff" * (size // 3))
+    stats = run(config(root), tmp_path, dry_run=False, only=("tasks", "errors", "temp"))
+    t = stats.targets["tasks"]
+    assert t.failed
+    err = t.detail["prod"]["error"]
+    assert "corrupt" in err or "malformed" in err or "not a database" in err
+    assert t.detail["qa"]["removed"] == 5
+    assert stats.targets["temp"].status == "ok"
+    assert len(ids(qa, "task_queue")) == 0
+
+
+def test_a_missing_root_fails_the_database_targets(tmp_path: Path):
+    stats = run(config(tmp_path / "nowhere"), tmp_path, dry_run=True)
+    assert stats.targets["tasks"].failed
+
+
+def test_db_error_messages_name_the_problem():
+    assert "corrupt" in dbmod.describe(sqlite3.DatabaseError("file is not a database"))
+    assert "ReadWritePaths" in dbmod.describe(
+        sqlite3.OperationalError("attempt to write a readonly database"))
+    assert dbmod.describe(DbError("plain")) == "plain"

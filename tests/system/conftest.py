@@ -1,7 +1,7 @@
 """Fixtures for the system tests: a cached bookworm rootfs, booted containers, the package.
 
-Session: find the .deb files under test, build or reuse the rootfs tarball, unpack it once
-into this session's directory. Function: ``container`` is a freshly booted systemd (volatile
+Session: find the .deb files under test, build or reuse the rootfs (a cached tarball, kept
+unpacked beside it). Function: ``container`` is a freshly booted systemd (volatile
 overlay: nothing carries over between tests); ``installed`` is one with the dashboard's demo
 data tree under /srv/architect and /tmp and ``architect-cleanup`` installed with ``apt``.
 
@@ -12,8 +12,6 @@ directory is skipped with the reason (``make test`` prints it in a banner).
 from __future__ import annotations
 
 import atexit
-import contextlib
-import logging
 import os
 import shutil
 import sys
@@ -25,23 +23,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import harness
 import nspawn
 import rootfs
 
-log = logging.getLogger("systest")
-
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-SHARE_INSIDE = "/mnt/systest"
-PACKAGE = "architect-cleanup"
-API_PACKAGE = "architect-cleanup-api"
-
-#: Figures for the closing summary (cold/warm cache, boot times).
-TIMINGS: dict[str, list[float]] = {}
-
-
-def _timing(key: str, seconds: float) -> None:
-    TIMINGS.setdefault(key, []).append(seconds)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,17 +49,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    debs = find_debs()
+    debs = harness.find_debs()
     shown = ", ".join(str(p) for p in debs.values()) or "none found (run `make deb`)"
     return [f"system tests: rootfs cache {rootfs.cache_dir()}; packages under test: {shown}"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not TIMINGS:
+    if not harness.TIMINGS:
         return
     tr = terminalreporter
     tr.section("system test timings")
-    for key, values in TIMINGS.items():
+    for key, values in harness.TIMINGS.items():
         if len(values) == 1:
             tr.write_line(f"{key}: {values[0]:.1f}s")
         else:
@@ -81,24 +67,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                           f"max {max(values):.1f}s")
 
 
-# --- what is under test ----------------------------------------------------------------------
-
-
-def deb_dir() -> Path:
-    return Path(os.environ.get("ARCHITECT_CLEANUP_DEB_DIR") or REPO / "build")
-
-
-def find_debs() -> dict[str, Path]:
-    """The newest ``<package>_*.deb`` of each of our packages in the deb directory."""
-    found: dict[str, Path] = {}
-    for package in (PACKAGE, API_PACKAGE):
-        debs = sorted(deb_dir().glob(f"{package}_*.deb"), key=lambda p: p.stat().st_mtime)
-        if debs:
-            found[package] = debs[-1]
-    return found
-
-
-# --- session fixtures ------------------------------------------------------------------------
+# --- session ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +79,7 @@ def system_available() -> None:
 
 @pytest.fixture(scope="session")
 def session_dir(system_available: None) -> Iterator[Path]:
-    """A scratch directory for this session (rootfs copy, console logs), removed at the end;
+    """A scratch directory for this session (console logs, the share), removed at the end;
     directories left by a killed earlier session are removed first."""
     base = rootfs.cache_dir() / "sessions"
     base.mkdir(parents=True, exist_ok=True)
@@ -125,60 +94,37 @@ def session_dir(system_available: None) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def debs() -> dict[str, Path]:
-    found = find_debs()
-    if PACKAGE not in found:
-        pytest.fail(f"no {PACKAGE}_*.deb in {deb_dir()}: build it with `make deb` "
-                    "(or point ARCHITECT_CLEANUP_DEB_DIR at a directory holding it)")
+    found = harness.find_debs()
+    if harness.PACKAGE not in found:
+        pytest.fail(f"no {harness.PACKAGE}_*.deb in {harness.deb_dir()}: build it with "
+                    "`make deb` (or point ARCHITECT_CLEANUP_DEB_DIR at a directory holding it)")
     return found
 
 
 @pytest.fixture(scope="session")
 def rootfs_dir(session_dir: Path) -> Path:
-    """The unpacked rootfs: the base packages plus the dependencies of the debs under test."""
-    packages = rootfs.package_list(rootfs.deb_dependencies(find_debs().values()))
+    """The unpacked rootfs (read-only to us): the base packages plus the dependencies of the
+    debs under test."""
+    packages = rootfs.package_list(rootfs.deb_dependencies(harness.find_debs().values()))
     t0 = time.monotonic()
-    cached = rootfs.tarball_path(packages).exists()
-    tarball = rootfs.ensure_tarball(packages)
-    _timing("rootfs tarball (cache hit)" if cached else "rootfs tarball BUILT (cold cache)",
-            time.monotonic() - t0)
-    t0 = time.monotonic()
-    tree = rootfs.extract(tarball, session_dir / "rootfs")
-    _timing("rootfs unpack", time.monotonic() - t0)
+    if rootfs.tree_path(packages).is_dir():
+        what = "rootfs (cache hit)"
+    elif rootfs.tarball_path(packages).exists():
+        what = "rootfs unpacked from the cached tarball"
+    else:
+        what = "rootfs BUILT (cold cache: mmdebstrap and unpack)"
+    tree = rootfs.ensure_tree(packages)
+    harness.timing(what, time.monotonic() - t0)
     return tree
 
 
 @pytest.fixture(scope="session")
 def share(session_dir: Path) -> Path:
-    """What the container sees read-only at /mnt/systest: the debs and the demo tree builder."""
-    path = session_dir / "share"
-    (path / "debs").mkdir(parents=True)
-    for deb in find_debs().values():
-        shutil.copy2(deb, path / "debs" / deb.name)
-    shutil.copy2(REPO / "tests" / "demo.py", path / "demo.py")
-    shutil.copytree(REPO / "tests" / "data", path / "data")
-    return path
+    """What every container sees read-only at /mnt/systest."""
+    return harness.make_share(session_dir / "share", harness.find_debs())
 
 
-# --- containers ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def booted(rootfs_dir: Path, session_dir: Path, share: Path,
-           request: pytest.FixtureRequest | None = None) -> Iterator[nspawn.Container]:
-    box = nspawn.Container(rootfs_dir, session_dir,
-                           binds=[nspawn.Bind(share, SHARE_INSIDE)])
-    box.start()
-    _timing("container boot", box.boot_seconds or 0.0)
-    try:
-        yield box
-    finally:
-        try:
-            if request is not None and _failed(request) and box.running:
-                _dump_journal(box)
-        finally:
-            t0 = time.monotonic()
-            box.stop()
-            _timing("container stop", time.monotonic() - t0)
+# --- per test --------------------------------------------------------------------------------
 
 
 def _failed(request: pytest.FixtureRequest) -> bool:
@@ -186,36 +132,18 @@ def _failed(request: pytest.FixtureRequest) -> bool:
                for w in ("setup", "call"))
 
 
-def _dump_journal(box: nspawn.Container) -> None:
-    proc = box.run("journalctl -b --no-pager -o short-monotonic | tail -n 150", check=False)
-    sys.stderr.write(f"--- journal of {box.name} (last 150 lines) ---\n{proc.stdout}\n")
-
-
 @pytest.fixture
 def container(rootfs_dir: Path, session_dir: Path, share: Path,
               request: pytest.FixtureRequest) -> Iterator[nspawn.Container]:
     """A freshly booted container (nothing installed)."""
-    with booted(rootfs_dir, session_dir, share, request) as box:
+    with harness.booted(rootfs_dir, session_dir, share, lambda: _failed(request)) as box:
         yield box
-
-
-def seed_tree(box: nspawn.Container) -> None:
-    """The demo dashboard tree at /srv/architect, and its logs in /tmp."""
-    box.run(["python3", f"{SHARE_INSIDE}/demo.py", "build", "--dir", "/"])
-
-
-def apt_install(box: nspawn.Container, *debs: Path) -> str:
-    paths = [f"{SHARE_INSIDE}/debs/{d.name}" for d in debs]
-    t0 = time.monotonic()
-    out = box.run(["apt-get", "install", "-y", "--no-install-recommends", *paths],
-                  env={"DEBIAN_FRONTEND": "noninteractive"}).stdout
-    _timing("apt install", time.monotonic() - t0)
-    return out
 
 
 @pytest.fixture
 def installed(container: nspawn.Container, debs: dict[str, Path]) -> nspawn.Container:
     """The demo data tree, then ``apt install ./architect-cleanup_*.deb``."""
-    seed_tree(container)
-    container.apt_output = apt_install(container, debs[PACKAGE])  # type: ignore[attr-defined]
+    harness.seed_tree(container)
+    container.apt_output = harness.apt_install(  # type: ignore[attr-defined]
+        container, debs[harness.PACKAGE])
     return container

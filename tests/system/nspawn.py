@@ -256,7 +256,9 @@ class Container:
 
         nsenter dies with us (SIGKILL): left over, it would sit stopped forever after the
         container's shutdown SIGSTOPs its child, and keep that child's zombie in the
-        container's PID namespace, holding up the poweroff for 90 seconds."""
+        container's PID namespace, holding up the poweroff for 90 seconds. (A command cut off
+        by an interrupt still costs the poweroff systemd-shutdown's 10 s: its orphans may be
+        reparented to a subreaper on the host, which the container cannot reap.)"""
         if self.leader is None:
             raise ContainerError(f"{self.name} is not running")
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)

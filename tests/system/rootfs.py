@@ -12,8 +12,12 @@ The packages are the container's whole world: it boots without a network, so ``a
 list below, the dependencies named in the .deb files under test are added (``extra``), so a
 dependency the packaging gains later is installed here without editing this file.
 
-Run as a script (``tests/system/rootfs.py build``) it builds or finds the tarball and prints
-its path; the pytest fixtures in conftest.py call the same functions.
+The tarball is also kept unpacked beside it (``ensure_tree``): containers boot it as the
+read-only lower layer of a volatile overlay, so sessions neither unpack nor delete 260 MB.
+
+Run as a script (``tests/system/rootfs.py build``) it builds or finds the tree and prints its
+path; ``check`` says whether the system tests can run here. The pytest fixtures in
+conftest.py call the same functions.
 """
 
 from __future__ import annotations
@@ -141,8 +145,9 @@ def _prune(directory: Path, keep: Path) -> None:
     cutoff = time.time() - PRUNE_AFTER_DAYS * 86400
     for old in directory.glob(f"rootfs-{SUITE}-*.tar"):
         if old != keep and old.stat().st_mtime < cutoff:
-            log.info("removing unused rootfs tarball %s", old)
+            log.info("removing unused rootfs tarball %s and its tree", old)
             old.unlink(missing_ok=True)
+            shutil.rmtree(old.with_suffix(""), ignore_errors=True)
 
 
 def extract(tarball: Path, dest: Path) -> Path:
@@ -151,6 +156,32 @@ def extract(tarball: Path, dest: Path) -> Path:
     subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*",
                     "-C", str(dest), "-xf", str(tarball)], check=True, env=CLEAN_ENV)
     return dest
+
+
+def tree_path(packages: Sequence[str], directory: Path | None = None) -> Path:
+    return tarball_path(packages, directory).with_suffix("")
+
+
+def ensure_tree(packages: Sequence[str], directory: Path | None = None) -> Path:
+    """The tarball for *packages* unpacked next to it, unpacked first when missing.
+
+    Containers use it only as the read-only lower layer of their ``--volatile=overlay`` root,
+    so one unpacked tree serves every container and every session (even at the same time);
+    it is unpacked under a temporary name and renamed, so it is complete or absent."""
+    directory = directory or cache_dir()
+    tarball = ensure_tarball(packages, directory)
+    tree = tree_path(packages, directory)
+    with _locked(directory):
+        if not tree.is_dir():
+            partial = tree.with_name(f".{tree.name}.{os.getpid()}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                extract(tarball, partial)
+                partial.rename(tree)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+        os.utime(tree)
+    return tree
 
 
 def unavailable_reason() -> str | None:
@@ -210,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "path":
         print(tarball_path(packages))
     else:
-        print(ensure_tarball(packages))
+        print(ensure_tree(packages))
     return 0
 
 

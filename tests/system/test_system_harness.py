@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import harness
 import nspawn
 import pytest
 import rootfs
@@ -48,14 +49,13 @@ def test_commands_see_a_clean_environment_and_their_exit_status(
 
 def test_writes_inside_stay_in_the_volatile_overlay(
         rootfs_dir: Path, session_dir: Path, share: Path) -> None:
-    from conftest import booted
-    with booted(rootfs_dir, session_dir, share) as first:
+    with harness.booted(rootfs_dir, session_dir, share) as first:
         first.write_file("/etc/written-by-first", "x\n")
         first.run("rm -f /etc/debian_version")
         assert first.exists("/etc/written-by-first")
     assert not (rootfs_dir / "etc" / "written-by-first").exists()
     assert (rootfs_dir / "etc" / "debian_version").exists()
-    with booted(rootfs_dir, session_dir, share) as second:
+    with harness.booted(rootfs_dir, session_dir, share) as second:
         assert not second.exists("/etc/written-by-first")
         assert second.exists("/etc/debian_version")
 

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import PACKAGE, SHARE_INSIDE, apt_install, seed_tree
+from harness import APT_ENV, PACKAGE, SHARE_INSIDE, apt_install, seed_tree
 from nspawn import Container
 
 from architect_cleanup.journal import MESSAGE_IDS
@@ -318,12 +318,13 @@ OUTSIDE = "/opt/dashboard"
 
 def test_a_root_outside_read_write_paths_gives_the_drop_in_hint(installed: Container) -> None:
     box = installed
-    box.run(["python3", f"{SHARE_INSIDE}/demo.py", "build", "--dir", OUTSIDE])
+    seed_tree(box, OUTSIDE)
     root = f"{OUTSIDE}/srv/architect"
     box.write_file("/etc/architect-cleanup/config.d/50-root.toml",
                    f'root = "{root}"\ndry_run = false\n')
     before = tree_fingerprint(box, root)
-    start(box, check=False)
+    assert start(box, check=False) != 0  # SPEC 7: a path outside them must fail ...
+    assert box.run(["systemctl", "is-failed", SERVICE], check=False).stdout.strip() == "failed"
     assert tree_fingerprint(box, root) == before  # the sandbox held: nothing removed
     hints = by_id(journal(box), "readonly_path")
     assert hints, "no readonly_path entry in the journal"
@@ -369,7 +370,7 @@ def test_apt_purge_leaves_no_files(container: Container, debs: dict[str, Path]) 
     data_after_run = tree_fingerprint(box, ROOT)
     assert box.exists(STATE)
 
-    box.run(["apt-get", "purge", "-y", PACKAGE], env={"DEBIAN_FRONTEND": "noninteractive"})
+    box.run(["apt-get", "purge", "-y", PACKAGE], env=APT_ENV)
     after = snapshot(box)
     assert sorted(after - before) == []
     assert sorted(before - after) == []

@@ -80,7 +80,8 @@ def system_available() -> None:
 @pytest.fixture(scope="session")
 def session_dir(system_available: None) -> Iterator[Path]:
     """A scratch directory for this session (console logs, the share), removed at the end;
-    directories left by a killed earlier session are removed first."""
+    directories left by a killed earlier session are removed first. At the end, any process
+    or host mount still using it is an error of the session."""
     base = rootfs.cache_dir() / "sessions"
     base.mkdir(parents=True, exist_ok=True)
     rootfs.remove_stale_sessions(base)
@@ -89,7 +90,9 @@ def session_dir(system_available: None) -> Iterator[Path]:
     path.mkdir()
     yield path
     nspawn.stop_all()
+    leaks = nspawn.leftovers(path)
     shutil.rmtree(path, ignore_errors=True)
+    assert not leaks, f"the system tests left these behind: {leaks}"
 
 
 @pytest.fixture(scope="session")

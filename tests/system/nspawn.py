@@ -291,6 +291,21 @@ class Container:
         return self.run(["test", "-e", path], check=False).returncode == 0
 
 
+def leftovers(path: Path) -> list[str]:
+    """What still uses *path* (a session directory): processes naming it on their command
+    line (an nspawn and its children), host mounts below it, containers not stopped."""
+    found = [f"container {c.name} (nspawn PID {pid})" for pid, c in RUNNING.items()]
+    needle = str(path).encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if needle in fh.read():
+                    found.append(f"process {entry}")
+    with open("/proc/self/mountinfo") as fh:
+        found += [f"mount {line.split()[4]}" for line in fh if str(path) in line.split()[4]]
+    return found
+
+
 def stop_all() -> None:
     """Stop every container still running (finalizers, atexit, signals)."""
     for container in list(RUNNING.values()):

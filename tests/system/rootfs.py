@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -57,6 +60,7 @@ BASE_PACKAGES = (
 DEFAULT_CACHE = "/var/cache/architect-cleanup-tests"
 #: Tarballs of other package lists unused for this long are removed after a build.
 PRUNE_AFTER_DAYS = 14
+PR_SET_PDEATHSIG = 1
 #: mmdebstrap builds its temporary tree here when it is a tmpfs with room (about 350 MB).
 SCRATCH = "/dev/shm"
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
@@ -120,6 +124,7 @@ def ensure_tarball(packages: Sequence[str], directory: Path | None = None) -> Pa
     directory = directory or cache_dir()
     target = tarball_path(packages, directory)
     with _locked(directory):
+        _sweep_partials(directory)
         if target.exists():
             os.utime(target)  # marks it used, for pruning
             log.info("rootfs cache hit: %s", target)
@@ -137,17 +142,54 @@ def ensure_tarball(packages: Sequence[str], directory: Path | None = None) -> Pa
         log.info("building rootfs (cold cache): %s", " ".join(cmd))
         t0 = time.monotonic()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                                  stdin=subprocess.DEVNULL, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(f"mmdebstrap failed ({proc.returncode}):\n"
-                                   f"{proc.stderr[-4000:]}")
+            code, stderr = _run_to_the_end(cmd, env)
+            if code != 0:
+                raise RuntimeError(f"mmdebstrap failed ({code}):\n{stderr[-4000:]}")
             partial.rename(target)
         finally:
             partial.unlink(missing_ok=True)
         log.info("rootfs built in %.1fs: %s", time.monotonic() - t0, target)
         _prune(directory, keep=target)
         return target
+
+
+def _sweep_partials(directory: Path) -> None:
+    """Remove what a killed build left; only a lock holder builds, and we hold the lock."""
+    for stale in directory.glob(".rootfs-*.partial*"):
+        log.warning("removing %s, left by an interrupted build", stale)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _run_to_the_end(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run mmdebstrap so that it always cleans up its temporary tree and the mounts in it.
+
+    It runs in its own session (a Ctrl-C reaches only us), and when we are interrupted it gets
+    SIGTERM — its own handler then unmounts and removes — and we wait for it. If we die
+    outright, PR_SET_PDEATHSIG sends it the same SIGTERM."""
+    def preexec() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, env=env, text=True, start_new_session=True,
+                                preexec_fn=preexec)  # noqa: PLW1509 (no threads)
+        try:
+            code = proc.wait()
+        except BaseException:
+            log.warning("interrupted: stopping mmdebstrap (PID %d) and waiting for its "
+                        "clean-up", proc.pid)
+            proc.terminate()
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        err.seek(0)
+        return code, err.read()
 
 
 def _roomy_tmpfs(path: str, need: int = 2 << 30) -> bool:
@@ -191,6 +233,7 @@ def ensure_tree(packages: Sequence[str], directory: Path | None = None) -> Path:
     tarball = ensure_tarball(packages, directory)
     tree = tree_path(packages, directory)
     with _locked(directory):
+        _sweep_partials(directory)
         if not tree.is_dir():
             partial = tree.with_name(f".{tree.name}.{os.getpid()}.partial")
             shutil.rmtree(partial, ignore_errors=True)

@@ -85,6 +85,14 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):  # t
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def sql(box: Container, db: str, query: str) -> list[list[object]]:
+    """Rows of *query* on a dashboard database, read with the container's python3."""
+    script = ("import json, sqlite3, sys\n"
+              "con = sqlite3.connect(sys.argv[1])\n"
+              "print(json.dumps(con.execute(sys.argv[2]).fetchall()))\n")
+    return json.loads(box.sh(shlex.join(["python3", "-c", script, db, query])))
+
+
 def count(box: Container, pattern: str) -> int:
     return int(box.sh(f"ls -1d {pattern} 2>/dev/null | wc -l").strip())
 
@@ -128,12 +136,25 @@ def test_systemctl_start_is_a_dry_run_until_the_conffile_says_otherwise(
     assert dry["dry_run"] is True and dry["result"] == "success"
     assert dry["stats"]["backups_deleted"] > 0 and dry["stats"]["logs_deleted"] > 0
 
+    for key in ("tasks_deleted", "errors_deleted", "prompts_deleted"):
+        assert dry["stats"][key] > 0, key
+    prod = f"{ROOT}/data/prod/architect.db"
+    cleanup_rows = "SELECT details FROM activity_log WHERE action = 'system_cleanup'"
+    assert sql(box, prod, cleanup_rows) == []  # a dry run from the timer changes no database
+
     set_conf(box, "dry_run", "true", "false")
     start(box)
     real = state(box)["last_run"]
     assert real["dry_run"] is False and real["result"] == "success"
-    for key in ("backups_deleted", "logs_deleted", "temp_files_deleted", "space_freed"):
+    for key in ("backups_deleted", "logs_deleted", "temp_files_deleted", "space_freed",
+                "tasks_deleted", "errors_deleted", "prompts_deleted"):
         assert real["stats"][key] == dry["stats"][key], key  # the dry run told the truth
+    (details,), = sql(box, prod, cleanup_rows)  # the real run is in the dashboard's log
+    logged = json.loads(str(details))
+    assert logged["dry_run"] is False and logged["source"] == "timer"
+    old_done = ("SELECT count(*) FROM task_queue WHERE status IN ('completed', 'cancelled', "
+                "'failed') AND completed_at < datetime('now', '-7 days')")
+    assert sql(box, prod, old_done) == [[0]]
     # prod keeps its newest 10 finished backups, plus the one still being written
     assert count(box, f"{ROOT}/data/prod/backups/architect_*.db") == 11
     assert box.exists(f"{ROOT}/data/prod/backups/architect_inprogress.db")

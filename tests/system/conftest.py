@@ -147,6 +147,5 @@ def container(rootfs_dir: Path, session_dir: Path, share: Path,
 def installed(container: nspawn.Container, debs: dict[str, Path]) -> nspawn.Container:
     """The demo data tree, then ``apt install ./architect-cleanup_*.deb``."""
     harness.seed_tree(container)
-    container.apt_output = harness.apt_install(  # type: ignore[attr-defined]
-        container, debs[harness.PACKAGE])
+    harness.apt_install(container, debs[harness.PACKAGE])
     return container

@@ -130,6 +130,7 @@ class Container:
         self.leader: int | None = None  # the container's PID 1, as the host sees it
         self.pid_ns: str | None = None
         self.boot_seconds: float | None = None
+        self.state: str | None = None  # "running" or "degraded" once booted
 
     # --- lifecycle ---------------------------------------------------------------------------
 

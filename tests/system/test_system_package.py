@@ -100,9 +100,11 @@ def count(box: Container, pattern: str) -> int:
 # --- installation ----------------------------------------------------------------------------
 
 
-def test_apt_installs_offline_and_enables_only_the_timer(installed: Container) -> None:
-    box = installed
-    apt_output = box.apt_output  # type: ignore[attr-defined]
+def test_apt_installs_offline_and_enables_only_the_timer(
+        container: Container, debs: dict[str, Path]) -> None:
+    box = container
+    seed_tree(box)
+    apt_output = apt_install(box, debs[PACKAGE])
     assert "0 upgraded, 1 newly installed" in apt_output  # every dependency was already there
     assert not re.search(r"^Get:\d+ \w+://", apt_output, re.M)  # nothing downloaded
     assert box.sh(f"dpkg-query -W -f '${{Status}}' {PACKAGE}") == "install ok installed"

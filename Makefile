@@ -21,7 +21,7 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 
 DEMO := $(CURDIR)/.demo
 
-.PHONY: setup run test unit lint system deb version-check bench stress clean distclean
+.PHONY: setup run test unit lint system system-if-possible deb version-check bench stress clean distclean
 
 setup: $(VENV)/.stamp
 
@@ -44,12 +44,41 @@ $(VENV)/.stamp: requirements-dev.txt pyproject.toml
 run: setup
 	$(VPY) tests/demo.py run --dir $(DEMO)
 
-## test: everything — lint, unit tests (unit-file checks among them), package build
+## test: everything — lint, unit tests (unit-file checks among them), package build, system
+## tests. The system tests run where they can (root, systemd-nspawn, mmdebstrap); elsewhere a
+## loud SKIPPED banner says why — or, with REQUIRE_SYSTEM_TESTS=1 as .ci/run sets it, an error.
 test: setup lint unit deb
 	$(VPY) tests/check_units.py --deb $(DEB)
+	@$(MAKE) --no-print-directory system-if-possible
 
 unit: setup
 	$(VPY) -m pytest -q tests/unit
+
+## system: the built .deb installed in a booted bookworm container (systemd-nspawn) and used
+## as an operator would: apt, systemctl, journalctl, the CLI. The container's rootfs is built
+## with mmdebstrap once and cached in $(SYSTEST_CACHE) (cold: about a minute).
+SYSTEST_CACHE ?= /var/cache/architect-cleanup-tests
+export ARCHITECT_SYSTEST_CACHE := $(SYSTEST_CACHE)
+SYSTEST = $(VPY) -m pytest tests/system
+
+system: setup deb
+	$(SYSTEST)
+
+# The system tests on the package `make test` has just built, or a banner saying why not.
+system-if-possible: setup
+	@if reason=$$($(VPY) tests/system/rootfs.py check); then \
+		echo "$(SYSTEST)"; $(SYSTEST); \
+	else \
+		echo; \
+		echo "############################################################################"; \
+		echo "##  SKIPPED: system tests (tests/system): $$reason"; \
+		echo "##  They need root, systemd-nspawn and mmdebstrap; run \`make system\` there."; \
+		echo "############################################################################"; \
+		echo; \
+		if [ -n "$(REQUIRE_SYSTEM_TESTS)" ]; then \
+			echo "REQUIRE_SYSTEM_TESTS is set: a skipped system tier is a failure" >&2; exit 1; \
+		fi; \
+	fi
 
 lint: setup
 	$(VPY) -m ruff check architect_cleanup tests

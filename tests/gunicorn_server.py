@@ -119,9 +119,9 @@ class Server:
         cmd = [sys.executable, "-c", _LAUNCHER, str(fd), sys.executable, "-m", "gunicorn",
                "--config", self.config]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=self.env, pass_fds=(fd,), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(cmd, env=self.env, pass_fds=(fd,),
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         listener.close()  # the child has its own copy, as with systemd
         if wait:
             self.wait_ready()

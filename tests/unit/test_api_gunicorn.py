@@ -351,6 +351,7 @@ def test_status_and_a_second_post_are_answered_while_a_run_goes_on(
     finally:
         slow_server.stop()
         t.join(30)
+    assert out["reply"].status == 200  # the first run, stopped with the server, answered
     assert history(slow_server)[-1]["dry_run"] is True
 
 

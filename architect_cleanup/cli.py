@@ -23,8 +23,8 @@ from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
 from architect_cleanup.lock import LockHeld
 from architect_cleanup.state import StateStore
-from architect_cleanup.status import status_doc
 from architect_cleanup.stats import CleanupStats
+from architect_cleanup.status import status_doc
 from architect_cleanup.targets import REGISTRY, Decision, ordered
 from architect_cleanup.worker import CleanupWorker
 

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request
@@ -42,6 +43,7 @@ from architect_cleanup.api_schema import MAX_BODY, RequestInvalid, parse_body, v
 from architect_cleanup.config import ConfigError, load_config
 from architect_cleanup.journal import fields, setup_logging
 from architect_cleanup.lock import LockHeld
+from architect_cleanup.notify import Notifier
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import Actor, ordered
 from architect_cleanup.worker import CleanupWorker
@@ -124,7 +126,7 @@ def log_call(response: Response) -> Response:
     who = f"{user}@{actor.get('ip_address') or '?'}"
     params = call.get("params")
     params_text = "-" if params is None else json.dumps(params, sort_keys=True)[:2000]
-    outcome = call.get("outcome") or response.status
+    outcome = call.get("outcome") or _phrase(response.status_code)
     level = logging.INFO if response.status_code < 400 else logging.WARNING
     values = {"cleanup_api_method": request.method, "cleanup_api_path": request.path,
               "cleanup_api_status": response.status_code, "cleanup_api_user": user,
@@ -135,6 +137,13 @@ def log_call(response: Response) -> Response:
             response.status_code, outcome, params_text,
             extra=fields("api_call", **{k: v for k, v in values.items() if v is not None}))
     return response
+
+
+def _phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "unknown status"
 
 
 # --- the endpoints ---------------------------------------------------------------------------
@@ -188,8 +197,10 @@ def run_request(actor: Actor, config_path: str | None,
         return _refuse(400, str(exc), errors=exc.problems, invalid_keys=exc.keys)
     call["dry_run"] = req.dry_run
     try:
+        # No sd_notify: the run is in a gunicorn worker (or the dashboard's process), not the
+        # main process of a service of ours; its progress is in the journal.
         worker = CleanupWorker(**req.worker_args(), config=cfg, source="api", actor=actor,
-                               should_stop=should_stop)
+                               should_stop=should_stop, notifier=Notifier(environ={}))
     except ConfigError as exc:
         keys = list(dict.fromkeys(_config_problem_key(p) for p in exc.problems))
         return _refuse(400, str(exc), errors=exc.problems, invalid_keys=keys)

@@ -20,6 +20,7 @@ it, so a running cleanup stops between two items, records its state and answers,
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from architect_cleanup.api import EXTENSION
@@ -44,6 +45,9 @@ proc_name = "architect-cleanup-api"
 limit_request_line = 4094
 limit_request_fields = 50
 limit_request_field_size = 8190
+# The worker's heartbeat file: in our runtime directory (a tmpfs) under systemd rather than
+# in the dashboard's /tmp, which this service may write only to clean it.
+worker_tmp_dir = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
 
 
 def post_worker_init(worker: Any) -> None:

@@ -47,7 +47,8 @@ limit_request_fields = 50
 limit_request_field_size = 8190
 # The worker's heartbeat file: in our runtime directory (a tmpfs) under systemd rather than
 # in the dashboard's /tmp, which this service may write only to clean it.
-worker_tmp_dir = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+_runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+worker_tmp_dir = _runtime_dir if _runtime_dir and os.path.isdir(_runtime_dir) else None
 
 
 def post_worker_init(worker: Any) -> None:

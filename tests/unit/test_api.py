@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,3 +178,33 @@ def test_bearer_matches_only_the_exact_token() -> None:
 def test_the_stop_switch_is_off_until_gunicorn_points_it_at_its_worker() -> None:
     # (the wiring to gunicorn's worker is tested under gunicorn: test_api_gunicorn.py)
     assert StopSwitch()() is False
+
+
+def test_the_core_package_works_without_flask_or_gunicorn(tmp_path: Path) -> None:
+    """architect-cleanup must not depend on python3-flask or gunicorn (the -api package does):
+    every module but the API's imports, and the CLI runs, with both made unimportable."""
+    code = """
+import importlib, pkgutil, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("flask", "werkzeug", "gunicorn"):
+            raise ImportError(f"{name} is blocked")
+sys.meta_path.insert(0, Block())
+import architect_cleanup
+api_only = {"architect_cleanup.api", "architect_cleanup.gunicorn_conf",
+            "architect_cleanup.__main__"}  # (__main__ would run the CLI)
+for mod in pkgutil.walk_packages(architect_cleanup.__path__, "architect_cleanup."):
+    if mod.name not in api_only:
+        importlib.import_module(mod.name)
+from architect_cleanup import cli
+sys.exit(cli.main(["run", "--json"]))
+"""
+    (tmp_path / "srv").mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'root = "{tmp_path / "srv"}"\n[logs]\ntmp_dir = ""\n')
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path), "RUNTIME_DIRECTORY": str(tmp_path),
+           "ARCHITECT_CLEANUP_CONFIG": str(config)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["dry_run"] is True

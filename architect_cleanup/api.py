@@ -57,6 +57,8 @@ TOKEN_USER = "api-token"  # noqa: S105 (a user name, not the token)
 #: The credential's name in ``LoadCredential=token:/etc/architect-cleanup/api-token``.
 CREDENTIAL = "token"
 MIN_TOKEN_LENGTH = 16
+#: How much of a too-large body is read (and dropped) so the 413 reaches the client.
+DRAIN_LIMIT = 4 * 1024 * 1024
 EXTENSION = "architect_cleanup"
 _G_CALL = "architect_cleanup_call"
 
@@ -157,11 +159,24 @@ def _read_body() -> bytes:
     """At most MAX_BODY bytes of the body, or 413 — also for chunked bodies, which carry no
     Content-Length (werkzeug 2.2 applies MAX_CONTENT_LENGTH to form parsing only)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise RequestEntityTooLarge()
+        _too_large()
     raw = request.stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        raise RequestEntityTooLarge()
+        _too_large()
     return raw
+
+
+def _too_large() -> None:
+    """413, after reading and dropping up to DRAIN_LIMIT bytes of the body: gunicorn has no
+    lingering close, so closing on a client still sending would reset the connection and the
+    client would see a broken pipe instead of the 413."""
+    stream, left = request.stream, DRAIN_LIMIT
+    while left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            break
+        left -= len(chunk)
+    raise RequestEntityTooLarge()
 
 
 def _config_problem_key(problem: str) -> str:

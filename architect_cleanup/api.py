@@ -34,7 +34,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
@@ -166,7 +166,7 @@ def _read_body() -> bytes:
     return raw
 
 
-def _too_large() -> None:
+def _too_large() -> NoReturn:
     """413, after reading and dropping up to DRAIN_LIMIT bytes of the body: gunicorn has no
     lingering close, so closing on a client still sending would reset the connection and the
     client would see a broken pipe instead of the 413."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -141,6 +142,43 @@ def test_a_call_is_logged_with_the_message_id_and_fields_for_the_journal(site: S
     assert rec.CLEANUP_API_USER == "api-token" and rec.CLEANUP_API_IP == "127.0.0.1"
     assert rec.CLEANUP_API_STATUS == 200 and rec.CLEANUP_DRY_RUN == 1
     assert rec.CLEANUP_API_PARAMS == '{"dry_run": true, "targets": ["logs"]}'
+
+
+def activity_rows(site: Site) -> list[dict[str, Any]]:
+    con = sqlite3.connect(site.root / "data" / "prod" / "architect.db")
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(
+            "SELECT user_id, action, entity_type, details, ip_address FROM activity_log "
+            "WHERE action = 'system_cleanup' ORDER BY id")]
+    finally:
+        con.close()
+
+
+def test_a_dashboard_users_call_is_recorded_in_the_activity_log_even_when_dry(
+        site: Site) -> None:
+    client = dashboard_app().test_client()
+    r = client.post(API, json={"dry_run": True}, headers={"X-Session-User": "alice"},
+                    environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert r.status_code == 200
+    [row] = activity_rows(site)
+    assert (row["user_id"], row["ip_address"], row["entity_type"]) == (42, "10.1.2.3", "system")
+    details = json.loads(row["details"])
+    assert (details["dry_run"], details["source"], details["user"]) == (True, "api", "alice")
+    # a refused call ran nothing and records nothing
+    assert client.post(API, json={"dry_run": 0}, headers={"X-Session-User": "alice"}
+                       ).status_code == 400
+    assert len(activity_rows(site)) == 1
+
+
+def test_a_standalone_call_is_recorded_as_the_api_tokens_activity(site: Site) -> None:
+    app = create_app(configure_logging=False)
+    app.test_client().post(API, json={"dry_run": True},
+                           headers={"Authorization": f"Bearer {site.token}"},
+                           environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    [row] = activity_rows(site)
+    assert (row["user_id"], row["ip_address"]) == (None, "127.0.0.1")
+    assert json.loads(row["details"])["user"] == "api-token"
 
 
 def test_a_broken_server_configuration_is_a_500_naming_the_problems(

@@ -48,7 +48,7 @@ run: setup
 ## tests. The system tests run where they can (root, systemd-nspawn, mmdebstrap); elsewhere a
 ## loud SKIPPED banner says why — or, with REQUIRE_SYSTEM_TESTS=1 as .ci/run sets it, an error.
 test: setup lint unit deb
-	$(VPY) tests/check_units.py --deb $(DEB)
+	$(VPY) tests/check_units.py --deb $(DEB) --deb $(API_DEB)
 	@$(MAKE) --no-print-directory system-if-possible
 
 unit: setup
@@ -90,6 +90,7 @@ VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' architect_cleanup/__
 DEB_VERSION = $(shell dpkg-parsechangelog -l packaging/debian/changelog -S Version)
 STAGE = build/architect-cleanup-$(VERSION)
 DEB = build/architect-cleanup_$(DEB_VERSION)_all.deb
+API_DEB = build/architect-cleanup-api_$(DEB_VERSION)_all.deb
 STAGED = pyproject.toml architect_cleanup systemd packaging $(wildcard README.md CHANGELOG.md LICENSE)
 
 deb: setup version-check
@@ -102,7 +103,7 @@ deb: setup version-check
 		dpkg-buildpackage -us -uc -b
 	PATH=$(CLEAN_PATH) lintian --fail-on error,warning --info --display-info \
 		build/architect-cleanup_$(DEB_VERSION)_*.changes
-	@echo "== built $(DEB)"
+	@echo "== built $(DEB) $(API_DEB)"
 
 ## version-check: the version lives in architect_cleanup/__init__.py (pyproject reads it);
 ## packaging/debian/changelog must carry the same (epoch and Debian revision aside)

@@ -6,7 +6,10 @@ configured database that has an ``activity_log`` table, using the columns the ta
 schema: ``user_id, action, entity_type, entity_id, details, ip_address, created_at``):
 ``action = 'system_cleanup'``, ``entity_type = 'system'`` and ``details`` a JSON string of the
 dry-run flag, the stats and the source. A dry run from the timer or the CLI writes nothing; an
-API call is the caller's activity and is recorded, dry or not. The API names the caller with
+API call is the caller's activity and is recorded, dry or not. The caller comes from the run
+context (``CleanupWorker(actor=...)``, which the REST API fills in: ``user_id`` and
+``ip_address`` go to their columns, the caller's name — ``"api-token"`` for the standalone
+API — into ``details`` as ``user``); code that cannot pass it names the caller with
 :func:`acting_as` around the run.
 """
 
@@ -43,6 +46,7 @@ class Actor:
 
     user_id: int | None = None
     ip_address: str | None = None
+    user: str | None = None
 
 
 _actor: ContextVar[Actor | None] = ContextVar("architect_cleanup_actor", default=None)
@@ -58,9 +62,10 @@ def acting_as(user_id: int | None = None, ip_address: str | None = None) -> Iter
         _actor.reset(token)
 
 
-def details(stats: CleanupStats) -> str:
-    """The ``details`` column: a JSON string, as the dashboard stores it."""
-    return json.dumps({
+def details(stats: CleanupStats, user: str | None = None) -> str:
+    """The ``details`` column: a JSON string, as the dashboard stores it (with the caller's
+    name when the run has one)."""
+    doc = {
         "dry_run": stats.dry_run,
         "source": stats.source,
         "success": stats.success,
@@ -69,7 +74,10 @@ def details(stats: CleanupStats) -> str:
         "summary": stats.summary_line(),
         "started_at": stats.started_at,
         "duration_s": round(stats.duration, 3),
-    }, sort_keys=True)
+    }
+    if user:
+        doc["user"] = user
+    return json.dumps(doc, sort_keys=True)
 
 
 def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = None,
@@ -83,7 +91,7 @@ def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = N
         "action": ACTION,
         "entity_type": ENTITY_TYPE,
         "entity_id": None,
-        "details": details(stats),
+        "details": details(stats, actor.user),
         "ip_address": actor.ip_address,
         "created_at": now,
     }
@@ -108,11 +116,19 @@ def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = N
     return written
 
 
+def actor_of(ctx: RunContext) -> Actor | None:
+    """The run's caller: the context's actor (passed to CleanupWorker), else acting_as()'s."""
+    if ctx.actor is not None:
+        return Actor(user_id=ctx.actor.get("user_id"), ip_address=ctx.actor.get("ip_address"),
+                     user=ctx.actor.get("user"))
+    return _actor.get()
+
+
 def record_run(ctx: RunContext, stats: CleanupStats) -> None:
     """The after-run hook: real runs, and an API caller's dry runs."""
     if ctx.dry_run and ctx.source not in RECORD_DRY_RUNS:
         return
-    written = record_activity(ctx.config, stats, actor=_actor.get())
+    written = record_activity(ctx.config, stats, actor=actor_of(ctx))
     if written:
         log.debug("run recorded in %s of %s", TABLE, ", ".join(written))
 

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 import tomli_w
 
@@ -21,9 +21,10 @@ from architect_cleanup import __version__, systemctl
 from architect_cleanup.config import Config, ConfigError, load_config
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
-from architect_cleanup.lock import LockHeld, holder, lock_path
+from architect_cleanup.lock import LockHeld
 from architect_cleanup.state import StateStore
 from architect_cleanup.stats import CleanupStats
+from architect_cleanup.status import status_doc
 from architect_cleanup.targets import REGISTRY, Decision, ordered
 from architect_cleanup.worker import CleanupWorker
 
@@ -207,31 +208,6 @@ def print_summary(stats: CleanupStats, out: TextIO) -> None:
         print(f"  State: {stats.state_error}", file=out)
     if not stats.success:
         print(f"  Failed: {', '.join(stats.failed_targets)}", file=out)
-
-
-def status_doc(cfg: Config | None = None) -> dict[str, Any]:
-    """The status object shared by ``status --json`` and the API (seed keys first)."""
-    store = StateStore()
-    state = store.load()
-    last = state.get("last_run") if isinstance(state.get("last_run"), dict) else None
-    sd = systemctl.status()
-    # The lock holder covers CLI and API runs too; the service's MainPID a run under systemd.
-    running = holder(lock_path()) or sd.service_pid
-    return {
-        "success": True,
-        "daemon_running": sd.timer_active,
-        "daemon_pid": running,
-        "last_run": last.get("started_at") if last else None,
-        "last_stats": last.get("stats") if last else None,
-        "last_result": last,
-        "next_run": sd.next_run,
-        "timer_enabled": sd.timer_enabled,
-        "last_trigger": sd.last_trigger,
-        "service_state": sd.service_state,
-        "systemd": sd.to_dict(),
-        "state_file": store.path,
-        "state_problem": store.problem,
-    }
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:

@@ -24,6 +24,7 @@ from architect_cleanup.state import StateStore
 from architect_cleanup.stats import CleanupStats, TargetResult
 from architect_cleanup.targets import (
     REGISTRY,
+    Actor,
     Decision,
     Interrupted,
     RunContext,
@@ -54,6 +55,9 @@ class CleanupWorker:
     environment or a per-environment table merged over the configured one; the ``*_age_days``
     override the matching ``max_age``. ``config`` defaults to the system configuration
     (``/etc/architect-cleanup/config.toml`` or ``$ARCHITECT_CLEANUP_CONFIG``).
+    ``source`` names the caller kind (timer, cli, api, python) and ``actor`` who it is
+    (:class:`~architect_cleanup.targets.base.Actor`: user_id, user, ip_address); both reach
+    the AFTER_RUN hooks through the run context, for the activity log.
     Invalid values raise :class:`~architect_cleanup.config.ConfigError`.
     """
 
@@ -69,6 +73,7 @@ class CleanupWorker:
         *,
         only: Iterable[str] | None = None,
         source: str = "python",
+        actor: Actor | None = None,
         now: datetime | None = None,
         on_decision: Callable[[Decision], None] | None = None,
         notifier: Notifier | None = None,
@@ -92,6 +97,7 @@ class CleanupWorker:
         else:
             self.only = None
         self.source = source
+        self.actor: Actor | None = actor.copy() if actor is not None else None
         self.now = now
         self.on_decision = on_decision
         self.notifier = notifier if notifier is not None else Notifier()
@@ -122,8 +128,8 @@ class CleanupWorker:
         stats = CleanupStats(dry_run=self.dry_run, source=self.source,
                              started_at=utc_iso(now))
         ctx = RunContext(config=self.config, now=now, dry_run=self.dry_run, source=self.source,
-                         on_decision=self.on_decision, on_status=self.notifier.status,
-                         should_stop=self.should_stop,
+                         actor=self.actor, on_decision=self.on_decision,
+                         on_status=self.notifier.status, should_stop=self.should_stop,
                          open_files=OpenFiles() if self.config.safety.skip_open_files else None)
         mode = "dry run" if self.dry_run else "real run"
         log.info("Starting cleanup (%s, from %s) of %s", mode, self.source, self.config.root,

@@ -14,6 +14,7 @@ from architect_cleanup.targets import (  # noqa: F401  (registration)
 )
 from architect_cleanup.targets.base import (
     REGISTRY,
+    Actor,
     Decision,
     Interrupted,
     RunContext,
@@ -29,5 +30,5 @@ def ordered() -> list[str]:
     return [n for n in ORDER if n in REGISTRY] + [n for n in REGISTRY if n not in ORDER]
 
 
-__all__ = ["ORDER", "REGISTRY", "Decision", "Interrupted", "RunContext", "Target", "TreeTarget",
-           "ordered", "scan_tree"]
+__all__ = ["ORDER", "REGISTRY", "Actor", "Decision", "Interrupted", "RunContext", "Target",
+           "TreeTarget", "ordered", "scan_tree"]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 from architect_cleanup.config import Config, format_duration
 from architect_cleanup.fs import (
@@ -53,14 +53,31 @@ class Decision:
         return f"{verb} {self.target:<7} {display(self.path)} ({self.reason})"
 
 
+class Actor(TypedDict, total=False):
+    """Who asked for a run, for the activity log and the journal (all keys optional).
+
+    The API fills it in for every call: standalone, ``user`` is ``"api-token"`` (the caller
+    proved it holds the bearer token) and ``user_id`` is None; mounted in the dashboard, the
+    dashboard's own ``actor`` callable supplies its logged-in user. ``ip_address`` is the peer
+    address of the HTTP request. The timer and the CLI pass no actor (None)."""
+
+    user_id: int | None   # the dashboard's users.id (activity_log.user_id), when known
+    user: str             # a name for the journal and the activity details ("api-token")
+    ip_address: str | None  # activity_log.ip_address
+
+
 @dataclass
 class RunContext:
-    """Everything a target needs from the run; passed in, never global."""
+    """Everything a target needs from the run; passed in, never global.
+
+    ``actor`` says who asked for the run (see :class:`Actor`); None for the timer and the CLI.
+    The activity-log hook in ``worker.AFTER_RUN`` reads ``ctx.source`` and ``ctx.actor``."""
 
     config: Config
     now: datetime
     dry_run: bool
     source: str = "python"
+    actor: Actor | None = None
     on_decision: Callable[[Decision], None] | None = None
     on_status: Callable[[str], None] | None = None
     should_stop: Callable[[], bool] = lambda: False

@@ -107,11 +107,12 @@ def test_the_package_ships_the_units_catalog_and_conffile() -> None:
     assert "packaging/config.toml etc/architect-cleanup/" in install
 
 
-def test_only_the_timer_is_handed_to_dh_installsystemd() -> None:
+def test_only_the_timer_and_the_api_socket_are_handed_to_dh_installsystemd() -> None:
     rules = (DEBIAN / "rules").read_text()
     calls = [line.strip() for line in rules.splitlines()
              if line.strip().startswith("dh_installsystemd")]
-    assert calls == ["dh_installsystemd architect-cleanup.timer"]
+    assert calls == ["dh_installsystemd -parchitect-cleanup architect-cleanup.timer",
+                     "dh_installsystemd -parchitect-cleanup-api architect-cleanup-api.socket"]
 
 
 def test_the_package_depends_on_debian_packages_only_and_not_on_the_api_stack() -> None:

@@ -148,4 +148,5 @@ def test_check_units_script_passes_on_the_repository() -> None:
     proc = subprocess.run([str(REPO / ".venv/bin/python"), str(TESTS / "check_units.py")],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "exposure <= 2.0" in proc.stdout
+    assert "architect-cleanup.service 1.9 <= 2.0" in proc.stdout
+    assert "architect-cleanup-api.service" in proc.stdout

@@ -267,7 +267,6 @@ class Config:
 
 # --- reading and validating ------------------------------------------------------------------
 
-T = TypeVar("T")
 _MISSING: Any = object()
 
 
@@ -561,9 +560,13 @@ def _parse_database(t: _Table) -> DatabaseConfig:
     )
 
 
-def _parse_tasks(t: _Table) -> TasksConfig:
-    d = TasksConfig()
-    return TasksConfig(
+_FinishedRows = TypeVar("_FinishedRows", TasksConfig, PromptsConfig)
+
+
+def _parse_finished_rows(t: _Table, cls: type[_FinishedRows]) -> _FinishedRows:
+    """[tasks] and [prompts] share their shape: tables to try, finished statuses, an age."""
+    d = cls()
+    return cls(
         enabled=t.get_bool("enabled", d.enabled),
         max_age=t.get_duration("max_age", d.max_age),
         tables=t.str_list("tables", d.tables, rx=_IDENT_RX, what="table name"),
@@ -577,16 +580,6 @@ def _parse_errors(t: _Table) -> ErrorsConfig:
         enabled=t.get_bool("enabled", d.enabled),
         max_age=t.get_duration("max_age", d.max_age),
         table=t.get_str("table", d.table, rx=_IDENT_RX),
-    )
-
-
-def _parse_prompts(t: _Table) -> PromptsConfig:
-    d = PromptsConfig()
-    return PromptsConfig(
-        enabled=t.get_bool("enabled", d.enabled),
-        max_age=t.get_duration("max_age", d.max_age),
-        tables=t.str_list("tables", d.tables, rx=_IDENT_RX, what="table name"),
-        statuses=t.str_list("statuses", d.statuses),
     )
 
 
@@ -621,9 +614,9 @@ def parse_config(raw: Mapping[str, Any], sources: tuple[str, ...] = ()) -> Confi
         logs=_finish(_parse_logs, top.table("logs")),
         temp=_finish(_parse_temp, top.table("temp")),
         database=_finish(_parse_database, top.table("database")),
-        tasks=_finish(_parse_tasks, top.table("tasks")),
+        tasks=_finish(_parse_finished_rows, top.table("tasks"), TasksConfig),
         errors=_finish(_parse_errors, top.table("errors")),
-        prompts=_finish(_parse_prompts, top.table("prompts")),
+        prompts=_finish(_parse_finished_rows, top.table("prompts"), PromptsConfig),
         safety=_finish(_parse_safety, top.table("safety")),
         sources=sources,
     )

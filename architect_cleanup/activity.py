@@ -9,26 +9,21 @@ dry-run flag, the stats and the source. A dry run from the timer or the CLI writ
 API call is the caller's activity and is recorded, dry or not. The caller comes from the run
 context (``CleanupWorker(actor=...)``, which the REST API fills in: ``user_id`` and
 ``ip_address`` go to their columns, the caller's name — ``"api-token"`` for the standalone
-API — into ``details`` as ``user``); code that cannot pass it names the caller with
-:func:`acting_as` around the run.
+API — into ``details`` as ``user``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from architect_cleanup.config import Config
 from architect_cleanup.db import Database, DbError, describe, find_databases, sql_timestamp
 from architect_cleanup.stats import CleanupStats
-from architect_cleanup.targets.base import RunContext
+from architect_cleanup.targets.base import Actor, RunContext
 from architect_cleanup.worker import AFTER_RUN
 
 log = logging.getLogger(__name__)
@@ -38,28 +33,6 @@ ACTION = "system_cleanup"
 ENTITY_TYPE = "system"
 #: Sources whose dry runs are recorded too (the caller's own activity).
 RECORD_DRY_RUNS = frozenset({"api"})
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who asked for the run (the API's caller)."""
-
-    user_id: int | None = None
-    ip_address: str | None = None
-    user: str | None = None
-
-
-_actor: ContextVar[Actor | None] = ContextVar("architect_cleanup_actor", default=None)
-
-
-@contextlib.contextmanager
-def acting_as(user_id: int | None = None, ip_address: str | None = None) -> Iterator[None]:
-    """Runs started inside this block are recorded as this caller's activity."""
-    token = _actor.set(Actor(user_id, ip_address))
-    try:
-        yield
-    finally:
-        _actor.reset(token)
 
 
 def details(stats: CleanupStats, user: str | None = None) -> str:
@@ -87,12 +60,12 @@ def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = N
     actor = actor or Actor()
     now = sql_timestamp(when or datetime.now(UTC), cfg.database.naive_timezone)
     row: dict[str, Any] = {
-        "user_id": actor.user_id,
+        "user_id": actor.get("user_id"),
         "action": ACTION,
         "entity_type": ENTITY_TYPE,
         "entity_id": None,
-        "details": details(stats, actor.user),
-        "ip_address": actor.ip_address,
+        "details": details(stats, actor.get("user")),
+        "ip_address": actor.get("ip_address"),
         "created_at": now,
     }
     written: list[str] = []
@@ -116,19 +89,11 @@ def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = N
     return written
 
 
-def actor_of(ctx: RunContext) -> Actor | None:
-    """The run's caller: the context's actor (passed to CleanupWorker), else acting_as()'s."""
-    if ctx.actor is not None:
-        return Actor(user_id=ctx.actor.get("user_id"), ip_address=ctx.actor.get("ip_address"),
-                     user=ctx.actor.get("user"))
-    return _actor.get()
-
-
 def record_run(ctx: RunContext, stats: CleanupStats) -> None:
     """The after-run hook: real runs, and an API caller's dry runs."""
     if ctx.dry_run and ctx.source not in RECORD_DRY_RUNS:
         return
-    written = record_activity(ctx.config, stats, actor=actor_of(ctx))
+    written = record_activity(ctx.config, stats, actor=ctx.actor)
     if written:
         log.debug("run recorded in %s of %s", TABLE, ", ".join(written))
 

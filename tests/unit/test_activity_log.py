@@ -6,7 +6,6 @@ import json
 import logging
 import re
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -78,8 +77,8 @@ def test_a_dry_run_from_the_timer_or_cli_writes_nothing(tree, tmp_path, source):
 
 def test_an_api_call_is_recorded_as_the_callers_activity_even_when_dry(tree, tmp_path):
     root, prod, _, _ = tree
-    with activity.acting_as(user_id=7, ip_address="127.0.0.1"):
-        run(config(root), tmp_path, dry_run=True, source="api")
+    run(config(root), tmp_path, dry_run=True, source="api",
+        actor={"user_id": 7, "ip_address": "127.0.0.1"})
     (row,) = log_rows(prod)
     assert (row["user_id"], row["ip_address"]) == (7, "127.0.0.1")
     details = json.loads(row["details"])
@@ -118,15 +117,3 @@ def test_a_locked_database_loses_its_activity_row_but_not_the_run(tree, tmp_path
     assert any("cannot record the run in activity_log" in r.getMessage()
                and "locked" in r.getMessage() for r in caplog.records)
 
-
-def test_the_actor_belongs_to_its_own_thread(tree):
-    seen = []
-
-    def other() -> None:
-        seen.append(activity._actor.get())
-
-    with activity.acting_as(user_id=1):
-        t = threading.Thread(target=other)
-        t.start()
-        t.join()
-    assert seen == [None]

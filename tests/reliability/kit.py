@@ -729,6 +729,8 @@ class World:
     arena: Arena
     doomed: list[Path] = field(default_factory=list)
     keep: list[Path] = field(default_factory=list)
+    #: target -> its doomed files
+    by_target: dict[str, list[Path]] = field(default_factory=dict)
     databases: list[Path] = field(default_factory=list)
     assigner: Path | None = None
     tasks_keep: int = 0
@@ -738,8 +740,13 @@ class World:
     def missing_keepers(self) -> list[Path]:
         return [p for p in self.keep if not os.path.lexists(p)]
 
-    def doomed_left(self) -> list[Path]:
-        return [p for p in self.doomed if os.path.lexists(p)]
+    def doomed_left(self, target: str | None = None) -> list[Path]:
+        paths = self.doomed if target is None else self.by_target[target]
+        return [p for p in paths if os.path.lexists(p)]
+
+    def doom(self, target: str, path: Path) -> None:
+        self.doomed.append(path)
+        self.by_target.setdefault(target, []).append(path)
 
     def rows(self) -> dict[Path, RowCheck]:
         out = {p: read_rows(p) for p in self.databases}
@@ -776,30 +783,30 @@ def build_world(arena: Arena, now: float, *, backups: int = 20, logs: int = 100,
             t = old + i * 60
             tag = "keep" if i >= backups - keep else "doomed"
             b = touch(bdir / f"architect_{i:06d}_{tag}.db", t, b"b" * 64)
-            (w.keep if tag == "keep" else w.doomed).append(b)
+            w.keep.append(b) if tag == "keep" else w.doom("backups", b)
             if i % 7 == 3:
                 for side in ("-wal", "-shm"):
                     s = touch(bdir / (b.name + side), t, b"s")
-                    (w.keep if tag == "keep" else w.doomed).append(s)
+                    w.keep.append(s) if tag == "keep" else w.doom("backups", s)
         w.keep.append(touch(bdir / "architect_inprogress_keep.db", now - 60, b"writing"))
     for where in (data / "logs", arena.root / "logs"):
         for i in range(logs):
-            w.doomed.append(touch(where / f"doomed_{i}.log", old, b"l"))
-            w.doomed.append(touch(where / "rot" / f"doomed_{i}.log.{i % 5 + 1}", old, b"l"))
+            w.doom("logs", touch(where / f"doomed_{i}.log", old, b"l"))
+            w.doom("logs", touch(where / "rot" / f"doomed_{i}.log.{i % 5 + 1}", old, b"l"))
         for i in range(max(logs // 10, 1)):
             w.keep.append(touch(where / f"keep_{i}.log", now - DAY, b"l"))
         w.keep.append(touch(where / "architect_worker.log", old, b"active"))
     for i in range(temp):
-        w.doomed.append(touch(data / "cache" / f"doomed_{i}.tmp", old, b"t"))
+        w.doom("temp", touch(data / "cache" / f"doomed_{i}.tmp", old, b"t"))
     for i in range(max(temp // 10, 1)):
         w.keep.append(touch(data / "cache" / f"keep_{i}.tmp", now - 60, b"t"))
     for c in range(caches):
         pyc = arena.root / f"pkg{c}" / "__pycache__"
         for j in range(8):
-            w.doomed.append(touch(pyc / f"m{j}.cpython-311.pyc", old, b"p"))
+            w.doom("temp", touch(pyc / f"m{j}.cpython-311.pyc", old, b"p"))
         age(pyc, old)
-        w.doomed.append(pyc)
-    w.doomed.append(touch(arena.tmp / "architect_session.log", old, b"l"))
+        w.doom("temp", pyc)
+    w.doom("logs", touch(arena.tmp / "architect_session.log", old, b"l"))
     w.keep.append(touch(arena.tmp / "someone_elses.log", old, b"l"))
     w.keep.append(touch(arena.tmp / "architect_cleanup_worker.log", old, b"l"))
     for env in ("prod", "qa"):

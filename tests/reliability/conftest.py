@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "unit"))  # sd_helpers
+sys.path.insert(2, str(Path(__file__).resolve().parent.parent))  # gunicorn_server, demo
 
 import kit
 from kit import FIGURES, IS_ROOT, Arena, User

@@ -834,3 +834,8 @@ def watch_deletes(dirs: Iterable[Path]) -> Inotify:
 
 def deletes(ino: Inotify) -> int:
     return sum(1 for e in ino.events if e[2] == "DELETE")
+
+
+def holder_free(arena: Arena) -> bool:
+    from architect_cleanup.lock import holder
+    return holder(arena.lock) is None

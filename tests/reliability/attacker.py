@@ -98,7 +98,8 @@ def replace(spec: dict) -> dict:
     while not _Stop.requested:
         name = f"r{n}.log"
         for mtime, tag in ((old, b"old"), (young, b"young")):
-            tmp = os.path.join(d, f".{name}.{tag.decode()}")
+            # (the staging name matches no rule: "x.log.old" would be an old rotated log)
+            tmp = os.path.join(d, f".stage-{n}-{tag.decode()}")
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             os.write(fd, tag + b" " + name.encode() + b"\n")
             os.close(fd)

@@ -21,7 +21,7 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 
 DEMO := $(CURDIR)/.demo
 
-.PHONY: setup run test unit lint system system-if-possible deb version-check bench stress clean distclean
+.PHONY: setup run test unit lint reliability system system-if-possible deb version-check bench stress clean distclean
 
 setup: $(VENV)/.stamp
 
@@ -44,15 +44,25 @@ $(VENV)/.stamp: requirements-dev.txt pyproject.toml
 run: setup
 	$(VPY) tests/demo.py run --dir $(DEMO)
 
-## test: everything — lint, unit tests (unit-file checks among them), package build, system
-## tests. The system tests run where they can (root, systemd-nspawn, mmdebstrap); elsewhere a
-## loud SKIPPED banner says why — or, with REQUIRE_SYSTEM_TESTS=1 as .ci/run sets it, an error.
-test: setup lint unit deb
+## test: everything — lint, unit tests (unit-file checks among them), the reliability suite
+## (quick mode), package build, system tests. The system tests run where they can (root,
+## systemd-nspawn, mmdebstrap); elsewhere a loud SKIPPED banner says why — or, with
+## REQUIRE_SYSTEM_TESTS=1 as .ci/run sets it, an error.
+test: setup lint unit reliability deb
 	$(VPY) tests/check_units.py --deb $(DEB) --deb $(API_DEB)
 	@$(MAKE) --no-print-directory system-if-possible
 
 unit: setup
 	$(VPY) -m pytest -q tests/unit
+
+## reliability: hostile trees, races, faults, crashes and load against the real product
+## (tests/reliability, as root: a few minutes); prints the figures at the end
+reliability: setup
+	$(VPY) -m pytest -q -p no:cacheprovider tests/reliability
+
+## stress: the same suite in its long mode (races for minutes, many more crash points)
+stress: setup
+	RELIABILITY_LONG=1 $(VPY) -m pytest -q -p no:cacheprovider tests/reliability
 
 ## system: the built .deb installed in a booted bookworm container (systemd-nspawn) and used
 ## as an operator would: apt, systemctl, journalctl, the CLI. The container's rootfs is built

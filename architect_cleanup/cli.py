@@ -218,9 +218,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     last = doc["last_result"]
     if last:
         mode = "dry run" if last.get("dry_run") else "real run"
-        print(f"Last run:    {last.get('started_at')} ({mode}, {last.get('result')}, "
-              f"{last.get('duration_s')}s, from {last.get('source')})", file=out)
-        print(f"             {last.get('summary', '')}", file=out)
+        print(f"Last run:    {_cell(last.get('started_at'))} ({mode}, "
+              f"{_cell(last.get('result'))}, {_cell(last.get('duration_s'))}s, "
+              f"from {_cell(last.get('source'))})", file=out)
+        print(f"             {_cell(last.get('summary'), '')}", file=out)
     else:
         print(f"Last run:    none ({doc['state_problem']})", file=out)
     sd = doc["systemd"]
@@ -264,11 +265,17 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     print(f"{'started (UTC)':<26}{'mode':<6}{'source':<7}{'result':<8}{'freed MB':>10}  "
           "summary", file=out)
     for h in history:
-        s = h.get("stats") or {}
-        print(f"{h.get('started_at', '?'):<26}{'dry' if h.get('dry_run') else 'real':<6}"
-              f"{h.get('source', '?'):<7}{h.get('result', '?'):<8}"
-              f"{s.get('space_freed_mb', 0):>10}  {h.get('summary', '')}", file=out)
+        s = h.get("stats")
+        freed = s.get("space_freed_mb") if isinstance(s, dict) else None
+        print(f"{_cell(h.get('started_at')):<26}{'dry' if h.get('dry_run') else 'real':<6}"
+              f"{_cell(h.get('source')):<7}{_cell(h.get('result')):<8}"
+              f"{_cell(freed):>10}  {_cell(h.get('summary'), '')}", file=out)
     return EXIT_OK
+
+
+def _cell(value: object, default: str = "?") -> str:
+    """A recorded value for a table cell, whatever the state file holds."""
+    return default if value is None else display(str(value))
 
 
 def _error(text: str) -> None:

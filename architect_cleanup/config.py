@@ -11,6 +11,7 @@ safety rule off.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -38,6 +39,9 @@ ENV_VAR = "ARCHITECT_CLEANUP_CONFIG"
 _DURATION_RX = re.compile(r"(\d+)\s*([smhdw])")
 _DURATION_FULL_RX = re.compile(r"(?:\d+\s*[smhdw]\s*)+")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration (and age in days) accepted: 100 years. A longer one means "never",
+#: which the enabled = false switch says better; and a cutoff before year 1 cannot be computed.
+MAX_DURATION_S = 36500 * 86400
 _SIZE_RX = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:iB)?)?", re.IGNORECASE)
 _ENV_NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _IDENT_RX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -59,6 +63,8 @@ def parse_duration(text: str) -> timedelta:
     if not _DURATION_FULL_RX.fullmatch(s):
         raise ValueError(f'{text!r} is not a duration (use e.g. "30d", "12h", "90m", "45s")')
     total = sum(int(n) * _UNITS[u] for n, u in _DURATION_RX.findall(s))
+    if total > MAX_DURATION_S:
+        raise ValueError(f"{text!r} is longer than {MAX_DURATION_S // 86400}d (100 years)")
     return timedelta(seconds=total)
 
 
@@ -86,7 +92,10 @@ def parse_size(value: object) -> int:
                     if value.strip().upper().endswith("B") else "")
             raise ValueError(f"{value!r} is not a size (use e.g. \"500M\", \"5G\", "
                              f"\"1.5T\"){hint}")
-        n = int(float(m.group(1)) * SIZE_UNITS.get((m.group(2) or "").upper(), 1))
+        f = float(m.group(1)) * SIZE_UNITS.get((m.group(2) or "").upper(), 1)
+        if not math.isfinite(f) or f >= 2**63:
+            raise ValueError(f"{value!r} is too large")
+        n = int(f)
     else:
         raise ValueError(f"must be a size string like \"5G\", not {_tname(value)}")
     if n <= 0:
@@ -672,6 +681,9 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
                 doc = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{f}: not valid TOML: {exc}"]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{f}: not valid TOML: not UTF-8 text ({exc.reason} at byte "
+                               f"{exc.start})"]) from None
         except OSError as exc:
             raise ConfigError([f"{f}: cannot read: {exc.strerror}"]) from None
         merged = merge(merged, doc)
@@ -710,8 +722,13 @@ def with_overrides(cfg: Config, *, keep: int | Mapping[str, int] | None = None,
     def days(name: str, value: float | None, current: timedelta) -> timedelta:
         if value is None:
             return current
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or value <= 0):
             problems.append(f"{name}.max_age: {value!r} days must be a number > 0")
+            return current
+        if value * 86400 > MAX_DURATION_S:
+            problems.append(f"{name}.max_age: {value!r} days is longer than "
+                            f"{MAX_DURATION_S // 86400} days (100 years)")
             return current
         return timedelta(days=value)
 

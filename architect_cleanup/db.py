@@ -27,6 +27,7 @@ goal: the dashboard keeps writing while a purge runs (SPEC sections 4.5 and 10).
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import logging
 import os
@@ -40,6 +41,8 @@ from types import TracebackType
 from typing import Any
 
 from architect_cleanup.config import Config, DatabaseConfig, format_duration
+from architect_cleanup.dbfile import Pinned, Refused, locate
+from architect_cleanup.fs import Dir, FsError, Root
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def find_databases(cfg: Config) -> tuple[list[DbFile], list[str]]:
     for template in cfg.database.paths:
         for env, rel in cfg.expand_env(template):
             if glob.has_magic(rel):
-                matches = sorted(glob.glob(rel, root_dir=cfg.root))
+                matches = glob_below(cfg.root, rel)
                 if not matches:
                     notes.append(f"{rel}: no database matches (skipped)")
                 found.extend((env, os.path.normpath(m)) for m in matches)
@@ -124,14 +127,49 @@ def find_databases(cfg: Config) -> tuple[list[DbFile], list[str]]:
     return out, notes
 
 
-def check_confined(f: DbFile, root: str) -> None:
-    """A database must be a regular file inside root (a symlink out of it is not followed)."""
-    real = os.path.realpath(f.path)
-    real_root = os.path.realpath(root)
-    if os.path.commonpath([real, real_root]) != real_root:
-        raise DbError(f"resolves to {real}, outside root {root}; not touched")
-    if not os.path.isfile(real):
-        raise DbError("not a regular file; not touched")
+def glob_below(root: str, pattern: str) -> list[str]:
+    """``glob.glob(pattern, root_dir=root)``, but listed from the root's descriptor: a
+    symlinked directory is never followed and a mount never crossed, so no directory outside
+    the root is ever listed. Relative paths, sorted."""
+    try:
+        r = Root.open(root)
+    except FsError:
+        return []
+    parts = [p for p in os.path.normpath(pattern).split("/") if p not in ("", ".")]
+    found: list[str] = []
+
+    def visit(d: Dir, rel: str, i: int) -> None:
+        part, last = parts[i], i == len(parts) - 1
+        if glob.has_magic(part):
+            try:
+                names = sorted(n for n in os.listdir(d.fd) if fnmatch.fnmatchcase(n, part)
+                               and (part.startswith(".") or not n.startswith(".")))
+            except OSError:
+                return
+        else:
+            names = [part]
+        for name in names:
+            sub = os.path.join(rel, name)
+            if last:
+                try:
+                    os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                found.append(sub)
+                continue
+            try:
+                child = r.open_dir(d, name)
+            except (OSError, FsError):
+                continue
+            try:
+                visit(child, sub, i + 1)
+            finally:
+                child.close()
+
+    with r:
+        if parts:
+            visit(r.dir, "", 0)
+    return found
 
 
 # --- timestamps ------------------------------------------------------------------------------
@@ -244,17 +282,40 @@ class Database:
         self.cfg = cfg
         self.dry_run = dry_run
         self.changed = 0
+        #: the file as found from the root's descriptor (see dbfile.py), when a root is given
+        self.pinned: Pinned | None = None
+        path = f.path
         if root is not None:
-            check_confined(f, root)
-        uri = "file:" + urllib.parse.quote(f.path) + "?mode=rw"
+            try:
+                self.pinned = locate(f.rel, root)
+            except Refused as exc:
+                raise DbError(str(exc)) from None
+            except FileNotFoundError:
+                raise DbError("does not exist (any more)") from None
+            path = self.pinned.path
+            try:
+                self.pinned.become_owner()
+            except Refused as exc:
+                self._unpin()
+                raise DbError(str(exc)) from None
+        uri = "file:" + urllib.parse.quote(path) + "?mode=rw"
         busy = cfg.busy_timeout.total_seconds()
-        self.con = sqlite3.connect(uri, uri=True, timeout=busy, isolation_level=None)
+        before = self.pinned.fds() if self.pinned is not None else set()
         try:
+            self.con = sqlite3.connect(uri, uri=True, timeout=busy, isolation_level=None)
+        except BaseException as exc:
+            self._fail_open(exc)
+            raise
+        try:
+            if self.pinned is not None:
+                self.pinned.check(before, "open")
             self.con.execute(f"PRAGMA busy_timeout = {int(busy * 1000)}")
             self.con.execute("PRAGMA foreign_keys = ON")
             self.con.execute("PRAGMA temp_store = MEMORY")
             self.journal_mode = str(self.con.execute("PRAGMA journal_mode").fetchone()[0])
             self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if self.pinned is not None:
+                self.pinned.check(before, "first read")
             if dry_run:
                 self.con.execute("PRAGMA query_only = ON")
             elif self.journal_mode == "wal":
@@ -263,9 +324,27 @@ class Database:
                 # Checkpoints run between batches (_Run._checkpoint), outside the time that
                 # sets the pause; otherwise one would run inside COMMIT every few batches.
                 self.con.execute("PRAGMA wal_autocheckpoint = 0")
-        except BaseException:
+        except Refused as exc:
+            assert self.pinned is not None
+            self.pinned.close_without_checkpoint(self.con)
+            self._unpin()
+            raise DbError(str(exc)) from None
+        except BaseException as exc:
             self.con.close()
+            self._fail_open(exc)
             raise
+
+    def _fail_open(self, exc: BaseException) -> None:
+        """Clean up after a failed open; an error while acting as the owner says so."""
+        owner = self.pinned.acting_as if self.pinned is not None else None
+        self._unpin()
+        if owner is not None and isinstance(exc, sqlite3.OperationalError):
+            raise DbError(f"{describe(exc)} (opened as its owner, uid {owner}, as the "
+                          "dashboard would: may that user reach and write it?)") from exc
+
+    def _unpin(self) -> None:
+        if self.pinned is not None:
+            self.pinned.close()
 
     def __enter__(self) -> Database:
         return self
@@ -281,6 +360,7 @@ class Database:
         except sqlite3.Error:
             pass
         self.con.close()
+        self._unpin()
 
     # --- schema ---------------------------------------------------------------------------
 

@@ -33,6 +33,11 @@ from fnmatch import translate
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Open descriptors kept per walk; deeper ancestors are closed and re-opened through "..".
 FD_WINDOW = 128
+#: The longest path (in bytes) the walk enters: the kernel's PATH_MAX. No program that works
+#: with paths can create or open anything deeper, so a longer path is hostile or broken: it is
+#: reported and left alone. The limit also bounds what a walk holds (the path of each open
+#: level) and its time: a chain of 100,000 nested directories costs nothing.
+MAX_PATH = 4096
 #: Name of the file Chromium keeps at the top of a user-data directory.
 CHROMIUM_MARKER = "Local State"
 
@@ -87,6 +92,12 @@ def display(path: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def too_long(path: str) -> bool:
+    """True when *path* is longer than :data:`MAX_PATH` bytes (names are often multibyte)."""
+    return len(path) >= MAX_PATH // 4 and len(
+        path.encode("utf-8", "surrogateescape")) >= MAX_PATH
 
 
 def raise_nofile_limit() -> None:
@@ -351,6 +362,9 @@ class Walker:
                         top.dir.close()
                     continue
                 name = top.subdirs.pop()
+                if too_long(top.dir.join(name)):
+                    on_skip(top.dir.join(name), f"path longer than {MAX_PATH} bytes, not entered")
+                    continue
                 try:
                     child = self.root.open_dir(top.dir, name)
                 except FileNotFoundError:
@@ -545,6 +559,11 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
             d, subdirs, kept = stack[-1]
             if subdirs:
                 sub = subdirs.pop()
+                if too_long(d.join(sub)):
+                    kept[0] = True
+                    res.errors.append(f"{display(d.join(sub))}: path longer than {MAX_PATH} "
+                                      "bytes, left alone")
+                    continue
                 try:
                     child = root.open_dir(d, sub)
                 except FileNotFoundError:

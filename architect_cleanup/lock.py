@@ -51,7 +51,9 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = _read_pid(fd)
+            # The holder writes its PID right after it takes the lock; a run that starts in
+            # that instant asks the kernel instead.
+            pid = _read_pid(fd) or flock_owner(os.fstat(fd)) or None
             os.close(fd)
             raise LockHeld(self.path, pid) from None
         except BaseException:
@@ -95,6 +97,20 @@ def holder(path: str) -> int | None:
         st = os.stat(path)
     except OSError:
         return None
+    owner = flock_owner(st)
+    if owner is None:
+        return None
+    try:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read(32).strip()
+    except OSError:
+        return owner or None
+    return int(text) if text.isdigit() else owner or None
+
+
+def flock_owner(st: os.stat_result) -> int | None:
+    """The PID /proc/locks gives for a flock on the file *st* describes (0 when the kernel
+    does not say), or None when nobody holds one."""
     want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as fh:
@@ -106,10 +122,5 @@ def holder(path: str) -> int | None:
         if "->" in row or len(row) < 6 or row[1] != "FLOCK":
             continue
         if row[5] == want:
-            try:
-                with open(path, encoding="ascii") as fh:
-                    text = fh.read(32).strip()
-                return int(text) if text.isdigit() else int(row[4])
-            except (OSError, ValueError):
-                return int(row[4]) if row[4].isdigit() else None
+            return int(row[4]) if row[4].isdigit() else 0
     return None

@@ -54,8 +54,14 @@ class StateStore:
         if not isinstance(doc, dict) or not isinstance(doc.get("history", []), list):
             self.problem = f"{self.path} does not hold a state object"
             return _empty()
-        doc.setdefault("history", [])
-        doc.setdefault("last_run", None)
+        history = doc.get("history", [])
+        runs = [h for h in history if isinstance(h, dict)]
+        if len(runs) != len(history):
+            self.problem = (f"{self.path}: {len(history) - len(runs)} unreadable history "
+                            "entries ignored")
+        doc["history"] = runs
+        if not isinstance(doc.get("last_run"), dict):
+            doc["last_run"] = None
         return doc
 
     def record(self, run: Mapping[str, Any]) -> None:

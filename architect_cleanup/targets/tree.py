@@ -23,6 +23,9 @@ from architect_cleanup.targets.base import FileTarget, Interrupted, RunContext, 
 
 log = logging.getLogger(__name__)
 
+#: How many directories' answers _Scopes keeps (the current path and recent siblings).
+_BELOW_MEMO = 1024
+
 
 class TreeTarget(FileTarget):
     """A target judged by name during the shared walk of the root."""
@@ -71,15 +74,33 @@ class _Scopes:
     exclude: re.Pattern[str] | None
     ctx: RunContext
     cache: dict[tuple[int, ...], Scope] = field(default_factory=dict)
+    #: directory path -> members whose start directories hold it (recent directories only)
+    below: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def for_dir(self, d: Dir) -> Scope:
-        active = tuple(i for i, m in enumerate(self.members)
-                       if not m.failed and _under(d.path, m.starts))
+        active = tuple(i for i in self._below(d.path) if not self.members[i].failed)
         sc = self.cache.get(active)
         if sc is None:
             sc = self._build(active)
             self.cache[active] = sc
         return sc
+
+    def _below(self, path: str) -> tuple[int, ...]:
+        """The members whose start directories hold *path*: the parent's answer (the walk is
+        depth first, so it is at hand) plus the members that start here. Working it out from
+        the path alone costs a step per level, which a hostile chain of thousands of nested
+        directories would pay at every level."""
+        memo = self.below
+        parent = memo.get(os.path.dirname(path))
+        if parent is None:
+            out = tuple(i for i, m in enumerate(self.members) if _under(path, m.starts))
+        else:
+            out = tuple(i for i, m in enumerate(self.members)
+                        if i in parent or path in m.starts)
+        if len(memo) >= _BELOW_MEMO:
+            memo.clear()
+        memo[path] = out
+        return out
 
     def _build(self, active: tuple[int, ...]) -> Scope:
         files, dirs = [], []

@@ -410,3 +410,20 @@ def test_apt_purge_leaves_no_files(container: Container, debs: dict[str, Path]) 
     assert MESSAGE_IDS["run_summary"].hex not in listed
     # the operator's data is not the package's: a purge never touches it
     assert tree_fingerprint(box, ROOT) == data_after_run != data
+
+
+def test_a_database_owned_by_the_dashboards_user_is_purged_as_that_user(
+        installed: Container) -> None:
+    """The service works on a database as its owner (setfsuid/setfsgid, which its capability
+    bounding set and system-call filter allow): a database it cannot work on as its owner is
+    refused, so a success here proves the switch works under the real sandbox; and nothing
+    below data/ (SQLite's -wal/-shm/-journal, the activity rows' writes) ends up root's."""
+    box = installed
+    box.sh("useradd --system --user-group --no-create-home --shell /usr/sbin/nologin architect"
+           f" && chown -R architect:architect {ROOT}/data")
+    set_conf(box, "dry_run", "true", "false")
+    start(box)
+    real = state(box)["last_run"]
+    assert real["result"] == "success", real
+    assert real["stats"]["tasks_deleted"] > 0 and real["stats"]["prompts_deleted"] > 0
+    assert box.sh(f"find {ROOT}/data -user root -printf '%p\\n'").strip() == ""

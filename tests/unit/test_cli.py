@@ -235,3 +235,19 @@ def test_sigterm_stops_a_run_between_items_and_dies_by_the_signal(
     from architect_cleanup.state import StateStore
     last = StateStore().load()["last_run"]
     assert last["result"] == "failed" and "stopped on request" in last["message"]
+
+
+@pytest.mark.parametrize("state", [
+    b'{"history": [1, "x", null, {}], "last_run": 7}',
+    b'{"history": [{"started_at": null, "stats": [1], "summary": {"a": 1}}], '
+    b'"last_run": {"started_at": null, "summary": "two\\nlines"}}',
+])
+def test_status_and_report_survive_a_state_file_of_the_wrong_shape(
+        demo: tuple[Path, Path, Path], state: bytes) -> None:
+    state_dir = Path(os.environ["STATE_DIRECTORY"])
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "state.json").write_bytes(state)
+    for args in (["report"], ["status"], ["report", "--json"]):
+        code, out = cli(*args)
+        assert code == 0
+        assert "two\nlines" not in out

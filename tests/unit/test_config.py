@@ -180,3 +180,29 @@ def test_effective_config_round_trips_through_its_own_dict() -> None:
     cfg = parse_config({"logs": {"max_age": "36h"}, "backups": {"retention": {"prod": 4}}})
     assert parse_config(cfg.to_dict()) == cfg
     assert cfg.to_dict()["logs"]["max_age"] == "36h"
+
+
+@pytest.mark.parametrize("text", ["36501d", "99999999999999999999d", "5300w"])
+def test_durations_beyond_100_years_are_refused_not_a_crash(text: str) -> None:
+    with pytest.raises(ValueError, match="longer than 36500d"):
+        parse_duration(text)
+    assert any("logs.max_age" in p for p in problems({"logs": {"max_age": text}}))
+
+
+def test_an_absurd_size_is_refused_not_a_crash() -> None:
+    found = problems({"backups": {"policy": {"prod": {"keep_last": 3,
+                                                      "max_total_size": "9" * 400 + "G"}}}})
+    assert any("too large" in p for p in found)
+
+
+def test_a_configuration_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    f = tmp_path / "config.toml"
+    f.write_bytes(b'root = "/srv/\xff"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(str(f))
+
+
+@pytest.mark.parametrize("days", [1e12, float("inf"), float("nan"), -1, 0, True])
+def test_absurd_age_overrides_are_config_errors(days: float) -> None:
+    with pytest.raises(ConfigError, match=r"logs\.max_age"):
+        with_overrides(Config(), log_days=days)

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,44 @@ def test_walk_goes_deeper_than_the_recursion_limit_and_the_fd_window(tmp_path: P
     subprocess.run(["rm", "-rf", str(tmp_path / "d")], check=True)  # pytest's rmtree recurses
     assert sorted(found) == ["deep.log", "z.log"]
     assert after == before  # no descriptor leaked
+
+
+def _chain(base: Path, depth: int, name: str, leaf: str) -> None:
+    """*depth* nested directories made fd-relative (the path outgrows PATH_MAX)."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(os.open(leaf, os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+
+
+def test_a_path_longer_than_path_max_is_reported_and_not_entered(tmp_path: Path) -> None:
+    _chain(tmp_path, 30, "n" * 255, "bottom.log")  # 7.7 kB of path
+    touch(tmp_path / "top.log")
+    skipped: list[tuple[str, str]] = []
+    with Root.open(str(tmp_path)) as root:
+        found = [n for _, n in walk(root, on_skip=lambda p, w: skipped.append((p, w)))]
+        tree = remove_tree(root, root.dir, "n" * 255, dry_run=True)
+    subprocess.run(["rm", "-rf", str(tmp_path / ("n" * 255))], check=True)
+    assert found == ["top.log"]
+    assert len(skipped) == 1 and "path longer than 4096 bytes" in skipped[0][1]
+    assert len(skipped[0][0].encode()) >= fs.MAX_PATH
+    assert not tree.removed_dir and "path longer than 4096 bytes" in tree.errors[0]
+
+
+def test_a_chain_of_thousands_of_nested_directories_costs_linear_time(tmp_path: Path) -> None:
+    """A hostile chain must not make the walk quadratic (it once took 151 s and 296 MB for
+    3,000 levels): the walk stops at PATH_MAX and each level costs the same."""
+    _chain(tmp_path, 20_000, "d", "deep.log")
+    with Root.open(str(tmp_path)) as root:
+        t0 = time.monotonic()
+        found = [n for _, n in walk(root)]
+        took = time.monotonic() - t0
+    subprocess.run(["rm", "-rf", str(tmp_path / "d")], check=True)
+    assert found == [] and took < 5
 
 
 def test_an_ancestor_moved_during_a_deep_walk_stops_the_walk(tmp_path: Path) -> None:

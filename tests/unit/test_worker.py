@@ -145,6 +145,28 @@ def test_a_second_run_while_one_holds_the_lock_fails_at_once(demo: tuple[Path, P
     CleanupWorker(config=make_config(root, tmp), now=NOW).run_cleanup()
 
 
+def test_a_run_refused_before_the_holder_wrote_its_pid_still_names_it(tmp_path: Path) -> None:
+    """The instant between the winner's flock and its PID write: the kernel names it."""
+    path = str(tmp_path / "run" / "cleanup.lock")
+    code = textwrap.dedent(f"""
+        import fcntl, os, time
+        os.makedirs(os.path.dirname({path!r}), exist_ok=True)
+        fd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # taken, no PID written yet
+        print("held", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld) as info:
+            RunLock(path).acquire()
+        assert info.value.pid == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_the_lock_is_free_again_after_a_run() -> None:
     with RunLock(lock_path()):
         assert holder(lock_path()) == os.getpid()

@@ -1,0 +1,161 @@
+"""dbfile: a database is found from the root's descriptor, proven to be the file SQLite opened,
+and worked on as its owner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dbkit import (
+    ago,
+    close_databases,  # noqa: F401  (autouse fixture)
+    config,
+    insert,
+    make_db,
+    run,
+    text,
+)
+
+from architect_cleanup import db as dbmod
+from architect_cleanup.db import Database, DbError, DbFile, find_databases, glob_below
+from architect_cleanup.dbfile import Refused, locate
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (other owners)")
+
+
+def fs_ids() -> tuple[int, int]:
+    """This thread's file-system uid and gid (the 4th field of Uid:/Gid:)."""
+    with open("/proc/thread-self/status", encoding="ascii") as fh:
+        rows = dict(line.split(":", 1) for line in fh)
+    return int(rows["Uid"].split()[3]), int(rows["Gid"].split()[3])
+
+
+def _old_task(con: sqlite3.Connection) -> None:
+    insert(con, "task_queue", [{"task_type": "t", "status": "completed",
+                                "completed_at": text(ago(100))}])
+
+
+def test_a_glob_never_lists_a_directory_outside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    make_db(root / "data" / "prod" / "architect.db").close()
+    make_db(tmp_path / "victim" / "architect.db").close()
+    (root / "data" / "qa").symlink_to(tmp_path / "victim")
+    (root / "data" / ".hidden").mkdir()
+    make_db(root / "data" / ".hidden" / "architect.db").close()
+    assert glob_below(str(root), "data/*/architect.db") == ["data/prod/architect.db"]
+    assert glob_below(str(root), "data/.*/architect.db") == ["data/.hidden/architect.db"]
+    files, _ = find_databases(config(root, database={"paths": ["data/*/*.db"]}))
+    assert [f.rel for f in files] == ["data/prod/architect.db"]
+
+
+def test_a_database_with_a_second_hard_link_is_not_touched(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    outside = make_db(tmp_path / "elsewhere" / "architect.db")
+    _old_task(outside)
+    (root / "data" / "prod").mkdir(parents=True)
+    os.link(tmp_path / "elsewhere" / "architect.db", root / "data" / "prod" / "architect.db")
+    stats = run(config(root), tmp_path, dry_run=False)
+    t = stats.targets["tasks"]
+    assert t.failed and "2 hard links" in t.detail["prod"]["error"]
+    assert outside.execute("SELECT count(*) FROM task_queue").fetchone()[0] == 1
+
+
+def test_a_symlinked_directory_on_the_way_is_refused_before_sqlite_sees_it(
+        tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    make_db(tmp_path / "elsewhere" / "architect.db").close()
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "prod").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(Refused, match="a symlink, not followed"):
+        locate("data/prod/architect.db", str(root))
+
+
+def test_a_symlink_inside_the_root_is_followed_and_checked_again(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    make_db(root / "data" / "shared" / "architect.db").close()
+    (root / "data" / "prod").mkdir()
+    (root / "data" / "prod" / "architect.db").symlink_to("../shared/architect.db")
+    p = locate("data/prod/architect.db", str(root))
+    try:
+        assert p.path == str(root / "data" / "shared" / "architect.db")
+    finally:
+        p.close()
+
+
+def test_sqlite_opening_another_file_than_the_one_checked_is_refused_before_any_statement(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The swap between the check and SQLite's open, made deterministic: the checked file is
+    replaced right after it was found."""
+    root = tmp_path / "srv"
+    make_db(root / "data" / "prod" / "architect.db").close()
+    swapped = make_db(tmp_path / "other.db")
+    _old_task(swapped)
+    swapped.close()
+    real_locate = dbmod.locate
+
+    def locate_then_swap(rel: str, r: str) -> object:
+        p = real_locate(rel, r)
+        os.replace(tmp_path / "other.db", root / rel)  # another inode under the same name
+        return p
+
+    monkeypatch.setattr(dbmod, "locate", locate_then_swap)
+    f = DbFile("prod", "data/prod/architect.db", str(root / "data" / "prod" / "architect.db"))
+    with pytest.raises(DbError, match="changed while it was being opened"):
+        Database(f, config(root).database, dry_run=False, root=str(root))
+    con = sqlite3.connect(root / "data" / "prod" / "architect.db")
+    try:
+        assert con.execute("SELECT count(*) FROM task_queue").fetchone()[0] == 1
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user may traverse (pytest's own tmp dir is root's only)."""
+    d = Path(tempfile.mkdtemp(prefix="ac-dbfile-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+@needs_root
+def test_a_database_is_worked_on_as_its_owner_and_the_process_is_root_again_after(
+        open_dir: Path, tmp_path: Path) -> None:
+    root = open_dir / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db")  # WAL
+    _old_task(con)
+    con.close()
+    owner = (54321, 54322)
+    for p in (root / "data" / "prod", root / "data" / "prod" / "architect.db"):
+        os.chown(p, *owner)
+    seen: list[tuple[int, int]] = []
+    real_transaction = dbmod._Run._transaction
+
+    def spy(self: dbmod._Run, lo: int, hi: int, *, split: bool) -> float | None:
+        seen.append(fs_ids())
+        # SQLite created the -wal and -shm at the first read, as the owner
+        for side in ("-wal", "-shm"):
+            st = os.stat(root / "data" / "prod" / f"architect.db{side}")
+            seen.append((st.st_uid, st.st_gid))
+        return real_transaction(self, lo, hi, split=split)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dbmod._Run, "_transaction", spy)
+        stats = run(config(root), tmp_path, dry_run=False)
+    assert stats.targets["tasks"].removed == 1
+    assert seen and set(seen) == {owner}
+    assert fs_ids() == (0, 0)  # restored after the database was closed
+
+
+@needs_root
+def test_a_database_its_owner_cannot_reach_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "srv"  # below pytest's tmp dir, which only root may enter
+    make_db(root / "data" / "prod" / "architect.db").close()
+    os.chown(root / "data" / "prod" / "architect.db", 54321, 54321)
+    stats = run(config(root), tmp_path, dry_run=False)
+    assert "as its owner, uid 54321" in stats.targets["tasks"].detail["prod"]["error"]

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from stat import S_ISLNK, S_ISREG
 from typing import ClassVar, TypedDict
 
 from architect_cleanup.config import Config, format_duration
@@ -212,6 +213,50 @@ class FileTarget(Target):
         if ctx.open_files is not None and ctx.open_files.is_open(st):
             return "open by a running process"
         return None
+
+    def judge_by_age(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str],
+                     *, max_age: float, limit: str, young: str,
+                     not_ours: Callable[[str], bool] | None = None,
+                     protected: Callable[[str], bool] | None = None,
+                     protected_reason: str = "") -> None:
+        """The age rule over one directory's matching names: a file (or symlink) whose own
+        mtime is more than *max_age* seconds before ``now`` is removed, a younger one kept.
+
+        Names *not_ours* says belong to another target are passed over; names *protected*
+        says are kept with *protected_reason*; only the rest pay for an ``lstat``. This loop
+        runs once per candidate file, so it keeps to locals and builds reasons only when
+        someone reads them."""
+        fd = d.fd
+        now = ctx.now_ts
+        future = ctx.future_limit
+        wants = ctx.wants_decisions
+        for name in names:
+            if not_ours is not None and not_ours(name):
+                continue
+            if protected is not None and protected(name):
+                self.keep(ctx, result, d.join(name), protected_reason)
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue  # vanished since the listing
+            mode = st.st_mode
+            if not (S_ISREG(mode) or S_ISLNK(mode)):
+                self.keep(ctx, result, d.join(name), "not a regular file")
+                continue
+            age = now - st.st_mtime
+            if age <= max_age:
+                if st.st_mtime > future:
+                    self._warn_future(d.join(name), st, ctx)
+                    self.keep(ctx, result, d.join(name), "modified in the future")
+                elif wants:
+                    self.keep(ctx, result, d.join(name),
+                              f"{age_text(max(age, 0))}, {young} {limit}")
+                else:
+                    result.kept += 1
+                continue
+            self.remove(ctx, result, d, name, st,
+                        lambda a=age: f"{age_text(a)} > {limit}")  # type: ignore[misc]
 
     def keep(self, ctx: RunContext, result: TargetResult, path: str, reason: str,
              part: str | None = None) -> None:

@@ -176,6 +176,8 @@ class FileBench:
             out[c.name] = {**c.summary(), "sync_after_s": [round(s, 3) for s in syncs[c.name]]}
         for c in contestants[1:]:
             out[f"ratio vs {c.name}"] = median(eng.walls()) / median(c.walls())
+            out[f"cpu ratio vs {c.name}"] = (median([r.cpu for r in eng.runs])
+                                             / median([r.cpu for r in c.runs]))
             out[f"ratio with sync vs {c.name}"] = (
                 median([r.wall + s for r, s in zip(eng.runs, syncs[eng.name], strict=True)])
                 / median([r.wall + s for r, s in zip(c.runs, syncs[c.name], strict=True)]))
@@ -183,13 +185,17 @@ class FileBench:
 
     # --- part 3 ------------------------------------------------------------------------------
 
-    def rss(self) -> dict[str, int]:
-        """Peak RSS of one dry run and one real run (the tree is restored after)."""
+    def rss(self, dry: int | None = None, real: int | None = None) -> dict[str, int]:
+        """Peak RSS (KiB) of a dry run and a real run; those not given are measured here (a
+        real run is checked and the tree restored after it)."""
         t = self.tree
         t.refresh_fresh()
-        _, dry = self.engine_counts(force=False)
-        n, real = self.engine_counts(force=True)
-        ok, why = t.check_after_delete()
-        if not ok or n != t.counts.old:
-            raise RuntimeError(f"engine real run at {t.total} files: removed {n}; {why}")
-        return {"dry_rss_kb": dry.rss_kb, "real_rss_kb": real.rss_kb}
+        if dry is None:
+            dry = self.engine_counts(force=False)[1].rss_kb
+        if real is None:
+            n, r = self.engine_counts(force=True)
+            ok, why = t.check_after_delete()
+            if not ok or n != t.counts.old:
+                raise RuntimeError(f"engine real run at {t.total} files: removed {n}; {why}")
+            real = r.rss_kb
+        return {"dry_rss_kb": dry, "real_rss_kb": real}

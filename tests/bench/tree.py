@@ -108,11 +108,8 @@ def units(total: int, seed: int = 1) -> Iterator[Unit]:
         u += 1
         unit = Unit(_unit_dir(cat, j))
         n = min(rng.randint(60, 140), total - made)
-        if cat == "jobs" and j % 80 < 4 and n > 2:
-            # a few files one level up (a non-leaf directory with files of its own)
-            n_up = 2
-        else:
-            n_up = 0
+        # a few files one level up (a non-leaf directory with files of its own)
+        n_up = 2 if cat == "jobs" and j % 80 < 4 and n > 2 else 0
         for i in range(n):
             r = rng.random()
             size = rng.randint(100, 3000)

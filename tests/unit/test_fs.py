@@ -9,9 +9,12 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from architect_cleanup import fs
 from architect_cleanup.fs import (
@@ -239,21 +242,13 @@ def test_names_are_matched_before_any_stat(tmp_path: Path, monkeypatch: pytest.M
     touch(tmp_path / "sub" / "one.log")
     touch(tmp_path / "leafless" / "two.log")
     touch(tmp_path / "leafless" / "inner" / "x.dat")
-    from architect_cleanup.targets import logs as logs_mod
-    calls: list[str] = []
-    real = logs_mod.lstat_at
-
-    def counting(d: fs.Dir, name: str) -> os.stat_result:
-        calls.append(name)
-        return real(d, name)
-
-    monkeypatch.setattr(logs_mod, "lstat_at", counting)
     real_stat = os.stat
-    other_stats: list[object] = []
+    log_stats: list[str] = []
+    other_stats: list[str] = []
 
     def watch_stat(path: object, *a: object, **k: object) -> os.stat_result:
-        if isinstance(path, str) and path.endswith(".txt"):
-            other_stats.append(path)
+        if isinstance(path, str) and k.get("dir_fd") is not None:
+            (log_stats if path.endswith(".log") else other_stats).append(path)
         return real_stat(path, *a, **k)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "stat", watch_stat)
@@ -263,8 +258,8 @@ def test_names_are_matched_before_any_stat(tmp_path: Path, monkeypatch: pytest.M
     cfg = make_config(tmp_path, None, logs={"dirs": ["."]}, temp={"enabled": False},
                       backups={"enabled": False})
     CleanupWorker(config=cfg, now=NOW, only=["logs"], record_state=False).run_cleanup()
-    assert sorted(calls) == ["one.log", "two.log"]
-    assert other_stats == []
+    assert sorted(log_stats) == ["one.log", "two.log"]
+    assert [p for p in other_stats if p != fs.CHROMIUM_MARKER] == []  # no .txt, no dirs
 
 
 @needs_root
@@ -351,6 +346,29 @@ def test_patterns_compile_to_one_matcher() -> None:
     m = compile_patterns(["*.log", "*.log.*", "architect_*_worker.log"])
     assert m("a.log") and m("a.log.1") and not m("a.logx") and not m("log")
     assert not compile_patterns([])("anything")
+
+
+@given(patterns=st.lists(st.text(alphabet="ab.*?[]!_", max_size=7), max_size=4),
+       names=st.lists(st.text(alphabet="ab._[]!", max_size=9), max_size=20))
+def test_pattern_prefilters_agree_with_fnmatch(patterns: list[str], names: list[str]) -> None:
+    m = compile_patterns(patterns)
+    for name in names:
+        assert m(name) == any(fnmatchcase(name, p) for p in patterns), (patterns, name)
+
+
+def test_the_walk_hands_out_one_batch_per_directory(tmp_path: Path) -> None:
+    for p in ["leaf/a.log", "leaf/b.log", "leaf/c.txt", "top.log", "mid/d.log", "mid/x/e.txt"]:
+        touch(tmp_path / p)
+    (tmp_path / "mid" / "cache").mkdir()
+    scope = Scope(files=re.compile(r".*\.log\Z").match, claim=re.compile("cache").fullmatch)
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        got = {d.path[len(root.dir.path):] or "/": (sorted(n for n, _ in files),
+                                                  [n for n, _ in dirs])
+               for d, files, dirs in Walker(root, start, scope=lambda _d: scope).batches()}
+        start.close()
+    assert got == {"/": (["top.log"], []), "/leaf": (["a.log", "b.log"], []),
+                   "/mid": (["d.log"], ["cache"])}  # mid/x has no match: no batch
 
 
 def test_display_escapes_newlines_and_undecodable_bytes() -> None:

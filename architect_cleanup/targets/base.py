@@ -289,22 +289,23 @@ class FileTarget(Target):
         for _, sib_st in siblings:
             size += freed_bytes(sib_st)
         if not ctx.dry_run:
-            path = d.join(name)
             try:
                 for sib_name, sib_st in siblings:
                     unlink_checked(d, sib_name, sib_st)
                 unlink_checked(d, name, st)
             except FileNotFoundError:
                 result.skipped += 1
-                ctx.decide(Decision(self.name, path, False, "vanished before removal"))
+                ctx.decide(Decision(self.name, d.join(name), False, "vanished before removal"))
                 return False
             except Changed as exc:
                 result.skipped += 1
                 result.error(str(exc))
-                ctx.decide(Decision(self.name, path, False, "changed since it was checked"))
+                ctx.decide(Decision(self.name, d.join(name), False,
+                                    "changed since it was checked"))
                 return False
             except OSError as exc:
                 result.skipped += 1
+                path = d.join(name)
                 hint = ctx.readonly(self.name, path) if exc.errno == errno.EROFS else ""
                 result.error(f"{display(path)}: {exc.strerror or exc}{hint}")
                 ctx.decide(Decision(self.name, path, False, f"removal failed: {exc.strerror}"))

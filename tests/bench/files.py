@@ -65,7 +65,9 @@ class Contestant:
         return {"cmd": " ".join(self.cmd), "wall_s": [round(w, 3) for w in self.walls()],
                 "median_s": round(median(self.walls()), 3),
                 "cpu_s": [round(r.cpu, 3) for r in self.runs],
-                "rss_kb": [r.rss_kb for r in self.runs]}
+                "rss_kb": [r.rss_kb for r in self.runs],
+                "machine_cpu_stall_s": [round(r.cpu_stall, 2) for r in self.runs],
+                "machine_io_stall_s": [round(r.io_stall, 2) for r in self.runs]}
 
 
 class FileBench:

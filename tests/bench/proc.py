@@ -28,6 +28,23 @@ class Run:
     cpu: float  # user + system seconds of the command
     rc: int
     out: str  # stdout, when captured
+    #: while it ran, how long some task on the machine stalled for CPU / for I/O (PSI): the
+    #: other work on the machine, for reading the figures (this host is shared)
+    cpu_stall: float = 0.0
+    io_stall: float = 0.0
+
+
+def pressure() -> tuple[float, float]:
+    """Seconds some task has stalled waiting for CPU and for I/O since boot (Linux PSI)."""
+    out = []
+    for res in ("cpu", "io"):
+        try:
+            with open(f"/proc/pressure/{res}", encoding="ascii") as fh:
+                line = fh.readline()  # "some avg10=... total=<microseconds>"
+            out.append(int(line.rsplit("total=", 1)[1]) / 1e6)
+        except (OSError, IndexError, ValueError):
+            out.append(0.0)
+    return out[0], out[1]
 
 
 def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
@@ -37,10 +54,12 @@ def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
             tempfile.TemporaryFile() as err:
         out_fh = open(capture, "wb") if capture else open(os.devnull, "wb")  # noqa: SIM115
         try:
+            c0, i0 = pressure()
             t0 = time.perf_counter()
             p = subprocess.run([GNU_TIME, "-q", "-f", "%M %U %S", "-o", tf.name, *cmd],
                                stdout=out_fh, stderr=err, env=env, check=False)
             wall = time.perf_counter() - t0
+            c1, i1 = pressure()
         finally:
             out_fh.close()
         fields = tf.read().split()
@@ -51,7 +70,7 @@ def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
     rss, user, sys_ = (int(fields[-3]), float(fields[-2]), float(fields[-1])) \
         if len(fields) >= 3 else (0, 0.0, 0.0)
     text = capture.read_text(errors="replace") if capture else ""
-    return Run(wall, rss, user + sys_, p.returncode, text)
+    return Run(wall, rss, user + sys_, p.returncode, text, c1 - c0, i1 - i0)
 
 
 def median(xs: Sequence[float]) -> float:

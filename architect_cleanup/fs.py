@@ -524,6 +524,34 @@ def unlink_checked(d: Dir, name: str, judged: os.stat_result) -> None:
     os.unlink(name, dir_fd=d.fd)
 
 
+def unlink_all(d: Dir, judged: list[tuple[str, os.stat_result]]) -> list[Exception | None]:
+    """:func:`unlink_checked` for each of one directory's judged files, in one tight loop.
+
+    Each file is re-checked right before its own unlink, exactly as unlink_checked does; the
+    outcome of each (None when it is gone, else the exception unlink_checked would raise) is
+    returned in order (FileNotFoundError, Changed or another OSError), and the caller does
+    the accounting afterwards. On a disk where every
+    unlink waits for the device (ext4 with ``discard``), what runs between two unlinks is
+    what a deletion costs beyond the disk's own time, so that is kept to the minimum."""
+    fd = d.fd
+    isdir = stat.S_ISDIR
+    out: list[Exception | None] = []
+    for name, was in judged:
+        try:
+            now = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if ((now.st_ino, now.st_dev, now.st_mtime_ns, now.st_ctime_ns)
+                    != (was.st_ino, was.st_dev, was.st_mtime_ns, was.st_ctime_ns)
+                    or isdir(now.st_mode)):
+                out.append(Changed(f"{display(d.join(name))}: changed since it was checked"))
+                continue
+            os.unlink(name, dir_fd=fd)
+        except OSError as exc:
+            out.append(exc)
+            continue
+        out.append(None)
+    return out
+
+
 @dataclass(slots=True)
 class TreeResult:
     """What removing (or pretending to remove) a directory tree did."""

@@ -22,6 +22,7 @@ from architect_cleanup.fs import (
     compile_patterns,
     display,
     freed_bytes,
+    unlink_all,
     unlink_checked,
 )
 from architect_cleanup.journal import fields
@@ -230,6 +231,7 @@ class FileTarget(Target):
         now = ctx.now_ts
         future = ctx.future_limit
         wants = ctx.wants_decisions
+        doomed: list[tuple[str, os.stat_result]] = []
         for name in names:
             if not_ours is not None and not_ours(name):
                 continue
@@ -255,8 +257,53 @@ class FileTarget(Target):
                 else:
                     result.kept += 1
                 continue
-            self.remove(ctx, result, d, name, st,
-                        lambda a=age: f"{age_text(a)} > {limit}")  # type: ignore[misc]
+            doomed.append((name, st))
+        if doomed:
+            self.remove_all(ctx, result, d, doomed,
+                            lambda st: f"{age_text(now - st.st_mtime)} > {limit}")
+
+    def remove_all(self, ctx: RunContext, result: TargetResult, d: Dir,
+                   judged: list[tuple[str, os.stat_result]],
+                   reason: Callable[[os.stat_result], str]) -> None:
+        """Remove one directory's judged files, as :meth:`remove` would one by one: the
+        last-moment reasons first, then every unlink (each re-checked right before) in one
+        loop, then the counts and decisions. *reason* builds a file's reason from its stat,
+        only when someone reads decisions."""
+        go: list[tuple[str, os.stat_result]] = []
+        for name, st in judged:
+            why_keep = self.last_moment_keep(ctx, st)
+            if why_keep is None:
+                go.append((name, st))
+                continue
+            path = d.join(name)
+            if why_keep == "modified in the future":
+                self._warn_future(path, st, ctx)
+            result.skipped += 1
+            self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {reason(st)}")
+        outcomes: list[Exception | None] = [None] * len(go) if ctx.dry_run else unlink_all(d, go)
+        wants = ctx.wants_decisions
+        removed = nbytes = 0
+        for (name, st), exc in zip(go, outcomes, strict=True):
+            if exc is None:
+                size = freed_bytes(st)
+                removed += 1
+                nbytes += size
+                if wants:
+                    ctx.decide(Decision(self.name, d.join(name), True, reason(st), size))
+                continue
+            result.skipped += 1
+            path = d.join(name)
+            if isinstance(exc, FileNotFoundError):
+                ctx.decide(Decision(self.name, path, False, "vanished before removal"))
+            elif isinstance(exc, OSError):
+                hint = ctx.readonly(self.name, path) if exc.errno == errno.EROFS else ""
+                result.error(f"{display(path)}: {exc.strerror or exc}{hint}")
+                ctx.decide(Decision(self.name, path, False, f"removal failed: {exc.strerror}"))
+            else:  # Changed
+                result.error(str(exc))
+                ctx.decide(Decision(self.name, path, False, "changed since it was checked"))
+        result.removed += removed
+        result.bytes += nbytes
 
     def keep(self, ctx: RunContext, result: TargetResult, path: str, reason: str,
              part: str | None = None) -> None:

@@ -46,7 +46,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--small-files", type=int,
                    help="files in the small tree for the RSS comparison (default 100,000)")
     p.add_argument("--rows", type=int, help="task rows (default 2,000,000)")
-    p.add_argument("--repeat", type=int, help="rounds of each comparison (default 5, quick 3)")
+    p.add_argument("--repeat", type=int, help="rounds of the dry-run comparison (default 5, "
+                   "quick 3)")
+    p.add_argument("--real-repeat", type=int, help="rounds of the real runs (default 3, quick "
+                   "1; each round deletes the old files three times and restores them)")
     p.add_argument("--parts", default="1,2,3,4", help="which parts to run (default all)")
     p.add_argument("--dir", type=Path, default=REPO / ".cache" / "bench",
                    help="where generated data lives (default .cache/bench)")
@@ -56,7 +59,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.small_files = a.small_files or a.files // 10
     a.rows = a.rows or (200_000 if a.quick else 2_000_000)
     a.repeat = a.repeat or (3 if a.quick else 5)
-    a.real_repeat = max(1, a.repeat - 2) if a.quick else a.repeat
+    a.real_repeat = a.real_repeat or (1 if a.quick else 3)
     a.parts = {s.strip() for s in a.parts.split(",") if s.strip()}
     a.json = a.json or a.dir / "results.json"
     return a

@@ -137,6 +137,26 @@ def test_unlink_refuses_a_file_replaced_since_it_was_judged(tmp_path: Path) -> N
         d.close()
 
 
+def test_unlink_all_rechecks_each_file_right_before_its_own_unlink(tmp_path: Path) -> None:
+    for n in ("keep-going.log", "replaced.log", "vanished.log", "now-a-dir.log", "last.log"):
+        touch(tmp_path / n, age=100)
+    with Root.open(str(tmp_path)) as root:
+        d = root.open_path(".")
+        judged = [(n, fs.lstat_at(d, n)) for n in sorted(os.listdir(tmp_path))]
+        (tmp_path / "replaced.log").unlink()
+        touch(tmp_path / "replaced.log", age=100)  # same name and mtime, new inode
+        (tmp_path / "vanished.log").unlink()
+        (tmp_path / "now-a-dir.log").unlink()
+        (tmp_path / "now-a-dir.log").mkdir()
+        outcome = dict(zip([n for n, _ in judged], fs.unlink_all(d, judged), strict=True))
+        d.close()
+    assert outcome["keep-going.log"] is None and outcome["last.log"] is None
+    assert isinstance(outcome["replaced.log"], Changed)
+    assert isinstance(outcome["vanished.log"], FileNotFoundError)
+    assert isinstance(outcome["now-a-dir.log"], Changed)
+    assert sorted(os.listdir(tmp_path)) == ["now-a-dir.log", "replaced.log"]
+
+
 def test_walk_goes_deeper_than_the_recursion_limit_and_the_fd_window(tmp_path: Path) -> None:
     depth = max(sys.getrecursionlimit(), fs.FD_WINDOW * 3) + 50
     base = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)

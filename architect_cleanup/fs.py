@@ -21,7 +21,9 @@ and inode as before, or the walk stops.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import os
 import re
 import resource
@@ -518,24 +520,106 @@ def unlink_checked(d: Dir, name: str, judged: os.stat_result) -> None:
     """Unlink *name* in *d* if it is still the file that was judged (never a directory).
 
     Raises FileNotFoundError when it vanished, Changed when it was replaced, OSError else."""
-    now = lstat_at(d, name)
-    if not same_file(now, judged) or stat.S_ISDIR(now.st_mode):
-        raise Changed(f"{display(d.join(name))}: changed since it was checked")
-    os.unlink(name, dir_fd=d.fd)
+    exc = unlink_all(d, [(name, judged)])[0]
+    if exc is not None:
+        raise exc
+
+
+#: The private name a file takes, in a directory others can write, between its last check
+#: and its unlink (see :func:`_unlink_guarded`).
+QUARANTINE = ".architect-cleanup-deleting."
+_NAME_MAX = 255
+_RENAME_NOREPLACE = 1
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library, for the calls Python's os module lacks."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _rename_noreplace(fd: int, old: str, new: str) -> None:
+    """renameat2(fd, old, fd, new, RENAME_NOREPLACE): never replaces an existing *new*."""
+    if libc().renameat2(fd, os.fsencode(old), fd, os.fsencode(new), _RENAME_NOREPLACE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), old)
+
+
+def shared_dir(d: Dir) -> bool:
+    """Can someone other than this process rename a file over a name in *d*?"""
+    st = os.fstat(d.fd)
+    return st.st_uid != os.geteuid() or bool(st.st_mode & 0o022)
+
+
+def _unlink_guarded(d: Dir, name: str, was: os.stat_result) -> Exception | None:
+    """Remove *name* in a directory others can write, leaving no moment in which a file
+    renamed over the name after its last check is removed instead of the judged one.
+
+    The entry is first renamed (``RENAME_NOREPLACE``) to a private name, which moves whatever
+    is under *name* at that instant; that is checked again and unlinked only when it is the
+    judged file (same device, inode, mtime and size: the rename itself moves ctime), else it
+    is renamed back. A writer that renames a new file over *name* now finds the name free or
+    gets its file back under it. A name too long for the prefix gets the plain check; a run
+    killed between the two renames leaves ``.architect-cleanup-deleting.<name>``, judged by
+    the rules like any other name in the next run."""
+    path = d.join(name)
+    fd = d.fd
+    now = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    if not same_file(now, was) or stat.S_ISDIR(now.st_mode):
+        return Changed(f"{display(path)}: changed since it was checked")
+    priv = QUARANTINE + name
+    if len(os.fsencode(priv)) > _NAME_MAX:
+        os.unlink(name, dir_fd=fd)
+        return None
+    try:
+        _rename_noreplace(fd, name, priv)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            os.unlink(name, dir_fd=fd)  # no RENAME_NOREPLACE here (NFS...): the plain check
+            return None
+        if exc.errno == errno.EEXIST:
+            return Changed(f"{display(path)}: {display(priv)} is in the way (left by an "
+                           "interrupted run?); left alone")
+        if exc.errno == errno.ENOENT:
+            return FileNotFoundError(errno.ENOENT, exc.strerror, path)
+        raise
+    got = os.stat(priv, dir_fd=fd, follow_symlinks=False)
+    if ((got.st_dev, got.st_ino, got.st_mtime_ns, got.st_size)
+            == (was.st_dev, was.st_ino, was.st_mtime_ns, was.st_size)
+            and not stat.S_ISDIR(got.st_mode)):
+        os.unlink(priv, dir_fd=fd)
+        return None
+    try:
+        _rename_noreplace(fd, priv, name)
+    except OSError as exc:
+        return Changed(f"{display(path)}: replaced at the moment of its removal; left alone "
+                       f"as {display(d.join(priv))} ({exc.strerror})")
+    return Changed(f"{display(path)}: replaced at the moment of its removal; left alone")
 
 
 def unlink_all(d: Dir, judged: list[tuple[str, os.stat_result]]) -> list[Exception | None]:
     """:func:`unlink_checked` for each of one directory's judged files, in one tight loop.
 
-    Each file is re-checked right before its own unlink, exactly as unlink_checked does; the
-    outcome of each (None when it is gone, else the exception unlink_checked would raise) is
-    returned in order (FileNotFoundError, Changed or another OSError), and the caller does
-    the accounting afterwards. On a disk where every
-    unlink waits for the device (ext4 with ``discard``), what runs between two unlinks is
-    what a deletion costs beyond the disk's own time, so that is kept to the minimum."""
-    fd = d.fd
-    isdir = stat.S_ISDIR
+    Each file is re-checked right before its own unlink; the outcome of each (None when it is
+    gone, else the exception unlink_checked would raise: FileNotFoundError, Changed or another
+    OSError) is returned in order, and the caller does the accounting afterwards. On a disk
+    where every unlink waits for the device (ext4 with ``discard``), what runs between two
+    unlinks is what a deletion costs beyond the disk's own time, so that is kept to the
+    minimum. In a directory someone else can write (:func:`shared_dir`), each file goes
+    through :func:`_unlink_guarded` instead, which closes the moment between check and
+    unlink."""
     out: list[Exception | None] = []
+    if not judged:
+        return out
+    fd = d.fd
+    if shared_dir(d):
+        for name, was in judged:
+            try:
+                out.append(_unlink_guarded(d, name, was))
+            except OSError as exc:
+                out.append(exc)
+        return out
+    isdir = stat.S_ISDIR
     for name, was in judged:
         try:
             now = os.stat(name, dir_fd=fd, follow_symlinks=False)

@@ -13,15 +13,17 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CLEAN_PATH)
 # Runtime: python3-systemd, python3-tomli-w. Tests: pytest, hypothesis, flask, gunicorn;
 # restic and python3-cryptography for the retention cross-check against restic's forget.
 # Packaging and system tests: debhelper ... systemd-container, mmdebstrap.
+# Benchmarks: time (GNU time: a command's own peak RSS), findutils, systemd (tmpfiles).
 APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pytest \
 	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
-	restic python3-cryptography \
+	restic python3-cryptography time findutils \
 	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all help2man \
 	lintian fakeroot systemd systemd-container mmdebstrap
 
 DEMO := $(CURDIR)/.demo
 
-.PHONY: setup run test unit lint reliability system system-if-possible deb version-check bench stress clean distclean
+.PHONY: setup run test unit lint reliability system system-if-possible deb version-check bench \
+	bench-quick stress clean distclean
 
 setup: $(VENV)/.stamp
 
@@ -122,6 +124,21 @@ version-check:
 	if [ -z "$(VERSION)" ] || [ "$${v%-*}" != "$(VERSION)" ]; then \
 		echo "version mismatch: architect_cleanup/__init__.py has '$(VERSION)'," \
 		     "packaging/debian/changelog has '$(DEB_VERSION)'" >&2; exit 1; fi
+
+## bench: SPEC section 10 measured against find, systemd-tmpfiles and a plain DELETE on
+## generated data in .cache/bench (1M files, 2M rows; about 30 minutes, most of it deleting
+## files on this disk). `make bench-quick` (or ARGS=--quick): 100k files, 200k rows, ~1 min.
+## The table is printed and written as JSON to .cache/bench/results.json; exit 1 when a goal
+## is not met. Not part of `make test`.
+bench: setup
+	@command -v /usr/bin/time >/dev/null || { echo "== installing Debian packages: time"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time \
+		</dev/null; }
+	$(VPY) -m compileall -q architect_cleanup  # byte-compiled, as the package installs it
+	$(VPY) tests/bench/run.py $(ARGS)
+
+bench-quick:
+	$(MAKE) bench ARGS="--quick $(ARGS)"
 
 clean:
 	rm -rf $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

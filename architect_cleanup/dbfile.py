@@ -36,9 +36,7 @@ is created by path each time), reaches only files the database's owner may write
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
-import functools
 import logging
 import os
 import sqlite3
@@ -46,7 +44,7 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from architect_cleanup.fs import Dir, FsError, Root, display
+from architect_cleanup.fs import Dir, FsError, Root, display, libc
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +60,14 @@ _SHARED_SIZE = 510
 _INVALID_ID = 0xFFFFFFFF
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def _set_fs_ids(uid: int, gid: int) -> bool:
     """Set this thread's file-system uid and gid; True when both took (the kernel says
     nothing on failure, so ask back)."""
-    libc = _libc()
-    libc.setfsgid(gid)
-    libc.setfsuid(uid)
-    now_uid: int = libc.setfsuid(_INVALID_ID)
-    now_gid: int = libc.setfsgid(_INVALID_ID)
+    c = libc()
+    c.setfsgid(gid)
+    c.setfsuid(uid)
+    now_uid: int = c.setfsuid(_INVALID_ID)
+    now_gid: int = c.setfsgid(_INVALID_ID)
     return (now_uid, now_gid) == (uid, gid)
 
 
@@ -100,9 +93,9 @@ class Pinned:
         """Work on the file system as the database's owner from now on (this thread only),
         until :meth:`close`. Raises Refused when a privileged process cannot: opening the
         database as root would let a swapped path hand others' files to the owner."""
-        libc = _libc()
-        cur_uid: int = libc.setfsuid(_INVALID_ID)
-        cur_gid: int = libc.setfsgid(_INVALID_ID)
+        c = libc()
+        cur_uid: int = c.setfsuid(_INVALID_ID)
+        cur_gid: int = c.setfsgid(_INVALID_ID)
         if (cur_uid, cur_gid) == (self.uid, self.gid):
             return
         if _set_fs_ids(self.uid, self.gid):

@@ -21,7 +21,9 @@ and inode as before, or the walk stops.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import os
 import re
 import resource
@@ -29,6 +31,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import translate
+from typing import Any
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Open descriptors kept per walk; deeper ancestors are closed and re-opened through "..".
@@ -70,12 +73,33 @@ def patterns_regex(patterns: Iterable[str]) -> str:
 
 
 def compile_patterns(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """A predicate: does a name match any of the shell patterns?"""
+    """A predicate: does a name match any of the shell patterns?
+
+    When every pattern starts (or every one ends) with literal text, a name is first checked
+    with ``str.startswith``/``str.endswith`` on those literals, and only a name that passes
+    pays for the regular expression (``architect_*_worker.log`` is asked of every log file)."""
     pats = list(patterns)
     if not pats:
         return lambda _name: False
     match = re.compile(patterns_regex(pats)).match
+    heads = tuple(_literal_head(p) for p in pats)
+    tails = tuple(_literal_tail(p) for p in pats)
+    if all(heads):
+        return lambda name: name.startswith(heads) and match(name) is not None
+    if all(tails):
+        return lambda name: name.endswith(tails) and match(name) is not None
     return lambda name: match(name) is not None
+
+
+def _literal_head(pattern: str) -> str:
+    """Text every match of a shell pattern starts with (up to its first wildcard)."""
+    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    return pattern[:cut]
+
+
+def _literal_tail(pattern: str) -> str:
+    """Text every match of a shell pattern ends with (after its last wildcard or bracket)."""
+    return pattern[max(pattern.rfind(c) for c in "*?[]") + 1:]
 
 
 def display(path: str) -> str:
@@ -274,8 +298,9 @@ class _Level:
     subdirs: list[str] = field(default_factory=list)
 
 
-#: A compiled name matcher: ``re.Pattern.match`` bound to a pattern (truthy on a match).
-Matcher = Callable[[str], "re.Match[str] | None"]
+#: A compiled name matcher: None when a name does not match, else what the consumer needs
+#: (``re.Pattern.match`` bound to a pattern returns a match object, e.g. for its lastgroup).
+Matcher = Callable[[str], Any]
 #: Called for every directory skipped with its reason (exclusions, mounts, errors).
 SkipSink = Callable[[str, str], None]
 
@@ -298,13 +323,22 @@ class Scope:
 ScopeFn = Callable[[Dir], Scope]
 
 
+#: One listed directory's matches: ``(dir, [(file name, match)], [(dir name, match)])``.
+Batch = tuple[Dir, list[tuple[str, Any]], list[tuple[str, Any]]]
+
+
 class Walker:
     """A streaming, fd-relative, depth-first walk below one directory of a Root.
 
-    Iterating yields ``(dir, name, is_dir, match)`` only for entries whose name the scope
-    matches: files for ``scope.files`` and claimed directories for ``scope.claim``. Nothing
-    is stat'ed here: the consumer pays for ``lstat`` only on names it wants. ``dir`` stays
-    open until the walk moves on, so the consumer may act on the entry with ``dir.fd``.
+    :meth:`batches` yields, per directory, the entries whose name the scope matches: files
+    for ``scope.files`` and claimed directories for ``scope.claim``, each with what the
+    matcher returned. Nothing is stat'ed here: the consumer pays for ``lstat`` only on names
+    it wants. The directory stays open until the consumer asks for the next batch, so it may
+    act on the entries with ``dir.fd``. Iterating the walker itself yields the same entries
+    one by one as ``(dir, name, is_dir, match)``.
+
+    Memory holds one directory's matching names at a time (``os.listdir`` holds all of a
+    leaf directory's names anyway), plus the names of sub-directories still to visit.
 
     Directories whose link count says they have no sub-directories (the classic leaf
     optimisation of find: ``st_nlink == 2``) are read with ``os.listdir``, which is cheaper
@@ -323,7 +357,14 @@ class Walker:
         self.on_dir = on_dir
         self.entries_seen = 0
 
-    def __iter__(self) -> Iterator[tuple[Dir, str, bool, re.Match[str]]]:
+    def __iter__(self) -> Iterator[tuple[Dir, str, bool, Any]]:
+        for d, files, dirs in self.batches():
+            for name, m in files:
+                yield d, name, False, m
+            for name, m in dirs:
+                yield d, name, True, m
+
+    def batches(self) -> Iterator[Batch]:
         stack: list[_Level] = [_Level(self.start)]
         on_skip = self.on_skip
         try:
@@ -333,21 +374,22 @@ class Walker:
                     # --- list one directory, handing out matching names ----------------
                     d = level.dir
                     sc = self.scope(d)
-                    files, claim, exclude = sc.files, sc.claim, sc.exclude
-                    descend = self.max_depth is None or len(stack) <= self.max_depth
-                    if d.nlink == 2 and (files is not None):
+                    files = sc.files
+                    if d.nlink == 2 and files is not None:
                         try:
                             names = os.listdir(d.fd)
                         except OSError as exc:
                             on_skip(d.path, f"cannot list: {exc.strerror}")
                             names = []
                         self.entries_seen += len(names)
-                        for name in names:
-                            m = files(name)
-                            if m is not None:
-                                yield d, name, False, m
+                        found = [(n, m) for n in names if (m := files(n)) is not None]
+                        if found:
+                            yield d, found, []
                     elif d.nlink != 2:
-                        yield from self._scan(level, files, claim, exclude, descend)
+                        descend = self.max_depth is None or len(stack) <= self.max_depth
+                        found, claimed = self._scan(level, sc, descend)
+                        if found or claimed:
+                            yield d, found, claimed
                     if self.on_dir is not None:
                         self.on_dir()
                     level = None
@@ -399,16 +441,20 @@ class Walker:
             raise WalkAborted(f"{display(parent.path)}: moved during the walk; stopping here")
         parent.fd = fd
 
-    def _scan(self, level: _Level, files: Matcher | None, claim: Matcher | None,
-              exclude: Matcher | None, descend: bool
-              ) -> Iterator[tuple[Dir, str, bool, re.Match[str]]]:
+    def _scan(self, level: _Level, sc: Scope, descend: bool
+              ) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+        """List a directory that has sub-directories: matching files, claimed directories,
+        and (in ``level.subdirs``) the directories to enter."""
         d = level.dir
+        files, claim, exclude = sc.files, sc.claim, sc.exclude
         subdirs = level.subdirs
+        found: list[tuple[str, Any]] = []
+        claimed: list[tuple[str, Any]] = []
         try:
             it = os.scandir(d.fd)
         except OSError as exc:
             self.on_skip(d.path, f"cannot list: {exc.strerror}")
-            return
+            return found, claimed
         seen = 0
         with it:
             while True:
@@ -429,7 +475,7 @@ class Walker:
                     if files is not None:
                         m = files(name)
                         if m is not None:
-                            yield d, name, False, m
+                            found.append((name, m))
                     continue
                 if not descend:
                     continue
@@ -439,11 +485,12 @@ class Walker:
                 if claim is not None:
                     m = claim(name)
                     if m is not None:
-                        yield d, name, True, m
+                        claimed.append((name, m))
                         continue
                 subdirs.append(name)
         self.entries_seen += seen
         subdirs.reverse()  # pop() then visits them in listing order
+        return found, claimed
 
 
 # --- deleting --------------------------------------------------------------------------------
@@ -473,10 +520,120 @@ def unlink_checked(d: Dir, name: str, judged: os.stat_result) -> None:
     """Unlink *name* in *d* if it is still the file that was judged (never a directory).
 
     Raises FileNotFoundError when it vanished, Changed when it was replaced, OSError else."""
-    now = lstat_at(d, name)
-    if not same_file(now, judged) or stat.S_ISDIR(now.st_mode):
-        raise Changed(f"{display(d.join(name))}: changed since it was checked")
-    os.unlink(name, dir_fd=d.fd)
+    exc = unlink_all(d, [(name, judged)])[0]
+    if exc is not None:
+        raise exc
+
+
+#: The private name a file takes, in a directory others can write, between its last check
+#: and its unlink (see :func:`_unlink_guarded`).
+QUARANTINE = ".architect-cleanup-deleting."
+_NAME_MAX = 255
+_RENAME_NOREPLACE = 1
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library, for the calls Python's os module lacks."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _rename_noreplace(fd: int, old: str, new: str) -> None:
+    """renameat2(fd, old, fd, new, RENAME_NOREPLACE): never replaces an existing *new*."""
+    if libc().renameat2(fd, os.fsencode(old), fd, os.fsencode(new), _RENAME_NOREPLACE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), old)
+
+
+def shared_dir(d: Dir) -> bool:
+    """Can someone other than this process rename a file over a name in *d*?"""
+    st = os.fstat(d.fd)
+    return st.st_uid != os.geteuid() or bool(st.st_mode & 0o022)
+
+
+def _unlink_guarded(d: Dir, name: str, was: os.stat_result) -> Exception | None:
+    """Remove *name* in a directory others can write, leaving no moment in which a file
+    renamed over the name after its last check is removed instead of the judged one.
+
+    The entry is first renamed (``RENAME_NOREPLACE``) to a private name, which moves whatever
+    is under *name* at that instant; that is checked again and unlinked only when it is the
+    judged file (same device, inode, mtime and size: the rename itself moves ctime), else it
+    is renamed back. A writer that renames a new file over *name* now finds the name free or
+    gets its file back under it. A name too long for the prefix gets the plain check; a run
+    killed between the two renames leaves ``.architect-cleanup-deleting.<name>``, judged by
+    the rules like any other name in the next run."""
+    path = d.join(name)
+    fd = d.fd
+    now = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    if not same_file(now, was) or stat.S_ISDIR(now.st_mode):
+        return Changed(f"{display(path)}: changed since it was checked")
+    priv = QUARANTINE + name
+    if len(os.fsencode(priv)) > _NAME_MAX:
+        os.unlink(name, dir_fd=fd)
+        return None
+    try:
+        _rename_noreplace(fd, name, priv)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            os.unlink(name, dir_fd=fd)  # no RENAME_NOREPLACE here (NFS...): the plain check
+            return None
+        if exc.errno == errno.EEXIST:
+            return Changed(f"{display(path)}: {display(priv)} is in the way (left by an "
+                           "interrupted run?); left alone")
+        if exc.errno == errno.ENOENT:
+            return FileNotFoundError(errno.ENOENT, exc.strerror, path)
+        raise
+    got = os.stat(priv, dir_fd=fd, follow_symlinks=False)
+    if ((got.st_dev, got.st_ino, got.st_mtime_ns, got.st_size)
+            == (was.st_dev, was.st_ino, was.st_mtime_ns, was.st_size)
+            and not stat.S_ISDIR(got.st_mode)):
+        os.unlink(priv, dir_fd=fd)
+        return None
+    try:
+        _rename_noreplace(fd, priv, name)
+    except OSError as exc:
+        return Changed(f"{display(path)}: replaced at the moment of its removal; left alone "
+                       f"as {display(d.join(priv))} ({exc.strerror})")
+    return Changed(f"{display(path)}: replaced at the moment of its removal; left alone")
+
+
+def unlink_all(d: Dir, judged: list[tuple[str, os.stat_result]]) -> list[Exception | None]:
+    """:func:`unlink_checked` for each of one directory's judged files, in one tight loop.
+
+    Each file is re-checked right before its own unlink; the outcome of each (None when it is
+    gone, else the exception unlink_checked would raise: FileNotFoundError, Changed or another
+    OSError) is returned in order, and the caller does the accounting afterwards. On a disk
+    where every unlink waits for the device (ext4 with ``discard``), what runs between two
+    unlinks is what a deletion costs beyond the disk's own time, so that is kept to the
+    minimum. In a directory someone else can write (:func:`shared_dir`), each file goes
+    through :func:`_unlink_guarded` instead, which closes the moment between check and
+    unlink."""
+    out: list[Exception | None] = []
+    if not judged:
+        return out
+    fd = d.fd
+    if shared_dir(d):
+        for name, was in judged:
+            try:
+                out.append(_unlink_guarded(d, name, was))
+            except OSError as exc:
+                out.append(exc)
+        return out
+    isdir = stat.S_ISDIR
+    for name, was in judged:
+        try:
+            now = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if ((now.st_ino, now.st_dev, now.st_mtime_ns, now.st_ctime_ns)
+                    != (was.st_ino, was.st_dev, was.st_mtime_ns, was.st_ctime_ns)
+                    or isdir(now.st_mode)):
+                out.append(Changed(f"{display(d.join(name))}: changed since it was checked"))
+                continue
+            os.unlink(name, dir_fd=fd)
+        except OSError as exc:
+            out.append(exc)
+            continue
+        out.append(None)
+    return out
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from stat import S_ISLNK, S_ISREG
 from typing import ClassVar, TypedDict
 
 from architect_cleanup.config import Config, format_duration
@@ -21,6 +22,7 @@ from architect_cleanup.fs import (
     compile_patterns,
     display,
     freed_bytes,
+    unlink_all,
     unlink_checked,
 )
 from architect_cleanup.journal import fields
@@ -213,6 +215,96 @@ class FileTarget(Target):
             return "open by a running process"
         return None
 
+    def judge_by_age(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str],
+                     *, max_age: float, limit: str, young: str,
+                     not_ours: Callable[[str], bool] | None = None,
+                     protected: Callable[[str], bool] | None = None,
+                     protected_reason: str = "") -> None:
+        """The age rule over one directory's matching names: a file (or symlink) whose own
+        mtime is more than *max_age* seconds before ``now`` is removed, a younger one kept.
+
+        Names *not_ours* says belong to another target are passed over; names *protected*
+        says are kept with *protected_reason*; only the rest pay for an ``lstat``. This loop
+        runs once per candidate file, so it keeps to locals and builds reasons only when
+        someone reads them."""
+        fd = d.fd
+        now = ctx.now_ts
+        future = ctx.future_limit
+        wants = ctx.wants_decisions
+        doomed: list[tuple[str, os.stat_result]] = []
+        for name in names:
+            if not_ours is not None and not_ours(name):
+                continue
+            if protected is not None and protected(name):
+                self.keep(ctx, result, d.join(name), protected_reason)
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue  # vanished since the listing
+            mode = st.st_mode
+            if not (S_ISREG(mode) or S_ISLNK(mode)):
+                self.keep(ctx, result, d.join(name), "not a regular file")
+                continue
+            age = now - st.st_mtime
+            if age <= max_age:
+                if st.st_mtime > future:
+                    self._warn_future(d.join(name), st, ctx)
+                    self.keep(ctx, result, d.join(name), "modified in the future")
+                elif wants:
+                    self.keep(ctx, result, d.join(name),
+                              f"{age_text(max(age, 0))}, {young} {limit}")
+                else:
+                    result.kept += 1
+                continue
+            doomed.append((name, st))
+        if doomed:
+            self.remove_all(ctx, result, d, doomed,
+                            lambda st: f"{age_text(now - st.st_mtime)} > {limit}")
+
+    def remove_all(self, ctx: RunContext, result: TargetResult, d: Dir,
+                   judged: list[tuple[str, os.stat_result]],
+                   reason: Callable[[os.stat_result], str]) -> None:
+        """Remove one directory's judged files, as :meth:`remove` would one by one: the
+        last-moment reasons first, then every unlink (each re-checked right before) in one
+        loop, then the counts and decisions. *reason* builds a file's reason from its stat,
+        only when someone reads decisions."""
+        go: list[tuple[str, os.stat_result]] = []
+        for name, st in judged:
+            why_keep = self.last_moment_keep(ctx, st)
+            if why_keep is None:
+                go.append((name, st))
+                continue
+            path = d.join(name)
+            if why_keep == "modified in the future":
+                self._warn_future(path, st, ctx)
+            result.skipped += 1
+            self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {reason(st)}")
+        outcomes: list[Exception | None] = [None] * len(go) if ctx.dry_run else unlink_all(d, go)
+        wants = ctx.wants_decisions
+        removed = nbytes = 0
+        for (name, st), exc in zip(go, outcomes, strict=True):
+            if exc is None:
+                size = freed_bytes(st)
+                removed += 1
+                nbytes += size
+                if wants:
+                    ctx.decide(Decision(self.name, d.join(name), True, reason(st), size))
+                continue
+            result.skipped += 1
+            path = d.join(name)
+            if isinstance(exc, FileNotFoundError):
+                ctx.decide(Decision(self.name, path, False, "vanished before removal"))
+            elif isinstance(exc, OSError):
+                hint = ctx.readonly(self.name, path) if exc.errno == errno.EROFS else ""
+                result.error(f"{display(path)}: {exc.strerror or exc}{hint}")
+                ctx.decide(Decision(self.name, path, False, f"removal failed: {exc.strerror}"))
+            else:  # Changed
+                result.error(str(exc))
+                ctx.decide(Decision(self.name, path, False, "changed since it was checked"))
+        result.removed += removed
+        result.bytes += nbytes
+
     def keep(self, ctx: RunContext, result: TargetResult, path: str, reason: str,
              part: str | None = None) -> None:
         result.kept += 1
@@ -244,22 +336,23 @@ class FileTarget(Target):
         for _, sib_st in siblings:
             size += freed_bytes(sib_st)
         if not ctx.dry_run:
-            path = d.join(name)
             try:
                 for sib_name, sib_st in siblings:
                     unlink_checked(d, sib_name, sib_st)
                 unlink_checked(d, name, st)
             except FileNotFoundError:
                 result.skipped += 1
-                ctx.decide(Decision(self.name, path, False, "vanished before removal"))
+                ctx.decide(Decision(self.name, d.join(name), False, "vanished before removal"))
                 return False
             except Changed as exc:
                 result.skipped += 1
                 result.error(str(exc))
-                ctx.decide(Decision(self.name, path, False, "changed since it was checked"))
+                ctx.decide(Decision(self.name, d.join(name), False,
+                                    "changed since it was checked"))
                 return False
             except OSError as exc:
                 result.skipped += 1
+                path = d.join(name)
                 hint = ctx.readonly(self.name, path) if exc.errno == errno.EROFS else ""
                 result.error(f"{display(path)}: {exc.strerror or exc}{hint}")
                 ctx.decide(Decision(self.name, path, False, f"removal failed: {exc.strerror}"))

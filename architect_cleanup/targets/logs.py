@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import stat
 
 from architect_cleanup.config import format_duration
-from architect_cleanup.fs import Dir, FsError, Scope, Walker, lstat_at, patterns_regex
+from architect_cleanup.fs import Dir, FsError, Scope, Walker, patterns_regex
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.backups import backup_dirs
-from architect_cleanup.targets.base import RunContext, age_text, matcher, register, under
+from architect_cleanup.targets.base import RunContext, matcher, register, under
 from architect_cleanup.targets.tree import TreeTarget
 
 
@@ -40,30 +39,14 @@ class Logs(TreeTarget):
         self._backup_dirs = frozenset(cfg.resolve(rel) for _, rel, _ in backup_dirs(ctx)) \
             if cfg.backups.enabled else frozenset()
 
-    def on_file(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
-        if self._backup_dirs and self._is_backup(name) and under(d.path, self._backup_dirs):
-            return  # a backup, judged by the backups target
-        if self._protected(name):
-            self.keep(ctx, result, d.join(name), "active worker log (logs.protect)")
-            return
-        try:
-            st = lstat_at(d, name)
-        except OSError:
-            return  # vanished
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-            self.keep(ctx, result, d.join(name), "not a regular file")
-            return
-        age = ctx.now_ts - st.st_mtime
-        if age <= self._max_age:
-            if st.st_mtime > ctx.future_limit:
-                self._warn_future(d.join(name), st, ctx)
-                self.keep(ctx, result, d.join(name), "modified in the future")
-            elif ctx.wants_decisions:
-                self.keep(ctx, result, d.join(name), f"{age_text(age)}, within {self._limit}")
-            else:
-                result.kept += 1
-            return
-        self.remove(ctx, result, d, name, st, lambda: f"{age_text(age)} > {self._limit}")
+    def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
+                 ) -> None:
+        # in a backup directory, backups are the backups target's (one check per directory)
+        in_backups = bool(self._backup_dirs) and under(d.path, self._backup_dirs)
+        self.judge_by_age(ctx, result, d, names, max_age=self._max_age, limit=self._limit,
+                          young="within", not_ours=self._is_backup if in_backups else None,
+                          protected=self._protected,
+                          protected_reason="active worker log (logs.protect)")
 
     def finish(self, ctx: RunContext, result: TargetResult) -> None:
         """Our own logs at the top level of tmp_dir (never below it: not ours)."""
@@ -79,6 +62,6 @@ class Logs(TreeTarget):
         scope = Scope(files=re.compile(patterns_regex(cfg.tmp_patterns)).match)
         with contextlib.closing(start):
             walker = Walker(tmp, start, scope=lambda _d: scope, max_depth=0)
-            for d, name, _is_dir, _m in walker:
-                self.on_file(ctx, result, d, name)
+            for d, files, _dirs in walker.batches():
+                self.on_files(ctx, result, d, [name for name, _m in files])
             result.checked += walker.entries_seen

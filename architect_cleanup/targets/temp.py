@@ -9,7 +9,6 @@ left to the backups target.
 from __future__ import annotations
 
 import os
-import stat
 
 from architect_cleanup.config import format_duration
 from architect_cleanup.fs import Dir, lstat_at, remove_tree
@@ -46,29 +45,13 @@ class Temp(TreeTarget):
         self._is_backup = matcher(cfg.backups.patterns) if cfg.backups.enabled else None
         self._backup_dirs = frozenset(cfg.resolve(rel) for _, rel, _ in backup_dirs(ctx))
 
-    def on_file(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
-        if (self._is_backup is not None and self._is_backup(name)
-                and under(d.path, self._backup_dirs)):
-            return  # a backup, judged by the backups target
-        try:
-            st = lstat_at(d, name)
-        except OSError:
-            return
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-            self.keep(ctx, result, d.join(name), "not a regular file")
-            return
-        age = ctx.now_ts - st.st_mtime
-        if age <= self._min_age:
-            if st.st_mtime > ctx.future_limit:
-                self._warn_future(d.join(name), st, ctx)
-                self.keep(ctx, result, d.join(name), "modified in the future")
-            elif ctx.wants_decisions:
-                self.keep(ctx, result, d.join(name),
-                          f"{age_text(max(age, 0))}, younger than {self._limit}")
-            else:
-                result.kept += 1
-            return
-        self.remove(ctx, result, d, name, st, lambda: f"{age_text(age)} > {self._limit}")
+    def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
+                 ) -> None:
+        # in a backup directory, backups are the backups target's (one check per directory)
+        in_backups = self._is_backup is not None and under(d.path, self._backup_dirs)
+        self.judge_by_age(ctx, result, d, names, max_age=self._min_age, limit=self._limit,
+                          young="younger than",
+                          not_ours=self._is_backup if in_backups else None)
 
     def on_dir(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
         path = d.join(name)

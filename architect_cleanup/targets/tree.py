@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: How many directories' answers _Scopes keeps (the current path and recent siblings).
 _BELOW_MEMO = 1024
+#: A target judges at most this many names of one directory between two stop checks.
+CHUNK = 1024
 
 
 class TreeTarget(FileTarget):
@@ -43,8 +45,13 @@ class TreeTarget(FileTarget):
     def prepare(self, ctx: RunContext, result: TargetResult) -> None:
         """Set up per-run state before the walk."""
 
-    def on_file(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
+    def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
+                 ) -> None:
+        """Judge the files of one directory whose names this target's patterns matched."""
         raise NotImplementedError
+
+    def on_file(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
+        self.on_files(ctx, result, d, [name])
 
     def on_dir(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
         """A directory this target claimed by name (not entered by the walk)."""
@@ -186,24 +193,29 @@ def _walk_one(ctx: RunContext, root: Root, rel: str, scopes: _Scopes,
             ctx.status(f"{label}: {walker.entries_seen:,} files checked")
 
         walker.on_dir = tick
-        n = 0
-        for d, name, is_dir, match in walker:
-            n += 1
-            if not n & 1023:  # also inside one huge directory: stop (SIGTERM) and progress
-                tick()
-            group = match.lastgroup
-            m = by_group[group] if group is not None else members[0]
-            if m.failed or m.passive:
-                continue
-            try:  # (inlined _guard: this loop runs once per matching file)
-                if is_dir:
-                    m.target.on_dir(ctx, m.result, d, name)
+        first = members[0]
+        for d, files, dirs in walker.batches():
+            # one directory's matching names, handed to their targets a list at a time
+            per: dict[str | None, list[str]] = {}
+            for name, match in files:
+                group = match.lastgroup
+                names = per.get(group)
+                if names is None:
+                    per[group] = [name]
                 else:
-                    m.target.on_file(ctx, m.result, d, name)
-            except Interrupted:
-                raise
-            except Exception as exc:
-                _fail(m, exc)
+                    names.append(name)
+            for group, names in per.items():
+                m = by_group[group] if group is not None else first
+                for i in range(0, len(names), CHUNK):
+                    if i:  # also inside one huge directory: stop (SIGTERM) and progress
+                        tick()
+                    if not (m.failed or m.passive):
+                        _guard(m, m.target.on_files, ctx, m.result, d, names[i:i + CHUNK])
+            for name, match in dirs:
+                group = match.lastgroup
+                m = by_group[group] if group is not None else first
+                if not (m.failed or m.passive):
+                    _guard(m, m.target.on_dir, ctx, m.result, d, name)
         for m in members:  # the shared walk looked at these entries for every target
             m.result.checked += walker.entries_seen
 

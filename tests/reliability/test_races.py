@@ -219,9 +219,9 @@ def test_a_database_directory_swapped_for_a_symlink_never_changes_the_victim_dat
 def test_files_replaced_between_scan_and_unlink_by_young_ones_survive(
         arena: Arena, attacker_user: User) -> None:
     """The attacker writes an old log, then renames a young one over it after a random
-    moment; the young file must survive whatever the run saw. The product re-checks device,
-    inode, mtime and ctime right before unlink; a replacement in the microseconds between
-    that check and the unlink cannot be told apart (see the README of this suite)."""
+    moment; the young file must survive whatever the run saw. In a directory another user can
+    write the product renames each file to a private name before checking it one last time
+    and unlinking it (see the README of this suite)."""
     d = arena.root / "data" / "churn"
     d.mkdir(parents=True)
     kit.chown_tree(arena.root / "data", attacker_user.uid, attacker_user.gid)

@@ -216,6 +216,22 @@ def test_each_batch_is_one_short_transaction_and_the_lock_then_stays_free_as_lon
     assert len(ids(con, "task_queue")) == 7
 
 
+def test_a_writer_that_began_waiting_during_a_batch_tries_again_inside_the_pause():
+    # SQLite's busy handler tries again after 1, 2, 5, 10, 15, 20, 25 ... ms (then 100 ms each)
+    tries, t = [], 0.0
+    for ms in [*dbmod.BUSY_SLEEPS_MS, *[100] * 10]:
+        t += ms / 1000
+        tries.append(t)
+    for held_us in range(0, 400_000, 250):  # batches holding the lock 0 to 400 ms
+        held = held_us / 1e6
+        pause = dbmod.pause_after(held)
+        assert pause >= held  # the purge never holds the lock more than half the time
+        for share in (0.0, 0.1, 0.5, 0.9, 1.0):
+            waited = held * share  # the writer has waited this long when the batch commits
+            next_try = next(c for c in tries if c > waited) - waited
+            assert next_try <= pause, (held, waited)  # its next try finds the lock free
+
+
 def test_a_dry_run_connection_cannot_write(tmp_path: Path):
     root, _ = prod_db(tmp_path)
     d, _ = open_plan(root, dry_run=True)

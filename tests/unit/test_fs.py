@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from architect_cleanup import fs
 from architect_cleanup.fs import (
@@ -134,6 +137,125 @@ def test_unlink_refuses_a_file_replaced_since_it_was_judged(tmp_path: Path) -> N
         d.close()
 
 
+@pytest.mark.parametrize("mode", [0o755, 0o1777], ids=["own directory", "shared directory"])
+def test_unlink_all_rechecks_each_file_right_before_its_own_unlink(
+        tmp_path: Path, mode: int) -> None:
+    tmp_path.chmod(mode)
+    for n in ("keep-going.log", "replaced.log", "vanished.log", "now-a-dir.log", "last.log"):
+        touch(tmp_path / n, age=100)
+    with Root.open(str(tmp_path)) as root:
+        d = root.open_path(".")
+        judged = [(n, fs.lstat_at(d, n)) for n in sorted(os.listdir(tmp_path))]
+        (tmp_path / "replaced.log").unlink()
+        touch(tmp_path / "replaced.log", age=100)  # same name and mtime, new inode
+        (tmp_path / "vanished.log").unlink()
+        (tmp_path / "now-a-dir.log").unlink()
+        (tmp_path / "now-a-dir.log").mkdir()
+        outcome = dict(zip([n for n, _ in judged], fs.unlink_all(d, judged), strict=True))
+        d.close()
+    assert outcome["keep-going.log"] is None and outcome["last.log"] is None
+    assert isinstance(outcome["replaced.log"], Changed)
+    assert isinstance(outcome["vanished.log"], FileNotFoundError)
+    assert isinstance(outcome["now-a-dir.log"], Changed)
+    assert sorted(os.listdir(tmp_path)) == ["now-a-dir.log", "replaced.log"]
+
+
+class _Swapper:
+    """fs._rename_noreplace with a writer acting right before given calls of it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, **before: Callable[[], None]) -> None:
+        self.calls = 0
+        self.before = before
+        self.real = fs._rename_noreplace
+        monkeypatch.setattr(fs, "_rename_noreplace", self)
+
+    def __call__(self, fd: int, old: str, new: str) -> None:
+        self.calls += 1
+        act = self.before.get(f"call{self.calls}")
+        if act is not None:
+            act()
+        self.real(fd, old, new)
+
+
+def _judge(tmp_path: Path, name: str) -> tuple[Root, fs.Dir, os.stat_result]:
+    root = Root.open(str(tmp_path))
+    d = root.open_path(".")
+    return root, d, fs.lstat_at(d, name)
+
+
+def _rename_young_over(tmp_path: Path, name: str, content: bytes = b"young") -> Callable[[], None]:
+    def act() -> None:
+        touch(tmp_path / ".staged", age=0, data=content)
+        os.rename(tmp_path / ".staged", tmp_path / name)
+    return act
+
+
+def test_in_a_shared_directory_a_file_renamed_over_the_name_after_the_last_check_survives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The moment between the last check and the unlink: a writer renames a new file over
+    the judged name. The private rename takes whichever file is there; not the judged one,
+    so it goes back under its name."""
+    tmp_path.chmod(0o1777)
+    touch(tmp_path / "app.log", age=100, data=b"old")
+    root, d, st = _judge(tmp_path, "app.log")
+    swap = _Swapper(monkeypatch, call1=_rename_young_over(tmp_path, "app.log"))
+    [outcome] = fs.unlink_all(d, [("app.log", st)])
+    d.close()
+    root.close()
+    assert isinstance(outcome, Changed) and "replaced at the moment" in str(outcome)
+    assert swap.calls == 2  # away and back
+    assert os.listdir(tmp_path) == ["app.log"]
+    assert (tmp_path / "app.log").read_bytes() == b"young"
+
+
+def test_when_the_name_is_taken_again_the_new_file_keeps_the_private_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path.chmod(0o1777)
+    touch(tmp_path / "app.log", age=100, data=b"old")
+    root, d, st = _judge(tmp_path, "app.log")
+    _Swapper(monkeypatch, call1=_rename_young_over(tmp_path, "app.log", b"first"),
+             call2=_rename_young_over(tmp_path, "app.log", b"second"))
+    [outcome] = fs.unlink_all(d, [("app.log", st)])
+    d.close()
+    root.close()
+    priv = fs.QUARANTINE + "app.log"
+    assert isinstance(outcome, Changed) and priv in str(outcome)
+    assert (tmp_path / "app.log").read_bytes() == b"second"
+    assert (tmp_path / priv).read_bytes() == b"first"
+
+
+def test_a_leftover_private_name_in_the_way_keeps_the_file(tmp_path: Path) -> None:
+    tmp_path.chmod(0o1777)
+    touch(tmp_path / "app.log", age=100, data=b"old")
+    touch(tmp_path / (fs.QUARANTINE + "app.log"), age=100, data=b"leftover")
+    root, d, st = _judge(tmp_path, "app.log")
+    [outcome] = fs.unlink_all(d, [("app.log", st)])
+    d.close()
+    root.close()
+    assert isinstance(outcome, Changed) and "in the way" in str(outcome)
+    assert sorted(os.listdir(tmp_path)) == [fs.QUARANTINE + "app.log", "app.log"]
+
+
+def test_only_a_directory_others_can_write_pays_for_the_private_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    touch(tmp_path / "own.log", age=100)
+    long = "x" * 250 + ".log"
+    touch(tmp_path / long, age=100)
+    swap = _Swapper(monkeypatch)
+    root, d, st = _judge(tmp_path, "own.log")
+    assert fs.unlink_all(d, [("own.log", st)]) == [None] and swap.calls == 0
+    tmp_path.chmod(0o777)
+    # a name with no room for the prefix gets the plain check
+    assert fs.unlink_all(d, [(long, fs.lstat_at(d, long))]) == [None] and swap.calls == 0
+    os.chown(tmp_path, 1, 1)
+    tmp_path.chmod(0o755)
+    touch(tmp_path / "theirs.log", age=100)
+    assert fs.unlink_all(d, [("theirs.log", fs.lstat_at(d, "theirs.log"))]) == [None]
+    assert swap.calls == 1 and os.listdir(tmp_path) == []
+    d.close()
+    root.close()
+
+
 def test_walk_goes_deeper_than_the_recursion_limit_and_the_fd_window(tmp_path: Path) -> None:
     depth = max(sys.getrecursionlimit(), fs.FD_WINDOW * 3) + 50
     base = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
@@ -239,21 +361,13 @@ def test_names_are_matched_before_any_stat(tmp_path: Path, monkeypatch: pytest.M
     touch(tmp_path / "sub" / "one.log")
     touch(tmp_path / "leafless" / "two.log")
     touch(tmp_path / "leafless" / "inner" / "x.dat")
-    from architect_cleanup.targets import logs as logs_mod
-    calls: list[str] = []
-    real = logs_mod.lstat_at
-
-    def counting(d: fs.Dir, name: str) -> os.stat_result:
-        calls.append(name)
-        return real(d, name)
-
-    monkeypatch.setattr(logs_mod, "lstat_at", counting)
     real_stat = os.stat
-    other_stats: list[object] = []
+    log_stats: list[str] = []
+    other_stats: list[str] = []
 
     def watch_stat(path: object, *a: object, **k: object) -> os.stat_result:
-        if isinstance(path, str) and path.endswith(".txt"):
-            other_stats.append(path)
+        if isinstance(path, str) and k.get("dir_fd") is not None:
+            (log_stats if path.endswith(".log") else other_stats).append(path)
         return real_stat(path, *a, **k)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "stat", watch_stat)
@@ -263,8 +377,8 @@ def test_names_are_matched_before_any_stat(tmp_path: Path, monkeypatch: pytest.M
     cfg = make_config(tmp_path, None, logs={"dirs": ["."]}, temp={"enabled": False},
                       backups={"enabled": False})
     CleanupWorker(config=cfg, now=NOW, only=["logs"], record_state=False).run_cleanup()
-    assert sorted(calls) == ["one.log", "two.log"]
-    assert other_stats == []
+    assert sorted(log_stats) == ["one.log", "two.log"]
+    assert [p for p in other_stats if p != fs.CHROMIUM_MARKER] == []  # no .txt, no dirs
 
 
 @needs_root
@@ -351,6 +465,29 @@ def test_patterns_compile_to_one_matcher() -> None:
     m = compile_patterns(["*.log", "*.log.*", "architect_*_worker.log"])
     assert m("a.log") and m("a.log.1") and not m("a.logx") and not m("log")
     assert not compile_patterns([])("anything")
+
+
+@given(patterns=st.lists(st.text(alphabet="ab.*?[]!_", max_size=7), max_size=4),
+       names=st.lists(st.text(alphabet="ab._[]!", max_size=9), max_size=20))
+def test_pattern_prefilters_agree_with_fnmatch(patterns: list[str], names: list[str]) -> None:
+    m = compile_patterns(patterns)
+    for name in names:
+        assert m(name) == any(fnmatchcase(name, p) for p in patterns), (patterns, name)
+
+
+def test_the_walk_hands_out_one_batch_per_directory(tmp_path: Path) -> None:
+    for p in ["leaf/a.log", "leaf/b.log", "leaf/c.txt", "top.log", "mid/d.log", "mid/x/e.txt"]:
+        touch(tmp_path / p)
+    (tmp_path / "mid" / "cache").mkdir()
+    scope = Scope(files=re.compile(r".*\.log\Z").match, claim=re.compile("cache").fullmatch)
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        got = {d.path[len(root.dir.path):] or "/": (sorted(n for n, _ in files),
+                                                  [n for n, _ in dirs])
+               for d, files, dirs in Walker(root, start, scope=lambda _d: scope).batches()}
+        start.close()
+    assert got == {"/": (["top.log"], []), "/leaf": (["a.log", "b.log"], []),
+                   "/mid": (["d.log"], ["cache"])}  # mid/x has no match: no batch
 
 
 def test_display_escapes_newlines_and_undecodable_bytes() -> None:

@@ -81,6 +81,27 @@ def test_a_log_held_open_by_a_process_survives(srv: Path) -> None:
     assert stats.targets["logs"].skipped == 1
 
 
+def test_a_log_replaced_after_it_was_judged_is_kept_and_reported(srv: Path,
+                                                                 monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from architect_cleanup.targets import base
+
+    old = [touch(srv / "logs" / f"old{i}.log", 400 * DAY) for i in range(3)]
+    real = base.unlink_all
+
+    def swap_then_unlink(d, judged):  # type: ignore[no-untyped-def]
+        old[1].unlink()
+        touch(old[1], 400 * DAY, data=b"a new file under the old name")
+        return real(d, judged)
+
+    monkeypatch.setattr(base, "unlink_all", swap_then_unlink)
+    stats = run(srv, None)
+    assert old[1].read_bytes() == b"a new file under the old name"
+    assert not old[0].exists() and not old[2].exists()
+    t = stats.targets["logs"]
+    assert (t.removed, t.skipped) == (2, 1)
+    assert any("changed since it was checked" in e for e in t.errors)
+
+
 def test_open_files_are_removed_when_the_check_is_turned_off(srv: Path) -> None:
     held = touch(srv / "logs/held.log", 400 * DAY)
     with open(held, "rb"):

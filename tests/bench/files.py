@@ -1,0 +1,203 @@
+"""Parts 1-3: the logs/temp rules against find and systemd-tmpfiles on a generated tree.
+
+Contestants (each a whole command, process start-up included, stdout to /dev/null):
+
+* engine: ``architect-cleanup --config X run --only logs,temp --json`` (``--force`` to delete);
+* find: the equivalent expression — the logs rule's names with ``-mtime +30``, the temp rule's
+  names with ``-mmin +60``, and ``__pycache__``/``.pytest_cache`` directories once empty — with
+  ``-print`` for the dry run and ``-delete`` for the real one;
+* systemd-tmpfiles: ``--clean`` with one line ``e ROOT - - - mM:30d`` (by mtime only, since a
+  restored file has a new ctime). tmpfiles has no name filter inside a directory, so its work
+  equals the others' only because the tree is built that way: every file older than 30 days
+  is one a rule takes, and every ``__pycache__`` is old (tree.py).
+
+After every real run the tree is checked: exactly the old files and the ``__pycache__``
+directories are gone, nothing else (``Tree.check_after_delete``); the check also restores them
+for the next run. Runs alternate between contestants, the order rotating each round; the
+figure is the median of the rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proc import Run, median, run, sync
+from tree import Tree
+
+REPO = Path(__file__).resolve().parents[2]
+LOG_PATTERNS = ("*.log", "*.log.*")
+TEMP_PATTERNS = ("*.tmp", "*.temp", "*.cache", "*.pyc")
+TEMP_DIRS = ("__pycache__", ".pytest_cache")
+
+
+def _names(patterns: tuple[str, ...]) -> list[str]:
+    out: list[str] = ["("]
+    for i, p in enumerate(patterns):
+        out += (["-o"] if i else []) + ["-name", p]
+    return [*out, ")"]
+
+
+def find_expression() -> list[str]:
+    """The rules as a find expression (the action is appended by the caller)."""
+    return ["(",
+            "(", *_names(LOG_PATTERNS), "-mtime", "+30", ")",
+            "-o", "(", *_names(TEMP_PATTERNS), "-mmin", "+60", ")",
+            "-o", "(", "-type", "d", *_names(TEMP_DIRS), "-empty", ")",
+            ")"]
+
+
+@dataclass
+class Contestant:
+    name: str
+    cmd: list[str]
+    env: dict[str, str] | None = None
+    runs: list[Run] = field(default_factory=list)
+
+    def walls(self) -> list[float]:
+        return [r.wall for r in self.runs]
+
+    def summary(self) -> dict[str, object]:
+        return {"cmd": " ".join(self.cmd), "wall_s": [round(w, 3) for w in self.walls()],
+                "median_s": round(median(self.walls()), 3),
+                "cpu_s": [round(r.cpu, 3) for r in self.runs],
+                "rss_kb": [r.rss_kb for r in self.runs],
+                "machine_cpu_stall_s": [round(r.cpu_stall, 2) for r in self.runs],
+                "machine_io_stall_s": [round(r.io_stall, 2) for r in self.runs]}
+
+
+class FileBench:
+    """The engine's side of the set-up: its config, state and lock directories."""
+
+    def __init__(self, work: Path, tree: Tree, log: Callable[[str], None]) -> None:
+        self.work = work
+        self.tree = tree
+        self.log = log
+        self.conf_dir = work.resolve() / f"engine-{tree.total}"
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        self.conf = self.conf_dir / "config.toml"
+        # logs.tmp_dir off: /tmp is not part of the generated tree
+        self.conf.write_text(f'root = "{tree.root.resolve()}"\ndry_run = true\n\n'
+                             '[logs]\ntmp_dir = ""\n')
+        env = dict(os.environ, STATE_DIRECTORY=str(self.conf_dir / "state"),
+                   RUNTIME_DIRECTORY=str(self.conf_dir / "run"))
+        for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID",
+                    "ARCHITECT_CLEANUP_CONFIG"):
+            env.pop(var, None)
+        self.env = env
+        exe = Path(sys.executable).parent / "architect-cleanup"
+        self.engine_cmd = [str(exe), "--config", str(self.conf), "run", "--only",
+                           "logs,temp", "--json"]
+        self.tmpfiles_conf = self.conf_dir / "bench-tmpfiles.conf"
+        self.tmpfiles_conf.write_text(f"e {tree.root.resolve()} - - - mM:30d\n")
+
+    def engine(self, *, force: bool) -> Contestant:
+        return Contestant("architect-cleanup",
+                          self.engine_cmd + (["--force"] if force else []), self.env)
+
+    def find(self, *, delete: bool) -> Contestant:
+        action = "-delete" if delete else "-print"
+        return Contestant("find" + (" -delete" if delete else ""),
+                          ["find", str(self.tree.root), *find_expression(), action])
+
+    def tmpfiles(self) -> Contestant:
+        return Contestant("systemd-tmpfiles --clean",
+                          ["systemd-tmpfiles", "--clean", str(self.tmpfiles_conf)])
+
+    # --- checks ------------------------------------------------------------------------------
+
+    def engine_counts(self, force: bool) -> tuple[int, Run]:
+        """Run the engine once with its JSON captured: files it (would) remove."""
+        cap = self.conf_dir / "engine-out.json"
+        r = run(self.engine(force=force).cmd, env=self.env, capture=cap)
+        stats = json.loads(r.out)["stats"]
+        return stats["logs_deleted"] + stats["temp_files_deleted"], r
+
+    def find_count(self) -> int:
+        cap = self.conf_dir / "find-out.txt"
+        r = run(self.find(delete=False).cmd, capture=cap)
+        return r.out.count("\n")
+
+    # --- part 1 ------------------------------------------------------------------------------
+
+    def dry_runs(self, repeat: int) -> dict[str, object]:
+        """Engine dry run vs find -print, warm cache, alternating."""
+        t = self.tree
+        t.refresh_fresh()
+        want = t.counts.old
+        eng_n, first = self.engine_counts(force=False)  # also warms the cache
+        find_n = self.find_count()
+        self.log(f"  dry run finds {eng_n:,} files, find prints {find_n:,} (old files: {want:,})")
+        if not eng_n == find_n == want:
+            raise RuntimeError(f"dry runs disagree: engine {eng_n}, find {find_n}, "
+                               f"tree {want}")
+        eng, fnd = self.engine(force=False), self.find(delete=False)
+        for i in range(repeat):
+            order = (eng, fnd) if i % 2 == 0 else (fnd, eng)
+            for c in order:
+                c.runs.append(run(c.cmd, env=c.env))
+            self.log(f"  round {i + 1}/{repeat}: engine {eng.runs[-1].wall:.2f}s, "
+                     f"find {fnd.runs[-1].wall:.2f}s")
+        return {"files": t.counts.files, "candidates": want, "engine": eng.summary(),
+                "find": fnd.summary(), "first_engine_rss_kb": first.rss_kb,
+                "ratio": median(eng.walls()) / median(fnd.walls()),
+                "cpu_ratio": median([r.cpu for r in eng.runs])
+                / median([r.cpu for r in fnd.runs])}
+
+    # --- part 2 ------------------------------------------------------------------------------
+
+    def real_runs(self, repeat: int) -> dict[str, object]:
+        """Engine --force vs find -delete vs systemd-tmpfiles --clean, each on a restored
+        tree, rotating the order; every run checked for exactly the expected deletions."""
+        t = self.tree
+        contestants = [self.engine(force=True), self.find(delete=True), self.tmpfiles()]
+        syncs: dict[str, list[float]] = {c.name: [] for c in contestants}
+        checks: list[str] = []
+        for i in range(repeat):
+            k = i % len(contestants)
+            for c in contestants[k:] + contestants[:k]:
+                t.refresh_fresh()
+                sync()
+                r = run(c.cmd, env=c.env)
+                c.runs.append(r)
+                syncs[c.name].append(sync())
+                ok, why = t.check_after_delete()  # also restores the tree
+                if not ok:
+                    raise RuntimeError(f"{c.name} did not delete exactly the old files: {why}")
+                checks.append(f"{c.name}: {why}")
+                self.log(f"  round {i + 1}/{repeat}: {c.name} {r.wall:.2f}s "
+                         f"(+{syncs[c.name][-1]:.2f}s sync), checked: {why}")
+        eng = contestants[0]
+        out: dict[str, object] = {"files": t.counts.files, "deleted": t.counts.old,
+                                  "caches": t.counts.caches, "checks": checks}
+        for c in contestants:
+            out[c.name] = {**c.summary(), "sync_after_s": [round(s, 3) for s in syncs[c.name]]}
+        for c in contestants[1:]:
+            out[f"ratio vs {c.name}"] = median(eng.walls()) / median(c.walls())
+            out[f"cpu ratio vs {c.name}"] = (median([r.cpu for r in eng.runs])
+                                             / median([r.cpu for r in c.runs]))
+            out[f"ratio with sync vs {c.name}"] = (
+                median([r.wall + s for r, s in zip(eng.runs, syncs[eng.name], strict=True)])
+                / median([r.wall + s for r, s in zip(c.runs, syncs[c.name], strict=True)]))
+        return out
+
+    # --- part 3 ------------------------------------------------------------------------------
+
+    def rss(self, dry: int | None = None, real: int | None = None) -> dict[str, int]:
+        """Peak RSS (KiB) of a dry run and a real run; those not given are measured here (a
+        real run is checked and the tree restored after it)."""
+        t = self.tree
+        t.refresh_fresh()
+        if dry is None:
+            dry = self.engine_counts(force=False)[1].rss_kb
+        if real is None:
+            n, r = self.engine_counts(force=True)
+            ok, why = t.check_after_delete()
+            if not ok or n != t.counts.old:
+                raise RuntimeError(f"engine real run at {t.total} files: removed {n}; {why}")
+            real = r.rss_kb
+        return {"dry_rss_kb": dry, "real_rss_kb": real}

@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+"""``make bench``: architect-cleanup against find, systemd-tmpfiles and a plain DELETE.
+
+Generates its own data under .cache/bench/ (same file system as the repository; reused while
+it is fresh), measures SPEC section 10's goals side by side, prints one table with the goal
+beside each figure, and writes the same as JSON (.cache/bench/results.json).
+
+  1. dry run of the logs/temp rules vs the equivalent ``find`` expression (wall time ratio);
+  2. real run deleting the old files vs ``find ... -delete`` and ``systemd-tmpfiles --clean``;
+  3. peak RSS of the engine at the small and the full tree size;
+  4. the tasks purge vs one plain DELETE while a simulated dashboard inserts every 10 ms.
+
+Exit status: 0 when every goal is met, 1 when one is not, 2 when the benchmark itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from files import FileBench
+from report import REPO, Report, machine
+from tree import Tree
+
+MB = 1024.0
+# SPEC section 10
+DRY_GOAL = 1.25
+REAL_GOAL = 1.10
+RSS_GOAL_MB = 40.0
+#: "the same at 1M as at 100k": equal within this (a few MB of allocator noise)
+RSS_SAME_MB = 2.0
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (100k files, 200k rows), fewer rounds: about a minute")
+    p.add_argument("--files", type=int, help="files in the big tree (default 1,000,000)")
+    p.add_argument("--small-files", type=int,
+                   help="files in the small tree for the RSS comparison (default 100,000)")
+    p.add_argument("--rows", type=int, help="task rows (default 2,000,000)")
+    p.add_argument("--repeat", type=int, help="rounds of the dry-run comparison (default 5, "
+                   "quick 3)")
+    p.add_argument("--real-repeat", type=int, help="rounds of the real runs (default 3, quick "
+                   "1; each round deletes the old files three times and restores them)")
+    p.add_argument("--parts", default="1,2,3,4", help="which parts to run (default all)")
+    p.add_argument("--dir", type=Path, default=REPO / ".cache" / "bench",
+                   help="where generated data lives (default .cache/bench)")
+    p.add_argument("--json", type=Path, help="results file (default DIR/results.json)")
+    a = p.parse_args(argv)
+    a.files = a.files or (100_000 if a.quick else 1_000_000)
+    a.small_files = a.small_files or a.files // 10
+    a.rows = a.rows or (200_000 if a.quick else 2_000_000)
+    a.repeat = a.repeat or (3 if a.quick else 5)
+    a.real_repeat = a.real_repeat or (1 if a.quick else 3)
+    a.parts = {s.strip() for s in a.parts.split(",") if s.strip()}
+    a.json = a.json or a.dir / "results.json"
+    return a
+
+
+def _n(x: int) -> str:
+    if x >= 1_000_000 and x % 1_000_000 == 0:
+        return f"{x // 1_000_000}M"
+    if x >= 1000 and x % 1000 == 0:
+        return f"{x // 1000}k"
+    return f"{x:,}"
+
+
+def file_parts(a: argparse.Namespace, rep: Report) -> None:
+    big = Tree(a.dir / f"files-{a.files}", a.files)
+    log(f"== tree of {a.files:,} files in {big.root}")
+    log(f"  {big.ensure(log)}: {big.counts.files:,} files in {big.counts.dirs:,} directories, "
+        f"{big.counts.old:,} older than 30 days ({big.counts.caches:,} __pycache__)")
+    fb = FileBench(a.dir, big, log)
+    if "1" in a.parts:
+        log(f"== 1. dry run vs find ({a.repeat} rounds, alternating)")
+        d = fb.dry_runs(a.repeat)
+        rep.details["1_dry_run"] = d
+        eng, fnd = d["engine"], d["find"]
+        ratio = float(d["ratio"])
+        rep.add("1", f"dry run, logs+temp rules, {_n(a.files)} files",
+                f"{eng['median_s']:.2f}s vs find {fnd['median_s']:.2f}s = {ratio:.2f}x "
+                f"(cpu {float(d['cpu_ratio']):.2f}x)",
+                f"<= {DRY_GOAL}x find", ratio <= DRY_GOAL, ratio)
+    if "2" in a.parts:
+        log(f"== 2. real run vs find -delete vs systemd-tmpfiles --clean "
+            f"({a.real_repeat} rounds, rotating; tree restored and checked after each)")
+        d = fb.real_runs(a.real_repeat)
+        rep.details["2_real_run"] = d
+        eng = d["architect-cleanup"]
+        for other in ("find -delete", "systemd-tmpfiles --clean"):
+            ratio = float(d[f"ratio vs {other}"])
+            rep.add("2", f"real run deleting {big.counts.old:,} vs {other}",
+                    f"{eng['median_s']:.1f}s vs {d[other]['median_s']:.1f}s = {ratio:.2f}x "
+                    f"(cpu {float(d[f'cpu ratio vs {other}']):.2f}x)",
+                    f"<= {REAL_GOAL}x", ratio <= REAL_GOAL, ratio)
+    if "3" in a.parts:
+        small = Tree(a.dir / f"files-{a.small_files}", a.small_files)
+        log(f"== 3. peak RSS: {a.small_files:,} files vs {a.files:,} files")
+        log(f"  small tree: {small.ensure(log)}")
+        rs = FileBench(a.dir, small, log).rss()
+        # at the full size, the engine runs of parts 1 and 2 tell (else run it once each)
+        rb = fb.rss(dry=_max_rss(rep.details.get("1_dry_run"), "engine"),
+                    real=_max_rss(rep.details.get("2_real_run"), "architect-cleanup"))
+        rep.details["3_rss_kb"] = {str(a.small_files): rs, str(a.files): rb}
+        for kind in ("dry", "real"):
+            s, b = rs[f"{kind}_rss_kb"] / MB, rb[f"{kind}_rss_kb"] / MB
+            ok = b <= RSS_GOAL_MB and s <= RSS_GOAL_MB and b - s <= RSS_SAME_MB
+            rep.add("3", f"peak RSS, {kind} run, {_n(a.small_files)} -> {_n(a.files)} files",
+                    f"{s:.1f} MB -> {b:.1f} MB", f"<= {RSS_GOAL_MB:.0f} MB, same (+-"
+                    f"{RSS_SAME_MB:.0f})", ok, b)
+
+
+def _max_rss(detail: object, name: str) -> int | None:
+    if not isinstance(detail, dict) or name not in detail:
+        return None
+    return max(detail[name]["rss_kb"])
+
+
+def task_part(a: argparse.Namespace, rep: Report) -> None:
+    try:
+        import tasks
+    except ImportError as exc:
+        rep.add("4", "tasks purge vs plain DELETE", f"not run: {exc}", "", False)
+        return
+    tasks.bench(a, rep, log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    a.dir.mkdir(parents=True, exist_ok=True)
+    mode = "quick" if a.quick else "full"
+    rep = Report(f"architect-cleanup benchmark ({mode}: {a.files:,} files, {a.rows:,} rows; "
+                 f"medians of {a.repeat} dry / {a.real_repeat} real rounds)")
+    rep.meta = machine()
+    rep.meta["args"] = {k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path)
+                            else v) for k, v in vars(a).items()}
+    t0 = time.monotonic()
+    try:
+        if a.parts & {"1", "2", "3"}:
+            file_parts(a, rep)
+        if "4" in a.parts:
+            task_part(a, rep)
+    except Exception:
+        traceback.print_exc()
+        rep.meta["error"] = traceback.format_exc()
+        rep.write(a.json)
+        return 2
+    finally:
+        rep.meta["duration_s"] = round(time.monotonic() - t0, 1)
+    rep.write(a.json)
+    print()
+    print(rep.table())
+    print(f"\n{'all goals met' if rep.passed else 'some goals NOT met'}; "
+          f"took {rep.meta['duration_s']:.0f}s; JSON: {a.json}")
+    return 0 if rep.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

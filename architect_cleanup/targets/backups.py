@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,7 +36,14 @@ from architect_cleanup.retention import (
 )
 from architect_cleanup.retention import free_space_pass as floor_pass
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.base import FileTarget, RunContext, age_text, matcher, register
+from architect_cleanup.targets.base import (
+    FileTarget,
+    RunContext,
+    age_text,
+    matcher,
+    register,
+    under,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,18 @@ def backup_dirs(ctx: RunContext) -> list[tuple[str, str, str]]:
     if cfg.backups.shared_dir:
         out.append((SHARED, cfg.backups.shared_dir, "default"))
     return out
+
+
+def backups_in(ctx: RunContext) -> Callable[[str], Callable[[str], bool] | None]:
+    """For the targets that walk the same trees (logs, temp): given a directory's path, the
+    matcher of the names the backups target owns there (its patterns, in a backup
+    directory or below), or None where it owns nothing. One check per directory."""
+    cfg = ctx.config
+    if not cfg.backups.enabled:
+        return lambda _path: None
+    is_backup = matcher(cfg.backups.patterns)
+    dirs = frozenset(cfg.resolve(rel) for _, rel, _ in backup_dirs(ctx))
+    return lambda path: is_backup if under(path, dirs) else None
 
 
 def local_zone(environ: Mapping[str, str] | None = None,

@@ -15,8 +15,8 @@ import re
 from architect_cleanup.config import format_duration
 from architect_cleanup.fs import Dir, FsError, Scope, Walker, patterns_regex
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.backups import backup_dirs
-from architect_cleanup.targets.base import RunContext, matcher, register, under
+from architect_cleanup.targets.backups import backups_in
+from architect_cleanup.targets.base import RunContext, matcher, register
 from architect_cleanup.targets.tree import TreeTarget
 
 
@@ -35,16 +35,12 @@ class Logs(TreeTarget):
         self._max_age = cfg.logs.max_age.total_seconds()
         self._limit = format_duration(cfg.logs.max_age)
         self._protected = matcher(cfg.logs.protect)
-        self._is_backup = matcher(cfg.backups.patterns)
-        self._backup_dirs = frozenset(cfg.resolve(rel) for _, rel, _ in backup_dirs(ctx)) \
-            if cfg.backups.enabled else frozenset()
+        self._backups_in = backups_in(ctx)
 
     def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
                  ) -> None:
-        # in a backup directory, backups are the backups target's (one check per directory)
-        in_backups = bool(self._backup_dirs) and under(d.path, self._backup_dirs)
         self.judge_by_age(ctx, result, d, names, max_age=self._max_age, limit=self._limit,
-                          young="within", not_ours=self._is_backup if in_backups else None,
+                          young="within", not_ours=self._backups_in(d.path),
                           protected=self._protected,
                           protected_reason="active worker log (logs.protect)")
 

@@ -13,14 +13,12 @@ import os
 from architect_cleanup.config import format_duration
 from architect_cleanup.fs import Dir, lstat_at, remove_tree
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.backups import backup_dirs
+from architect_cleanup.targets.backups import backups_in
 from architect_cleanup.targets.base import (
     Decision,
     RunContext,
     age_text,
-    matcher,
     register,
-    under,
 )
 from architect_cleanup.targets.tree import TreeTarget
 
@@ -42,16 +40,12 @@ class Temp(TreeTarget):
         cfg = ctx.config
         self._min_age = cfg.temp.min_age.total_seconds()
         self._limit = format_duration(cfg.temp.min_age)
-        self._is_backup = matcher(cfg.backups.patterns) if cfg.backups.enabled else None
-        self._backup_dirs = frozenset(cfg.resolve(rel) for _, rel, _ in backup_dirs(ctx))
+        self._backups_in = backups_in(ctx)
 
     def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
                  ) -> None:
-        # in a backup directory, backups are the backups target's (one check per directory)
-        in_backups = self._is_backup is not None and under(d.path, self._backup_dirs)
         self.judge_by_age(ctx, result, d, names, max_age=self._min_age, limit=self._limit,
-                          young="younger than",
-                          not_ours=self._is_backup if in_backups else None)
+                          young="younger than", not_ours=self._backups_in(d.path))
 
     def on_dir(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
         path = d.join(name)

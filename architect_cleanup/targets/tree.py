@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 
 from architect_cleanup.fs import Dir, FsError, Root, Scope, Walker, patterns_regex
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.base import FileTarget, Interrupted, RunContext, unique_dirs
+from architect_cleanup.targets.base import (
+    FileTarget,
+    Interrupted,
+    RunContext,
+    under,
+    unique_dirs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +106,7 @@ class _Scopes:
         memo = self.below
         parent = memo.get(os.path.dirname(path))
         if parent is None:
-            out = tuple(i for i, m in enumerate(self.members) if _under(path, m.starts))
+            out = tuple(i for i, m in enumerate(self.members) if under(path, m.starts))
         else:
             out = tuple(i for i, m in enumerate(self.members)
                         if i in parent or path in m.starts)
@@ -124,16 +130,6 @@ class _Scopes:
             claim=re.compile("|".join(dirs)).match if dirs else None,
             exclude=self.exclude.match if self.exclude is not None else None,
         )
-
-
-def _under(path: str, starts: frozenset[str]) -> bool:
-    while True:
-        if path in starts:
-            return True
-        parent = os.path.dirname(path)
-        if parent == path:
-            return False
-        path = parent
 
 
 def scan_tree(ctx: RunContext, pairs: list[tuple[TreeTarget, TargetResult]],
@@ -182,7 +178,7 @@ def _walk_one(ctx: RunContext, root: Root, rel: str, scopes: _Scopes,
 
     def on_skip(path: str, why: str) -> None:
         for m in members:
-            if _under(path, m.starts) or any(s.startswith(path + "/") for s in m.starts):
+            if under(path, m.starts) or any(s.startswith(path + "/") for s in m.starts):
                 m.result.note(f"{path}: {why}")
 
     with contextlib.closing(start):

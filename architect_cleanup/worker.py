@@ -135,7 +135,7 @@ class CleanupWorker:
         log.info("Starting cleanup (%s, from %s) of %s", mode, self.source, self.config.root,
                  extra=fields("run_started", cleanup_dry_run=self.dry_run,
                               cleanup_source=self.source, cleanup_root=self.config.root))
-        interrupted = False
+        interrupted = walked = False
         targets = {name: REGISTRY[name]() for name in ordered()}
         results = {name: TargetResult(name) for name in targets}
         selected = [n for n, t in targets.items()
@@ -149,17 +149,24 @@ class CleanupWorker:
             for name, target in targets.items():
                 result = results[name]
                 # A stop skips the targets that have not run yet; the tree targets after the
-                # first were run by the shared walk already and report what it did.
-                not_run = name not in tree or name == tree[0]
+                # first were run by the shared walk (if it ran) and report what it did.
+                not_run = name not in tree or not walked
                 if not_run and (interrupted or self.should_stop()):
-                    interrupted = True
-                    result.status, result.message = "skipped", "run interrupted"
+                    if not interrupted:
+                        # stopped between two targets: this one is where the stop landed,
+                        # so the run is not reported as complete
+                        interrupted = True
+                        result.fail("stopped on request")
+                        self._report_target(ctx, result)
+                    else:
+                        result.status, result.message = "skipped", "run interrupted"
                 elif self.only is not None and name not in self.only:
                     result.status, result.message = "skipped", "not selected"
                 elif not target.enabled(self.config):
                     result.status, result.message = "disabled", f"{name}.enabled = false"
                 elif name in tree:
-                    if name == tree[0]:
+                    if not walked:
+                        walked = True
                         interrupted = self._run_tree(ctx, targets, results, tree, passive)
                     self._report_target(ctx, result)
                 else:

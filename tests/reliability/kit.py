@@ -634,18 +634,6 @@ def read_rows(path: Path) -> RowCheck:
         con.close()
 
 
-def digest(path: Path) -> str:
-    """Every row of every table (independent of page layout), read-only."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        h = hashlib.sha256()
-        for line in con.iterdump():
-            h.update(line.encode())
-        return h.hexdigest()
-    finally:
-        con.close()
-
-
 # --- the CLI as a subprocess ----------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbkit import digest  # tests/unit (on sys.path: conftest)
 
 from architect_cleanup import fs
 from architect_cleanup import worker as worker_mod
@@ -188,7 +189,7 @@ def test_a_database_directory_swapped_for_a_symlink_never_changes_the_victim_dat
                      errors_doomed=50, errors_keep=5)
     kit.make_main_db(data / "prod" / "architect.db", NOW, doomed=200, keep=20,
                      errors_doomed=50, errors_keep=5)
-    victim_digest = kit.digest(v / "proddir" / "architect.db")
+    victim_digest = digest(v / "proddir" / "architect.db")
     kit.chown_tree(data, attacker_user.uid, attacker_user.gid)
     spec = {"pairs": [{"dir": str(data / "prod"), "victim": str(v / "proddir")}]}
     cfg = config(arena, environments=["prod"], database={"busy_timeout": "1s"})
@@ -208,7 +209,7 @@ def test_a_database_directory_swapped_for_a_symlink_never_changes_the_victim_dat
     FIGURES.measure("victim database opened by SQLite and refused (race window)",
                     len([e for e in race.reads() if e[2] == "OPEN"]))
     FIGURES.measure("database runs refused for a swap", race.errors)
-    assert kit.digest(v / "proddir" / "architect.db") == victim_digest
+    assert digest(v / "proddir" / "architect.db") == victim_digest
     rows = kit.read_rows(data / "prod" / "architect.db")
     assert rows.integrity == "ok"
     assert rows.tasks_keep == 20 and rows.errors_keep == 5

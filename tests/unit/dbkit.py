@@ -76,8 +76,9 @@ def ids(con: sqlite3.Connection, table: str, where: str = "1") -> set[int]:
 
 
 def digest(path: Path) -> str:
-    """The database's content (every row of every table), independent of page layout."""
-    con = sqlite3.connect(path)
+    """The database's content (every row of every table), independent of page layout;
+    read-only."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         h = hashlib.sha256()
         for line in con.iterdump():

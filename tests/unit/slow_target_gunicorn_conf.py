@@ -8,7 +8,9 @@ a ``slow`` target registered in the worker process that checks ``ctx.check_stop(
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from architect_cleanup.gunicorn_conf import *  # noqa: F403  (the settings under test)
@@ -16,11 +18,16 @@ from architect_cleanup.gunicorn_conf import post_worker_init as _real_post_worke
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.base import REGISTRY, RunContext, Target
 
+#: created in $RUNTIME_DIRECTORY when the slow target starts
+RUNNING_MARK = "slow-target-running"
+
 
 class SlowTarget(Target):
     name = "slow"
 
     def run(self, ctx: RunContext, result: TargetResult) -> None:
+        # tell the test this target is running (a signal before it would hit another target)
+        (Path(os.environ["RUNTIME_DIRECTORY"]) / RUNNING_MARK).touch()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             ctx.check_stop()

@@ -390,6 +390,10 @@ def test_status_and_a_second_post_are_answered_while_a_run_goes_on(
 def test_stopping_the_service_stops_a_running_cleanup_cleanly(slow_server: Server) -> None:
     t, out = _post_in_thread(slow_server, {"dry_run": True})
     _wait_running(slow_server)
+    mark = slow_server.site.run / "slow-target-running"
+    deadline = time.monotonic() + 10
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
     started = time.monotonic()
     assert slow_server.proc is not None
     slow_server.proc.send_signal(signal.SIGTERM)  # what systemctl stop sends
@@ -400,10 +404,10 @@ def test_stopping_the_service_stops_a_running_cleanup_cleanly(slow_server: Serve
     reply = out["reply"]
     assert reply.status == 200
     doc = reply.json()
-    assert doc["success"] is False
+    assert doc["success"] is False, json.dumps(doc)
     # the target running at the signal stopped between two items; the rest did not start
     messages = [t["message"] for t in doc["targets"].values()]
-    assert messages.count("stopped on request") == 1
+    assert messages.count("stopped on request") == 1, json.dumps(doc["targets"])
     assert doc["targets"]["slow"]["status"] != "ok"
     last = slow_server.site.state_doc()["last_run"]
     assert last["result"] == "failed" and "stopped on request" in last["message"]

@@ -236,3 +236,29 @@ def test_a_full_disk_for_state_still_reports_and_fails(demo: tuple[Path, Path], 
         assert stats.summary_line() in caplog.text  # the journal summary is still written
     finally:
         subprocess.run(["umount", str(full)], check=True)
+
+
+def test_a_stop_between_two_targets_fails_the_run_where_it_landed(
+        demo: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM right after one target finished: the next target reports "stopped on
+    request" (failed), the others were not started, and the run is not a success."""
+    from architect_cleanup.targets.base import REGISTRY
+    stop = [False]
+    backups = REGISTRY["backups"]
+
+    class StopAfterBackups(backups):  # type: ignore[misc,valid-type]
+        def run(self, ctx, result):  # type: ignore[no-untyped-def]
+            super().run(ctx, result)
+            stop[0] = True
+
+    monkeypatch.setitem(REGISTRY, "backups", StopAfterBackups)
+    root, tmp = demo
+    stats = CleanupWorker(config=make_config(root, tmp), now=NOW,
+                          should_stop=lambda: stop[0]).run_cleanup()
+    assert stats.targets["backups"].status == "ok"
+    assert not stats.success
+    after = [t for n, t in stats.targets.items() if n != "backups"]
+    assert [t.message for t in after].count("stopped on request") == 1
+    assert after[0].failed and after[0].message == "stopped on request"
+    assert all(t.status == "skipped" for t in after[1:]
+               if t.message != "stopped on request"), [t.status for t in after]

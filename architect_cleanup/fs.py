@@ -175,6 +175,8 @@ class Dir:
     ino: int
     mnt: int | None = None
     nlink: int = 0  # 2 means "no sub-directories" on file systems that count them
+    #: someone other than this process may rename files over names in it (see shared_dir)
+    shared: bool | None = None
 
     def join(self, name: str) -> str:
         return name if not self.path else f"{self.path.rstrip('/')}/{name}"
@@ -249,7 +251,8 @@ class Root:
         if not self.same_mount(fd, st):
             os.close(fd)
             raise FsError(f"{display(parent.join(name))}: a mount point, not crossed")
-        return Dir(fd, parent.join(name), st.st_dev, st.st_ino, nlink=st.st_nlink)
+        return Dir(fd, parent.join(name), st.st_dev, st.st_ino, nlink=st.st_nlink,
+                   shared=_others_can_write(st))
 
     def open_path(self, rel: str) -> Dir:
         """Enter a relative path below the root, one component at a time (see open_dir)."""
@@ -545,10 +548,17 @@ def _rename_noreplace(fd: int, old: str, new: str) -> None:
         raise OSError(err, os.strerror(err), old)
 
 
+def _others_can_write(st: os.stat_result) -> bool:
+    # Only its owner or root can change a directory's owner and mode: a directory this
+    # process owns without group/other write bits stays that way during the run.
+    return st.st_uid != os.geteuid() or bool(st.st_mode & 0o022)
+
+
 def shared_dir(d: Dir) -> bool:
     """Can someone other than this process rename a file over a name in *d*?"""
-    st = os.fstat(d.fd)
-    return st.st_uid != os.geteuid() or bool(st.st_mode & 0o022)
+    if d.shared is None:
+        d.shared = _others_can_write(os.fstat(d.fd))
+    return d.shared
 
 
 def _unlink_guarded(d: Dir, name: str, was: os.stat_result) -> Exception | None:

@@ -238,22 +238,26 @@ def test_a_leftover_private_name_in_the_way_keeps_the_file(tmp_path: Path) -> No
 
 def test_only_a_directory_others_can_write_pays_for_the_private_rename(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    touch(tmp_path / "own.log", age=100)
-    long = "x" * 250 + ".log"
-    touch(tmp_path / long, age=100)
     swap = _Swapper(monkeypatch)
-    root, d, st = _judge(tmp_path, "own.log")
-    assert fs.unlink_all(d, [("own.log", st)]) == [None] and swap.calls == 0
+
+    def remove(name: str) -> list[Exception | None]:
+        touch(tmp_path / name, age=100)
+        root, d, st = _judge(tmp_path, name)
+        try:
+            return fs.unlink_all(d, [(name, st)])
+        finally:
+            d.close()
+            root.close()
+
+    assert remove("own.log") == [None] and swap.calls == 0
     tmp_path.chmod(0o777)
     # a name with no room for the prefix gets the plain check
-    assert fs.unlink_all(d, [(long, fs.lstat_at(d, long))]) == [None] and swap.calls == 0
+    assert remove("x" * 250 + ".log") == [None] and swap.calls == 0
+    assert remove("shared.log") == [None] and swap.calls == 1
     os.chown(tmp_path, 1, 1)
     tmp_path.chmod(0o755)
-    touch(tmp_path / "theirs.log", age=100)
-    assert fs.unlink_all(d, [("theirs.log", fs.lstat_at(d, "theirs.log"))]) == [None]
-    assert swap.calls == 1 and os.listdir(tmp_path) == []
-    d.close()
-    root.close()
+    assert remove("theirs.log") == [None] and swap.calls == 2
+    assert os.listdir(tmp_path) == []
 
 
 def test_walk_goes_deeper_than_the_recursion_limit_and_the_fd_window(tmp_path: Path) -> None:

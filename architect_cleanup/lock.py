@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 DEFAULT_RUNTIME_DIR = "/run/architect-cleanup"
 LOCK_NAME = "cleanup.lock"
+#: flock tries when the lock is found busy and then free (its holder just finished)
+_ATTEMPTS = 3
 
 
 class LockHeld(Exception):
@@ -49,13 +51,18 @@ class RunLock:
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            # The holder writes its PID right after it takes the lock; a run that starts in
-            # that instant asks the kernel instead.
-            pid = _read_pid(fd) or flock_owner(os.fstat(fd)) or None
-            os.close(fd)
-            raise LockHeld(self.path, pid) from None
+            for attempt in range(_ATTEMPTS):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    # The holder writes its PID right after it takes the lock; a run that
+                    # starts in that instant asks the kernel instead. Nobody at all: the
+                    # holder let go in the meantime, and this run may go ahead.
+                    pid = _read_pid(fd) or flock_owner(os.fstat(fd))
+                    if pid is None and attempt + 1 < _ATTEMPTS:
+                        continue
+                    raise LockHeld(self.path, pid or None) from None
         except BaseException:
             os.close(fd)
             raise

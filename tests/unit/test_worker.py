@@ -167,6 +167,32 @@ def test_a_run_refused_before_the_holder_wrote_its_pid_still_names_it(tmp_path: 
         proc.wait()
 
 
+def test_a_lock_let_go_while_a_run_looked_at_it_is_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder finished between this run's failed flock and its look for the holder
+    (found by `make stress`: the loser named nobody): the run takes the lock and goes on."""
+    import fcntl
+
+    from architect_cleanup import lock as lock_mod
+    real = fcntl.flock
+    busy = [1]
+
+    def flock(fd: int, op: int) -> None:
+        if busy[0]:
+            busy[0] -= 1
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        real(fd, op)
+
+    monkeypatch.setattr(lock_mod.fcntl, "flock", flock)
+    path = str(tmp_path / "run" / "cleanup.lock")
+    with RunLock(path):
+        assert holder(path) == os.getpid()
+    busy[0] = 10  # still busy and nobody to name after every try: refused, naming nobody
+    with pytest.raises(LockHeld) as info:
+        RunLock(path).acquire()
+    assert info.value.pid is None
+
+
 def test_the_lock_is_free_again_after_a_run() -> None:
     with RunLock(lock_path()):
         assert holder(lock_path()) == os.getpid()

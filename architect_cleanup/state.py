@@ -9,6 +9,7 @@ kept aside as ``state.json.corrupt`` and replaced, never a crash.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ DEFAULT_STATE_DIR = "/var/lib/architect-cleanup"
 STATE_FILE = "state.json"
 HISTORY_LIMIT = 100
 FORMAT = 1
+#: an interrupted write's leftover: ``.state.<random>.tmp``
+TMP_PREFIX, TMP_SUFFIX = ".state.", ".tmp"
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> str:
@@ -78,15 +81,17 @@ class StateStore:
         self.write(doc)
 
     def write(self, doc: Mapping[str, Any]) -> None:
+        """Replace state.json with *doc*: written and fsync'd under no name (``O_TMPFILE``),
+        given a temporary name only once it is whole, renamed over state.json. A run killed
+        while writing leaves nothing behind; one killed in the microseconds between the link
+        and the rename leaves a ``.state.*.tmp``, removed by the next write (state is written
+        only under the run lock). Where ``O_TMPFILE`` or ``/proc`` is missing, the temporary
+        file has its name from the start."""
         os.makedirs(self.directory, mode=0o755, exist_ok=True)
         data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=self.directory)
+        self._sweep()
+        tmp = self._unnamed(data) or self._named(data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -97,6 +102,58 @@ class StateStore:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+    def _unnamed(self, data: bytes) -> str | None:
+        """*data* in a file with no name until it is on disk; its temporary name, or None
+        where this file system or /proc does not allow it."""
+        try:
+            fd = os.open(self.directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                return None
+            raise
+        with os.fdopen(fd, "wb") as fh:
+            _write_all(fh, data)
+            name = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
+            dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                # linkat(AT_SYMLINK_FOLLOW) of the /proc magic link: a dst_dir_fd makes
+                # Python call linkat, not link(2), which would link the symlink itself
+                os.link(f"/proc/self/fd/{fh.fileno()}", name, dst_dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM):  # no usable /proc
+                    return None
+                raise
+            finally:
+                os.close(dfd)
+        return os.path.join(self.directory, name)
+
+    def _named(self, data: bytes) -> str:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                _write_all(fh, data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+    def _sweep(self) -> None:
+        """Remove temporary files an interrupted write left."""
+        with contextlib.suppress(OSError), os.scandir(self.directory) as it:
+            for entry in it:
+                if (entry.name.startswith(TMP_PREFIX) and entry.name.endswith(TMP_SUFFIX)
+                        and entry.is_file(follow_symlinks=False)):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+
+
+def _write_all(fh: Any, data: bytes) -> None:
+    fh.write(data)
+    fh.flush()
+    os.fchmod(fh.fileno(), 0o644)  # readable for `status` whatever the umask (service: 0077)
+    os.fsync(fh.fileno())
 
 
 def _empty() -> dict[str, Any]:

@@ -288,3 +288,16 @@ def test_a_stop_between_two_targets_fails_the_run_where_it_landed(
     assert after[0].failed and after[0].message == "stopped on request"
     assert all(t.status == "skipped" for t in after[1:]
                if t.message != "stopped on request"), [t.status for t in after]
+
+
+def test_a_state_write_leaves_only_state_json_and_sweeps_an_interrupted_ones_file(
+        tmp_path: Path) -> None:
+    """make stress found a run killed between creating its temporary file and the rename:
+    the file is now written under no name (O_TMPFILE) and named only for the rename, and a
+    leftover of an interrupted write is removed by the next one."""
+    (tmp_path / ".state.abc123.tmp").write_text('{"half": ')
+    store = StateStore(str(tmp_path))
+    store.write({"format": 1, "last_run": None, "history": []})
+    assert sorted(os.listdir(tmp_path)) == ["state.json"]
+    assert json.loads((tmp_path / "state.json").read_text())["history"] == []
+    assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o644

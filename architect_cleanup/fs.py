@@ -562,8 +562,9 @@ def shared_dir(d: Dir) -> bool:
 
 
 def _unlink_guarded(d: Dir, name: str, was: os.stat_result) -> Exception | None:
-    """Remove *name* in a directory others can write, leaving no moment in which a file
-    renamed over the name after its last check is removed instead of the judged one.
+    """Remove *name*, just checked to be the judged file, in a directory others can write,
+    leaving no moment in which a file renamed over the name after that check is removed
+    instead of the judged one.
 
     The entry is first renamed (``RENAME_NOREPLACE``) to a private name, which moves whatever
     is under *name* at that instant; that is checked again and unlinked only when it is the
@@ -574,9 +575,6 @@ def _unlink_guarded(d: Dir, name: str, was: os.stat_result) -> Exception | None:
     the rules like any other name in the next run."""
     path = d.join(name)
     fd = d.fd
-    now = os.stat(name, dir_fd=fd, follow_symlinks=False)
-    if not same_file(now, was) or stat.S_ISDIR(now.st_mode):
-        return Changed(f"{display(path)}: changed since it was checked")
     priv = QUARANTINE + name
     if len(os.fsencode(priv)) > _NAME_MAX:
         os.unlink(name, dir_fd=fd)
@@ -615,28 +613,22 @@ def unlink_all(d: Dir, judged: list[tuple[str, os.stat_result]]) -> list[Excepti
     OSError) is returned in order, and the caller does the accounting afterwards. On a disk
     where every unlink waits for the device (ext4 with ``discard``), what runs between two
     unlinks is what a deletion costs beyond the disk's own time, so that is kept to the
-    minimum. In a directory someone else can write (:func:`shared_dir`), each file goes
-    through :func:`_unlink_guarded` instead, which closes the moment between check and
-    unlink."""
+    minimum. In a directory someone else can write (:func:`shared_dir`), the unlink itself
+    goes through :func:`_unlink_guarded`, which closes the moment between check and unlink."""
     out: list[Exception | None] = []
     if not judged:
         return out
     fd = d.fd
-    if shared_dir(d):
-        for name, was in judged:
-            try:
-                out.append(_unlink_guarded(d, name, was))
-            except OSError as exc:
-                out.append(exc)
-        return out
+    guarded = shared_dir(d)
     isdir = stat.S_ISDIR
     for name, was in judged:
         try:
             now = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if ((now.st_ino, now.st_dev, now.st_mtime_ns, now.st_ctime_ns)
-                    != (was.st_ino, was.st_dev, was.st_mtime_ns, was.st_ctime_ns)
-                    or isdir(now.st_mode)):
+            if not same_file(now, was) or isdir(now.st_mode):
                 out.append(Changed(f"{display(d.join(name))}: changed since it was checked"))
+                continue
+            if guarded:
+                out.append(_unlink_guarded(d, name, was))
                 continue
             os.unlink(name, dir_fd=fd)
         except OSError as exc:

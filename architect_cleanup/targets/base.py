@@ -275,11 +275,7 @@ class FileTarget(Target):
             if why_keep is None:
                 go.append((name, st))
                 continue
-            path = d.join(name)
-            if why_keep == "modified in the future":
-                self._warn_future(path, st, ctx)
-            result.skipped += 1
-            self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {reason(st)}")
+            self._kept_at_last_moment(ctx, result, d.join(name), st, why_keep, reason(st))
         outcomes: list[Exception | None] = [None] * len(go) if ctx.dry_run else unlink_all(d, go)
         wants = ctx.wants_decisions
         removed = nbytes = 0
@@ -291,19 +287,32 @@ class FileTarget(Target):
                 if wants:
                     ctx.decide(Decision(self.name, d.join(name), True, reason(st), size))
                 continue
-            result.skipped += 1
-            path = d.join(name)
-            if isinstance(exc, FileNotFoundError):
-                ctx.decide(Decision(self.name, path, False, "vanished before removal"))
-            elif isinstance(exc, OSError):
-                hint = ctx.readonly(self.name, path) if exc.errno == errno.EROFS else ""
-                result.error(f"{display(path)}: {exc.strerror or exc}{hint}")
-                ctx.decide(Decision(self.name, path, False, f"removal failed: {exc.strerror}"))
-            else:  # Changed
-                result.error(str(exc))
-                ctx.decide(Decision(self.name, path, False, "changed since it was checked"))
+            self._not_removed(ctx, result, d.join(name), exc)
         result.removed += removed
         result.bytes += nbytes
+
+    def _kept_at_last_moment(self, ctx: RunContext, result: TargetResult, path: str,
+                             st: os.stat_result, why_keep: str, rule: str,
+                             part: str | None = None) -> None:
+        """Count and report a file a rule would remove that a last-moment reason keeps."""
+        if why_keep == "modified in the future":
+            self._warn_future(path, st, ctx)
+        result.skipped += 1
+        self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {rule}", part)
+
+    def _not_removed(self, ctx: RunContext, result: TargetResult, path: str,
+                     exc: Exception) -> None:
+        """Count and report a judged file whose unlink did not happen (see fs.unlink_all)."""
+        result.skipped += 1
+        if isinstance(exc, FileNotFoundError):
+            ctx.decide(Decision(self.name, path, False, "vanished before removal"))
+        elif isinstance(exc, OSError):
+            hint = ctx.readonly(self.name, path) if exc.errno == errno.EROFS else ""
+            result.error(f"{display(path)}: {exc.strerror or exc}{hint}")
+            ctx.decide(Decision(self.name, path, False, f"removal failed: {exc.strerror}"))
+        else:  # Changed
+            result.error(str(exc))
+            ctx.decide(Decision(self.name, path, False, "changed since it was checked"))
 
     def keep(self, ctx: RunContext, result: TargetResult, path: str, reason: str,
              part: str | None = None) -> None:
@@ -325,12 +334,8 @@ class FileTarget(Target):
         for _, sib_st in siblings:
             why_keep = why_keep or self.last_moment_keep(ctx, sib_st)
         if why_keep is not None:
-            path = d.join(name)
-            if why_keep == "modified in the future":
-                self._warn_future(path, st, ctx)
-            result.skipped += 1
-            self.keep(ctx, result, path,
-                      f"{why_keep}; a rule would remove it: {_text(reason)}", part)
+            self._kept_at_last_moment(ctx, result, d.join(name), st, why_keep, _text(reason),
+                                      part)
             return False
         size = freed_bytes(st)
         for _, sib_st in siblings:
@@ -340,22 +345,8 @@ class FileTarget(Target):
                 for sib_name, sib_st in siblings:
                     unlink_checked(d, sib_name, sib_st)
                 unlink_checked(d, name, st)
-            except FileNotFoundError:
-                result.skipped += 1
-                ctx.decide(Decision(self.name, d.join(name), False, "vanished before removal"))
-                return False
-            except Changed as exc:
-                result.skipped += 1
-                result.error(str(exc))
-                ctx.decide(Decision(self.name, d.join(name), False,
-                                    "changed since it was checked"))
-                return False
-            except OSError as exc:
-                result.skipped += 1
-                path = d.join(name)
-                hint = ctx.readonly(self.name, path) if exc.errno == errno.EROFS else ""
-                result.error(f"{display(path)}: {exc.strerror or exc}{hint}")
-                ctx.decide(Decision(self.name, path, False, f"removal failed: {exc.strerror}"))
+            except (OSError, Changed) as exc:
+                self._not_removed(ctx, result, d.join(name), exc)
                 return False
         result.removed += 1
         result.bytes += size

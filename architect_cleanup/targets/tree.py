@@ -56,9 +56,6 @@ class TreeTarget(FileTarget):
         """Judge the files of one directory whose names this target's patterns matched."""
         raise NotImplementedError
 
-    def on_file(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
-        self.on_files(ctx, result, d, [name])
-
     def on_dir(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
         """A directory this target claimed by name (not entered by the walk)."""
 

@@ -108,11 +108,13 @@ def holder(path: str) -> int | None:
     if owner is None:
         return None
     try:
-        with open(path, encoding="ascii") as fh:
-            text = fh.read(32).strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return owner or None
-    return int(text) if text.isdigit() else owner or None
+    try:
+        return _read_pid(fd) or owner or None
+    finally:
+        os.close(fd)
 
 
 def flock_owner(st: os.stat_result) -> int | None:

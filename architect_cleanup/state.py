@@ -89,46 +89,22 @@ class StateStore:
         file has its name from the start."""
         os.makedirs(self.directory, mode=0o755, exist_ok=True)
         data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
-        self._sweep()
-        tmp = self._unnamed(data) or self._named(data)
+        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
+            _sweep(dfd)
+            tmp = _unnamed(dfd, data) or self._named(data)
+            try:
+                os.replace(tmp, STATE_FILE, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
             os.fsync(dfd)
         finally:
             os.close(dfd)
 
-    def _unnamed(self, data: bytes) -> str | None:
-        """*data* in a file with no name until it is on disk; its temporary name, or None
-        where this file system or /proc does not allow it."""
-        try:
-            fd = os.open(self.directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                return None
-            raise
-        with os.fdopen(fd, "wb") as fh:
-            _write_all(fh, data)
-            name = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
-            dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                # linkat(AT_SYMLINK_FOLLOW) of the /proc magic link: a dst_dir_fd makes
-                # Python call linkat, not link(2), which would link the symlink itself
-                os.link(f"/proc/self/fd/{fh.fileno()}", name, dst_dir_fd=dfd)
-            except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM):  # no usable /proc
-                    return None
-                raise
-            finally:
-                os.close(dfd)
-        return os.path.join(self.directory, name)
-
     def _named(self, data: bytes) -> str:
+        """*data* in a temporary file named from the start; its name."""
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=self.directory)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -137,16 +113,40 @@ class StateStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        return tmp
+        return os.path.basename(tmp)
 
-    def _sweep(self) -> None:
-        """Remove temporary files an interrupted write left."""
-        with contextlib.suppress(OSError), os.scandir(self.directory) as it:
-            for entry in it:
-                if (entry.name.startswith(TMP_PREFIX) and entry.name.endswith(TMP_SUFFIX)
-                        and entry.is_file(follow_symlinks=False)):
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+
+def _unnamed(dfd: int, data: bytes) -> str | None:
+    """*data* in a file of directory *dfd* with no name until it is on disk; its temporary
+    name, or None where this file system or /proc does not allow it."""
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+    with os.fdopen(fd, "wb") as fh:
+        _write_all(fh, data)
+        name = f"{TMP_PREFIX}{os.urandom(6).hex()}{TMP_SUFFIX}"
+        try:
+            # linkat(AT_SYMLINK_FOLLOW) of the /proc magic link: a dst_dir_fd makes Python
+            # call linkat, not link(2), which would link the symlink itself
+            os.link(f"/proc/self/fd/{fh.fileno()}", name, dst_dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM):  # no usable /proc
+                return None
+            raise
+    return name
+
+
+def _sweep(dfd: int) -> None:
+    """Remove the temporary files an interrupted write left in directory *dfd*."""
+    with contextlib.suppress(OSError), os.scandir(dfd) as it:
+        for entry in it:
+            if (entry.name.startswith(TMP_PREFIX) and entry.name.endswith(TMP_SUFFIX)
+                    and entry.is_file(follow_symlinks=False)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.name, dir_fd=dfd)
 
 
 def _write_all(fh: Any, data: bytes) -> None:

@@ -301,3 +301,13 @@ def test_a_state_write_leaves_only_state_json_and_sweeps_an_interrupted_ones_fil
     assert sorted(os.listdir(tmp_path)) == ["state.json"]
     assert json.loads((tmp_path / "state.json").read_text())["history"] == []
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_without_o_tmpfile_the_state_is_written_through_a_named_temporary_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from architect_cleanup import state as state_mod
+    monkeypatch.setattr(state_mod, "_unnamed", lambda _dfd, _data: None)
+    StateStore(str(tmp_path)).write({"format": 1, "last_run": None, "history": [{"a": 1}]})
+    assert sorted(os.listdir(tmp_path)) == ["state.json"]
+    assert json.loads((tmp_path / "state.json").read_text())["history"] == [{"a": 1}]
+    assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o644

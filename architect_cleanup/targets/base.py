@@ -19,7 +19,6 @@ from architect_cleanup.fs import (
     FsError,
     OpenFiles,
     Root,
-    compile_patterns,
     display,
     freed_bytes,
     unlink_all,
@@ -217,14 +216,13 @@ class FileTarget(Target):
 
     def judge_by_age(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str],
                      *, max_age: float, limit: str, young: str,
-                     not_ours: Callable[[str], bool] | None = None,
                      protected: Callable[[str], bool] | None = None,
                      protected_reason: str = "") -> None:
         """The age rule over one directory's matching names: a file (or symlink) whose own
         mtime is more than *max_age* seconds before ``now`` is removed, a younger one kept.
 
-        Names *not_ours* says belong to another target are passed over; names *protected*
-        says are kept with *protected_reason*; only the rest pay for an ``lstat``. This loop
+        Names *protected* says are kept with *protected_reason*; only the rest pay for an
+        ``lstat`` (names another target owns never reach here: see ``targets.owners``). This loop
         runs once per candidate file, so it keeps to locals and builds reasons only when
         someone reads them."""
         fd = d.fd
@@ -233,8 +231,6 @@ class FileTarget(Target):
         wants = ctx.wants_decisions
         doomed: list[tuple[str, os.stat_result]] = []
         for name in names:
-            if not_ours is not None and not_ours(name):
-                continue
             if protected is not None and protected(name):
                 self.keep(ctx, result, d.join(name), protected_reason)
                 continue
@@ -391,27 +387,6 @@ def on_readonly_fs(path: str) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
-
-
-def matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    return compile_patterns(patterns)
-
-
-def exclusion_filter(ctx: RunContext, claim: Callable[[str], bool] | None = None
-                     ) -> Callable[[Dir, os.DirEntry[str]], str | None]:
-    """The walker's directory filter: configured exclusions are skipped; names *claim*
-    matches are handed to the target whole."""
-    excluded = matcher(ctx.config.safety.exclude_dirs)
-
-    def dir_filter(_d: Dir, entry: os.DirEntry[str]) -> str | None:
-        name = entry.name
-        if excluded(name):
-            return "excluded by safety.exclude_dirs"
-        if claim is not None and claim(name):
-            return "claim"
-        return None
-
-    return dir_filter
 
 
 def unique_dirs(dirs: tuple[str, ...]) -> list[str]:

@@ -3,8 +3,9 @@
 One run: lock -> plan (:func:`~architect_cleanup.runplan.plan_run`: which targets run, which
 do not and why, which share one walk) -> each target's slot in run order: its step runs with
 its failure contained (a dry run and a real run walk the same code; only the final delete
-differs), its result goes into the stats and the journal -> the final steps: after-run hooks,
-the state file, and last the one-line summary that ``systemctl status`` shows.
+differs), its result goes into the stats and the journal -> the final steps: the activity
+row, the ``after_run`` hooks passed in, the state file, and last the one-line summary that
+``systemctl status`` shows.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
+from architect_cleanup import activity
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
 from architect_cleanup.journal import fields
@@ -32,9 +34,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CleanupWorker", "LockHeld"]
 
-#: Hooks run after the targets with the finished stats (the database module adds the
-#: activity-log writer here); each gets the context and the stats and must not raise.
-AFTER_RUN: list[Callable[[RunContext, CleanupStats], None]] = []
+#: A step after the targets (``after_run=``): it gets the context and the finished stats.
+AfterRun = Callable[[RunContext, CleanupStats], None]
 
 
 def utc_iso(dt: datetime) -> str:
@@ -50,7 +51,7 @@ class CleanupWorker:
     (``/etc/architect-cleanup/config.toml`` or ``$ARCHITECT_CLEANUP_CONFIG``).
     ``source`` names the caller kind (timer, cli, api, python) and ``actor`` who it is
     (:class:`~architect_cleanup.targets.base.Actor`: user_id, user, ip_address); both reach
-    the AFTER_RUN hooks through the run context, for the activity log.
+    the activity row (and the ``after_run`` hooks, called after it) through the run context.
     Invalid values raise :class:`~architect_cleanup.config.ConfigError`.
     """
 
@@ -74,6 +75,7 @@ class CleanupWorker:
         state: StateStore | None = None,
         record_state: bool = True,
         should_stop: Callable[[], bool] | None = None,
+        after_run: Sequence[AfterRun] = (),
     ) -> None:
         base = config if config is not None else load_config()
         self.config = with_overrides(
@@ -98,6 +100,7 @@ class CleanupWorker:
         self.state = state if state is not None else StateStore()
         self.record_state = record_state
         self.should_stop = should_stop or (lambda: False)
+        self.after_run = tuple(after_run)
         self.last_stats: CleanupStats | None = None
         self._started = 0.0  # time.monotonic() at the run's start
 
@@ -128,8 +131,10 @@ class CleanupWorker:
         return stats
 
     def _final_steps(self) -> list[FinalStep]:
-        """After the targets: the after-run hooks, the state record, the journal summary."""
-        steps = [FinalStep(getattr(hook, "__name__", str(hook)), hook) for hook in AFTER_RUN]
+        """After the targets: the activity row, the hooks passed in, the state record, the
+        journal summary."""
+        hooks = (activity.record_run, *self.after_run)
+        steps = [FinalStep(getattr(hook, "__name__", str(hook)), hook) for hook in hooks]
         if self.record_state:
             steps.append(FinalStep("state", lambda _ctx, stats: self._record(stats), False))
         steps.append(FinalStep("summary", lambda _ctx, stats: self._summary(stats), False))

@@ -72,7 +72,8 @@ class RunContext:
     """Everything a target needs from the run; passed in, never global.
 
     ``actor`` says who asked for the run (see :class:`Actor`); None for the timer and the CLI.
-    The activity-log hook in ``worker.AFTER_RUN`` reads ``ctx.source`` and ``ctx.actor``."""
+    The run's activity-row step (:func:`architect_cleanup.activity.record_run`) reads
+    ``ctx.source`` and ``ctx.actor``."""
 
     config: Config
     now: datetime

@@ -47,11 +47,25 @@ _ENV_NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _IDENT_RX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class ConfigError(ValueError):
-    """One or more configuration problems, each ``section.key: message``."""
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem: the key it is about (``section.key``, or a file) and what
+    is wrong. Rendered ``key: message``."""
 
-    def __init__(self, problems: Iterable[str], source: str | None = None) -> None:
-        self.problems = list(problems)
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems: ``found`` as values, ``problems`` as their texts
+    (``section.key: message``)."""
+
+    def __init__(self, problems: Iterable[Problem | str], source: str | None = None) -> None:
+        self.found = tuple(p if isinstance(p, Problem) else Problem("", p) for p in problems)
+        self.problems = [str(p) for p in self.found]
         self.source = source
         where = f" in {source}" if source else ""
         super().__init__(f"invalid configuration{where}:\n  " + "\n  ".join(self.problems))
@@ -282,7 +296,7 @@ _MISSING: Any = object()
 class _Table:
     """Reads typed keys out of one TOML table, recording every problem instead of stopping."""
 
-    def __init__(self, raw: Any, path: str, problems: list[str]) -> None:
+    def __init__(self, raw: Any, path: str, problems: list[Problem]) -> None:
         self.path = path
         self.problems = problems
         if raw is _MISSING or raw is None:
@@ -297,8 +311,7 @@ class _Table:
         return f"{self.path}.{key}" if self.path else key
 
     def error(self, key: str, message: str) -> None:
-        where = self.key(key) if key else self.path
-        self.problems.append(f"{where}: {message}")
+        self.problems.append(Problem(self.key(key) if key else self.path, message))
 
     def get(self, key: str) -> Any:
         self.seen.add(key)
@@ -469,7 +482,7 @@ def _parse_policies(pt: _Table, environments: tuple[str, ...]) -> dict[str, Poli
 def _parse_policy(t: _Table) -> Policy | None:
     """One ``[backups.policy.<env>]`` table; None (with the problems recorded) when invalid."""
     before = len(t.problems)
-    counts = {key: t.get_int(key, 0, 0, None) for key, _ in COUNT_RULES}
+    counts: dict[str, Any] = {key: t.get_int(key, 0, 0, None) for key, _ in COUNT_RULES}
     within = None
     raw = t.get("keep_within")
     if raw is not _MISSING:
@@ -602,7 +615,7 @@ def _parse_safety(t: _Table) -> SafetyConfig:
 
 def parse_config(raw: Mapping[str, Any], sources: tuple[str, ...] = ()) -> Config:
     """Validate a merged TOML document; raise ConfigError listing every problem."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     top = _Table(dict(raw), "", problems)
     d = Config()
     root = top.get_str("root", d.root)
@@ -672,7 +685,7 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     explicit = path or environ.get(ENV_VAR) or None
     chosen = explicit or DEFAULT_CONFIG
     if explicit and not Path(chosen).is_file():
-        raise ConfigError([f"{chosen}: no such configuration file"])
+        raise ConfigError([Problem(chosen, "no such configuration file")])
     merged: dict[str, Any] = {}
     sources = []
     for f in config_files(chosen):
@@ -680,12 +693,12 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
             with f.open("rb") as fh:
                 doc = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"{f}: not valid TOML: {exc}"]) from None
+            raise ConfigError([Problem(str(f), f"not valid TOML: {exc}")]) from None
         except UnicodeDecodeError as exc:
-            raise ConfigError([f"{f}: not valid TOML: not UTF-8 text ({exc.reason} at byte "
-                               f"{exc.start})"]) from None
+            raise ConfigError([Problem(str(f), f"not valid TOML: not UTF-8 text ({exc.reason} "
+                                               f"at byte {exc.start})")]) from None
         except OSError as exc:
-            raise ConfigError([f"{f}: cannot read: {exc.strerror}"]) from None
+            raise ConfigError([Problem(str(f), f"cannot read: {exc.strerror}")]) from None
         merged = merge(merged, doc)
         sources.append(str(f))
     return parse_config(merged, tuple(sources))
@@ -699,7 +712,7 @@ def with_overrides(cfg: Config, *, keep: int | Mapping[str, int] | None = None,
 
     *keep* is one number for every environment (``--keep``) or a per-environment table merged
     over the configured retention."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     backups = cfg.backups
     if keep is not None:
         # An override means what the seed's --keep meant: the newest N, for this run, in place
@@ -709,10 +722,10 @@ def with_overrides(cfg: Config, *, keep: int | Mapping[str, int] | None = None,
         items = ({e: keep for e in table} if isinstance(keep, int) else dict(keep))
         for env, n in items.items():
             if isinstance(n, bool) or not isinstance(n, int):
-                problems.append(f"backups.retention.{env}: must be a whole number")
+                problems.append(Problem(f"backups.retention.{env}", "must be a whole number"))
             elif n < 1:
-                problems.append(f"backups.retention.{env}: {n} would delete every backup; "
-                                "must be >= 1 (the newest backup is always kept)")
+                problems.append(Problem(f"backups.retention.{env}", f"{n} would delete every "
+                                        "backup; must be >= 1 (the newest backup is always kept)"))
             else:
                 table[env] = n
                 policies.pop(env, None)
@@ -724,11 +737,11 @@ def with_overrides(cfg: Config, *, keep: int | Mapping[str, int] | None = None,
             return current
         if (isinstance(value, bool) or not isinstance(value, int | float)
                 or not math.isfinite(value) or value <= 0):
-            problems.append(f"{name}.max_age: {value!r} days must be a number > 0")
+            problems.append(Problem(f"{name}.max_age", f"{value!r} days must be a number > 0"))
             return current
         if value * 86400 > MAX_DURATION_S:
-            problems.append(f"{name}.max_age: {value!r} days is longer than "
-                            f"{MAX_DURATION_S // 86400} days (100 years)")
+            problems.append(Problem(f"{name}.max_age", f"{value!r} days is longer than "
+                                    f"{MAX_DURATION_S // 86400} days (100 years)"))
             return current
         return timedelta(days=value)
 

@@ -29,6 +29,7 @@ from architect_cleanup.retention import (
     FreeSpace,
     Policy,
     PolicyError,
+    PolicyKind,
     Verdict,
     format_size,
     keep_newest,
@@ -39,6 +40,7 @@ from architect_cleanup.retention import free_space_pass as floor_pass
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.base import (
     FileTarget,
+    Hold,
     RunContext,
     age_text,
     register,
@@ -173,16 +175,16 @@ class Backups(FileTarget):
                 plan.held.append((name, f"{age_text(max(age, 0))}, younger than min_age: may "
                                         "still be being written (not counted)"))
                 continue
-            if self.last_moment_keep(ctx, st) == "modified in the future":
+            if self.last_moment_keep(ctx, st) is Hold.FUTURE:
                 self._warn_future(d.join(name), st, ctx)
-                plan.held.append((name, "modified in the future (not counted)"))
+                plan.held.append((name, f"{Hold.FUTURE} (not counted)"))
                 continue
             sibs = [s for _, s in siblings.get(name, ())]
             size = st.st_size + sum(s.st_size for s in sibs)
             frees = sum(_allocated(s) for s in (st, *sibs))
             ready.append(Backup(name, st.st_mtime, size, name, frees))
 
-        if plan.source.startswith("backups.retention."):
+        if plan.policy.kind is PolicyKind.NEWEST:
             # the plain number keeps its original code path and reasons, exactly as before
             plan.verdicts = keep_newest(ready, plan.policy.keep_last, plan.label)
             return

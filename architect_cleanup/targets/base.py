@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from stat import S_ISLNK, S_ISREG
 from typing import ClassVar, TypedDict
 
@@ -33,6 +34,15 @@ log = logging.getLogger(__name__)
 FUTURE_SLACK = 300.0
 #: How often (seconds) live progress may be sent.
 PROGRESS_INTERVAL = 1.0
+
+
+class Hold(StrEnum):
+    """Why an item a rule would remove is kept at the last moment (the text is the reason)."""
+
+    #: modified more than FUTURE_SLACK ahead of ``now``: clock trouble
+    FUTURE = "modified in the future"
+    #: some process holds it open (``safety.skip_open_files``)
+    OPEN = "open by a running process"
 
 
 class Interrupted(Exception):
@@ -206,13 +216,13 @@ class FileTarget(Target):
     def __init__(self) -> None:
         self._warned_future = 0
 
-    def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> str | None:
+    def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> Hold | None:
         """Reasons that override any rule: a future mtime, a file some process holds open
         (``ctx.open_files`` is None when ``safety.skip_open_files`` is off)."""
         if st.st_mtime > ctx.future_limit:
-            return "modified in the future"
+            return Hold.FUTURE
         if ctx.open_files is not None and ctx.open_files.is_open(st):
-            return "open by a running process"
+            return Hold.OPEN
         return None
 
     def judge_by_age(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str],
@@ -247,7 +257,7 @@ class FileTarget(Target):
             if age <= max_age:
                 if st.st_mtime > future:
                     self._warn_future(d.join(name), st, ctx)
-                    self.keep(ctx, result, d.join(name), "modified in the future")
+                    self.keep(ctx, result, d.join(name), Hold.FUTURE)
                 elif wants:
                     self.keep(ctx, result, d.join(name),
                               f"{age_text(max(age, 0))}, {young} {limit}")
@@ -289,10 +299,10 @@ class FileTarget(Target):
         result.bytes += nbytes
 
     def _kept_at_last_moment(self, ctx: RunContext, result: TargetResult, path: str,
-                             st: os.stat_result, why_keep: str, rule: str,
+                             st: os.stat_result, why_keep: Hold, rule: str,
                              part: str | None = None) -> None:
         """Count and report a file a rule would remove that a last-moment reason keeps."""
-        if why_keep == "modified in the future":
+        if why_keep is Hold.FUTURE:
             self._warn_future(path, st, ctx)
         result.skipped += 1
         self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {rule}", part)

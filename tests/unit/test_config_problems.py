@@ -34,3 +34,23 @@ def test_a_plain_retention_number_is_a_newest_policy_that_keeps_what_keep_last_k
 def test_a_hold_reads_as_its_reason() -> None:
     assert f"{Hold.FUTURE} (not counted)" == "modified in the future (not counted)"
     assert str(Hold.OPEN) == "open by a running process"
+
+
+def test_every_configuration_key_declares_how_it_is_read_and_what_it_is_for() -> None:
+    import dataclasses
+
+    from architect_cleanup.config import Config
+    sections = [f.metadata["section"] for f in dataclasses.fields(Config)
+                if "section" in f.metadata]
+    assert len(sections) == 8
+    for cls in (Config, *sections):
+        for f in dataclasses.fields(cls):
+            if f.name != "sources":
+                assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+                assert "read" in f.metadata or "section" in f.metadata, f.name
+
+
+def test_the_api_checks_ages_against_the_configurations_bound() -> None:
+    from architect_cleanup import api_schema, config
+    assert api_schema.MAX_DAYS is config.MAX_DAYS
+    assert config.MAX_DURATION_S == config.MAX_DAYS * 86400

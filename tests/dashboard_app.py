@@ -28,7 +28,7 @@ from flask import Flask, jsonify, request, session
 
 app = Flask(__name__)
 app.secret_key = "dashboard-test-secret"
-USERS = {"%(user)s": "%(password)s"}
+USERS = {"@USER@": "@PASSWORD@"}
 
 
 def logged_in():
@@ -51,12 +51,12 @@ def login():
         session["user"] = form["username"]
         return jsonify({"success": True})
     return jsonify({"success": False, "error": "Invalid credentials"}), 401
-''' % {"user": USER, "password": PASSWORD}
+'''.replace("@USER@", USER).replace("@PASSWORD@", PASSWORD)
 
 _ROUTES = '''
 
 # --- storage cleanup (workers/cleanup_worker.py) ---
-%(import)s
+@IMPORT@
 
 
 @app.route("/api/system/cleanup", methods=["POST"])
@@ -108,7 +108,7 @@ def api_system_cleanup_status():
         return jsonify({"success": False, "error": str(e)}), 500
 '''
 
-ORIGINAL = _HEAD + _ROUTES % {"import": ORIGINAL_IMPORT}
+ORIGINAL = _HEAD + _ROUTES.replace("@IMPORT@", ORIGINAL_IMPORT)
 
 BLUEPRINT = '''
 

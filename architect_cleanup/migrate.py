@@ -645,6 +645,11 @@ def survey(cfg: Config, places: Places | None = None,
              p.invocation) for p in processes]
     runs += [(f"{s.path}:{s.lineno}", s.invocation) for s in schedules
              if s.invocation is not None]
+    if old.last_run is not None and not old.dry_run and not any(i.cleans for _, i in runs):
+        # The original saved its state after real runs only: it cleaned, even when what
+        # started it is gone (stopped, its cron line removed) and its flags are unknown.
+        runs.append((f"its state file: a real run at {old.last_run}",
+                     Invocation(script=SCRIPT, force=True)))
     imports = find_dashboard_imports(places, [cfg.root, *roots])
     return Report(rootdir=places.rootdir, pid_file=pid_file, processes=processes,
                   schedules=schedules, old_state=old, imports=imports, roots=roots,

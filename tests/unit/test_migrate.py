@@ -381,3 +381,15 @@ def test_a_machine_without_the_original_worker_has_nothing_to_do(tmp_path: Path)
     text = out.getvalue()
     assert "PID file: none" in text and "no cron line" in text
     assert "Nothing left to do." in text
+
+
+def test_the_state_file_alone_says_the_original_cleaned_for_real(old: OldInstall) -> None:
+    # Its daemon stopped and its cron lines removed, the original's state file still shows it
+    # cleaned (it saved state after real runs only): the timer's dry_run still needs a word.
+    old.path("/etc/cron.d/architect").unlink()
+    old.path("/var/spool/cron/crontabs/architect").unlink()
+    [dry] = [d for d in old.report()["differences"] if d["topic"] == "dry_run"]
+    assert dry["kind"] == "action" and "its state file" in dry["original"]
+    old.path(migrate.STATE_FILE).unlink()
+    [dry] = [d for d in old.report()["differences"] if d["topic"] == "dry_run"]
+    assert dry["kind"] == "same"

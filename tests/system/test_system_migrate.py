@@ -68,7 +68,8 @@ def test_migrate_finds_the_old_install_imports_its_state_and_says_what_is_left(
     # 1. the dry run: every trace found, nothing changed
     out = migrate(box)
     assert f"PID file: {PID_FILE}: PID {pid}, running" in out
-    assert f"running: PID {pid} (daemon): /usr/bin/python3 workers/cleanup_worker.py --daemon" in out
+    assert (f"running: PID {pid} (daemon): /usr/bin/python3 workers/cleanup_worker.py "
+            "--daemon") in out
     assert f"/etc/cron.d/architect-cleanup-worker:2 as architect: {CRON}" in out
     assert f"{STATE_FILE}: last run {OLD_STATE['last_run']}" in out
     assert f"{ROOT}/app.py:" in out and f"->  {COMPAT_IMPORT}" in out
@@ -103,7 +104,7 @@ def test_migrate_finds_the_old_install_imports_its_state_and_says_what_is_left(
     #    drop the cron line; --force removes the stale PID file; nothing is left but the
     #    dashboard's import line and the dry_run decision
     box.run(["systemctl", "kill", "--signal=KILL", "old-cleanup-worker"])
-    box.run(f"while systemctl is-active -q old-cleanup-worker; do sleep 0.1; done", timeout=30)
+    box.run("while systemctl is-active -q old-cleanup-worker; do sleep 0.1; done", timeout=30)
     box.run(["rm", "/etc/cron.d/architect-cleanup-worker"])
     out = migrate(box, "--force")
     assert f"Done: removed the stale PID file {PID_FILE}" in out

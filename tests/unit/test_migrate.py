@@ -393,3 +393,12 @@ def test_the_state_file_alone_says_the_original_cleaned_for_real(old: OldInstall
     old.path(migrate.STATE_FILE).unlink()
     [dry] = [d for d in old.report()["differences"] if d["topic"] == "dry_run"]
     assert dry["kind"] == "same"
+
+
+def test_a_corrupt_state_of_ours_is_not_overwritten_by_the_import(old: OldInstall) -> None:
+    store = StateStore()
+    os.makedirs(store.directory, exist_ok=True)
+    Path(store.path).write_text("{half a state")
+    code, out = old.migrate("--force")
+    assert code == 1 and "Problem: not imported:" in out and "fix or move it away" in out
+    assert Path(store.path).read_text() == "{half a state"

@@ -103,6 +103,8 @@ class Forecast:
             return f"{head}, {self.name} is full"
         if self.state == "not_filling" or self.seconds is None:
             return f"{head}, {self.name} is not filling"
+        if self.seconds > HORIZON:
+            return f"{head}, {self.name} fills in more than 5 years"
         return f"{head}, {self.name} fills in about {_range_words(self)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,8 +204,6 @@ def _span_words(span: float, window: float) -> str:
 
 def _range_words(f: Forecast) -> str:
     assert f.seconds is not None and f.low is not None and f.high is not None
-    if f.seconds > HORIZON:
-        return "more than 5 years"
     unit, size = ("hours", HOUR) if f.seconds < 2 * DAY else ("days", DAY)
     point = max(1, round(f.seconds / size))
     low = round(f.low / size)

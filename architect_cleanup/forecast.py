@@ -11,15 +11,14 @@ Pure: samples in, a :class:`Forecast` out, no I/O. The method, step by step:
    timer's own routine frees are part of the series' rhythm and are not jumps; the net
    growth across them is what the forecast is about.
 3. Fit a least-squares line to the samples after that jump (all of them without a jump).
-   The slope's standard error gives a 95 % range (Student's t for the degrees of freedom).
+   The range is where the line's 95 % confidence band reaches 0 (Fieller's interval, with
+   Student's t for the degrees of freedom): it reflects the uncertainty of both the slope
+   and the level, and it is asymmetric, as a time 1/slope away should be.
 4. **Not filling** when the slope is >= 0 or not significantly negative (the range of the
    slope reaches 0); **too few samples** below *min_samples* after the jump or under
    *min_span* seconds; **full** when the fitted free space is already at 0. Otherwise
    the time until the fitted line reaches 0: its point value, and the earliest and latest
    within the slope's range.
-
-The range reflects the slope's uncertainty only: the level (the free space now) is measured,
-and the slope is what a forecast of weeks depends on.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -135,18 +134,17 @@ def fit(samples: Iterable[tuple[float, float]], *, now: float, name: str,
     line = _least_squares(used, now)
     if line is None:
         return base
-    slope, stderr, level = line
     q = t95(len(used) - 2)
-    out = Forecast(name, "not_filling", slope=slope, slope_stderr=stderr, free=level,
-                   samples=len(used), span=base.span, window=window, needed=min_samples,
-                   jump_at=jump_at)
-    if level <= 0:
+    out = Forecast(name, "not_filling", slope=line.slope, slope_stderr=line.stderr,
+                   free=line.level, samples=len(used), span=base.span, window=window,
+                   needed=min_samples, jump_at=jump_at)
+    if line.level <= 0:
         return _replace(out, state="full", seconds=0.0, low=0.0, high=0.0)
-    fast, slow = slope - q * stderr, slope + q * stderr
-    if slope >= 0 or slow >= 0:
+    if line.slope >= 0 or line.slope + q * line.stderr >= 0:
         return out
-    return _replace(out, state="filling", seconds=level / -slope, low=level / -fast,
-                    high=level / -slow)
+    low, high = _crossing_range(line, q)
+    return _replace(out, state="filling", seconds=line.level / -line.slope, low=low,
+                    high=high)
 
 
 def last_jump(points: Sequence[tuple[float, float]], *, min_jump: float = 0.0) -> int | None:
@@ -170,10 +168,20 @@ def last_jump(points: Sequence[tuple[float, float]], *, min_jump: float = 0.0) -
     return found
 
 
-def _least_squares(points: Sequence[tuple[float, float]],
-                   now: float) -> tuple[float, float, float] | None:
-    """Slope, its standard error, and the line's value at *now*; None when the times do not
-    vary."""
+class _Line(NamedTuple):
+    """A least-squares line over times relative to now."""
+
+    slope: float
+    stderr: float  # of the slope
+    level: float  # the line at now
+    n: int
+    tbar: float  # mean time (relative to now)
+    sxx: float
+    s2: float  # residual variance
+
+
+def _least_squares(points: Sequence[tuple[float, float]], now: float) -> _Line | None:
+    """The line through *points*; None when the times do not vary."""
     n = len(points)
     ts = [t - now for t, _ in points]  # small numbers: no loss of precision in the squares
     fs = [f for _, f in points]
@@ -184,9 +192,23 @@ def _least_squares(points: Sequence[tuple[float, float]],
     sxy = sum((t - tbar) * (f - fbar) for t, f in zip(ts, fs, strict=True))
     slope = sxy / sxx
     ssr = sum((f - fbar - slope * (t - tbar)) ** 2 for t, f in zip(ts, fs, strict=True))
-    stderr = math.sqrt(ssr / (n - 2) / sxx)
-    level = fbar - slope * tbar  # at t - now = 0
-    return slope, stderr, level
+    s2 = ssr / (n - 2)
+    return _Line(slope, math.sqrt(s2 / sxx), fbar - slope * tbar, n, tbar, sxx, s2)
+
+
+def _crossing_range(line: _Line, q: float) -> tuple[float, float]:
+    """When the line's 95 % confidence band reaches 0 (Fieller's interval for the time the
+    line crosses 0: the uncertainty of both the slope and the level). Solves
+    ``(L + b t)^2 = q^2 s^2 (1/n + (t - tbar)^2 / Sxx)``; the slope is significant
+    (``b^2 > q^2 se_b^2``), so both roots are finite and bracket ``-L/b``."""
+    b, lv, tbar = line.slope, line.level, line.tbar
+    g = q * q * line.s2 / line.sxx
+    a = b * b - g
+    half_b = lv * b + g * tbar
+    c = lv * lv - q * q * line.s2 / line.n - g * tbar * tbar
+    root = math.sqrt(max(0.0, half_b * half_b - a * c))
+    t1, t2 = sorted(((-half_b - root) / a, (-half_b + root) / a))
+    return max(0.0, t1), max(0.0, t2)
 
 
 def _replace(f: Forecast, **changes: Any) -> Forecast:

@@ -237,7 +237,7 @@ def growth_per_day(conn: sqlite3.Connection, since: datetime, *,
             growth = (value - prev[2]) / max(1, (when - prev[1]).days)
         out.append(GrowthRow(day, cat, int(value), growth))
         prev = (cat, when, value)
-    return out
+    return sorted(out, key=lambda g: (g.category, g.day))
 
 
 def free_series(conn: sqlite3.Connection, name: str,

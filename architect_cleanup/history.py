@@ -408,7 +408,8 @@ class History:
                               "samples"):
                     conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", chunk)
-        conn.execute("PRAGMA incremental_vacuum")
+        # executescript steps it to the end (execute() would free a single page)
+        conn.executescript("PRAGMA incremental_vacuum;")
         if items or old:
             log.info("history: pruned %d items and %d runs", items, len(old))
         return PruneResult(items, len(old))

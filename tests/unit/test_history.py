@@ -336,3 +336,15 @@ def test_a_past_run_is_imported_once_and_marked_imported(tmp_path: Path) -> None
     assert hist.import_run(started_at=start, finished_at=None, dry_run=False,
                            result="success", stats=stats) is None
     assert hist.conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
+
+
+def test_pruning_gives_the_space_back_to_the_file_system(tmp_path: Path) -> None:
+    hist = _open(tmp_path)
+    _run(hist, NOW - timedelta(days=100), items=20000)
+    hist.checkpoint()
+    path = tmp_path / "history.sqlite3"
+    full = path.stat().st_size
+    hist.prune(now=NOW)
+    assert hist.conn.execute("PRAGMA freelist_count").fetchone() == (0,)
+    hist.close()
+    assert path.stat().st_size < full / 10

@@ -54,6 +54,10 @@ RUNS_DAYS = 730.0
 #: the items of dry runs are kept for this many of the newest dry runs (a preview of an hourly
 #: dry-run timer would otherwise record every candidate again every hour)
 DRY_ITEM_RUNS = 3
+#: directory and reason ids a writer remembers (a bounded cache; misses cost a SELECT)
+TEXT_CACHE = 4096
+#: unused texts are swept when pruning items and there are more than this many
+TEXTS_SWEEP = 50_000
 
 Action = Literal["removed", "archived"]
 RunResult = Literal["running", "success", "failed", "interrupted"]
@@ -175,6 +179,7 @@ _V1 = (
         items INTEGER NOT NULL DEFAULT 0,
         bytes INTEGER NOT NULL DEFAULT 0,
         items_recorded INTEGER NOT NULL DEFAULT 0,
+        first_item INTEGER,
         message TEXT NOT NULL DEFAULT '',
         imported INTEGER NOT NULL DEFAULT 0)""",
     "CREATE INDEX runs_started ON runs (started_at)",
@@ -197,12 +202,14 @@ _V1 = (
     """CREATE TABLE samples (
         run_id INTEGER NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
         PRIMARY KEY (run_id, kind, name)) WITHOUT ROWID""",
-    # clustered by (run_id, seq): a run's items are appended in order, read and pruned by run
+    # directories and reasons, each stored once
+    "CREATE TABLE texts (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE)",
+    # appended in the order decided: a run's items are the ids first_item ..
+    # first_item + items_recorded - 1 (no index to maintain); path = dir's text || name
     """CREATE TABLE items (
-        run_id INTEGER NOT NULL, seq INTEGER NOT NULL,
-        target TEXT NOT NULL, env TEXT, path TEXT NOT NULL, size INTEGER NOT NULL,
-        mtime REAL, action TEXT NOT NULL, reason TEXT NOT NULL,
-        PRIMARY KEY (run_id, seq)) WITHOUT ROWID""",
+        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL,
+        target TEXT NOT NULL, env TEXT, dir INTEGER NOT NULL, name TEXT NOT NULL,
+        size INTEGER NOT NULL, mtime REAL, action TEXT NOT NULL, reason INTEGER NOT NULL)""",
 )
 
 #: step n takes the schema from user_version n to n+1 (append only; never edit a shipped step)
@@ -298,7 +305,7 @@ class Corrupt(Exception):
 #: SQLite's words for a file that is not a usable database
 _CORRUPT_ERRORS = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_FORMAT")
 _TABLES = frozenset({"runs", "target_results", "target_parts", "backups", "samples",
-                     "items"})
+                     "texts", "items"})
 
 
 def _open(path: str) -> History:
@@ -363,12 +370,14 @@ class History:
                   batch: int = BATCH) -> RunWriter:
         """Record the start of a run; its writer. Raises sqlite3.Error/OSError (the caller
         goes on without history)."""
+        first = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM items"
+                                      ).fetchone()[0])
         cur = self.conn.execute(
-            "INSERT INTO runs (started_at, dry_run, source) VALUES (?, ?, ?)",
-            (_ts(started_at), int(dry_run), source))
+            "INSERT INTO runs (started_at, dry_run, source, first_item) VALUES (?, ?, ?, ?)",
+            (_ts(started_at), int(dry_run), source, first))
         run_id = cur.lastrowid
         assert run_id is not None
-        return RunWriter(self.conn, run_id, batch=batch)
+        return RunWriter(self.conn, run_id, first, batch=batch)
 
     def prune(self, *, now: datetime, items_days: float = ITEMS_DAYS,
               runs_days: float = RUNS_DAYS, dry_item_runs: int = DRY_ITEM_RUNS,
@@ -378,36 +387,40 @@ class History:
         transactions of *batch* rows, then give free pages back to the file system. Raises
         sqlite3.Error/OSError."""
         conn = self.conn
-        item_cut = _ts(now - timedelta(days=items_days))
         run_cut = _ts(now - timedelta(days=runs_days))
-        doomed = [r for (r,) in conn.execute(
-            "SELECT id FROM runs WHERE started_at < ? AND items_recorded > 0 UNION "
-            "SELECT id FROM runs WHERE dry_run AND items_recorded > 0 AND id NOT IN "
-            "(SELECT id FROM runs WHERE dry_run ORDER BY started_at DESC, id DESC LIMIT ?)",
-            (item_cut, max(0, dry_item_runs)))]
+        item_cut = max(_ts(now - timedelta(days=items_days)), run_cut)
+        doomed = conn.execute(
+            "SELECT first_item, items_recorded, id FROM runs WHERE items_recorded > 0 AND "
+            "(started_at < ? OR dry_run AND id NOT IN (SELECT id FROM runs WHERE dry_run "
+            "ORDER BY started_at DESC, id DESC LIMIT ?)) ORDER BY id",
+            (item_cut, max(0, dry_item_runs))).fetchall()
         items = 0
-        for run_id in doomed:
-            while True:
+        for first, count, run_id in doomed:
+            for lo in range(first, first + count, batch):
+                hi = min(lo + batch, first + count)
                 with _transaction(conn):
-                    n = conn.execute(
-                        "DELETE FROM items WHERE run_id = ? AND seq IN (SELECT seq FROM items "
-                        "WHERE run_id = ? LIMIT ?)", (run_id, run_id, batch)).rowcount
-                    if n < batch:
+                    items += conn.execute("DELETE FROM items WHERE id >= ? AND id < ?",
+                                          (lo, hi)).rowcount
+                    if hi == first + count:
                         conn.execute("UPDATE runs SET items_recorded = 0 WHERE id = ?",
                                      (run_id,))
-                items += n
-                if n < batch:
-                    break
         old = [r for (r,) in conn.execute("SELECT id FROM runs WHERE started_at < ?",
                                           (run_cut,))]
         for i in range(0, len(old), 500):
             chunk = old[i:i + 500]
             marks = ",".join("?" * len(chunk))
             with _transaction(conn):
-                for table in ("items", "target_results", "target_parts", "backups",
-                              "samples"):
+                for table in ("target_results", "target_parts", "backups", "samples"):
                     conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", chunk)
+        many = items > 0 and int(
+            conn.execute("SELECT COUNT(*) FROM texts").fetchone()[0]) > TEXTS_SWEEP
+        if old or many:
+            # texts no item uses any more: rare (directories and reasons repeat), so swept
+            # with the runs or when there are many, not on every prune (a scan of the items)
+            with _transaction(conn):
+                conn.execute("DELETE FROM texts WHERE id NOT IN (SELECT dir FROM items "
+                             "UNION SELECT reason FROM items)")
         # executescript steps it to the end (execute() would free a single page)
         conn.executescript("PRAGMA incremental_vacuum;")
         if items or old:
@@ -470,12 +483,16 @@ class RunWriter:
     """Writes one run's records. Items are buffered and written :data:`BATCH` at a time in
     one transaction each; everything else is written at once. A failing write (full disk,
     I/O error) logs one warning, sets :attr:`problem` and turns every later call into a
-    no-op: the cleanup never stops for its history."""
+    no-op: the cleanup never stops for its history.
 
-    _ITEM_SQL = ("INSERT INTO items (run_id, seq, target, env, path, size, mtime, action, "
-                 "reason) VALUES (?,?,?,?,?,?,?,?,?)")
+    An item's directory and reason are stored once in ``texts``; the writer remembers the
+    ids of up to :data:`TEXT_CACHE` of them (memory stays bounded whatever the tree)."""
 
-    def __init__(self, conn: sqlite3.Connection, run_id: int, *, batch: int = BATCH) -> None:
+    _ITEM_SQL = ("INSERT INTO items (id, run_id, target, env, dir, name, size, mtime, action, "
+                 "reason) VALUES (?,?,?,?,?,?,?,?,?,?)")
+
+    def __init__(self, conn: sqlite3.Connection, run_id: int, first_item: int = 1, *,
+                 batch: int = BATCH) -> None:
         self.conn = conn
         self.run_id = run_id
         self.batch = max(1, batch)
@@ -483,15 +500,27 @@ class RunWriter:
         #: items handed over so far (written or buffered)
         self.items_recorded = 0
         self.finished = False
+        self._next = first_item
         self._buffer: list[tuple[Any, ...]] = []
+        self._texts: dict[str, int] = {}
+        self._unresolved = False
 
     def item(self, item: Item) -> None:
         """Record one item (buffered)."""
         if self.problem is not None:
             return
+        path = item.path
+        cut = path.rfind("/") + 1
+        folder = path[:cut]
+        d = self._texts.get(folder)
+        r = self._texts.get(item.reason)
+        if d is None or r is None:
+            self._unresolved = True
+        self._buffer.append((self._next, self.run_id, item.target, item.env,
+                             folder if d is None else d, path[cut:], item.size, item.mtime,
+                             item.action, item.reason if r is None else r))
+        self._next += 1
         self.items_recorded += 1
-        self._buffer.append((self.run_id, self.items_recorded, item.target, item.env,
-                             item.path, item.size, item.mtime, item.action, item.reason))
         if len(self._buffer) >= self.batch:
             self.flush()
 
@@ -504,10 +533,34 @@ class RunWriter:
         if not self._buffer or self.problem is not None:
             return
         rows, self._buffer = self._buffer, []
-        last = rows[-1][1]
-        self._guard("items", lambda: self._write(
-            (self._ITEM_SQL, rows),
-            ("UPDATE runs SET items_recorded = ? WHERE id = ?", [(last, self.run_id)])))
+        self._guard("items", lambda: self._write_items(rows, self.items_recorded))
+
+    def _write_items(self, rows: list[tuple[Any, ...]], recorded: int) -> None:
+        with _transaction(self.conn):
+            if self._unresolved:
+                rows = self._resolve(rows)
+            self.conn.executemany(self._ITEM_SQL, rows)
+            self.conn.execute("UPDATE runs SET items_recorded = ? WHERE id = ?",
+                              (recorded, self.run_id))
+
+    def _resolve(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """*rows* with the ids of their new directories and reasons (inside the batch's
+        transaction)."""
+        new = {v for row in rows for v in (row[4], row[9]) if isinstance(v, str)}
+        if len(self._texts) + len(new) > TEXT_CACHE:
+            self._texts.clear()
+        self.conn.executemany("INSERT OR IGNORE INTO texts (text) VALUES (?)",
+                              [(t,) for t in new])
+        for t in new:
+            self._texts[t] = int(self.conn.execute("SELECT id FROM texts WHERE text = ?",
+                                                   (t,)).fetchone()[0])
+        self._unresolved = False
+        ids = self._texts
+
+        def resolved(v: Any) -> Any:
+            return ids[v] if isinstance(v, str) else v
+
+        return [(*row[:4], resolved(row[4]), *row[5:9], resolved(row[9])) for row in rows]
 
     def target(self, record: TargetRecord, parts: Iterable[PartRecord] = ()) -> None:
         """Record one target's figures and its per-environment parts."""

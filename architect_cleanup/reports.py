@@ -161,19 +161,21 @@ def items_since(conn: sqlite3.Connection, since: datetime, *, target: str | None
     """The items of the runs started at or after *since*, oldest run first, in the order
     they were decided. *grep*: only paths containing that text (case-sensitive, no
     wildcards: "what removed this file?"); *dry_run*: only dry (True) or real (False) runs."""
-    sql = ["SELECT i.run_id, r.started_at, r.dry_run, i.target, i.env, i.path, i.size, "
-           "i.mtime, i.action, i.reason FROM runs r JOIN items i ON i.run_id = r.id "
-           "WHERE r.started_at >= ?"]
+    sql = ["SELECT i.run_id, r.started_at, r.dry_run, i.target, i.env, d.text || i.name, "
+           "i.size, i.mtime, i.action, x.text FROM runs r JOIN items i "
+           "ON i.id >= r.first_item AND i.id < r.first_item + r.items_recorded "
+           "JOIN texts d ON d.id = i.dir JOIN texts x ON x.id = i.reason "
+           "WHERE r.started_at >= ? AND r.items_recorded > 0"]
     args: list[Any] = [_ts(since)]
     for cond, value in (("i.target = ?", target), ("i.env = ?", env),
-                        ("instr(i.path, ?) > 0", grep)):
+                        ("instr(d.text || i.name, ?) > 0", grep)):
         if value is not None:
             sql.append(f"AND {cond}")
             args.append(value)
     if dry_run is not None:
         sql.append("AND r.dry_run = ?")
         args.append(int(dry_run))
-    sql.append("ORDER BY r.started_at, i.run_id, i.seq")
+    sql.append("ORDER BY r.started_at, r.id, i.id")
     if limit is not None:
         sql.append("LIMIT ?")
         args.append(int(limit))

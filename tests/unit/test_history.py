@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from architect_cleanup import history as h
+from architect_cleanup import reports
 from architect_cleanup.stats import CleanupStats, TargetResult
 
 from conftest import NOW
@@ -109,11 +110,42 @@ def test_items_are_written_in_batches_as_they_are_handed_over(tmp_path: Path) ->
     row = hist.conn.execute("SELECT result, items, bytes, items_recorded FROM runs").fetchone()
     assert row == ("success", 250, 25000, 250)
     first = hist.conn.execute(
-        "SELECT target, env, path, size, mtime, action, reason FROM items WHERE seq = 1"
-    ).fetchone()
+        "SELECT i.target, i.env, d.text || i.name, i.size, i.mtime, i.action, x.text "
+        "FROM items i JOIN texts d ON d.id = i.dir JOIN texts x ON x.id = i.reason "
+        "ORDER BY i.id LIMIT 1").fetchone()
     assert first == ("logs", None, "/srv/architect/logs/app-0.log", 100,
                      NOW.timestamp() - 86400, "removed", "31 days old > 30d")
+    # the directory and the reason are stored once
+    assert sorted(t for (t,) in hist.conn.execute("SELECT text FROM texts")) == [
+        "/srv/architect/logs/", "31 days old > 30d"]
     hist.close()
+
+
+def test_every_kind_of_path_and_reason_comes_back_exactly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(h, "TEXT_CACHE", 8)  # forgets ids often: misses must still be right
+    paths = ["tasks#12", "/x", "relative/y", "/srv/a/", "/srv/a/b c/ü.log", "//double//z"]
+    paths += [f"/srv/d{i % 37}/f{i}" for i in range(300)]
+    hist = _open(tmp_path)
+    w = hist.begin_run(started_at=NOW, dry_run=False, source="timer", batch=7)
+    for i, p in enumerate(paths):
+        w.item(h.Item("logs", p, i, None, f"{i % 13} days old > 0d", env=f"e{i % 3}"))
+    w.finish(finished_at=NOW, result="success", duration_s=1, items=len(paths), bytes=0)
+    assert len(w._texts) <= 8 + 2 * 7  # bounded: the cache plus one batch's new texts
+    back = list(reports.items_since(hist.conn, NOW))
+    assert [x.path for x in back] == paths
+    assert [x.reason for x in back] == [f"{i % 13} days old > 0d" for i in range(len(paths))]
+    assert [x.env for x in back] == [f"e{i % 3}" for i in range(len(paths))]
+    # 6 directories of the odd paths and 37 /srv/dN/, 13 reasons
+    assert hist.conn.execute("SELECT COUNT(*) FROM texts").fetchone()[0] == 6 + 37 + 13
+
+
+def test_a_runs_items_are_read_by_their_id_range_without_an_index(tmp_path: Path) -> None:
+    hist = _open(tmp_path)
+    plan = " ".join(str(r[-1]) for r in hist.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT i.name FROM runs r JOIN items i ON i.id >= r.first_item "
+        "AND i.id < r.first_item + r.items_recorded WHERE r.started_at >= 0"))
+    assert "SEARCH i USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in plan
 
 
 def test_a_run_records_targets_parts_backups_and_samples(tmp_path: Path) -> None:
@@ -287,6 +319,7 @@ def test_pruning_drops_items_after_90_days_and_runs_after_2_years(tmp_path: Path
     assert [r[0] for r in c.execute("SELECT id FROM runs ORDER BY id")] == [old, recent]
     assert c.execute("SELECT run_id, COUNT(*) FROM items GROUP BY run_id").fetchall() == [
         (recent, 6)]
+    assert [x.run_id for x in reports.items_since(c, NOW - timedelta(days=900))] == [recent] * 6
     assert c.execute("SELECT items_recorded FROM runs WHERE id = ?", (old,)).fetchone() == (0,)
     for table in ("target_results", "samples"):
         assert c.execute(f"SELECT COUNT(*) FROM {table} WHERE run_id = ?",
@@ -348,3 +381,14 @@ def test_pruning_gives_the_space_back_to_the_file_system(tmp_path: Path) -> None
     assert hist.conn.execute("PRAGMA freelist_count").fetchone() == (0,)
     hist.close()
     assert path.stat().st_size < full / 10
+
+
+def test_texts_no_item_uses_are_swept_with_the_runs(tmp_path: Path) -> None:
+    hist = _open(tmp_path)
+    w = hist.begin_run(started_at=NOW - timedelta(days=800), dry_run=False, source="timer")
+    w.item(h.Item("logs", "/gone/dir/a.log", 1, None, "a reason no one uses any more"))
+    w.finish(finished_at=NOW, result="success", duration_s=1, items=1, bytes=1)
+    _run(hist, NOW, items=2)
+    hist.prune(now=NOW)
+    texts = {t for (t,) in hist.conn.execute("SELECT text FROM texts")}
+    assert texts == {"/srv/architect/logs/", "31 days old > 30d"}

@@ -204,12 +204,15 @@ _V1 = (
         PRIMARY KEY (run_id, kind, name)) WITHOUT ROWID""",
     # directories and reasons, each stored once
     "CREATE TABLE texts (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE)",
+    # target, environment ('' for none) and action of items, each combination stored once
+    """CREATE TABLE kinds (id INTEGER PRIMARY KEY, target TEXT NOT NULL, env TEXT NOT NULL,
+        action TEXT NOT NULL, UNIQUE (target, env, action))""",
     # appended in the order decided: a run's items are the ids first_item ..
     # first_item + items_recorded - 1 (no index to maintain); path = dir's text || name
     """CREATE TABLE items (
-        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL,
-        target TEXT NOT NULL, env TEXT, dir INTEGER NOT NULL, name TEXT NOT NULL,
-        size INTEGER NOT NULL, mtime REAL, action TEXT NOT NULL, reason INTEGER NOT NULL)""",
+        id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, kind INTEGER NOT NULL,
+        dir INTEGER NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, mtime REAL,
+        reason INTEGER NOT NULL)""",
 )
 
 #: step n takes the schema from user_version n to n+1 (append only; never edit a shipped step)
@@ -305,7 +308,7 @@ class Corrupt(Exception):
 #: SQLite's words for a file that is not a usable database
 _CORRUPT_ERRORS = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_FORMAT")
 _TABLES = frozenset({"runs", "target_results", "target_parts", "backups", "samples",
-                     "texts", "items"})
+                     "texts", "kinds", "items"})
 
 
 def _open(path: str) -> History:
@@ -488,8 +491,8 @@ class RunWriter:
     An item's directory and reason are stored once in ``texts``; the writer remembers the
     ids of up to :data:`TEXT_CACHE` of them (memory stays bounded whatever the tree)."""
 
-    _ITEM_SQL = ("INSERT INTO items (id, run_id, target, env, dir, name, size, mtime, action, "
-                 "reason) VALUES (?,?,?,?,?,?,?,?,?,?)")
+    _ITEM_SQL = ("INSERT INTO items (id, run_id, kind, dir, name, size, mtime, reason) "
+                 "VALUES (?,?,?,?,?,?,?,?)")
 
     def __init__(self, conn: sqlite3.Connection, run_id: int, first_item: int = 1, *,
                  batch: int = BATCH) -> None:
@@ -503,6 +506,7 @@ class RunWriter:
         self._next = first_item
         self._buffer: list[tuple[Any, ...]] = []
         self._texts: dict[str, int] = {}
+        self._kinds: dict[tuple[str, str, str], int] = {}
         self._unresolved = False
 
     def item(self, item: Item) -> None:
@@ -514,11 +518,13 @@ class RunWriter:
         folder = path[:cut]
         d = self._texts.get(folder)
         r = self._texts.get(item.reason)
-        if d is None or r is None:
+        kind = (item.target, item.env or "", item.action)
+        k = self._kinds.get(kind)
+        if d is None or r is None or k is None:
             self._unresolved = True
-        self._buffer.append((self._next, self.run_id, item.target, item.env,
+        self._buffer.append((self._next, self.run_id, kind if k is None else k,
                              folder if d is None else d, path[cut:], item.size, item.mtime,
-                             item.action, item.reason if r is None else r))
+                             item.reason if r is None else r))
         self._next += 1
         self.items_recorded += 1
         if len(self._buffer) >= self.batch:
@@ -544,23 +550,30 @@ class RunWriter:
                               (recorded, self.run_id))
 
     def _resolve(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """*rows* with the ids of their new directories and reasons (inside the batch's
-        transaction)."""
-        new = {v for row in rows for v in (row[4], row[9]) if isinstance(v, str)}
-        if len(self._texts) + len(new) > TEXT_CACHE:
+        """*rows* with the ids of their new kinds, directories and reasons (inside the
+        batch's transaction)."""
+        conn = self.conn
+        texts = {v for row in rows for v in (row[3], row[7]) if isinstance(v, str)}
+        kinds = {row[2] for row in rows if isinstance(row[2], tuple)}
+        if len(self._texts) + len(texts) > TEXT_CACHE:
             self._texts.clear()
-        self.conn.executemany("INSERT OR IGNORE INTO texts (text) VALUES (?)",
-                              [(t,) for t in new])
-        for t in new:
-            self._texts[t] = int(self.conn.execute("SELECT id FROM texts WHERE text = ?",
-                                                   (t,)).fetchone()[0])
+        if len(self._kinds) + len(kinds) > TEXT_CACHE:
+            self._kinds.clear()
+        conn.executemany("INSERT OR IGNORE INTO texts (text) VALUES (?)", [(t,) for t in texts])
+        for t in texts:
+            self._texts[t] = int(conn.execute("SELECT id FROM texts WHERE text = ?",
+                                              (t,)).fetchone()[0])
+        conn.executemany("INSERT OR IGNORE INTO kinds (target, env, action) VALUES (?, ?, ?)",
+                         kinds)
+        for kind in kinds:
+            self._kinds[kind] = int(conn.execute(
+                "SELECT id FROM kinds WHERE target = ? AND env = ? AND action = ?",
+                kind).fetchone()[0])
         self._unresolved = False
-        ids = self._texts
-
-        def resolved(v: Any) -> Any:
-            return ids[v] if isinstance(v, str) else v
-
-        return [(*row[:4], resolved(row[4]), *row[5:9], resolved(row[9])) for row in rows]
+        tids, kids = self._texts, self._kinds
+        return [(*row[:2], kids[row[2]] if isinstance(row[2], tuple) else row[2],
+                 tids[row[3]] if isinstance(row[3], str) else row[3], *row[4:7],
+                 tids[row[7]] if isinstance(row[7], str) else row[7]) for row in rows]
 
     def target(self, record: TargetRecord, parts: Iterable[PartRecord] = ()) -> None:
         """Record one target's figures and its per-environment parts."""

@@ -161,13 +161,13 @@ def items_since(conn: sqlite3.Connection, since: datetime, *, target: str | None
     """The items of the runs started at or after *since*, oldest run first, in the order
     they were decided. *grep*: only paths containing that text (case-sensitive, no
     wildcards: "what removed this file?"); *dry_run*: only dry (True) or real (False) runs."""
-    sql = ["SELECT i.run_id, r.started_at, r.dry_run, i.target, i.env, d.text || i.name, "
-           "i.size, i.mtime, i.action, x.text FROM runs r JOIN items i "
+    sql = ["SELECT i.run_id, r.started_at, r.dry_run, k.target, NULLIF(k.env, ''), "
+           "d.text || i.name, i.size, i.mtime, k.action, x.text FROM runs r JOIN items i "
            "ON i.id >= r.first_item AND i.id < r.first_item + r.items_recorded "
-           "JOIN texts d ON d.id = i.dir JOIN texts x ON x.id = i.reason "
-           "WHERE r.started_at >= ? AND r.items_recorded > 0"]
+           "JOIN kinds k ON k.id = i.kind JOIN texts d ON d.id = i.dir "
+           "JOIN texts x ON x.id = i.reason WHERE r.started_at >= ? AND r.items_recorded > 0"]
     args: list[Any] = [_ts(since)]
-    for cond, value in (("i.target = ?", target), ("i.env = ?", env),
+    for cond, value in (("k.target = ?", target), ("k.env = ?", env),
                         ("instr(d.text || i.name, ?) > 0", grep)):
         if value is not None:
             sql.append(f"AND {cond}")

@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         ("time, making and recording them", f"{write.wall:.1f} s"),
         ("time the history writes add", f"{added_s:.1f} s ({added_s / args.items * 1e6:.1f} "
                                         "us per item)"),
+        ("CPU time they add (user + system)", f"{write.cpu - base.cpu:.1f} s "
+                                              f"({(write.cpu - base.cpu) / args.items * 1e6:.1f}"
+                                              " us per item)"),
         ("database size", f"{size / 1e6:.1f} MB ({size / args.items:.0f} bytes per item)"),
         ("opening it again (quick_check)", f"{t_open:.2f} s"),
         ("--grep over all items", f"{t_grep:.2f} s ({found} found)"),

@@ -110,10 +110,10 @@ def test_items_are_written_in_batches_as_they_are_handed_over(tmp_path: Path) ->
     row = hist.conn.execute("SELECT result, items, bytes, items_recorded FROM runs").fetchone()
     assert row == ("success", 250, 25000, 250)
     first = hist.conn.execute(
-        "SELECT i.target, i.env, d.text || i.name, i.size, i.mtime, i.action, x.text "
+        "SELECT k.target, k.env, d.text || i.name, i.size, i.mtime, k.action, x.text "
         "FROM items i JOIN texts d ON d.id = i.dir JOIN texts x ON x.id = i.reason "
-        "ORDER BY i.id LIMIT 1").fetchone()
-    assert first == ("logs", None, "/srv/architect/logs/app-0.log", 100,
+        "JOIN kinds k ON k.id = i.kind ORDER BY i.id LIMIT 1").fetchone()
+    assert first == ("logs", "", "/srv/architect/logs/app-0.log", 100,
                      NOW.timestamp() - 86400, "removed", "31 days old > 30d")
     # the directory and the reason are stored once
     assert sorted(t for (t,) in hist.conn.execute("SELECT text FROM texts")) == [
@@ -129,13 +129,17 @@ def test_every_kind_of_path_and_reason_comes_back_exactly(
     hist = _open(tmp_path)
     w = hist.begin_run(started_at=NOW, dry_run=False, source="timer", batch=7)
     for i, p in enumerate(paths):
-        w.item(h.Item("logs", p, i, None, f"{i % 13} days old > 0d", env=f"e{i % 3}"))
+        w.item(h.Item("logs", p, i, None, f"{i % 13} days old > 0d",
+                      env=f"e{i % 3}" if i % 4 else None,
+                      action="archived" if i % 5 else "removed"))
     w.finish(finished_at=NOW, result="success", duration_s=1, items=len(paths), bytes=0)
     assert len(w._texts) <= 8 + 2 * 7  # bounded: the cache plus one batch's new texts
     back = list(reports.items_since(hist.conn, NOW))
     assert [x.path for x in back] == paths
     assert [x.reason for x in back] == [f"{i % 13} days old > 0d" for i in range(len(paths))]
-    assert [x.env for x in back] == [f"e{i % 3}" for i in range(len(paths))]
+    assert [x.env for x in back] == [f"e{i % 3}" if i % 4 else None for i in range(len(paths))]
+    assert [x.action for x in back] == ["archived" if i % 5 else "removed"
+                                        for i in range(len(paths))]
     # 6 directories of the odd paths and 37 /srv/dN/, 13 reasons
     assert hist.conn.execute("SELECT COUNT(*) FROM texts").fetchone()[0] == 6 + 37 + 13
 

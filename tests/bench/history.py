@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proc import run  # noqa: E402
+from proc import run
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))

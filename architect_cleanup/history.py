@@ -161,8 +161,11 @@ class Opened(NamedTuple):
 
 
 class PruneResult(NamedTuple):
+    """What :meth:`History.prune` removed; *problem* when it could not finish."""
+
     items: int
     runs: int
+    problem: str | None = None
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -371,13 +374,21 @@ class History:
 
     def begin_run(self, *, started_at: datetime, dry_run: bool, source: str,
                   batch: int = BATCH) -> RunWriter:
-        """Record the start of a run; its writer. Raises sqlite3.Error/OSError (the caller
-        goes on without history)."""
-        first = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM items"
-                                      ).fetchone()[0])
-        cur = self.conn.execute(
-            "INSERT INTO runs (started_at, dry_run, source, first_item) VALUES (?, ?, ?, ?)",
-            (_ts(started_at), int(dry_run), source, first))
+        """Record the start of a run; its writer. Never raises for the database: when the
+        run cannot be recorded, the writer comes back disabled (its :attr:`RunWriter.problem`
+        says why, every call is a no-op)."""
+        when = _ts(started_at)
+        try:
+            first = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM items"
+                                          ).fetchone()[0])
+            cur = self.conn.execute(
+                "INSERT INTO runs (started_at, dry_run, source, first_item) VALUES (?,?,?,?)",
+                (when, int(dry_run), source, first))
+        except (sqlite3.Error, OSError) as exc:
+            writer = RunWriter(self.conn, 0, batch=batch)
+            writer.problem = f"history: cannot record this run: {exc}"
+            log.warning("%s", writer.problem)
+            return writer
         run_id = cur.lastrowid
         assert run_id is not None
         return RunWriter(self.conn, run_id, first, batch=batch)
@@ -387,8 +398,22 @@ class History:
               batch: int = 20 * BATCH) -> PruneResult:
         """Drop items older than *items_days* (and those of dry runs beyond the newest
         *dry_item_runs*), runs older than *runs_days* with all they recorded; in short
-        transactions of *batch* rows, then give free pages back to the file system. Raises
-        sqlite3.Error/OSError."""
+        transactions of *batch* rows, then give free pages back to the file system. Never
+        raises for the database: a failure is logged and returned as ``problem`` (what was
+        committed before it stays pruned; the next run goes on from there)."""
+        counts = [0, 0]
+        try:
+            self._prune(now, items_days, runs_days, dry_item_runs, batch, counts)
+        except (sqlite3.Error, OSError) as exc:
+            problem = f"history: pruning failed: {exc}"
+            log.warning("%s", problem)
+            return PruneResult(counts[0], counts[1], problem)
+        if any(counts):
+            log.info("history: pruned %d items and %d runs", *counts)
+        return PruneResult(counts[0], counts[1])
+
+    def _prune(self, now: datetime, items_days: float, runs_days: float, dry_item_runs: int,
+               batch: int, counts: list[int]) -> None:
         conn = self.conn
         run_cut = _ts(now - timedelta(days=runs_days))
         item_cut = max(_ts(now - timedelta(days=items_days)), run_cut)
@@ -397,13 +422,12 @@ class History:
             "(started_at < ? OR dry_run AND id NOT IN (SELECT id FROM runs WHERE dry_run "
             "ORDER BY started_at DESC, id DESC LIMIT ?)) ORDER BY id",
             (item_cut, max(0, dry_item_runs))).fetchall()
-        items = 0
         for first, count, run_id in doomed:
             for lo in range(first, first + count, batch):
                 hi = min(lo + batch, first + count)
                 with _transaction(conn):
-                    items += conn.execute("DELETE FROM items WHERE id >= ? AND id < ?",
-                                          (lo, hi)).rowcount
+                    counts[0] += conn.execute("DELETE FROM items WHERE id >= ? AND id < ?",
+                                              (lo, hi)).rowcount
                     if hi == first + count:
                         conn.execute("UPDATE runs SET items_recorded = 0 WHERE id = ?",
                                      (run_id,))
@@ -416,7 +440,8 @@ class History:
                 for table in ("target_results", "target_parts", "backups", "samples"):
                     conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", chunk)
-        many = items > 0 and int(
+            counts[1] += len(chunk)
+        many = counts[0] > 0 and int(
             conn.execute("SELECT COUNT(*) FROM texts").fetchone()[0]) > TEXTS_SWEEP
         if old or many:
             # texts no item uses any more: rare (directories and reasons repeat), so swept
@@ -426,9 +451,6 @@ class History:
                              "UNION SELECT reason FROM items)")
         # executescript steps it to the end (execute() would free a single page)
         conn.executescript("PRAGMA incremental_vacuum;")
-        if items or old:
-            log.info("history: pruned %d items and %d runs", items, len(old))
-        return PruneResult(items, len(old))
 
     def import_run(self, *, started_at: datetime, finished_at: datetime | None,
                    dry_run: bool, result: str, stats: Mapping[str, Any],

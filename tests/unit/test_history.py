@@ -396,3 +396,25 @@ def test_texts_no_item_uses_are_swept_with_the_runs(tmp_path: Path) -> None:
     hist.prune(now=NOW)
     texts = {t for (t,) in hist.conn.execute("SELECT text FROM texts")}
     assert texts == {"/srv/architect/logs/", "31 days old > 30d"}
+
+
+def test_a_run_that_cannot_be_begun_gets_a_disabled_writer_not_an_error(
+        tmp_path: Path) -> None:
+    hist = _open(tmp_path)
+    hist.conn.execute("PRAGMA query_only = ON")
+    w = hist.begin_run(started_at=NOW, dry_run=False, source="timer")
+    assert w.problem is not None and "cannot record this run" in w.problem
+    w.items(_item(i) for i in range(10))
+    w.target(h.TargetRecord("logs", "ok"))
+    w.finish(finished_at=NOW, result="success", duration_s=1, items=10, bytes=0)
+    hist.conn.execute("PRAGMA query_only = OFF")
+    assert hist.conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
+
+
+def test_a_prune_that_fails_reports_its_problem_instead_of_raising(tmp_path: Path) -> None:
+    hist = _open(tmp_path)
+    _run(hist, NOW - timedelta(days=100), items=10)
+    hist.conn.execute("PRAGMA query_only = ON")
+    result = hist.prune(now=NOW)
+    assert result.problem is not None and "pruning failed" in result.problem
+    assert result.items == 0

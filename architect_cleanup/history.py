@@ -16,7 +16,16 @@ What it holds (schema version :data:`SCHEMA_VERSION`, times are Unix seconds, UT
 * ``samples``: per run the space figures, one row per (kind, name): see :class:`Sample`;
 * ``items``: every item removed or archived, or that a dry run would remove: path, size,
   mtime, action, reason, target, environment. A run's items are written as they are decided,
-  in batches (:class:`RunWriter`), so a run with a million items holds only one batch.
+  in batches (:class:`RunWriter`), so a run with a million items holds only one batch. They
+  are appended in id order, a run's items being one id range (``runs.first_item`` and
+  ``items_recorded``), so no index is maintained; directories and reasons (``texts``) and
+  (target, environment, action) (``kinds``) are stored once: about 45 bytes an item.
+
+Retention (:meth:`History.prune`, by the run): items 90 days, runs 2 years (the ``[history]``
+table will pass its values), and the items of dry runs only for the newest three dry runs.
+The file is created with the process's umask (the service's ``UMask=0077``: root only, as
+the paths of removed files are); readers that are not root get their figures from what the
+run writes elsewhere (state.json, the metrics file).
 
 Faults never stop a cleanup: a corrupt or unreadable database is set aside (renamed with a
 timestamp, its ``-wal``/``-shm`` with it: they are our own files, no other process opens them)

@@ -176,3 +176,9 @@ def test_without_the_prometheus_client_no_file_no_text_and_no_error(tmp_path: Pa
 
 def test_the_client_is_there_in_this_environment() -> None:
     assert m.available()
+
+
+def test_the_package_recommends_the_client() -> None:
+    control = (REPO / "packaging" / "debian" / "control").read_text()
+    stanza = control.split("Package: architect-cleanup\n", 1)[1].split("\n\n", 1)[0]
+    assert "Recommends: python3-prometheus-client" in stanza

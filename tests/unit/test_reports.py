@@ -94,6 +94,9 @@ def test_runs_of_one_environment_carry_its_figures(conn: sqlite3.Connection) -> 
     prod = r.runs_since(conn, SINCE_30D, target="backups", env="prod")
     assert [(x.env, x.removed, x.bytes, x.kept) for x in prod] == [
         ("prod", 2, 2000, 7), ("prod", 1, 1000, 7), ("prod", 0, 0, 7)]
+    anywhere = r.runs_since(conn, SINCE_30D, env="prod")  # summed over the targets
+    assert [(x.target, x.env, x.removed) for x in anywhere] == [
+        (None, "prod", 2), (None, "prod", 1), (None, "prod", 0)]
     assert r.runs_since(conn, SINCE_30D, env="staging") == []
 
 

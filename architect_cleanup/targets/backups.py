@@ -16,18 +16,20 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from architect_cleanup.fs import Dir, FsError, display, free_space
+from architect_cleanup.config import Config
+from architect_cleanup.fs import Dir, FsError, compile_patterns, display, free_space
 from architect_cleanup.retention import (
     Backup,
     FloorGroup,
     FreeSpace,
     Policy,
     PolicyError,
+    PolicyKind,
     Verdict,
     format_size,
     keep_newest,
@@ -38,11 +40,10 @@ from architect_cleanup.retention import free_space_pass as floor_pass
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.base import (
     FileTarget,
+    Hold,
     RunContext,
     age_text,
-    matcher,
     register,
-    under,
 )
 
 log = logging.getLogger(__name__)
@@ -52,26 +53,13 @@ SHARED = "shared"
 LOCALTIME = "/etc/localtime"
 
 
-def backup_dirs(ctx: RunContext) -> list[tuple[str, str, str]]:
+def backup_dirs(cfg: Config) -> list[tuple[str, str, str]]:
     """(label, relative dir, policy name) for every environment, then the shared directory."""
-    cfg = ctx.config
     out = [(env, rel, env) for env, rel in
            ((e, cfg.backups.dir.replace("{env}", e)) for e in cfg.environments)]
     if cfg.backups.shared_dir:
         out.append((SHARED, cfg.backups.shared_dir, "default"))
     return out
-
-
-def backups_in(ctx: RunContext) -> Callable[[str], Callable[[str], bool] | None]:
-    """For the targets that walk the same trees (logs, temp): given a directory's path, the
-    matcher of the names the backups target owns there (its patterns, in a backup
-    directory or below), or None where it owns nothing. One check per directory."""
-    cfg = ctx.config
-    if not cfg.backups.enabled:
-        return lambda _path: None
-    is_backup = matcher(cfg.backups.patterns)
-    dirs = frozenset(cfg.resolve(rel) for _, rel, _ in backup_dirs(ctx))
-    return lambda path: is_backup if under(path, dirs) else None
 
 
 def local_zone(environ: Mapping[str, str] | None = None,
@@ -116,11 +104,11 @@ class Backups(FileTarget):
 
     def run(self, ctx: RunContext, result: TargetResult) -> None:
         root = ctx.root()
-        self._is_backup = matcher(ctx.config.backups.patterns)
+        self._is_backup = compile_patterns(ctx.config.backups.patterns)
         tz = local_zone()
         plans: list[_Plan] = []
         try:
-            for label, rel, policy_name in backup_dirs(ctx):
+            for label, rel, policy_name in backup_dirs(ctx.config):
                 ctx.check_stop()
                 try:
                     d = root.open_path(rel)
@@ -187,16 +175,16 @@ class Backups(FileTarget):
                 plan.held.append((name, f"{age_text(max(age, 0))}, younger than min_age: may "
                                         "still be being written (not counted)"))
                 continue
-            if self.last_moment_keep(ctx, st) == "modified in the future":
+            if self.last_moment_keep(ctx, st) is Hold.FUTURE:
                 self._warn_future(d.join(name), st, ctx)
-                plan.held.append((name, "modified in the future (not counted)"))
+                plan.held.append((name, f"{Hold.FUTURE} (not counted)"))
                 continue
             sibs = [s for _, s in siblings.get(name, ())]
             size = st.st_size + sum(s.st_size for s in sibs)
             frees = sum(_allocated(s) for s in (st, *sibs))
             ready.append(Backup(name, st.st_mtime, size, name, frees))
 
-        if plan.source.startswith("backups.retention."):
+        if plan.policy.kind is PolicyKind.NEWEST:
             # the plain number keeps its original code path and reasons, exactly as before
             plan.verdicts = keep_newest(ready, plan.policy.keep_last, plan.label)
             return

@@ -268,7 +268,7 @@ def _compress_one(zstandard: Any, dir_fd: int, src: str, st: os.stat_result, lev
                          0o600, dir_fd=dir_fd)
         try:
             with os.fdopen(out_fd, "w+b") as out:
-                reader = _HashingReader(raw, should_stop)  # type: ignore[arg-type]
+                reader = _HashingReader(raw, should_stop)
                 cctx = zstandard.ZstdCompressor(level=level, write_checksum=True,
                                                 write_content_size=True, threads=threads)
                 zsink = _HashingWriter(out)
@@ -288,7 +288,7 @@ def _compress_one(zstandard: Any, dir_fd: int, src: str, st: os.stat_result, lev
                 if (check.size, check.sha.digest()) != (reader.size, reader.sha.digest()):
                     raise CompressError(f"{display(src)}: the compressed copy does not give "
                                         "back the original; left as it is")
-            _rename_noreplace(dir_fd, tmp, target)
+            rename_noreplace(dir_fd, tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
@@ -358,7 +358,7 @@ def _copy_metadata(fd: int, st: os.stat_result) -> None:
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _rename_noreplace(dir_fd: int, old: str, new: str) -> None:
+def rename_noreplace(dir_fd: int, old: str, new: str) -> None:
     """Rename *old* to *new* in one directory, failing (EEXIST) if *new* exists. Where the
     file system lacks ``RENAME_NOREPLACE``, link(2) (which never replaces) then unlink."""
     if libc().renameat2(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new),
@@ -389,7 +389,7 @@ def decompress_to(src_dir_fd: int, name: str, dest_dir_fd: int, dest_name: str, 
         try:
             with os.fdopen(out_fd, "wb") as out:
                 sink = _HashingWriter(out)
-                reader = _HashingReader(zf, should_stop)  # type: ignore[arg-type]
+                reader = _HashingReader(zf, should_stop)
                 try:
                     zstandard.ZstdDecompressor().copy_stream(reader, sink, read_size=CHUNK,
                                                              write_size=CHUNK)
@@ -399,7 +399,7 @@ def decompress_to(src_dir_fd: int, name: str, dest_dir_fd: int, dest_name: str, 
                 out.flush()
                 _copy_metadata(out.fileno(), st)
                 os.fsync(out.fileno())
-            _rename_noreplace(dest_dir_fd, tmp, dest_name)
+            rename_noreplace(dest_dir_fd, tmp, dest_name)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dest_dir_fd)

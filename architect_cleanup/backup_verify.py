@@ -376,7 +376,7 @@ class VerifyCache:
             return None
         try:
             return Verification(State(e["state"]), str(e["kind"]), str(e["detail"]),
-                                cached)  # type: ignore[arg-type]
+                                cached)
         except (KeyError, ValueError):
             return None
 

@@ -452,10 +452,12 @@ class Offload:
     # uploading
 
     def upload(self, dir_fd: int, name: str, env: str, *, should_stop: ShouldStop | None = None,
-               progress: Progress | None = None) -> Uploaded:
+               progress: Progress | None = None, reread: bool = False) -> Uploaded:
         """Copy file *name* of directory *dir_fd* to its key and verify the copy (see the
         module doc). Returns only when a verified copy exists; raises OffloadError (Stopped)
-        otherwise. The local file is never touched."""
+        otherwise. The local file is never touched. With *reread*, the copy (new or found
+        there) is always read back whole, whatever checksum the service stores: that also
+        catches an object damaged at rest since an earlier upload."""
         key = self.key(env, name)
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
@@ -467,7 +469,7 @@ class Offload:
             there = self.find(env, name)
             if there is not None:
                 if there.sha256 == dig.hex and there.size == dig.size:
-                    how = self._verify(key, dig, there, should_stop)
+                    how = self._verify(key, dig, there, should_stop, reread)
                     if progress is not None:
                         progress(dig.size, dig.size)
                     log.info("offload: %s is already at %s (SHA-256 %s, verified by %s)",
@@ -487,7 +489,7 @@ class Offload:
             there = self.find(env, name)
             if there is None:
                 raise OffloadError(f"{key}: not there after its upload")
-            how = self._verify(key, dig, there, should_stop)
+            how = self._verify(key, dig, there, should_stop, reread)
         finally:
             os.close(fd)
         log.info("offload: uploaded %s to %s (%d bytes, verified by %s)", display(name), key,
@@ -559,7 +561,7 @@ class Offload:
     # verifying
 
     def _verify(self, key: str, dig: Digests, there: RemoteObject,
-                should_stop: ShouldStop | None) -> str:
+                should_stop: ShouldStop | None, reread: bool = False) -> str:
         """Prove the object at *key* is the file of *dig*; "checksum" or "re-read"."""
         if there.size != dig.size:
             raise OffloadError(f"{key}: the service holds {there.size} bytes, the file has "
@@ -567,9 +569,10 @@ class Offload:
         if there.sha256 != dig.hex:
             raise OffloadError(f"{key}: its recorded SHA-256 is not the file's")
         stored = there.checksum
-        if stored:
-            if stored == dig.expected_checksum():
+        if stored == dig.expected_checksum():
+            if not reread:
                 return "checksum"
+        elif stored:
             composite = "-" in stored  # base64 has no '-': "-N" marks a composite
             if composite == (len(dig.parts) > 1) and (
                     not composite or stored.endswith(f"-{len(dig.parts)}")):

@@ -215,17 +215,26 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 class _HashingReader:
-    """A file's bytes as read by the compressor, hashed on the way; asks *should_stop*."""
+    """A file's bytes as read by the compressor, hashed on the way; asks *should_stop*.
+    Never reads past *limit* bytes (the size it was judged with: a file growing meanwhile
+    is caught by its identity afterwards, not read for ever)."""
 
-    def __init__(self, fh: BinaryIO, should_stop: Callable[[], bool] | None) -> None:
+    def __init__(self, fh: BinaryIO, should_stop: Callable[[], bool] | None,
+                 limit: int | None = None) -> None:
         self.fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
         self.should_stop = should_stop
+        self.limit = limit
 
     def read(self, n: int = -1) -> bytes:
         if self.should_stop is not None and self.should_stop():
             raise Stopped("stop requested")
+        if self.limit is not None:
+            left = self.limit - self.size
+            n = left if n < 0 else min(n, left)
+            if n <= 0:
+                return b""
         data = self.fh.read(n)
         self.sha.update(data)
         self.size += len(data)
@@ -268,12 +277,16 @@ def _compress_one(zstandard: Any, dir_fd: int, src: str, st: os.stat_result, lev
                          0o600, dir_fd=dir_fd)
         try:
             with os.fdopen(out_fd, "w+b") as out:
-                reader = _HashingReader(raw, should_stop)
+                reader = _HashingReader(raw, should_stop, st.st_size)
                 cctx = zstandard.ZstdCompressor(level=level, write_checksum=True,
                                                 write_content_size=True, threads=threads)
                 zsink = _HashingWriter(out)
-                cctx.copy_stream(reader, zsink, size=st.st_size, read_size=CHUNK,
-                                 write_size=CHUNK)
+                try:
+                    cctx.copy_stream(reader, zsink, size=st.st_size, read_size=CHUNK,
+                                     write_size=CHUNK)
+                except zstandard.ZstdError as exc:  # "Src size is incorrect": it grew
+                    raise CompressError(f"{display(src)}: changed while it was being "
+                                        f"compressed ({exc}); left as it is") from None
                 out.flush()
                 if reader.size != st.st_size or not _same(os.fstat(raw.fileno()), st):
                     raise CompressError(f"{display(src)}: changed while it was being "
@@ -283,8 +296,12 @@ def _compress_one(zstandard: Any, dir_fd: int, src: str, st: os.stat_result, lev
                 # read back what is on disk and prove it gives the original
                 out.seek(0)
                 check = _HashingWriter()
-                zstandard.ZstdDecompressor().copy_stream(out, check, read_size=CHUNK,
-                                                         write_size=CHUNK)
+                try:
+                    zstandard.ZstdDecompressor().copy_stream(out, check, read_size=CHUNK,
+                                                             write_size=CHUNK)
+                except zstandard.ZstdError as exc:
+                    raise CompressError(f"{display(src)}: the compressed copy does not read "
+                                        f"back ({exc}); left as it is") from None
                 if (check.size, check.sha.digest()) != (reader.size, reader.sha.digest()):
                     raise CompressError(f"{display(src)}: the compressed copy does not give "
                                         "back the original; left as it is")

@@ -47,7 +47,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -543,11 +543,12 @@ class Offload:
                         raise Stopped("stop requested")
                     off = i * dig.part_size
                     self._throttle.take(min(dig.part_size, dig.size - off), should_stop)
-                    while sum(not f.done() for f in running) >= workers:
-                        next(f for f in running if not f.done()).result()
-                    failed = next((f for f in running if f.done() and f.exception()), None)
-                    if failed is not None:
-                        failed.result()
+                    pending = [f for f in running if not f.done()]
+                    if len(pending) >= workers:
+                        wait(pending, return_when=FIRST_COMPLETED)
+                    for f in running:
+                        if f.done():
+                            f.result()  # a failed part stops the upload here
                     running.append(pool.submit(send, i + 1, off, digest))
                 parts = [f.result() for f in running]
             with self._calls(f"completing the upload of {key}"):

@@ -182,16 +182,22 @@ def test_a_name_taken_during_compression_is_never_replaced(bdir: tuple[Path, int
     assert names(d) == ["a.bak", "a.bak.zst"]
 
 
+@pytest.mark.parametrize("rot", ["a flipped byte", "another valid frame"])
 def test_a_copy_that_does_not_read_back_as_the_original_is_never_renamed(
-        bdir: tuple[Path, int], monkeypatch: pytest.MonkeyPatch) -> None:
+        bdir: tuple[Path, int], monkeypatch: pytest.MonkeyPatch, rot: str) -> None:
     d, fd = bdir
     (d / "a.bak").write_bytes(compressible(1 << 20))
     real_fsync = os.fsync
+    other = zstandard.ZstdCompressor(write_checksum=True).compress(compressible(1 << 20))
 
-    def rotting_fsync(f: int) -> None:  # the disk gives back another byte than was written
+    def rotting_fsync(f: int) -> None:  # the disk gives back other bytes than were written
         if stat.S_ISREG(os.fstat(f).st_mode) and os.fstat(f).st_size > 100:
-            b = os.pread(f, 1, 60)
-            os.pwrite(f, bytes([b[0] ^ 1]), 60)
+            if rot == "a flipped byte":  # zstd's frame checksum catches this one
+                b = os.pread(f, 1, 60)
+                os.pwrite(f, bytes([b[0] ^ 1]), 60)
+            else:  # only the SHA-256 comparison with the original catches this one
+                os.ftruncate(f, 0)
+                os.pwrite(f, other, 0)
         real_fsync(f)
 
     monkeypatch.setattr(backup_compress.os, "fsync", rotting_fsync)

@@ -310,14 +310,20 @@ def test_a_corrupted_object_is_never_restored_and_is_found_by_a_re_read(
     assert sha256(d / "a.db.zst") == offload.hashlib.sha256(content).hexdigest()
 
 
+@pytest.mark.parametrize("stored", [True, False], ids=["checksum kept", "no checksum"])
 def test_an_object_overwritten_out_of_band_fails_verification(
-        off: Offload, bdir: tuple[Path, int]) -> None:
+        off: Offload, bdir: tuple[Path, int], stored: bool) -> None:
     d, fd = bdir
     (d / "a.db.zst").write_bytes(b"ours" * 1000)
     up = off.upload(fd, "a.db.zst", "prod")
-    off.client.put_object(Bucket=off.location.bucket, Key=up.key, Body=b"ourz" * 1000,
-                          Metadata={"sha256": up.sha256})  # same size, lies about its content
-    with pytest.raises(OffloadError, match=r"read back, its SHA-256 is \w+, not the file's"):
+    theirs = b"ourz" * 1000  # same size; the metadata lies about the content
+    extra = {"ChecksumSHA256": offload._b64(offload.hashlib.sha256(theirs).digest())
+             } if stored else {}
+    off.client.put_object(Bucket=off.location.bucket, Key=up.key, Body=theirs,
+                          Metadata={"sha256": up.sha256}, **extra)
+    why = (r"the checksum the service stores \(\S+\) is not the file's" if stored
+           else r"read back, its SHA-256 is \w+, not the file's")
+    with pytest.raises(OffloadError, match=why):
         off.upload(fd, "a.db.zst", "prod")
 
 

@@ -27,7 +27,7 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 DEMO := $(CURDIR)/.demo
 
 .PHONY: setup run test unit lint reliability system system-if-possible deb version-check bench \
-	bench-quick stress clean distclean
+	bench-quick bench-backups stress clean distclean
 
 setup: $(VENV)/.stamp
 
@@ -143,6 +143,11 @@ bench: setup
 
 bench-quick:
 	$(MAKE) bench ARGS="--quick $(ARGS)"
+
+## bench-backups: backup compression beside `zstd -3 -T0`, verification MB/s, upload beside a
+## plain boto3 upload_file to SeaweedFS on loopback (tests/bench/backups.py; a few minutes)
+bench-backups: setup
+	$(VPY) tests/bench/backups.py $(ARGS)
 
 clean:
 	rm -rf $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

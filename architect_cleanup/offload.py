@@ -66,7 +66,8 @@ META_SHA256, META_MTIME, META_PART_SIZE = "sha256", "mtime", "part-size"
 DL_TMP_PREFIX = ".architect-cleanup-download."
 CHUNK = 1 << 20
 
-#: (bytes done, bytes in all) after each part or file
+#: (bytes done, bytes in all) after each part or file; during a multipart upload it is called
+#: from the upload's worker threads, one call at a time
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
 

@@ -442,3 +442,24 @@ def test_a_download_whose_bytes_are_not_the_recorded_sha256_leaves_nothing(
         assert list(out.iterdir()) == []
     finally:
         os.close(ofd)
+
+
+def test_the_bandwidth_limit_waits_for_the_bytes_already_sent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(round(s, 3))
+        clock[0] += s
+
+    monkeypatch.setattr(offload.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(offload.time, "sleep", sleep)
+    t = offload._Throttle(1 * MIB)  # 1 MiB/s
+    t.take(2 * MIB, None)  # the first part goes at once
+    t.take(2 * MIB, None)  # the second waits until the first's 2 MiB took 2 s
+    assert slept == [0.5, 0.5, 0.5, 0.5] and clock[0] == 102.0
+    with pytest.raises(Stopped):  # a stop is noticed while waiting
+        t.take(1, lambda: True)
+    offload._Throttle(None).take(10 * MIB, None)
+    assert len(slept) == 4

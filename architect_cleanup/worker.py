@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
 from architect_cleanup.journal import fields
-from architect_cleanup.lock import LockHeld, RunLock, lock_path
+from architect_cleanup.lock import LockHeld, LockUnusable, RunLock, lock_path
 from architect_cleanup.notify import Notifier
 from architect_cleanup.state import StateStore
 from architect_cleanup.stats import CleanupStats, TargetResult
@@ -37,7 +37,7 @@ from architect_cleanup.targets.base import on_readonly_fs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CleanupWorker", "LockHeld"]
+__all__ = ["CleanupWorker", "LockHeld", "LockUnusable"]
 
 #: Hooks run after the targets with the finished stats (the database module adds the
 #: activity-log writer here); each gets the context and the stats and must not raise.
@@ -108,10 +108,14 @@ class CleanupWorker:
         self.last_stats: CleanupStats | None = None
 
     def run_cleanup(self) -> CleanupStats:
-        """Run every selected target once; raises LockHeld when another run is going on."""
+        """Run every selected target once; raises LockHeld when another run is going on,
+        LockUnusable when the lock file is not one a run may use (logged)."""
         lock = RunLock(self.lock_file)
         try:
             lock.acquire()
+        except LockUnusable as exc:
+            log.error("%s", exc)
+            raise
         except LockHeld as exc:
             log.warning("%s", exc, extra=fields("lock_held", cleanup_lock_pid=exc.pid or 0,
                                                 cleanup_lock_path=exc.path))

@@ -694,8 +694,7 @@ def parse_config(raw: Mapping[str, Any], sources: tuple[str, ...] = ()) -> Confi
         sources=sources,
     )
     top.finish()
-    if not problems:
-        problems.extend(_broad_patterns(cfg))
+    problems.extend(_broad_patterns(cfg))
     if problems:
         raise ConfigError(problems, ", ".join(sources) or None)
     return cfg

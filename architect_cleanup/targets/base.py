@@ -61,7 +61,7 @@ class Decision:
 
     def __str__(self) -> str:
         verb = "remove" if self.remove else "keep  "
-        return f"{verb} {self.target:<7} {display(self.path)} ({self.reason})"
+        return f"{verb} {self.target:<7} {display(self.path)} ({display(self.reason)})"
 
 
 class Actor(TypedDict, total=False):

@@ -31,6 +31,8 @@ def status_doc() -> dict[str, Any]:
         "last_run": last.get("started_at") if last else None,
         "last_stats": last.get("stats") if last else None,
         "last_result": last,
+        # dashboard processes the last run found without their SQLite locks (dblocks.py)
+        "dashboard_locks": last.get("dashboard_locks") if last else None,
         "next_run": sd.next_run,
         "timer_enabled": sd.timer_enabled,
         "last_trigger": sd.last_trigger,

@@ -182,6 +182,7 @@ class CleanupWorker:
                 hook(ctx, stats)
             except Exception as exc:  # a hook must not lose the run's report
                 log.error("after-run hook %s failed: %s", getattr(hook, "__name__", hook), exc)
+        stats.dashboard_locks = ctx.db_locks.to_dict()
         if self.record_state:
             self._record(stats)
         self._summary(stats)
@@ -274,6 +275,7 @@ class CleanupWorker:
             "failed_targets": stats.failed_targets,
             "message": stats.message,
             "summary": stats.summary_line(),
+            "dashboard_locks": stats.dashboard_locks,
         }
         try:
             self.state.record(run)

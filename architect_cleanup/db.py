@@ -25,6 +25,33 @@ goal: the dashboard keeps writing while a purge runs (SPEC sections 4.5 and 10).
   the actions are applied in the same transaction as the delete, with ``foreign_keys`` off for
   that connection only (:class:`Reference`).
 - A real run ends with a WAL checkpoint (``PASSIVE``, then a short ``TRUNCATE``); never VACUUM.
+
+Threat model: what may break the dashboard, and what keeps it from happening.
+
+- *Our close deleting the dashboard's WAL.* When a WAL connection closes, SQLite takes an
+  EXCLUSIVE lock on the database file's SHARED range (bytes ``0x40000002``, 510 long) to learn
+  whether it is the last connection; if it gets it, it checkpoints and unlinks ``-wal`` and
+  ``-shm``. A dashboard that closed any descriptor of its database (``shutil.copy2`` of its
+  live file for a backup) has lost every POSIX lock on it while its connections stay open, so
+  our close would unlink the files it keeps writing into (I/O errors, commits lost). Every
+  :class:`Database` therefore holds a :class:`~architect_cleanup.dblocks.Guard` from before
+  ``sqlite3.connect`` until after ``close``, on every exit path (open failures, refused files,
+  errors and stops inside a purge): an open-file-description read lock (``F_OFD_SETLK``) on
+  that range, through a descriptor of its own. OFD locks conflict with SQLite's POSIX locks
+  even inside this process, so the probe fails and SQLite leaves both files alone; the guard
+  never blocks WAL readers, writers or checkpoints. The explicit ``wal_checkpoint(TRUNCATE)``
+  stays: it is coordinated through the ``-shm`` locks, which such a dashboard still holds. A
+  rollback-journal database (its writers need that range exclusively at each commit; it has
+  no WAL to protect) has the lock dropped once the journal mode is known; the descriptor
+  stays open until the connection is closed, since closing one drops this process's POSIX
+  locks on the file. For the same reason nothing here opens a database file besides SQLite
+  and the guard: the header is read through the guard's descriptor.
+- *A dashboard that has lost its locks* is in danger from any other program that opens its
+  database. Before opening a WAL database the run looks for processes that have it and its
+  ``-shm`` open (``/proc/PID/fd``) but hold no lock on it (``/proc/locks``), and reports each
+  once per run (journal entry ``db_lock_lost``, ``--json``, ``status``); processes it may not
+  inspect are reported as unknown.
+- *Paths swapped under SQLite* (it opens files by path): see dbfile.py.
 """
 
 from __future__ import annotations

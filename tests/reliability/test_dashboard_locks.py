@@ -93,9 +93,10 @@ def test_a_dashboard_that_lost_its_locks_keeps_every_write_through_a_real_purge(
                 reports.append(w.stop())
             finally:
                 w.kill()
+    FIGURES.attack(f"writers that lost their locks ({how})", len(writers))
     for name, rep in zip(("dashboard", "assigner"), reports, strict=True):
-        FIGURES.measure(f"lost locks ({how}), {name} writer", rep.figures())
-    FIGURES.measure(f"lost locks ({how}): run took, s", round(took, 1))
+        FIGURES.measure(f"lost locks {how}, {name}", rep.figures())
+    FIGURES.measure(f"lost locks {how}, run took s", round(took, 1))
     stats = doc["stats"]
     assert stats["tasks_deleted"] == TASKS and stats["errors_deleted"] == ERRORS
     assert stats["prompts_deleted"] == PROMPTS
@@ -105,6 +106,7 @@ def test_a_dashboard_that_lost_its_locks_keeps_every_write_through_a_real_purge(
         # Without the guard the run's close unlinks the writers' -wal/-shm: the test sees it.
         assert all(rep.damage() for rep in reports), [r.figures() for r in reports]
         return
+    FIGURES.lost(sum(rep.expected - rep.found for rep in reports))
     assert [rep.damage() for rep in reports] == [[], []]
     assert all(rep.ok > 50 for rep in reports)  # it really wrote during the run
     lost = doc["dashboard_locks"]["lost"]

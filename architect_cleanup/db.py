@@ -427,7 +427,7 @@ class Database:
             if locks is not None and wal:
                 db = os.fstat(fd)
                 shm = self._side_stat("-shm", path)
-                locks.check(self.file.label, self.file.path, db, shm)
+                locks.check(self.file.label, self.file.path, db, shm, fd)
         except BaseException:
             os.close(fd)
             raise

@@ -24,7 +24,8 @@ closing it would drop this process's own POSIX locks on the file; no WAL, nothin
 
 **Lost locks** (:func:`inspect`): a process that has the database *and* its ``-shm`` open
 (``/proc/PID/fd``: a connected WAL client) but holds no lock on the database file
-(``/proc/locks``, by device and inode) has lost its locks. The run reports it (a journal
+(``/proc/locks``, by device and inode; where that file is hidden, ``F_OFD_GETLK``) has lost
+its locks. The run reports it (a journal
 warning, ``status``); it still purges safely thanks to the guard. A process whose descriptors
 we may not read, and which holds no lock we can see, is reported as unknown.
 """
@@ -215,18 +216,16 @@ def command_line(pid: int, proc: str = "/proc") -> str:
     return text if len(text) <= COMMAND_LIMIT else text[:COMMAND_LIMIT - 1] + "…"
 
 
-def inspect(label: str, db: os.stat_result, shm: os.stat_result | None,
-            proc: str = "/proc") -> Findings:
-    """The processes that have the database *db* (a WAL database, whose ``-shm`` is *shm*)
-    open without a lock on it (see the module docstring). Reads ``/proc/*/fd`` and
-    ``/proc/locks`` only: it never opens the database (that would drop our own locks)."""
-    out = Findings()
-    if shm is None:
-        return out  # no -shm: nobody is connected in WAL mode
-    db_id, shm_id = (db.st_dev, db.st_ino), (shm.st_dev, shm.st_ino)
+def _lockers(label: str, db: os.stat_result, proc: str,
+             fd: int | None) -> tuple[set[int], bool]:
+    """The PIDs holding a POSIX lock on the database file, and whether that list is complete
+    (False: a process without one in the list may still hold a lock).
+
+    From ``/proc/locks``; where it cannot be read (``ProcSubset=pid``), from ``F_OFD_GETLK``
+    on *fd* (a descriptor of the database, not locked yet by this process), which names one
+    holder of the SHARED range, or none at all: then nobody holds one, for sure."""
     key = lock_key(db)
     locking: set[int] = set()
-    foreign_ofd = False
     try:
         for kind, pid, where in _proc_locks(proc):
             if where != key:
@@ -234,10 +233,36 @@ def inspect(label: str, db: os.stat_result, shm: os.stat_result | None,
             if kind == "POSIX":
                 locking.add(pid)
             elif kind == "OFDLCK":
-                foreign_ofd = True
+                return locking, False  # an OFD lock we cannot attribute
+        return locking, True
     except OSError as exc:
         log.debug("%s: cannot read %s/locks: %s", label, proc, exc)
-        return out
+    if fd is None:
+        return locking, False
+    try:
+        res = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK))
+    except OSError as exc:
+        log.debug("%s: F_OFD_GETLK: %s", label, exc)
+        return locking, False
+    kind, _whence, _start, _len, pid = struct.unpack("@hhqqi4x", res)
+    if kind == fcntl.F_UNLCK:
+        return locking, True
+    if pid > 0:
+        locking.add(pid)
+    return locking, False
+
+
+def inspect(label: str, db: os.stat_result, shm: os.stat_result | None,
+            proc: str = "/proc", fd: int | None = None) -> Findings:
+    """The processes that have the database *db* (a WAL database, whose ``-shm`` is *shm*)
+    open without a lock on it (see the module docstring). Reads ``/proc/*/fd`` and
+    ``/proc/locks`` (or asks ``F_OFD_GETLK`` on *fd*, see :func:`_lockers`): it never opens
+    the database (closing that would drop this process's own locks)."""
+    out = Findings()
+    if shm is None:
+        return out  # no -shm: nobody is connected in WAL mode
+    db_id, shm_id = (db.st_dev, db.st_ino), (shm.st_dev, shm.st_ino)
+    locking, certain = _lockers(label, db, proc, fd)
     me = os.getpid()
     try:
         pids = sorted(int(p) for p in os.listdir(proc) if p.isdigit())
@@ -259,9 +284,9 @@ def inspect(label: str, db: os.stat_result, shm: os.stat_result | None,
                 out.unknown.append(Holder(label, pid, command_line(pid, proc), "unknown"))
             continue
         has_db = has_shm = False
-        for fd in fds:
+        for n in fds:
             try:
-                st = os.stat(f"{fddir}/{fd}")
+                st = os.stat(f"{fddir}/{n}")
             except OSError:
                 continue
             if not stat.S_ISREG(st.st_mode):
@@ -270,10 +295,10 @@ def inspect(label: str, db: os.stat_result, shm: os.stat_result | None,
             has_db = has_db or ident == db_id
             has_shm = has_shm or ident == shm_id
         if has_db and has_shm:
-            # An OFD lock we cannot attribute may be this process's: unknown, then.
-            state = "unknown" if foreign_ofd else "lost"
+            # Without the whole list of lock holders it may hold one: unknown, then.
+            state = "lost" if certain else "unknown"
             holder = Holder(label, pid, command_line(pid, proc), state)
-            (out.unknown if foreign_ofd else out.lost).append(holder)
+            (out.lost if certain else out.unknown).append(holder)
     out.unknown_more = unreadable - listed
     return out
 
@@ -290,13 +315,14 @@ class LockWatch:
         self._seen: set[tuple[int, int]] = set()
 
     def check(self, label: str, path: str, db: os.stat_result,
-              shm: os.stat_result | None) -> None:
-        """Inspect the database *db* (at *path*, for messages) unless done already."""
+              shm: os.stat_result | None, fd: int | None = None) -> None:
+        """Inspect the database *db* (at *path*, for messages; *fd*: see :func:`inspect`)
+        unless done already."""
         ident = (db.st_dev, db.st_ino)
         if ident in self._seen:
             return
         self._seen.add(ident)
-        found = inspect(label, db, shm, self.proc)
+        found = inspect(label, db, shm, self.proc, fd)
         for h in found.lost:
             self.lost.append(h)
             log.warning("%s: PID %d (%s) has the database open without its SQLite locks "

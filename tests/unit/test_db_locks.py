@@ -239,13 +239,8 @@ def test_inspect_names_the_writer_that_lost_its_locks_and_not_a_healthy_one(
     healthy_db = tmp_path / "healthy.db"
     make_dashboard_db(healthy_db, tasks=1)
     writer = writer_at(lost_db)
-    healthy = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys, time\n"
-         f"c = sqlite3.connect({str(healthy_db)!r})\n"
-         "c.execute('SELECT count(*) FROM task_queue').fetchone()\n"
-         "print('ready', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    healthy = _healthy(healthy_db)
     try:
-        assert healthy.stdout is not None and healthy.stdout.readline().strip() == "ready"
         found = inspect("lost", os.stat(lost_db), os.stat(str(lost_db) + "-shm"))
         assert [h.pid for h in found.lost] == [writer.pid]
         assert "wal_writer.py" in found.lost[0].command
@@ -336,3 +331,42 @@ def test_lock_watch_inspects_each_database_once(tmp_path: Path, writer_at: Any) 
     for _ in range(3):
         watch.check("x", str(db), os.stat(db), os.stat(str(db) + "-shm"))
     assert len(watch.lost) == 1
+
+
+def _healthy(db: Path) -> subprocess.Popen[str]:
+    """A process connected to *db* the ordinary way (it holds its SQLite locks)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({str(db)!r})\n"
+         "c.execute('SELECT count(*) FROM task_queue').fetchone()\n"
+         "print('ready', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_without_proc_locks_the_lone_lock_test_still_finds_a_lost_writer(
+        tmp_path: Path, writer_at: Any) -> None:
+    # As under ProcSubset=pid: /proc/PID directories but no /proc/locks.
+    db = tmp_path / "lost.db"
+    make_dashboard_db(db, tasks=1)
+    writer = writer_at(db)
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / str(writer.pid)).symlink_to(f"/proc/{writer.pid}")
+    fd = os.open(db, os.O_RDONLY)
+    try:
+        found = inspect("x", os.stat(db), os.stat(str(db) + "-shm"), str(proc), fd)
+        assert [h.pid for h in found.lost] == [writer.pid] and found.unknown == []
+        # A healthy process beside it holds the SHARED range: who else does is unknown.
+        healthy = _healthy(db)
+        try:
+            (proc / str(healthy.pid)).symlink_to(f"/proc/{healthy.pid}")
+            found = inspect("x", os.stat(db), os.stat(str(db) + "-shm"), str(proc), fd)
+            assert found.lost == []
+            assert [(h.pid, h.state) for h in found.unknown] == [(writer.pid, "unknown")]
+            assert inspect("x", os.stat(db), os.stat(str(db) + "-shm"), str(proc)).lost == []
+        finally:
+            healthy.kill()
+            healthy.wait(10)
+    finally:
+        os.close(fd)

@@ -12,7 +12,9 @@ opened in three checked steps:
    directory stays open and its device and inode are kept.
 2. Right after ``sqlite3.connect``, before any statement, :meth:`Pinned.check` proves from
    ``/proc/self/fd`` that the process holds that device and inode, and that no file of the
-   database's name opened since is another one.
+   database's name opened since is another one. (The guard's own descriptor of the file,
+   opened from the pinned directory by :meth:`Pinned.open_file` before the connection, see
+   dblocks.py, does not count as SQLite's.)
 3. After the first read, which opens ``-wal`` and ``-shm``, the same check proves those are
    the entries of the pinned directory.
 

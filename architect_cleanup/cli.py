@@ -17,7 +17,7 @@ from typing import TextIO
 
 import tomli_w
 
-from architect_cleanup import __version__, systemctl
+from architect_cleanup import __version__, migrate, systemctl
 from architect_cleanup.config import Config, ConfigError, load_config
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
@@ -108,9 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
                          description="the recorded run history")
     rep.add_argument("--json", action="store_true")
     rep.add_argument("-n", "--limit", type=_positive, default=20, metavar="N")
+    mig = sub.add_parser(
+        "migrate", help="move from the original workers/cleanup_worker.py",
+        description="move from the original workers/cleanup_worker.py (dry run unless "
+                    "--force)")
+    mig.add_argument("--force", action="store_true",
+                     help="import its last run and remove its stale PID file")
+    mig.add_argument("--json", action="store_true")
+    mig.add_argument("--rootdir", default="/", metavar="DIR",
+                     help="look for the original worker's files below DIR (default /)")
     # `--help` (and the manual page, made from it by help2man) lists each command's options.
     lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
-             f"      {sp.description}\n" for sp in (run, st, chk, rep)]
+             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
                 "75 already running")
@@ -287,15 +296,35 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     if not history:
         print(f"No runs recorded ({store.problem or 'empty history'}).", file=out)
         return EXIT_OK
-    print(f"{'started (UTC)':<26}{'mode':<6}{'source':<7}{'result':<8}{'freed MB':>10}  "
+    print(f"{'started (UTC)':<26}{'mode':<6}{'source':<9}{'result':<8}{'freed MB':>10}  "
           "summary", file=out)
     for h in history:
         s = h.get("stats")
         freed = s.get("space_freed_mb") if isinstance(s, dict) else None
         print(f"{_cell(h.get('started_at')):<26}{'dry' if h.get('dry_run') else 'real':<6}"
-              f"{_cell(h.get('source')):<7}{_cell(h.get('result')):<8}"
+              f"{_cell(h.get('source')):<9}{_cell(h.get('result')):<8}"
               f"{_cell(freed):>10}  {_cell(h.get('summary'), '')}", file=out)
     return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    if not os.path.isdir(args.rootdir):
+        _error(f"--rootdir {args.rootdir}: no such directory")
+        return EXIT_USAGE
+    places = migrate.Places(rootdir=args.rootdir)
+    report = migrate.survey(cfg, places)
+    if args.force:
+        try:
+            migrate.apply(report, places)
+        except LockHeld as exc:
+            _error(f"{exc}; nothing imported, try again when it has finished")
+            return EXIT_LOCKED
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2), file=out)
+    else:
+        for line in migrate.render(report):
+            print(display(line) if line else line, file=out)
+    return EXIT_FAILED if report.problems else EXIT_OK
 
 
 def _cell(value: object, default: str = "?") -> str:
@@ -348,4 +377,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_USAGE
     if command == "config":
         return cmd_config_check(args, cfg, out)
+    if command == "migrate":
+        return cmd_migrate(args, cfg, out)
     return cmd_run(args, cfg, out)

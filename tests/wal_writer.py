@@ -201,6 +201,8 @@ class Writer:
                 f"SELECT {col} FROM {table} WHERE {col} LIKE 'writer-%'")}
             rep.found = sum(1 for tag in rep.acked if tag in rows)
             rep.integrity = str(con.execute("PRAGMA integrity_check").fetchone()[0])
+        except sqlite3.DatabaseError as exc:  # what a broken WAL can leave: malformed
+            rep.integrity = f"cannot read it: {exc}"
         finally:
             con.close()
         return rep

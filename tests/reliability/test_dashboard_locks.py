@@ -12,7 +12,6 @@ the damage: the test can fail.
 
 from __future__ import annotations
 
-import json
 import secrets
 import subprocess
 import time
@@ -38,19 +37,20 @@ _UNGUARDED = ("import sys\n"
               "sys.exit(main(sys.argv[1:]))\n")
 
 
-def _run_cli(arena: Arena, guarded: bool) -> dict[str, Any]:
-    if guarded:
-        code, doc = kit.run_json(arena, "--force", "--only", "tasks,errors,prompts",
-                                 timeout=900)
-    else:
-        proc = subprocess.run([kit.VENV_PY, "-c", _UNGUARDED, "run", "--json", "--force",
-                               "--only", "tasks,errors,prompts"], env=arena.env(),
-                              capture_output=True, text=True, timeout=900, check=False,
-                              cwd="/")
-        assert "Traceback" not in proc.stderr, proc.stderr
-        code, doc = proc.returncode, json.loads(proc.stdout)
+def _run_cli(arena: Arena) -> dict[str, Any]:
+    code, doc = kit.run_json(arena, "--force", "--only", "tasks,errors,prompts", timeout=900)
     assert code == 0, doc
     return doc
+
+
+def _run_unguarded(arena: Arena) -> str:
+    """The CLI run with the guard off. What becomes of the run itself is not asserted: it
+    shares the databases with a writer whose WAL it unlinks, and may fail or lose its own
+    deletes too. Returns its exit status, for the figures."""
+    proc = subprocess.run([kit.VENV_PY, "-c", _UNGUARDED, "run", "--json", "--force",
+                           "--only", "tasks,errors,prompts"], env=arena.env(),
+                          capture_output=True, text=True, timeout=900, check=False, cwd="/")
+    return f"exit {proc.returncode}"
 
 
 def _run_api(arena: Arena) -> dict[str, Any]:
@@ -84,7 +84,10 @@ def test_a_dashboard_that_lost_its_locks_keeps_every_write_through_a_real_purge(
     try:
         time.sleep(0.2)
         t0 = time.monotonic()
-        doc = _run_api(arena) if how == "api" else _run_cli(arena, how != "cli-guard-off")
+        if how == "cli-guard-off":
+            unguarded = _run_unguarded(arena)
+        else:
+            doc = _run_api(arena) if how == "api" else _run_cli(arena)
         took = time.monotonic() - t0
         time.sleep(0.3)  # the dashboard goes on writing after the run
     finally:
@@ -97,15 +100,17 @@ def test_a_dashboard_that_lost_its_locks_keeps_every_write_through_a_real_purge(
     for name, rep in zip(("dashboard", "assigner"), reports, strict=True):
         FIGURES.measure(f"lost locks {how}, {name}", rep.figures())
     FIGURES.measure(f"lost locks {how}, run took s", round(took, 1))
+    if how == "cli-guard-off":
+        FIGURES.measure(f"lost locks {how}, the run", unguarded)
+        # Without the guard the run's close unlinks the writers' -wal/-shm: the test sees it.
+        assert all(rep.damage() for rep in reports), [r.figures() for r in reports]
+        return
     stats = doc["stats"]
     assert stats["tasks_deleted"] == TASKS and stats["errors_deleted"] == ERRORS
     assert stats["prompts_deleted"] == PROMPTS
     rows = kit.read_rows(main)
     assert rows.tasks_keep == 500 and rows.tasks_doomed == 0 and rows.errors_keep == 100
-    if how == "cli-guard-off":
-        # Without the guard the run's close unlinks the writers' -wal/-shm: the test sees it.
-        assert all(rep.damage() for rep in reports), [r.figures() for r in reports]
-        return
+    assert rows.integrity == "ok" and kit.read_rows(assigner).prompts_keep == 100
     FIGURES.lost(sum(rep.expected - rep.found for rep in reports))
     assert [rep.damage() for rep in reports] == [[], []]
     assert all(rep.ok > 50 for rep in reports)  # it really wrote during the run

@@ -108,14 +108,15 @@ def test_a_purge_never_breaks_a_writer_that_lost_its_locks(
     finally:
         rep = writer.stop()
     print(f"guard {'on' if protect else 'off'}: {rep.figures()}")
-    assert stats.tasks_deleted == 6000 and stats.errors_deleted == 2000
     if protect:
+        assert stats.tasks_deleted == 6000 and stats.errors_deleted == 2000
         assert rep.damage() == []
         assert rep.ok > 20  # it really wrote during the run
         lost = stats.dashboard_locks["lost"]
         assert [h["pid"] for h in lost] == [writer.pid]
     else:
         # The same run without the guard unlinks the writer's -wal/-shm: the test sees it.
+        # (The run's own figures are not asserted: it may lose its deletes too.)
         assert rep.damage() != []
 
 

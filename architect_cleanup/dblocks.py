@@ -114,16 +114,21 @@ class Guard:
         self.locked = False
         if not PROTECT:
             return
+        try:
+            self._lock(wait)
+        except BaseException:  # an error, or a signal while waiting: the descriptor goes
+            self.close()
+            raise
+
+    def _lock(self, wait: float) -> None:
         end = time.monotonic() + wait
         while True:
             try:
-                ofd_lock_shared(fd)
+                ofd_lock_shared(self.fd)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EACCES) and time.monotonic() < end:
                     time.sleep(GUARD_RETRY)
                     continue
-                os.close(fd)
-                self.fd = -1
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
                     raise GuardError("database is locked: another connection held it "
                                      "exclusively longer than busy_timeout") from None

@@ -250,8 +250,33 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
               file=out)
     pid = doc["daemon_pid"]
     print(f"Running now: {f'yes, PID {pid}' if pid else 'no'}", file=out)
+    for line in dashboard_lock_lines(doc.get("dashboard_locks")):
+        print(line, file=out)
     print(f"State file:  {doc['state_file']}", file=out)
     return EXIT_OK
+
+
+def dashboard_lock_lines(locks: object) -> list[str]:
+    """``status`` lines for the dashboard processes the last run found without their SQLite
+    locks (see dblocks.py); nothing when the last run did not record it."""
+    if not isinstance(locks, dict):
+        return []
+    lost = [h for h in locks.get("lost") or [] if isinstance(h, dict)]
+    unknown = [h for h in locks.get("unknown") or [] if isinstance(h, dict)]
+    more = locks.get("unknown_more")
+    n_unknown = len(unknown) + (more if isinstance(more, int) else 0)
+    lines = [f"Dashboard:   PID {_cell(h.get('pid'))} ({_cell(h.get('command'))}) has "
+             f"{_cell(h.get('database'))} open without its SQLite locks: restart it "
+             "(journalctl -x explains)" for h in lost]
+    if n_unknown:
+        pids = ", ".join(_cell(h.get("pid")) for h in unknown)
+        if pids:
+            pids = f" (PID {pids}{', ...' if n_unknown > len(unknown) else ''})"
+        lines.append(f"Dashboard:   {n_unknown} process(es) could not be inspected{pids}: "
+                     "whether they hold their SQLite locks is unknown")
+    if not lines:
+        lines.append("Dashboard:   no process without its SQLite locks (last run)")
+    return lines
 
 
 def cmd_config_check(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:

@@ -21,6 +21,7 @@ The fields each kind carries (all values are text in the journal; booleans are 0
 * ``lock_held``: CLEANUP_LOCK_PID, CLEANUP_LOCK_PATH
 * ``state_error``: CLEANUP_STATE_FILE, CLEANUP_ERROR
 * ``config_error``: CLEANUP_ERROR
+* ``db_lock_lost``: CLEANUP_PATH (the database), CLEANUP_PID, CLEANUP_COMMAND
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ MESSAGE_IDS = {
     "readonly_path": uuid.UUID("5b0de9e7c3254aca9adb54a98a727329"),
     "api_call": uuid.UUID("bef959ae69254897a309128aad8b07f8"),
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
+    "db_lock_lost": uuid.UUID("8f629d281003442f8d7717efe2119e0d"),
 }
 
 #: Sends one journal entry: ``sender(MESSAGE, **FIELDS)`` (python3-systemd's journal.send).

@@ -139,6 +139,9 @@ class CleanupWorker:
         journal summary."""
         hooks = (activity.record_run, *self.after_run)
         steps = [FinalStep(getattr(hook, "__name__", str(hook)), hook) for hook in hooks]
+        # what the run learnt of the dashboards' SQLite locks (after the activity row, whose
+        # database is guarded and inspected too), for the state record and the API's answer
+        steps.append(FinalStep("dashboard_locks", _note_locks, False))
         if self.record_state:
             steps.append(FinalStep("state", lambda _ctx, stats: self._record(stats), False))
         steps.append(FinalStep("summary", lambda _ctx, stats: self._summary(stats), False))
@@ -262,6 +265,7 @@ class CleanupWorker:
             "failed_targets": stats.failed_targets,
             "message": stats.message,
             "summary": stats.summary_line(),
+            "dashboard_locks": stats.dashboard_locks,
         }
         try:
             self.state.record(run)
@@ -298,6 +302,10 @@ class CleanupWorker:
             log.info("%s", line, extra=extra)
         else:
             log.error("%s", line, extra=extra)
+
+
+def _note_locks(ctx: RunContext, stats: CleanupStats) -> None:
+    stats.dashboard_locks = ctx.db_locks.to_dict()
 
 
 def _describe(exc: BaseException) -> str:

@@ -28,6 +28,7 @@ import os
 import re
 import resource
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import translate
@@ -375,12 +376,15 @@ class Walker:
     Directories whose link count says they have no sub-directories (the classic leaf
     optimisation of find: ``st_nlink == 2``) are read with ``os.listdir``, which is cheaper
     than ``scandir``; a sub-directory created after that check is then handed out as a name
-    like any other, and the consumer's ``lstat`` sees it is no file.
+    like any other, and the consumer's ``lstat`` sees it is no file. With *lazy_leaves* such
+    a directory is handed out unlisted (its files list is :data:`UNLISTED`) for the consumer
+    to read with :func:`list_leaf`, e.g. on another thread while the walk goes on; the
+    entries it lists are then not in ``entries_seen``.
     """
 
     def __init__(self, root: Root, start: Dir, *, scope: ScopeFn,
                  on_skip: SkipSink | None = None, max_depth: int | None = None,
-                 on_dir: Callable[[], None] | None = None) -> None:
+                 on_dir: Callable[[], None] | None = None, lazy_leaves: bool = False) -> None:
         self.root = root
         self.start = start
         self.scope = scope
@@ -388,6 +392,8 @@ class Walker:
         self.max_depth = max_depth
         self.on_dir = on_dir
         self.entries_seen = 0
+        #: leave a leaf directory's listing to the consumer (see :meth:`batches`)
+        self.lazy_leaves = lazy_leaves
 
     def __iter__(self) -> Iterator[tuple[Dir, str, bool, Any]]:
         for d, files, dirs in self.batches():
@@ -407,7 +413,9 @@ class Walker:
                     d = level.dir
                     sc = self.scope(d)
                     files = sc.files
-                    if d.nlink == 2 and files is not None:
+                    if d.nlink == 2 and files is not None and self.lazy_leaves:
+                        yield d, UNLISTED, []  # the consumer lists it: list_leaf()
+                    elif d.nlink == 2 and files is not None:
                         try:
                             names = os.listdir(d.fd)
                         except OSError as exc:
@@ -523,6 +531,21 @@ class Walker:
         self.entries_seen += seen
         subdirs.reverse()  # pop() then visits them in listing order
         return found, claimed
+
+
+#: The files list of a leaf directory handed out unlisted (``Walker(lazy_leaves=True)``).
+UNLISTED: list[tuple[str, Any]] = []
+
+
+def list_leaf(d: Dir, files: Matcher) -> tuple[list[tuple[str, Any]], int, str | None]:
+    """Read a directory the walk handed out unlisted, as the walk would: the names *files*
+    matches (with what it returned), how many entries there were, and why it could not be
+    listed (None when it could). Safe to call on any thread, on a descriptor of its own."""
+    try:
+        names = os.listdir(d.fd)
+    except OSError as exc:
+        return [], 0, f"cannot list: {exc.strerror}"
+    return [(n, m) for n in names if (m := files(n)) is not None], len(names), None
 
 
 # --- deleting --------------------------------------------------------------------------------
@@ -869,6 +892,7 @@ class OpenFiles:
         self.proc = proc
         self._ids: set[tuple[int, int]] | None = None
         self.unreadable = 0
+        self._scanning = threading.Lock()  # the deleting threads ask at once
 
     def _scan(self) -> set[tuple[int, int]]:
         ids: set[tuple[int, int]] = set()
@@ -895,6 +919,10 @@ class OpenFiles:
         return ids
 
     def is_open(self, st: os.stat_result) -> bool:
-        if self._ids is None:
-            self._ids = self._scan()
-        return (st.st_dev, st.st_ino) in self._ids
+        ids = self._ids
+        if ids is None:
+            with self._scanning:
+                if self._ids is None:
+                    self._ids = self._scan()
+                ids = self._ids
+        return (st.st_dev, st.st_ino) in ids

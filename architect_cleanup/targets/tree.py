@@ -378,7 +378,8 @@ def _walk_pooled(ctx: RunContext, root: Root, start: Dir, scopes: _Scopes,
         for d, files, dirs in walker.batches():
             matcher = scopes.for_dir(d).files if files is UNLISTED else None
             own = Dir(os.dup(d.fd), d.path, d.dev, d.ino, d.mnt, d.nlink, d.shared)
-            pool.submit(functools.partial(job, own, files if matcher is None else [], dirs, matcher))
+            listed = files if matcher is None else []
+            pool.submit(functools.partial(job, own, listed, dirs, matcher))
     except BaseException:
         pool.stopping.set()  # stopped, or the walk failed: no more work starts
         raise

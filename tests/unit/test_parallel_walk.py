@@ -20,6 +20,7 @@ from architect_cleanup.targets import base as base_mod
 from architect_cleanup.targets import tree as tree_mod
 from architect_cleanup.targets.base import Decision
 from architect_cleanup.worker import CleanupWorker
+
 from conftest import DAY, HOUR, NOW, make_config, touch
 
 POOL = 4

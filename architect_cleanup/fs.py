@@ -12,6 +12,12 @@ Everything here works relative to open directory descriptors:
 * a directory on another device, or on another mount of the same device (a bind mount, found
   through ``/proc/self/fdinfo``), is never entered.
 
+The shared walk of the logs/temp targets (``targets.tree``) may hand each directory's work to
+a few threads (``safety.workers``): each gets the directory through a descriptor of its own
+(``dup``) and calls the same functions (:func:`list_leaf`, :func:`unlink_all`,
+:func:`remove_tree`), so every rule above holds on every thread; only the walk's order and
+the reports stay on the run's thread.
+
 The walk is iterative and streams: memory holds one list of sub-directory *names* per level of
 the current path, never the tree. Only a bounded window of ancestor descriptors stays open; an
 ancestor whose descriptor was closed is re-opened through ``..`` and must have the same device

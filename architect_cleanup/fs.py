@@ -35,7 +35,7 @@ import re
 import resource
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any
@@ -125,6 +125,62 @@ def compile_patterns(patterns: Iterable[str]) -> Callable[[str], bool]:
     if all(tails):
         return lambda name: name.endswith(tails) and match(name) is not None
     return lambda name: match(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """What :func:`group_matcher` returns for a matching name: the group whose pattern
+    matched first (as ``re.Match.lastgroup``)."""
+
+    lastgroup: str
+
+
+def group_matcher(groups: Sequence[tuple[str, Sequence[str]]]) -> Matcher:
+    """``re.compile("(?P<g1>...)|(?P<g2>...)").match`` over groups of shell patterns, without
+    paying a regular expression for every name: an object whose ``lastgroup`` names the
+    first group with a pattern matching the name, or None.
+
+    The walk asks this of every name in the tree. A pattern that is ``*`` and literal text
+    (``*.log``) is a ``str.endswith``; any other pattern keeps its regular expression, asked
+    only of a name that holds the longest literal part of one of them (a name ``*.log.*``
+    matches holds ``.log.``). Both are exact: what they skip cannot match."""
+    plan: list[tuple[Owned, tuple[str, ...], Callable[[str], Any] | None,
+                     tuple[str, ...] | None]] = []
+    for group, pats in groups:
+        suffixes, others = [], []
+        for p in pats:
+            rest = p[1:]
+            if p.startswith("*") and rest and not any(c in rest for c in "*?[]"):
+                suffixes.append(rest)
+            else:
+                others.append(p)
+        rx = re.compile(patterns_regex(others)).match if others else None
+        plan.append((Owned(group), tuple(suffixes), rx, _needed(others) if others else None))
+
+    def match(name: str) -> Owned | None:
+        for owned, suffixes, rx, needs in plan:
+            if suffixes and name.endswith(suffixes):
+                return owned
+            if rx is not None and (needs is None or any(n in name for n in needs)) \
+                    and rx(name) is not None:
+                return owned
+        return None
+
+    return match
+
+
+def _needed(patterns: Sequence[str]) -> tuple[str, ...] | None:
+    """Literal texts one of which every name matching any of *patterns* holds: each
+    pattern's longest run without wildcards (None when a pattern has none, or brackets)."""
+    out = []
+    for p in patterns:
+        if "[" in p or "]" in p:
+            return None
+        longest = max(re.split(r"[*?]", p), key=len)
+        if not longest:
+            return None
+        out.append(longest)
+    return tuple(out)
 
 
 def _literal_head(pattern: str) -> str:

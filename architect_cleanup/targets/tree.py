@@ -29,6 +29,7 @@ from architect_cleanup.fs import (
     Root,
     Scope,
     Walker,
+    group_matcher,
     list_leaf,
     patterns_regex,
 )
@@ -52,6 +53,8 @@ CHUNK = 1024
 #: Directories handed to the pool and not yet reported, per thread of it: what bounds the
 #: memory (their names) and the descriptors (one each) the pool holds, whatever the tree.
 WINDOW_PER_WORKER = 8
+#: How often (seconds) the run's thread, waiting for a directory's work, asks for a stop.
+STOP_POLL = 0.25
 
 
 class TreeTarget(FileTarget):
@@ -144,17 +147,18 @@ class _Scopes:
         return out
 
     def _build(self, active: tuple[int, ...]) -> Scope:
-        files, dirs = [], []
+        files: list[tuple[str, tuple[str, ...]]] = []
+        dirs = []
         for i in active:
             m = self.members[i]
             pats = m.target.file_patterns(self.ctx)
             if pats:
-                files.append(f"(?P<{m.group}>{patterns_regex(pats)})")
+                files.append((m.group, pats))
             dpats = m.target.dir_patterns(self.ctx)
             if dpats:
                 dirs.append(f"(?P<{m.group}>{patterns_regex(dpats)})")
         return Scope(
-            files=re.compile("|".join(files)).match if files else None,
+            files=group_matcher(files) if files else None,
             claim=re.compile("|".join(dirs)).match if dirs else None,
             exclude=self.exclude.match if self.exclude is not None else None,
         )
@@ -268,11 +272,14 @@ class _Pool:
     work: what started finishes, and every report of work done is applied (a file removed
     is always counted)."""
 
-    def __init__(self, workers: int, window: int) -> None:
+    def __init__(self, workers: int, window: int, should_stop: Callable[[], bool]) -> None:
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="architect-cleanup")
         self.window = window
         self.queue: deque[Future[Callable[[], None]] | Callable[[], None]] = deque()
         self.stopping = threading.Event()
+        self.should_stop = should_stop
+        #: a stop was asked for while this thread waited for the pool
+        self.stop_asked = False
 
     def submit(self, job: Callable[[], Callable[[], None]]) -> None:
         while len(self.queue) >= self.window:
@@ -289,8 +296,19 @@ class _Pool:
     def _apply_first(self) -> None:
         item = self.queue.popleft()
         if isinstance(item, Future):
-            item = item.result()
+            item = self._wait(item)
         item()
+
+    def _wait(self, fut: Future[Callable[[], None]]) -> Callable[[], None]:
+        """The result of one job; meanwhile a stop is asked for now and then, so that a job
+        in a huge directory stops between its chunks as the walk would."""
+        while True:
+            try:
+                return fut.result(timeout=STOP_POLL)
+            except TimeoutError:
+                if not self.stopping.is_set() and self.should_stop():
+                    self.stop_asked = True
+                    self.stopping.set()
 
     def finish(self) -> None:
         while self.queue:
@@ -319,7 +337,7 @@ def _walk_pooled(ctx: RunContext, root: Root, start: Dir, scopes: _Scopes,
     and a dry run's ``-v`` output are the same as with one thread."""
     members = scopes.members
     first = members[0]
-    pool = _Pool(workers, workers * WINDOW_PER_WORKER)
+    pool = _Pool(workers, workers * WINDOW_PER_WORKER, ctx.should_stop)
     seen = [0]
 
     def on_skip(path: str, why: str) -> None:
@@ -385,6 +403,8 @@ def _walk_pooled(ctx: RunContext, root: Root, start: Dir, scopes: _Scopes,
         raise
     finally:
         pool.close()  # the work done is reported, whatever happened
+    if pool.stop_asked:
+        raise Interrupted("stopped on request")
     for m in members:  # the shared walk looked at these entries for every target
         m.result.checked += walker.entries_seen + seen[0]
 

@@ -224,3 +224,49 @@ def test_the_pool_holds_a_bounded_window_of_directories(
     stats, _ = run(root, 2, dry=True)
     assert stats.targets["logs"].removed == 200
     assert 0 < most[0] <= 2 * tree_mod.WINDOW_PER_WORKER
+
+
+def test_a_stop_inside_one_huge_directory_is_honoured_between_its_chunks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the run's thread waits for a huge directory's work, a stop (SIGTERM) still
+    ends that work between two chunks of names, as the sequential walk's check does."""
+    root = tmp_path / "srv"
+    n = 6 * tree_mod.CHUNK
+    for k in range(n):
+        touch(root / "data" / "huge" / f"f{k:05d}.log", 90 * DAY)
+    real_unlink_all = fs.unlink_all
+    stop = threading.Event()
+
+    def slow(d: fs.Dir, judged: list[tuple[str, os.stat_result]]) -> list[Exception | None]:
+        stop.set()  # SIGTERM arrives during the first chunk
+        time.sleep(2 * tree_mod.STOP_POLL)
+        return real_unlink_all(d, judged)
+
+    monkeypatch.setattr(base_mod, "unlink_all", slow)
+    stats, _ = run(root, 2, dry=False, should_stop=stop.is_set)
+    logs = stats.targets["logs"]
+    left = sum(1 for _ in (root / "data" / "huge").iterdir())
+    assert logs.message == "stopped on request"
+    assert logs.removed == n - left
+    assert 0 < logs.removed <= 2 * tree_mod.CHUNK, logs.removed
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_walks_name_matcher_agrees_with_the_regular_expression(seed: int) -> None:
+    """fs.group_matcher (endswith, then regular expressions behind a substring check) owns
+    every name exactly as the combined regular expression of the groups' patterns does."""
+    import re
+
+    rng = random.Random(seed)
+    parts = ["*", "?", ".log", ".log.", "log", ".tmp", "x", "[!.]", "[a-c]", "a", ".", "]", "\\"]
+    groups = [(f"t{g}", tuple("".join(rng.choice(parts) for _ in range(rng.randint(1, 4)))
+                              for _ in range(rng.randint(1, 4)))) for g in range(3)]
+    groups.append(("t3", ("*.log", "*.log.*", "*.pyc", "*[a-c]", "*x]", "*\\")))
+    regex = re.compile("|".join(f"(?P<{g}>{fs.patterns_regex(p)})" for g, p in groups)).match
+    fast = fs.group_matcher(groups)
+    alphabet = "abcxlogtmpyc.*?[]!\\\n\udc80 "
+    names = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+             for _ in range(3000)] + ["a.log", "a.log.1", ".log", "x.pyc", ".log."]
+    for name in names:
+        want, got = regex(name), fast(name)
+        assert (want and want.lastgroup) == (got and got.lastgroup), (groups, name)

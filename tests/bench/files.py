@@ -85,9 +85,13 @@ class FileBench:
         pool = f"\n[safety]\nworkers = {workers}\n" if workers else ""
         self.conf.write_text(f'root = "{tree.root.resolve()}"\ndry_run = true\n\n'
                              f'[logs]\ntmp_dir = ""\n{pool}')
-        # the same engine over an empty tree: its start-up, which does not grow with the tree
+        # the same engine over a tree of one old log: its start-up and what every run pays
+        # once whatever the tree (the scan of /proc for open files), which does not grow
         self.empty_root = self.conf_dir / "empty-root"
-        self.empty_root.mkdir(exist_ok=True)
+        one = self.empty_root / "data" / "old.log"
+        one.parent.mkdir(parents=True, exist_ok=True)
+        one.touch()
+        os.utime(one, (0, 0))
         self.empty_conf = self.conf_dir / "config-empty.toml"
         self.empty_conf.write_text(f'root = "{self.empty_root}"\ndry_run = true\n\n'
                                    f'[logs]\ntmp_dir = ""\n{pool}')
@@ -196,7 +200,7 @@ class FileBench:
     # --- part 3 ------------------------------------------------------------------------------
 
     def startup(self, rounds: int) -> float:
-        """Median wall time of the engine's dry run over an empty tree: its fixed cost."""
+        """Median wall time of the engine's dry run over a tree of one file: its fixed cost."""
         cmd = [self.engine_cmd[0], "--config", str(self.empty_conf), *self.engine_cmd[3:]]
         return median([run(cmd, env=self.env).wall for _ in range(rounds)])
 

@@ -24,7 +24,8 @@ HOUR = 3600.0
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test reads /etc, writes /var/lib (state, history, metrics) or locks /run, or talks to a real notify socket."""
+    """No test reads /etc, writes /var/lib (state, history, metrics) or locks /run, or talks
+    to a real notify socket."""
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "_state"))
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "_run"))
     monkeypatch.setenv("ARCHITECT_CLEANUP_CONFIG", str(tmp_path / "_no_config.toml"))

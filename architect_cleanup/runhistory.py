@@ -43,7 +43,6 @@ from architect_cleanup.history import (
     filesystem_samples,
     open_history,
 )
-from architect_cleanup.journal import fields
 from architect_cleanup.stats import CleanupStats
 
 log = logging.getLogger(__name__)
@@ -159,8 +158,7 @@ class RunHistory:
             text = f"history: {what} failed: {exc.__class__.__name__}: {exc}"
             if self.problem is None:
                 self.problem = text
-                log.warning("%s; the cleanup is not affected", text,
-                            extra=fields("history_problem", cleanup_error=text))
+                log.warning("%s; the cleanup is not affected", text)
             else:
                 log.debug("%s", text, exc_info=True)
 

@@ -249,3 +249,23 @@ def test_the_metrics_textfile_is_written_after_each_run_and_passes_promtool(
     res = subprocess.run([PROMTOOL, "check", "metrics"], input=text, text=True,
                          capture_output=True, timeout=60, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_an_unexpected_failure_in_the_history_steps_is_one_warning_not_a_failed_run(
+        demo: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    root, tmp = demo
+    from architect_cleanup import metrics
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise RuntimeError("boom")
+    monkeypatch.setattr(metrics, "snapshot", boom)
+    monkeypatch.setattr(reports, "forecasts", boom)
+    with caplog.at_level(logging.WARNING):
+        stats = CleanupWorker(dry_run=False, config=make_config(root, tmp),
+                              now=NOW).run_cleanup()
+    assert stats.success and not stats.state_error
+    warned = [r for r in caplog.records if "history" in r.getMessage()]
+    assert len(warned) == 1 and "boom" in warned[0].getMessage()
+    assert StateStore().load()["forecast"] == []
+    assert Counter(r.target for r in items())["logs"] == stats.logs_deleted

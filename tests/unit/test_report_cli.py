@@ -145,3 +145,14 @@ def test_get_metrics_before_any_run_is_an_empty_valid_exposition() -> None:
     client = create_app(token=TOKEN, configure_logging=False).test_client()
     r = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200 and "architect_cleanup_" not in r.get_data(as_text=True)
+
+
+def test_a_run_started_through_the_api_is_recorded_too(demo: tuple[Path, Path]) -> None:
+    client = create_app(token=TOKEN, configure_logging=False).test_client()
+    r = client.post("/api/system/cleanup", json={"dry_run": True},
+                    headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200
+    doc = json.loads(cli("report", "--json")[1])
+    assert [(x["source"], x["dry_run"]) for x in doc["runs"]][-1] == ("api", True)
+    api_run = doc["runs"][-1]
+    assert api_run["result"] == "success" and api_run["status"] == "success"

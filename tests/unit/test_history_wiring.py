@@ -269,3 +269,14 @@ def test_an_unexpected_failure_in_the_history_steps_is_one_warning_not_a_failed_
     assert len(warned) == 1 and "boom" in warned[0].getMessage()
     assert StateStore().load()["forecast"] == []
     assert Counter(r.target for r in items())["logs"] == stats.logs_deleted
+
+
+@pytest.mark.parametrize("odd", ["soon", {"line": "x"}, [1, None, {"line": 3}]])
+def test_a_forecast_edited_by_hand_keeps_its_type_in_status(odd: object) -> None:
+    state_dir().mkdir(parents=True)
+    (state_dir() / "state.json").write_text(json.dumps({"history": [], "forecast": odd}))
+    out = io.StringIO()
+    assert main(["status", "--json"], out=out) == 0
+    assert json.loads(out.getvalue())["forecast"] == []
+    out = io.StringIO()
+    assert main(["status"], out=out) == 0 and "Forecast:" not in out.getvalue()

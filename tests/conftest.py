@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,13 @@ NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 NOW_TS = NOW.timestamp()
 DAY = 86400.0
 HOUR = 3600.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any fixture (module-scoped servers start before the per-test environment):
+    never the host's node_exporter directory for the metrics file."""
+    os.environ["ARCHITECT_CLEANUP_TEXTFILE_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"architect-cleanup-tests-no-textfile-{os.getpid()}")
 
 
 @pytest.fixture(autouse=True)

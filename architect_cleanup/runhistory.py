@@ -183,8 +183,10 @@ def backup_records(stats: CleanupStats) -> list[BackupRecord]:
 def samples(cfg: Config, stats: CleanupStats, directory: str) -> list[Sample]:
     """The space figures of a run: free and total bytes of the file systems of the root and
     of the state directory (once when they are the same), the bytes of each environment's
-    backups, the size of each database file (with its -wal) and the rows of each purged
-    table (``<database>:<table>``), the last three named by the database's label."""
+    backups, of the logs and temp files the rules looked at (files young enough to keep, and
+    in a dry run those it would remove; not what a whole directory holds), the size of each
+    database file (with its -wal) and the rows of each purged table
+    (``<database>:<table>``), the last two named by the database's label."""
     paths, devices = [], set()
     for path in (cfg.root, directory):
         try:
@@ -197,6 +199,11 @@ def samples(cfg: Config, stats: CleanupStats, directory: str) -> list[Sample]:
     out = filesystem_samples(paths)
     for b in backup_records(stats):
         out.append(Sample("bytes", f"backups:{b.env}", float(b.bytes)))
+    for name in ("logs", "temp"):  # the files the rules looked at (a failed walk: none)
+        result = stats.targets.get(name)
+        if result is not None and result.status == "ok":
+            left = result.kept_bytes + (result.bytes if stats.dry_run else 0)
+            out.append(Sample("bytes", name, float(left)))
     seen: set[str] = set()
     for name in DB_TARGETS:
         result = stats.targets.get(name)

@@ -250,6 +250,7 @@ class FileTarget(Target):
         future = ctx.future_limit
         wants = ctx.wants_decisions
         doomed: list[tuple[str, os.stat_result]] = []
+        young_bytes = 0
         for name in names:
             if protected is not None and protected(name):
                 self.keep(ctx, result, d.join(name), protected_reason)
@@ -264,6 +265,7 @@ class FileTarget(Target):
                 continue
             age = now - st.st_mtime
             if age <= max_age:
+                young_bytes += st.st_size
                 if st.st_mtime > future:
                     self._warn_future(d.join(name), st, ctx)
                     self.keep(ctx, result, d.join(name), Hold.FUTURE)
@@ -274,6 +276,7 @@ class FileTarget(Target):
                     result.kept += 1
                 continue
             doomed.append((name, st))
+        result.kept_bytes += young_bytes
         if doomed:
             self.remove_all(ctx, result, d, doomed,
                             lambda st: f"{age_text(now - st.st_mtime)} > {limit}")

@@ -181,4 +181,6 @@ def test_the_client_is_there_in_this_environment() -> None:
 def test_the_package_recommends_the_client() -> None:
     control = (REPO / "packaging" / "debian" / "control").read_text()
     stanza = control.split("Package: architect-cleanup\n", 1)[1].split("\n\n", 1)[0]
-    assert "Recommends: python3-prometheus-client" in stanza
+    # the field runs to the next field's "Name:" (its value may span lines)
+    recommends = stanza.split("Recommends:", 1)[1].split(":", 1)[0]
+    assert "python3-prometheus-client" in recommends.replace(",", " ").split()

@@ -476,6 +476,16 @@ class SafetyConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    enabled: bool = key(boolean, True, "record every run, its removed items and space "
+                        "figures in the history database, and write the metrics file")
+    items_max_age: timedelta = key(duration(), timedelta(days=90),
+                                   "removed items recorded longer ago are pruned")
+    runs_max_age: timedelta = key(duration(), timedelta(days=730),
+                                  "runs (their figures and samples) older than this are pruned")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole, validated configuration. Build one with :func:`load_config`,
     :func:`parse_config` or ``Config()`` for the shipped defaults."""
@@ -492,6 +502,7 @@ class Config:
     errors: ErrorsConfig = section(ErrorsConfig, "error rows")
     prompts: PromptsConfig = section(PromptsConfig, "finished prompt rows")
     safety: SafetyConfig = section(SafetyConfig, "rules above every target")
+    history: HistoryConfig = section(HistoryConfig, "the run history, reports and metrics")
     #: Files the configuration was read from, in order (for ``config check``).
     sources: tuple[str, ...] = ()
 

@@ -82,7 +82,9 @@ def test_the_service_is_a_oneshot_with_notify_state_and_runtime_directories() ->
 def test_the_service_writes_only_to_the_data_roots_and_sees_the_real_tmp() -> None:
     s = _unit(check_units.SERVICE)
     assert s["Service.ProtectSystem"] == ["strict"]
-    assert s["Service.ReadWritePaths"] == ["-/srv/architect -/tmp"]
+    # and the metrics file for node_exporter's textfile collector, when it is installed
+    assert s["Service.ReadWritePaths"] == ["-/srv/architect -/tmp",
+                                           "-/var/lib/prometheus/node-exporter"]
     assert s.get("Service.PrivateTmp", ["no"]) == ["no"]
 
 

@@ -21,6 +21,10 @@ The fields each kind carries (all values are text in the journal; booleans are 0
 * ``lock_held``: CLEANUP_LOCK_PID, CLEANUP_LOCK_PATH
 * ``state_error``: CLEANUP_STATE_FILE, CLEANUP_ERROR
 * ``config_error``: CLEANUP_ERROR
+* ``notify_sent``, ``notify_failed``, ``notify_dropped`` (one per delivery attempt, and per
+  message given up): CLEANUP_CHANNEL, CLEANUP_CHANNEL_KIND, CLEANUP_EVENT, CLEANUP_NOTIFY_ID
+  (the webhook-id), CLEANUP_ATTEMPT, CLEANUP_ANSWER (sent), CLEANUP_ERROR (failed, dropped),
+  CLEANUP_NEXT_ATTEMPT (failed, when it is retried)
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ MESSAGE_IDS = {
     "readonly_path": uuid.UUID("5b0de9e7c3254aca9adb54a98a727329"),
     "api_call": uuid.UUID("bef959ae69254897a309128aad8b07f8"),
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
+    "notify_sent": uuid.UUID("a9a855e71cb844f3a7b1c4f2b2848089"),
+    "notify_failed": uuid.UUID("8fb56140e9e348a88a76ed0d02e19bb0"),
+    "notify_dropped": uuid.UUID("c56725c1ce3d4d788e3fe9e2d7d2509f"),
 }
 
 #: Sends one journal entry: ``sender(MESSAGE, **FIELDS)`` (python3-systemd's journal.send).

@@ -4,8 +4,9 @@ One run: lock -> plan (:func:`~architect_cleanup.runplan.plan_run`: which target
 do not and why, which share one walk) -> each target's slot in run order: its step runs with
 its failure contained (a dry run and a real run walk the same code; only the final delete
 differs), its result goes into the stats and the journal -> the final steps: the activity
-row, the ``after_run`` hooks passed in, the state file, and last the one-line summary that
-``systemctl status`` shows.
+row, the ``after_run`` hooks passed in, the state file, the notifications (when
+``[notify]`` has channels: :mod:`~architect_cleanup.alerts`), and last the one-line summary
+that ``systemctl status`` shows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from architect_cleanup import activity
+from architect_cleanup import activity, alerts
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
 from architect_cleanup.journal import fields
@@ -137,6 +138,8 @@ class CleanupWorker:
         steps = [FinalStep(getattr(hook, "__name__", str(hook)), hook) for hook in hooks]
         if self.record_state:
             steps.append(FinalStep("state", lambda _ctx, stats: self._record(stats), False))
+        if self.config.notify.channels:  # after the record: it never changes it
+            steps.append(FinalStep("notify", self._notify))
         steps.append(FinalStep("summary", lambda _ctx, stats: self._summary(stats), False))
         return steps
 
@@ -258,6 +261,9 @@ class CleanupWorker:
             "failed_targets": stats.failed_targets,
             "message": stats.message,
             "summary": stats.summary_line(),
+            # which service run this was: `notify --unit-failed` tells a run that reported
+            # itself from one that died before it could
+            "invocation_id": os.environ.get("INVOCATION_ID") or None,
         }
         try:
             self.state.record(run)
@@ -266,6 +272,9 @@ class CleanupWorker:
             log.error("%s", stats.state_error,
                       extra=fields("state_error", cleanup_state_file=self.state.path,
                                    cleanup_error=exc.strerror or str(exc)))
+
+    def _notify(self, ctx: RunContext, stats: CleanupStats) -> None:
+        alerts.after_record(ctx.config, stats, self.state.directory, now=ctx.now)
 
     @staticmethod
     def _readonly_hint(ctx: RunContext, name: str, exc: Exception) -> str:

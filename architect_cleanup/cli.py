@@ -314,6 +314,9 @@ def cmd_migrate(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
 
 def cmd_notify(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     directory = state_dir()
+    if args.test is None and not cfg.notify.channels:
+        print("no notification channel configured ([notify]): nothing to do", file=out)
+        return EXIT_OK
     try:
         if args.test is not None:
             try:

@@ -15,12 +15,15 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CLEAN_PATH)
 # Packaging and system tests: debhelper ... systemd-container, mmdebstrap.
 # Benchmarks: time (GNU time: a command's own peak RSS), findutils, systemd (tmpfiles).
 # Metrics: python3-prometheus-client (a Recommends), prometheus (promtool checks them).
+# Notifications: python3-aiosmtpd (the tests' SMTP server), msmtp (a real sendmail client),
+# openssl (the tests' self-signed certificate).
 APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pytest \
 	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
 	restic python3-cryptography time findutils \
 	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all help2man \
 	lintian fakeroot systemd systemd-container mmdebstrap \
-	python3-prometheus-client prometheus
+	python3-prometheus-client prometheus \
+	python3-aiosmtpd msmtp openssl
 
 DEMO := $(CURDIR)/.demo
 

@@ -77,7 +77,7 @@ def webhook_receiver(**kw: Any) -> Iterator[WebhookReceiver]:
     rec = WebhookReceiver(**kw)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             headers = {k.lower(): v for k, v in self.headers.items()}
             status = rec.handle(headers, body)
@@ -109,9 +109,9 @@ def post(url: str, headers: dict[str, str], body: bytes) -> int:
     """A raw POST (for replay and forgery checks against the receiver itself)."""
     import urllib.error
     import urllib.request
-    req = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -164,7 +164,7 @@ def smtp_server(*, tls: tuple[Path, Path] | None = None,
     box = Mailbox(port=free_port())
 
     class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             box.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
             box.tls.append(session.ssl is not None)
             box.messages.append(message_from_bytes(envelope.original_content

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NOW, make_config
 from notify_receivers import SECRET
 
 from architect_cleanup import CleanupWorker
@@ -19,6 +18,8 @@ from architect_cleanup.config import Config
 from architect_cleanup.journal import MESSAGE_IDS
 from architect_cleanup.state import StateStore, state_dir
 from architect_cleanup.stats import CleanupStats
+
+from conftest import NOW, make_config
 
 
 def secret_file(tmp_path: Path, value: str = SECRET, name: str = "webhook.secret",

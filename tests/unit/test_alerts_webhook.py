@@ -21,13 +21,14 @@ from alerts_kit import (
     secret_file,
     webhook_config,
 )
-from conftest import NOW
-from demo import build_tree
 from notify_receivers import SECRET, post, webhook_receiver
 
 from architect_cleanup import alerts
 from architect_cleanup.alerts import signing
 from architect_cleanup.state import state_dir
+
+from conftest import NOW
+from demo import build_tree
 
 
 @pytest.fixture

@@ -49,6 +49,8 @@ class WebhookReceiver:
     answered: list[int] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
     url: str = ""
+    #: called with each verified payload before the answer (what the sender has done by then)
+    on_receive: Any = None
 
     def handle(self, headers: dict[str, str], body: bytes) -> int:
         if self.mode == "hang":
@@ -60,6 +62,8 @@ class WebhookReceiver:
             self.rejected.append(str(exc))
             return 401
         msg_id = headers.get("webhook-id", "")
+        if self.on_receive is not None:
+            self.on_receive(payload)
         if self.mode == "500":
             return 500
         if self.mode == "410":

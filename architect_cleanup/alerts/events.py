@@ -254,11 +254,12 @@ def digest_message(cfg: Config, state: dict[str, Any], history_dir: str,
         t["items"] += row.items
         t["bytes"] += row.bytes
     failed = sum(1 for r in runs if r.result != "success")
-    freed_bytes = sum(t["bytes"] for t in per_target.values())
+    real = [r for r in runs if not r.dry_run]
+    freed_bytes = sum(r.bytes for r in real)
     digest = {"since": _iso(since), "until": _iso(now), "runs": len(runs),
-              "failed_runs": failed, "dry_runs": sum(1 for r in runs if r.dry_run),
-              "freed_items": sum(t["items"] for t in per_target.values()),
-              "freed_bytes": freed_bytes, "per_target": per_target, "forecasts": fc}
+              "failed_runs": failed, "dry_runs": len(runs) - len(real),
+              "freed_items": sum(r.removed for r in real), "freed_bytes": freed_bytes,
+              "per_target": per_target, "forecasts": fc}
     title = (f"weekly digest: {len(runs)} runs, {failed} failed, "
              f"{freed_bytes / 1048576:.1f} MB freed")
     lines = [f"  {n}: {t['items']} items, {t['bytes'] / 1048576:.1f} MB"

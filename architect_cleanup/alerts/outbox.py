@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,8 +103,9 @@ class Outbox:
     # --- entries ------------------------------------------------------------------------------
 
     def add(self, entry: Entry) -> None:
-        entry.file = (f"{int(entry.created * 1e9):020d}-{entry.channel}-"
-                      f"{entry.message.id}.json")
+        # name order is age order: the message's time, then the moment it was queued
+        entry.file = (f"{int(entry.created * 1e9):020d}-{time.time_ns():020d}-"
+                      f"{entry.channel}-{entry.message.id}.json")
         self.save(entry)
 
     def save(self, entry: Entry) -> None:

@@ -137,4 +137,5 @@ def test_the_weekly_digest_reads_the_history_and_is_skipped_without_one(
     assert msg is not None and msg.event == "digest"
     d = msg.body["digest"]
     assert (d["runs"], d["failed_runs"], d["dry_runs"]) == (3, 1, 0)
-    assert msg.title.startswith("weekly digest: 3 runs, 1 failed")
+    assert d["freed_bytes"] == 3 * (3 << 20)
+    assert msg.title == "weekly digest: 3 runs, 1 failed, 9.0 MB freed"

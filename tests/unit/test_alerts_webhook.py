@@ -286,3 +286,26 @@ def test_a_configuration_still_dry_running_after_the_limit_warns_once(
     (d,) = rec.accepted
     (c,) = d.payload["conditions"]
     assert c["key"] == "dry_run" and c["dry_run_since"] == NOW.isoformat()
+
+
+def test_delivery_comes_after_the_record_and_never_changes_the_exit_code(
+        tmp_path: Path, srv: Path) -> None:
+    from architect_cleanup import cli
+    from architect_cleanup.state import StateStore
+    recorded_first: list[bool] = []
+
+    def check(payload: dict[str, object]) -> None:
+        run_doc = payload["run"]
+        assert isinstance(run_doc, dict)
+        last = StateStore().load()["last_run"] or {}
+        recorded_first.append(last.get("started_at") == run_doc["started_at"])
+
+    with webhook_receiver(mode="500", on_receive=check) as rec:
+        conf = tmp_path / "config.toml"
+        conf.write_text(f'root = "{srv}"\n[logs]\ntmp_dir = ""\n[[notify.webhook]]\n'
+                        f'url = "{rec.url}"\nsecret = "{secret_file(tmp_path)}"\n'
+                        'on = ["success"]\n')
+        assert cli.main(["--config", str(conf), "run", "--force"]) == 0
+    assert rec.answered == [500] and recorded_first == [True]
+    assert last_run()["result"] == "success"
+    assert len(outbox_entries()) == 1

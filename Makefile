@@ -15,11 +15,15 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CLEAN_PATH)
 # Packaging and system tests: debhelper ... systemd-container, mmdebstrap.
 # Benchmarks: time (GNU time: a command's own peak RSS), findutils, systemd (tmpfiles).
 # Metrics: python3-prometheus-client (a Recommends), prometheus (promtool checks them).
+# Backups (recommended at run time): python3-zstandard (compression), python3-boto3 (offload);
+# zstd for `zstd -t` on every file the tests compress and for the compression bench.
+# The S3 server of the tests (SeaweedFS's `weed`) comes from PyPI: requirements-dev.txt.
 # Notifications: python3-aiosmtpd (the tests' SMTP server), msmtp (a real sendmail client),
 # openssl (the tests' self-signed certificate).
 APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pytest \
 	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
 	restic python3-cryptography time findutils \
+	python3-zstandard python3-boto3 zstd \
 	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all help2man \
 	lintian fakeroot systemd systemd-container mmdebstrap \
 	python3-prometheus-client prometheus \
@@ -28,7 +32,7 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 DEMO := $(CURDIR)/.demo
 
 .PHONY: setup run test unit lint reliability system system-if-possible deb version-check bench \
-	bench-quick stress clean distclean
+	bench-quick bench-backups stress clean distclean
 
 setup: $(VENV)/.stamp
 
@@ -144,6 +148,11 @@ bench: setup
 
 bench-quick:
 	$(MAKE) bench ARGS="--quick $(ARGS)"
+
+## bench-backups: backup compression beside `zstd -3 -T0`, verification MB/s, upload beside a
+## plain boto3 upload_file to SeaweedFS on loopback (tests/bench/backups.py; a few minutes)
+bench-backups: setup
+	$(VPY) tests/bench/backups.py $(ARGS)
 
 clean:
 	rm -rf $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

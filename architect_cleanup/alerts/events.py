@@ -8,7 +8,8 @@ condition whose scope (a target) ran and no longer reports it has cleared.
 
 Warnings come from :data:`SOURCES`; a target reports a warning of its own by adding
 ``{"key": ..., "text": ..., ...specifics}`` to ``result.detail[part]["warnings"]`` (the hook
-for a corrupt newest backup and for a dashboard that lost its SQLite locks).
+for a corrupt newest backup); a dashboard process that lost its SQLite locks comes from the
+run's ``dashboard_locks``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,17 @@ def _dry_run(f: RunFacts) -> Iterable[Condition]:
                         {"dry_run_since": _iso(since), "after_days": limit.days})
 
 
+def _lost_locks(f: RunFacts) -> Iterable[Condition]:
+    found = f.stats.dashboard_locks if isinstance(f.stats.dashboard_locks, dict) else {}
+    for h in found.get("lost", ()):
+        if not isinstance(h, dict):
+            continue
+        db, pid = h.get("database", "?"), h.get("pid", "?")
+        yield Condition(f"db_lock_lost:{db}:{pid}", "warning",
+                        f"process {pid} ({h.get('command', '?')}) has lost its SQLite locks on "
+                        f"{db}: restart it", None, dict(h))
+
+
 def _reported(f: RunFacts) -> Iterable[Condition]:
     for name, t in f.stats.targets.items():
         for part, d in t.detail.items():
@@ -116,7 +128,7 @@ def _reported(f: RunFacts) -> Iterable[Condition]:
 
 
 #: Where conditions come from, in order; extend with :func:`register`.
-SOURCES: list[Source] = [_failures, _free_space, _dry_run, _reported]
+SOURCES: list[Source] = [_failures, _free_space, _dry_run, _lost_locks, _reported]
 
 
 def register(source: Source) -> None:

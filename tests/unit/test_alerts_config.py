@@ -102,6 +102,18 @@ def test_a_target_reports_a_warning_of_its_own_through_its_detail(tmp_path: Path
     assert c.detail["file"] == "data/prod/backups/architect-20261126.db"
 
 
+def test_a_dashboard_process_without_its_sqlite_locks_is_a_warning(tmp_path: Path) -> None:
+    stats = CleanupStats()
+    stats.dashboard_locks = {"lost": [{"database": "/srv/architect/data/prod/architect.db",
+                                       "pid": 4242, "command": "gunicorn app:app",
+                                       "state": "lost"}], "unknown": [], "unknown_more": 0}
+    facts = events.RunFacts(make_config(tmp_path), stats, NOW, {}, str(tmp_path))
+    (c,) = [c for c in events.run_conditions(facts) if c.event == "warning"]
+    assert c.key == "db_lock_lost:/srv/architect/data/prod/architect.db:4242"
+    assert "process 4242 (gunicorn app:app) has lost its SQLite locks" in c.text
+    assert c.detail["pid"] == 4242
+
+
 def test_a_condition_is_news_when_new_changed_or_cleared_only_where_its_target_ran() -> None:
     state: dict[str, object] = {}
     a = events.Condition("target:logs", "failure", "logs failed: EIO", "logs")

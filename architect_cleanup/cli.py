@@ -19,12 +19,12 @@ from typing import TextIO
 
 import tomli_w
 
-from architect_cleanup import __version__, history, migrate, reports, systemctl
+from architect_cleanup import __version__, alerts, history, migrate, reports, systemctl
 from architect_cleanup.config import Config, ConfigError, load_config, parse_duration
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
 from architect_cleanup.lock import LockHeld, LockUnusable
-from architect_cleanup.state import StateStore
+from architect_cleanup.state import StateStore, state_dir
 from architect_cleanup.stats import CleanupStats
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import REGISTRY, Decision, ordered
@@ -142,9 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--json", action="store_true")
     mig.add_argument("--rootdir", default="/", metavar="DIR",
                      help="look for the original worker's files below DIR (default /)")
+    ntf = sub.add_parser(
+        "notify", help="send notifications ([notify] in the configuration)",
+        description="send notifications: a test message, a failed unit's, or the outbox")
+    what = ntf.add_mutually_exclusive_group(required=True)
+    what.add_argument("--test", nargs="?", const="", metavar="CHANNEL",
+                      help="send a test message to every channel (or CHANNEL)")
+    what.add_argument("--unit-failed", metavar="UNIT",
+                      help="UNIT failed: report it unless its run did (OnFailure=)")
+    what.add_argument("--deliver", action="store_true",
+                      help="deliver what waits in the outbox")
     # `--help` (and the manual page, made from it by help2man) lists each command's options.
     lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
-             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig)]
+             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig, ntf)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
                 "75 already running")
@@ -474,6 +484,44 @@ def cmd_migrate(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     return EXIT_FAILED if report.problems else EXIT_OK
 
 
+def cmd_notify(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    directory = state_dir()
+    if args.test is None and not cfg.notify.channels:
+        print("no notification channel configured ([notify]): nothing to do", file=out)
+        return EXIT_OK
+    try:
+        if args.test is not None:
+            try:
+                results = alerts.send_test(cfg, args.test or None)
+            except LookupError as exc:
+                _error(str(exc.args[0]))
+                return EXIT_USAGE
+            if not results:
+                _error("no channel configured ([[notify.email]], [[notify.webhook]], "
+                       "[[notify.apprise]])")
+                return EXIT_USAGE
+            for name, problem in results:
+                print(f"{name}: {'sent' if problem is None else 'FAILED: ' + display(problem)}",
+                      file=out)
+            return EXIT_OK if all(p is None for _, p in results) else EXIT_FAILED
+        if args.unit_failed is not None:
+            queued, done = alerts.unit_failed(cfg, args.unit_failed, directory)
+            print(f"{display(args.unit_failed)}: "
+                  f"{'failure message queued' if queued else 'its run reported itself'}; "
+                  f"{_delivery(done)}", file=out)
+            return EXIT_OK
+        print(_delivery(alerts.deliver(cfg, directory)), file=out)
+        return EXIT_OK
+    except OSError as exc:
+        _error(f"notify: {directory}: {exc.strerror or exc}")
+        return EXIT_FAILED
+
+
+def _delivery(done: alerts.Delivery) -> str:
+    return (f"{done.sent} sent, {done.failed} failed (kept for a retry), "
+            f"{done.dropped} given up, {done.waiting} waiting")
+
+
 def _cell(value: object, default: str = "?") -> str:
     """A recorded value for a table cell, whatever the state file holds."""
     return default if value is None else display(str(value))
@@ -526,4 +574,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_config_check(args, cfg, out)
     if command == "migrate":
         return cmd_migrate(args, cfg, out)
+    if command == "notify":
+        return cmd_notify(args, cfg, out)
     return cmd_run(args, cfg, out)

@@ -7,7 +7,8 @@ dry run and a real run walk the same code; only the final delete
 differs), its result goes into the stats and the journal -> the final steps: the activity
 row, the ``after_run`` hooks passed in, the history (the run's figures and space samples,
 pruning, the forecast and the metrics file: :mod:`~architect_cleanup.runhistory`, whose
-failures never fail the run), the state file, and last the one-line summary that
+failures never fail the run), the state file, the notifications (when ``[notify]`` has
+channels: :mod:`~architect_cleanup.alerts`), and last the one-line summary that
 ``systemctl status`` shows. Every item removed is streamed to the history as it is decided
 (``RunContext.on_item``).
 """
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from architect_cleanup import activity
+from architect_cleanup import activity, alerts
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
 from architect_cleanup.history import Item
@@ -167,6 +168,8 @@ class CleanupWorker:
         ]
         if self.record_state:
             steps.append(FinalStep("state", lambda _ctx, stats: self._record(stats), False))
+        if self.config.notify.channels:  # after the record: it never changes it
+            steps.append(FinalStep("notify", self._notify))
         steps.append(FinalStep("summary", lambda _ctx, stats: self._summary(stats), False))
         return steps
 
@@ -290,6 +293,9 @@ class CleanupWorker:
             "message": stats.message,
             "summary": stats.summary_line(),
             "dashboard_locks": stats.dashboard_locks,
+            # which service run this was: `notify --unit-failed` tells a run that reported
+            # itself from one that died before it could
+            "invocation_id": os.environ.get("INVOCATION_ID") or None,
         }
         hist = self._history
         forecast = forecast_state(hist.forecasts) if hist is not None else []
@@ -300,6 +306,9 @@ class CleanupWorker:
             log.error("%s", stats.state_error,
                       extra=fields("state_error", cleanup_state_file=self.state.path,
                                    cleanup_error=exc.strerror or str(exc)))
+
+    def _notify(self, ctx: RunContext, stats: CleanupStats) -> None:
+        alerts.after_record(ctx.config, stats, self.state.directory, now=ctx.now)
 
     @staticmethod
     def _readonly_hint(ctx: RunContext, name: str, exc: Exception) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from architect_cleanup.config import format_duration
 from architect_cleanup.fs import Dir, TreeResult, compile_patterns, lstat_at, remove_tree
+from architect_cleanup.history import Item
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.backups import SIBLING_SUFFIXES
 from architect_cleanup.targets.base import (
@@ -126,10 +127,10 @@ class Temp(TreeTarget):
 
         tree = remove_tree(ctx.root(), d, name, dry_run=ctx.dry_run, keep=keep,
                            keep_name=self._keep_name)
-        return lambda result: self._report_tree(ctx, result, path, age, tree)
+        return lambda result: self._report_tree(ctx, result, path, age, st, tree)
 
     def _report_tree(self, ctx: RunContext, result: TargetResult, path: str, age: float,
-                     tree: TreeResult) -> None:
+                     st: os.stat_result, tree: TreeResult) -> None:
         if tree.held and tree.held[0][0] == path:  # the directory itself: left whole
             self.keep(ctx, result, path + "/", tree.held[0][1])
             return
@@ -146,5 +147,7 @@ class Temp(TreeTarget):
         reason = f"{age_text(age)} > {self._limit}, {tree.files} files"
         if tree.kept:
             reason += f", {tree.kept} kept inside"
-        ctx.decide(Decision(self.name, path + "/", tree.files > 0 or tree.removed_dir,
-                            reason, tree.bytes))
+        gone = tree.files > 0 or tree.removed_dir
+        ctx.decide(Decision(self.name, path + "/", gone, reason, tree.bytes))
+        if gone and ctx.on_item is not None:  # the directory is the item (its files counted)
+            ctx.on_item(Item(self.name, path + "/", tree.bytes, st.st_mtime, reason))

@@ -405,8 +405,10 @@ def _walk_pooled(ctx: RunContext, root: Root, start: Dir, scopes: _Scopes,
         pool.close()  # the work done is reported, whatever happened
     if pool.stop_asked:
         raise Interrupted("stopped on request")
+    seen[0] += walker.entries_seen
+    ctx.status(f"{label}: {seen[0]:,} files checked")  # with the leaves the pool listed
     for m in members:  # the shared walk looked at these entries for every target
-        m.result.checked += walker.entries_seen + seen[0]
+        m.result.checked += seen[0]
 
 
 def _work(m: _Member, fn: Callable[..., Step], *args: object) -> Step | Exception:

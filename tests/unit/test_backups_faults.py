@@ -1,0 +1,192 @@
+"""Faults in the backups target that looked like real bugs and that no unit test caught
+(issue 24): the ``min_age`` boundary, a ``-wal`` held open, a symlink or FIFO named like a
+backup using up ``keep_last``, the free-space floor acting on a directory whose policy failed,
+and a hard-linked backup counted as freeing space. Each test fails when its fault is seeded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_backups_free_space import BACKUP, fill, free, small_fs  # noqa: F401 (fixture)
+
+from architect_cleanup.config import Config
+from architect_cleanup.targets.base import Decision
+from architect_cleanup.worker import CleanupWorker
+
+from conftest import DAY, HOUR, NOW, NOW_TS, make_config, snapshot, touch
+
+
+def run(cfg: Config, *, dry: bool) -> tuple[dict[str, Decision], Any]:
+    seen: list[Decision] = []
+    stats = CleanupWorker(dry_run=dry, config=cfg, only=["backups"], now=NOW,
+                          on_decision=seen.append).run_cleanup()
+    return {os.path.basename(d.path): d for d in seen}, stats
+
+
+def removed(seen: dict[str, Decision]) -> list[str]:
+    return sorted(n for n, d in seen.items() if d.remove)
+
+
+def backup(d: Path, name: str, age: float, size: int = 100) -> Path:
+    return touch(d / f"architect_{name}.db", age=age, size=size)
+
+
+# --- min_age ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_backup_exactly_min_age_old_counts_as_complete(srv: Path, dry: bool) -> None:
+    """``min_age`` is "younger than": a backup exactly min_age old is complete, so it is the
+    newest one kept, and the one before it goes (retention 1)."""
+    d = srv / "data" / "prod" / "backups"
+    at = backup(d, "20261126_110000", HOUR)
+    before = backup(d, "20261125_110000", DAY)
+    cfg = make_config(srv, backups={"retention": {"prod": 1}, "min_age": "1h"})
+    seen, stats = run(cfg, dry=dry)
+    assert removed(seen) == [before.name]
+    assert seen[at.name].reason == "newest backup of prod"
+    assert at.exists() and before.exists() is dry
+    assert stats.targets["backups"].removed == 1
+
+
+def test_a_backup_a_second_younger_than_min_age_is_held_and_counts_in_no_rule(
+        srv: Path) -> None:
+    d = srv / "data" / "prod" / "backups"
+    young = backup(d, "20261126_110001", HOUR - 1)
+    complete = backup(d, "20261125_110000", DAY)
+    seen, _ = run(make_config(srv, backups={"retention": {"prod": 1}, "min_age": "1h"}),
+                  dry=False)
+    assert removed(seen) == []
+    assert seen[young.name].reason.startswith("60 minutes old, younger than min_age")
+    assert complete.exists() and young.exists()
+
+
+# --- a sibling held open -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("held", ["-wal", "-shm", ""])
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_backup_whose_sibling_a_process_holds_open_is_kept_with_its_siblings(
+        srv: Path, held: str, dry: bool) -> None:
+    d = srv / "data" / "prod" / "backups"
+    backup(d, "20261125_000000", DAY)
+    old = backup(d, "20261101_000000", 25 * DAY)
+    wal = touch(d / (old.name + "-wal"), age=25 * DAY, size=10)
+    shm = touch(d / (old.name + "-shm"), age=25 * DAY, size=10)
+    older = backup(d, "20261001_000000", 56 * DAY)
+    before = snapshot(d)
+    fd = os.open(d / (old.name + held), os.O_RDONLY)
+    try:
+        seen, stats = run(make_config(srv, backups={"retention": {"prod": 1}}), dry=dry)
+    finally:
+        os.close(fd)
+    assert removed(seen) == [older.name]
+    assert seen[old.name].reason.startswith("open by a running process; a rule would "
+                                            "remove it")
+    assert stats.targets["backups"].skipped == 1
+    assert old.exists() and wal.exists() and shm.exists()
+    if dry:
+        assert snapshot(d) == before
+    else:
+        assert not older.exists()
+
+
+# --- not regular files named like backups ----------------------------------------------------
+
+
+def test_a_symlink_or_fifo_named_like_a_backup_neither_uses_up_keep_last_nor_goes(
+        srv: Path, tmp_path: Path) -> None:
+    d = srv / "data" / "prod" / "backups"
+    real = [backup(d, f"2026112{i}_000000", (i + 1) * DAY) for i in range(3)]
+    victim = touch(tmp_path / "elsewhere.db", age=0, data=b"not a backup")
+    link = d / "architect_20261126_100000.db"
+    link.symlink_to(victim)
+    os.utime(link, (NOW_TS - 2 * HOUR,) * 2, follow_symlinks=False)
+    fifo = d / "architect_20261126_090000.db"
+    os.mkfifo(fifo)
+    os.utime(fifo, (NOW_TS - 3 * HOUR,) * 2)
+    cfg = make_config(srv, backups={"retention": {"prod": 2}})
+    for dry in (True, False):
+        seen, stats = run(cfg, dry=dry)
+        assert removed(seen) == [real[2].name]
+        assert stats.targets["backups"].kept == 4
+        assert seen[link.name].reason == seen[fifo.name].reason == "not a regular file"
+    assert [p.exists() for p in real] == [True, True, False]
+    assert link.is_symlink() and fifo.is_fifo()
+    assert victim.read_bytes() == b"not a backup"
+
+
+def test_a_symlink_named_like_a_backup_is_kept_even_as_the_only_old_entry(srv: Path) -> None:
+    d = srv / "data" / "prod" / "backups"
+    newest = backup(d, "20261125_000000", DAY)
+    link = d / "architect_20200101_000000.db"
+    link.symlink_to(newest)
+    os.utime(link, (NOW_TS - 900 * DAY,) * 2, follow_symlinks=False)
+    seen, _ = run(make_config(srv, backups={"retention": {"prod": 1}}), dry=False)
+    assert removed(seen) == []
+    assert link.is_symlink()
+
+
+# --- the free-space floor and a failed policy ------------------------------------------------
+
+
+def test_the_free_space_floor_leaves_a_directory_whose_policy_failed_alone(
+        srv: Path) -> None:
+    """prod's budget is below its newest backup: its policy fails and nothing there is
+    removed, not even by the floor (a floor no filesystem here can reach) that test, on the
+    same filesystem, obeys down to keep_min."""
+    prod = [backup(srv / "data" / "prod" / "backups", f"2026110{i}_000000", (i + 1) * DAY,
+                   size=2000) for i in range(6)]
+    test = [backup(srv / "data" / "test" / "backups", f"test_2026110{i}", (i + 1) * DAY)
+            for i in range(5)]
+    cfg = make_config(srv, backups={"shared_dir": "", "policy": {
+        "prod": {"keep_last": 10, "max_total_size": "1K", "min_free_space": "1000T"},
+        "test": {"keep_last": 10, "min_free_space": "1000T", "keep_min": 3}}})
+    for dry in (True, False):
+        seen, stats = run(cfg, dry=dry)
+        t = stats.targets["backups"]
+        assert t.status == "failed"
+        assert "max_total_size 1.0 KB of prod is smaller than its newest backup" in t.message
+        assert removed(seen) == sorted(p.name for p in test[3:])
+        assert all(seen[p.name].reason.startswith("not judged: ") for p in prod)
+        assert "free_space" not in t.detail.get("prod", {})
+    assert all(p.exists() for p in prod)
+    assert [p.exists() for p in test] == [True] * 3 + [False] * 2
+
+
+def test_only_a_failed_policy_on_a_filesystem_means_no_free_space_pass(srv: Path) -> None:
+    prod = [backup(srv / "data" / "prod" / "backups", f"2026110{i}_000000", (i + 1) * DAY,
+                   size=2000) for i in range(6)]
+    cfg = make_config(srv, backups={"shared_dir": "", "policy": {
+        "prod": {"keep_last": 10, "max_total_size": "1K", "min_free_space": "1000T"}}})
+    seen, stats = run(cfg, dry=False)
+    assert removed(seen) == []
+    assert all(p.exists() for p in prod)
+    assert not any("min_free_space" in n for n in stats.targets["backups"].notes)
+
+
+# --- hard links ------------------------------------------------------------------------------
+
+
+def test_a_hard_linked_backup_frees_nothing_so_the_floor_goes_on_to_the_next(
+        small_fs: Path) -> None:  # noqa: F811
+    """The oldest backup has another link outside the backup directory: removing it gives
+    nothing back, so to free 1.5 backups' worth the floor takes it and two more."""
+    files = fill(small_fs, "prod", 8)
+    os.link(files[-1], small_fs / "kept-elsewhere.db")
+    need = free(small_fs) + BACKUP + BACKUP // 2
+    cfg = make_config(small_fs, backups={"shared_dir": "", "policy": {
+        "prod": {"keep_last": 8, "min_free_space": str(need), "keep_min": 1}}})
+    dry, stats = run(cfg, dry=True)
+    expected = sorted(p.name for p in files[-3:])
+    assert removed(dry) == expected
+    detail = stats.targets["backups"].detail["prod"]["free_space"]
+    assert detail["projected_free_bytes"] == free(small_fs) + 2 * BACKUP
+    real, stats = run(cfg, dry=False)
+    assert removed(real) == expected
+    assert free(small_fs) == need + BACKUP // 2
+    assert stats.space_freed == 2 * BACKUP  # the hard-linked one gave nothing back
+    assert (small_fs / "kept-elsewhere.db").stat().st_size == BACKUP

@@ -1,0 +1,156 @@
+"""Faults in the per-file judgement shared by the logs and temp targets (targets/base.py) that
+no unit test caught (issue 24): the age boundary, and a FIFO, socket or device named like a
+log or a temporary file. Each test fails when its fault is seeded."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from architect_cleanup.targets.base import Decision, age_text
+from architect_cleanup.worker import CleanupWorker
+
+from conftest import DAY, HOUR, NOW, NOW_TS, make_config, touch
+
+
+def run(srv: Path, only: str, *, dry_run: bool = False, **sections: Any
+        ) -> tuple[Any, list[Decision]]:
+    seen: list[Decision] = []
+    cfg = make_config(srv, **sections)
+    stats = CleanupWorker(dry_run=dry_run, config=cfg, now=NOW, only=[only],
+                          on_decision=seen.append).run_cleanup()
+    return stats, seen
+
+
+def by_name(seen: list[Decision]) -> dict[str, Decision]:
+    return {os.path.basename(d.path): d for d in seen}
+
+
+# --- the age boundary ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_log_exactly_max_age_old_is_kept_and_one_a_second_older_goes(
+        srv: Path, dry_run: bool) -> None:
+    """``max_age`` is "older than": a log exactly 30 days old stays."""
+    at = touch(srv / "logs" / "at.log", 30 * DAY)
+    over = touch(srv / "logs" / "over.log", 30 * DAY + 1)
+    under = touch(srv / "logs" / "under.log", 30 * DAY - 1)
+    stats, seen = run(srv, "logs", dry_run=dry_run, logs={"max_age": "30d"})
+    got = by_name(seen)
+    assert not got["at.log"].remove and not got["under.log"].remove
+    assert got["over.log"].remove
+    assert got["over.log"].reason == "30 days old > 30d"
+    assert got["at.log"].reason == "30 days old, within 30d"
+    assert stats.logs_deleted == 1
+    assert at.exists() and under.exists()
+    assert over.exists() is dry_run
+
+
+def test_a_temporary_file_exactly_min_age_old_is_kept(srv: Path) -> None:
+    at = touch(srv / "work" / "at.tmp", HOUR)
+    over = touch(srv / "work" / "over.tmp", HOUR + 1)
+    stats, seen = run(srv, "temp", temp={"min_age": "1h"})
+    got = by_name(seen)
+    assert not got["at.tmp"].remove and got["over.tmp"].remove
+    assert at.exists() and not over.exists()
+    assert stats.targets["temp"].removed == 1
+
+
+def test_a_young_file_is_counted_as_kept_also_when_nobody_reads_decisions(srv: Path) -> None:
+    touch(srv / "logs" / "young.log", DAY)
+    touch(srv / "logs" / "old.log", 40 * DAY, size=7)
+    cfg = make_config(srv)
+    stats = CleanupWorker(dry_run=False, config=cfg, now=NOW, only=["logs"]).run_cleanup()
+    t = stats.targets["logs"]
+    assert (t.removed, t.kept, t.bytes) == (1, 1, 7)
+
+
+@pytest.mark.parametrize("seconds, text", [(2 * DAY, "2 days old"), (2 * DAY - 1, "48 hours old"),
+                                           (2 * HOUR, "2 hours old"),
+                                           (2 * HOUR - 1, "120 minutes old"), (0, "0 minutes old")])
+def test_ages_read_in_days_then_hours_then_minutes(seconds: float, text: str) -> None:
+    assert age_text(seconds) == text
+
+
+# --- not regular files -----------------------------------------------------------------------
+
+
+def _fifo(p: Path, age: float) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(p)
+    t = NOW_TS - age
+    os.utime(p, (t, t), follow_symlinks=False)
+    return p
+
+
+@pytest.fixture
+def unix_socket(tmp_path: Path) -> Iterator[list[socket.socket]]:
+    held: list[socket.socket] = []
+    yield held
+    for s in held:
+        s.close()
+
+
+def _socket(p: Path, age: float, held: list[socket.socket]) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(p))
+    held.append(s)
+    t = NOW_TS - age
+    os.utime(p, (t, t), follow_symlinks=False)
+    return p
+
+
+def _device(p: Path, age: float) -> Path | None:
+    if os.geteuid() != 0:
+        return None
+    p.parent.mkdir(parents=True, exist_ok=True)
+    os.mknod(p, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+    t = NOW_TS - age
+    os.utime(p, (t, t), follow_symlinks=False)
+    return p
+
+
+@pytest.mark.parametrize("target, ext, section", [("logs", "log", {}),
+                                                  ("temp", "tmp", {})])
+def test_a_fifo_socket_or_device_named_like_a_candidate_is_kept(
+        srv: Path, unix_socket: list[socket.socket], target: str, ext: str,
+        section: dict[str, Any]) -> None:
+    old = 400 * DAY
+    specials = [_fifo(srv / "data" / f"pipe.{ext}", old),
+                _socket(srv / "data" / f"sock.{ext}", old, unix_socket)]
+    dev = _device(srv / "data" / "sub" / f"null.{ext}", old)
+    if dev is not None:
+        specials.append(dev)
+    plain = touch(srv / "data" / f"plain.{ext}", old)
+    for dry_run in (True, False):
+        stats, seen = run(srv, target, dry_run=dry_run)
+        got = by_name(seen)
+        for p in specials:
+            assert p.exists() or p.is_socket() or p.is_fifo(), p
+            assert not got[p.name].remove
+            assert got[p.name].reason == "not a regular file"
+        assert stats.targets[target].removed == 1
+    assert not plain.exists()
+    assert all(os.path.lexists(p) for p in specials)
+
+
+def test_an_old_symlink_named_like_a_log_is_removed_and_its_target_is_not(
+        srv: Path, tmp_path: Path) -> None:
+    victim = touch(tmp_path / "victim" / "precious.log", 400 * DAY, data=b"precious")
+    link = srv / "data" / "old.log"
+    link.symlink_to(victim)
+    t = NOW_TS - 400 * DAY
+    os.utime(link, (t, t), follow_symlinks=False)
+    (srv / "data" / "sub").mkdir()  # a directory with sub-directories is listed by scandir
+    stats, _ = run(srv, "logs")
+    assert not os.path.lexists(link)
+    assert victim.read_bytes() == b"precious"
+    assert stats.targets["logs"].bytes == 0  # a link frees no data

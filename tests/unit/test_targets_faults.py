@@ -154,3 +154,38 @@ def test_an_old_symlink_named_like_a_log_is_removed_and_its_target_is_not(
     assert not os.path.lexists(link)
     assert victim.read_bytes() == b"precious"
     assert stats.targets["logs"].bytes == 0  # a link frees no data
+
+
+# --- whole directories -----------------------------------------------------------------------
+
+
+def test_a_file_replaced_inside_a_directory_removed_whole_fails_nothing(
+        srv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .pyc rewritten (renamed over) at the moment __pycache__ is removed: that file and its
+    directory stay, reported; the rest goes, and the temp target goes on and ends ok."""
+    from architect_cleanup import worker as worker_mod
+    from architect_cleanup.fs import OpenFiles
+
+    cache = srv / "app" / "__pycache__"
+    touch(cache / "a.pyc", DAY, size=3)
+    touch(cache / "b.pyc", DAY, size=5)
+    other = touch(srv / "lib" / "__pycache__" / "c.pyc", DAY, size=7)
+    for d in (cache, other.parent):
+        os.utime(d, (NOW_TS - DAY,) * 2)
+
+    class Rewriter(OpenFiles):
+        def is_open(self, st: os.stat_result) -> bool:
+            if st.st_size == 3:
+                touch(cache / ".new", 0, data=b"new")
+                os.rename(cache / ".new", cache / "a.pyc")
+            return False
+
+    monkeypatch.setattr(worker_mod, "OpenFiles", Rewriter)
+    stats, _ = run(srv, "temp")
+    t = stats.targets["temp"]
+    assert t.status == "ok"
+    assert (t.removed, t.bytes, t.skipped) == (2, 12, 1)
+    assert [e for e in t.errors if "changed since it was checked" in e] == [
+        f"{cache}/a.pyc: changed since it was checked"]
+    assert (cache / "a.pyc").read_bytes() == b"new" and not (cache / "b.pyc").exists()
+    assert not other.parent.exists()

@@ -1,0 +1,152 @@
+"""Whole-directory removal (fs.remove_tree) in detail: what it counts, what it keeps, and how
+each refusal is reported. Written against the mutation run of issue 24 (tests/mutation)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from architect_cleanup import fs
+from architect_cleanup.fs import Root, TreeResult, remove_tree
+
+from conftest import snapshot, touch
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+
+
+def _remove(base: Path, name: str, **kw: object) -> TreeResult:
+    with Root.open(str(base)) as root:
+        return remove_tree(root, root.dir, name, **kw)  # type: ignore[arg-type]
+
+
+def test_a_missing_directory_is_nothing_to_do(tmp_path: Path) -> None:
+    assert _remove(tmp_path, "gone", dry_run=False) == TreeResult()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "file"])
+def test_something_else_in_place_of_the_directory_is_reported_and_kept(
+        tmp_path: Path, kind: str) -> None:
+    victim = touch(tmp_path / "victim" / "precious.pyc", data=b"precious")
+    if kind == "symlink":
+        (tmp_path / "__pycache__").symlink_to(victim.parent)
+        why = "a symlink, not followed"
+    else:
+        touch(tmp_path / "__pycache__", data=b"a file")
+        why = "not a directory, not followed"
+    res = _remove(tmp_path, "__pycache__", dry_run=False)
+    assert res.errors == [f"{tmp_path}/__pycache__: {why}"]
+    assert (res.files, res.bytes, res.kept, res.removed_dir) == (0, 0, 1, False)
+    assert victim.read_bytes() == b"precious"
+    assert os.path.lexists(tmp_path / "__pycache__")
+
+
+def _tree(base: Path) -> None:
+    touch(base / "t" / "a.pyc", size=1)
+    touch(base / "t" / "keep" / "held.pyc", size=2)
+    touch(base / "t" / "keep" / "deeper" / "x.pyc", size=4)
+    touch(base / "t" / "other" / "y.pyc", size=8)
+    (base / "t" / "empty").mkdir()
+
+
+def test_a_kept_file_keeps_its_directories_up_to_the_top_and_nothing_else(
+        tmp_path: Path) -> None:
+    _tree(tmp_path)
+    res = _remove(tmp_path, "t", dry_run=False,
+                  keep=lambda st: "held" if st.st_size == 2 else None)
+    assert (res.files, res.bytes, res.kept, res.errors, res.removed_dir) == (
+        3, 1 + 4 + 8, 1, [], False)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == ["t", "t/keep", "t/keep/held.pyc"]
+
+
+def test_a_dry_run_counts_what_the_real_run_removes_and_changes_nothing(
+        tmp_path: Path) -> None:
+    _tree(tmp_path)
+    before = snapshot(tmp_path)
+    dry = _remove(tmp_path, "t", dry_run=True)
+    assert snapshot(tmp_path) == before
+    real = _remove(tmp_path, "t", dry_run=False)
+    assert (dry.files, dry.bytes, dry.kept, dry.removed_dir) == (4, 15, 0, True)
+    assert (real.files, real.bytes, real.kept, real.removed_dir) == (4, 15, 0, True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_file_that_vanishes_before_its_unlink_is_not_counted(tmp_path: Path) -> None:
+    touch(tmp_path / "t" / "a.pyc", size=3)
+    touch(tmp_path / "t" / "sub" / "b.pyc", size=5)
+
+    def vanish(st: os.stat_result) -> None:
+        if st.st_size == 3:
+            os.unlink(tmp_path / "t" / "a.pyc")  # someone else removed it meanwhile
+
+    res = _remove(tmp_path, "t", dry_run=False, keep=vanish)
+    assert (res.files, res.bytes, res.kept, res.errors, res.removed_dir) == (1, 5, 0, [], True)
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_file_replaced_before_its_unlink_is_kept_with_its_directories(
+        tmp_path: Path) -> None:
+    touch(tmp_path / "t" / "sub" / "a.pyc", size=3)
+    touch(tmp_path / "t" / "b.pyc", size=5)
+    sub = tmp_path / "t" / "sub"
+
+    def replace(st: os.stat_result) -> None:
+        if st.st_size == 3:
+            touch(sub / ".new", data=b"new")
+            os.rename(sub / ".new", sub / "a.pyc")
+
+    res = _remove(tmp_path, "t", dry_run=False, keep=replace)
+    assert (res.files, res.bytes, res.kept, res.removed_dir) == (1, 5, 1, False)
+    assert res.errors == [f"{sub}/a.pyc: changed since it was checked"]
+    assert (sub / "a.pyc").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path / "t")) == ["sub"]
+
+
+def test_a_tree_nested_deeper_than_the_limit_is_left_alone_below_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fs, "FD_WINDOW", 1)  # the limit is FD_WINDOW * 8 levels
+    deep = tmp_path.joinpath("t", *["d"] * 10)
+    touch(deep / "bottom.pyc")
+    touch(tmp_path / "t" / "top.pyc")
+    res = _remove(tmp_path, "t", dry_run=False)
+    path8 = tmp_path.joinpath("t", *["d"] * 8)
+    assert res.errors == [f"{path8}: nested too deeply, left alone"]
+    assert (res.files, res.kept, res.removed_dir) == (1, 0, False)
+    assert (deep / "bottom.pyc").exists() and not (tmp_path / "t" / "top.pyc").exists()
+
+
+@pytest.fixture
+def readonly_fs(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs with a tree in it, then remounted read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        touch(mnt / "t" / "a.pyc", size=1)
+        touch(mnt / "t" / "sub" / "b.pyc", size=2)
+        (mnt / "t" / "empty").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@needs_root
+def test_a_read_only_file_system_is_reported_with_its_first_path_and_a_count(
+        readonly_fs: Path) -> None:
+    before = snapshot(readonly_fs)
+    res = _remove(readonly_fs, "t", dry_run=False)
+    assert snapshot(readonly_fs) == before
+    assert (res.files, res.bytes, res.kept, res.removed_dir) == (0, 0, 2, False)
+    assert res.readonly_count == 3  # two files and the empty directory
+    assert sorted(res.errors) == sorted(f"{readonly_fs}/t/{p}: Read-only file system"
+                                        for p in ("a.pyc", "sub/b.pyc", "empty"))
+    assert res.readonly is not None and res.errors[0].startswith(res.readonly + ": ")
+    dry = _remove(readonly_fs, "t", dry_run=True)
+    assert (dry.files, dry.bytes, dry.errors, dry.removed_dir) == (2, 3, [], True)

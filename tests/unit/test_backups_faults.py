@@ -190,3 +190,91 @@ def test_a_hard_linked_backup_frees_nothing_so_the_floor_goes_on_to_the_next(
     assert free(small_fs) == need + BACKUP // 2
     assert stats.space_freed == 2 * BACKUP  # the hard-linked one gave nothing back
     assert (small_fs / "kept-elsewhere.db").stat().st_size == BACKUP
+
+
+# --- the plan in detail ----------------------------------------------------------------------
+
+
+def test_every_backup_file_and_sibling_is_checked_and_decided_with_its_reason(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One directory with every kind of entry; counts, reasons, notes and journal lines."""
+    import logging
+    d = srv / "data" / "prod" / "backups"
+    newest = backup(d, "20261125_000000", DAY, size=10)
+    mid = backup(d, "20261120_000000", 6 * DAY, size=20)
+    old = backup(d, "20261101_000000", 25 * DAY, size=40)
+    touch(d / (old.name + "-journal"), 25 * DAY, size=3)
+    orphan = touch(d / "architect_20200101_000000.db-wal", 900 * DAY, size=1)
+    orphan_db = touch(d / "other.db-shm", 900 * DAY, size=1)
+    stranger = touch(d / "notes.txt-wal", 900 * DAY, size=1)
+    future = backup(d, "29990101_000000", -30 * DAY)
+    young = backup(d, "20261126_115000", 600)
+    caplog.set_level(logging.INFO, logger="architect_cleanup.targets.backups")
+    seen, stats = run(make_config(srv, backups={"retention": {"prod": 2}}), dry=False)
+    t = stats.targets["backups"]
+    assert t.status == "ok"
+    assert {n: (dec.remove, dec.reason, dec.size) for n, dec in seen.items()} == {
+        newest.name: (False, "newest backup of prod", 0),
+        mid.name: (False, "newest 2 of prod", 0),
+        old.name: (True, "beyond the newest 2 of prod", 43),
+        future.name: (False, "modified in the future (not counted)", 0),
+        young.name: (False, "10 minutes old, younger than min_age: may still be being "
+                            "written (not counted)", 0),
+    }
+    assert (t.removed, t.bytes, t.kept, t.skipped) == (1, 43, 4, 0)
+    assert t.checked == 9  # five backups, one sibling and three files named like siblings
+    assert t.detail["prod"] == {"removed": 1, "bytes": 43, "kept": 4}
+    assert sorted(n for n in t.notes if "does not exist" not in n) == sorted(
+        f"{p}: its backup is gone; left alone" for p in (orphan, orphan_db))
+    assert stranger.exists() and orphan.exists() and not old.exists()
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "architect_cleanup.targets.backups"]
+    assert f"backups: removing {old} (beyond the newest 2 of prod)" in lines
+    assert "backups: prod: kept 2, removed 1 by backups.retention.prod (last 2)" in lines
+    assert [r.getMessage() for r in caplog.records if "in the future" in r.getMessage()] == [
+        f"backups: {future} is modified 30d in the future; kept"]
+
+
+def test_a_backup_directory_that_cannot_be_entered_fails_that_environment_only(
+        srv: Path, tmp_path: Path) -> None:
+    (srv / "data" / "prod").mkdir(parents=True)
+    (srv / "data" / "prod" / "backups").symlink_to(tmp_path)
+    test = [backup(srv / "data" / "test" / "backups", f"2026110{i}_000000", (i + 1) * DAY)
+            for i in range(4)]
+    seen, stats = run(make_config(srv), dry=False)
+    t = stats.targets["backups"]
+    assert t.errors == [f"prod: {srv}/data/prod/backups: a symlink, not followed"]
+    assert removed(seen) == [test[3].name]
+    assert "data/qa/backups: does not exist (no backups for qa yet)" in t.notes
+
+
+def test_the_free_space_floor_reports_a_filesystem_it_cannot_measure(
+        srv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from architect_cleanup.targets import backups as backups_mod
+
+    def no_statvfs(_d: object) -> tuple[int, int]:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(backups_mod, "free_space", no_statvfs)
+    bs = [backup(srv / "data" / "prod" / "backups", f"2026110{i}_000000", (i + 1) * DAY)
+          for i in range(5)]
+    cfg = make_config(srv, backups={"shared_dir": "", "policy": {
+        "prod": {"keep_last": 4, "min_free_space": "1000T"}}})
+    seen, stats = run(cfg, dry=True)
+    t = stats.targets["backups"]
+    assert t.errors == ["prod: cannot read free space: Input/output error"]
+    assert removed(seen) == [bs[4].name]  # the rules still apply
+
+
+def test_with_backups_disabled_the_other_targets_judge_names_in_backup_directories(
+        srv: Path) -> None:
+    from architect_cleanup.targets.backups import backups_in
+    from architect_cleanup.targets.base import RunContext
+
+    cfg = make_config(srv, backups={"enabled": False})
+    assert backups_in(RunContext(cfg, NOW, dry_run=True))(str(srv / "data/prod/backups")) is None
+    on = backups_in(RunContext(make_config(srv), NOW, dry_run=True))
+    owned = on(str(srv / "data" / "prod" / "backups" / "sub"))
+    assert owned is not None and owned("x.db") and not owned("x.log")
+    assert on(str(srv / "data" / "prod")) is None
+    assert on(str(srv / "data" / "backups")) is not None  # the shared directory

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -312,3 +314,107 @@ def test_without_fdinfo_the_device_number_still_keeps_the_walk_on_one_filesystem
             assert _walk(root) == [("own.log", False)]
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+# --- the private rename in detail ------------------------------------------------------------
+
+
+def test_lstat_at_looks_at_the_link_itself(tmp_path: Path) -> None:
+    touch(tmp_path / "target.log")
+    (tmp_path / "link.log").symlink_to(tmp_path / "target.log")
+    (tmp_path / "dangling.log").symlink_to(tmp_path / "nowhere")
+    with Root.open(str(tmp_path)) as root:
+        assert stat.S_ISLNK(fs.lstat_at(root.dir, "link.log").st_mode)
+        assert stat.S_ISLNK(fs.lstat_at(root.dir, "dangling.log").st_mode)
+
+
+def test_a_failed_rename_says_why_and_names_the_file(tmp_path: Path) -> None:
+    with Root.open(str(tmp_path)) as root, pytest.raises(FileNotFoundError) as caught:
+        fs._rename_noreplace(root.dir.fd, "missing.log", "other.log")
+    assert caught.value.errno == errno.ENOENT
+    assert caught.value.strerror == os.strerror(errno.ENOENT)
+    assert caught.value.filename == "missing.log"
+
+
+def test_a_symlink_judged_in_a_shared_directory_is_removed_as_a_link(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(0o1777)
+    victim = touch(tmp_path / "victim.log", data=b"precious")
+    (d / "old.log").symlink_to(victim)
+    assert _unlink_one(d, "old.log") is None
+    assert os.listdir(d) == [] and victim.read_bytes() == b"precious"
+
+
+def test_a_vanished_file_is_reported_under_its_own_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(0o1777)
+    touch(d / "app.log", age=100)
+    _Replace(monkeypatch, lambda: os.unlink(d / "app.log"))
+    outcome = _unlink_one(d, "app.log")
+    assert isinstance(outcome, FileNotFoundError)
+    assert (outcome.errno, outcome.strerror, outcome.filename) == (
+        errno.ENOENT, os.strerror(errno.ENOENT), str(d / "app.log"))
+
+
+def test_a_leftover_private_name_in_the_way_is_named_in_the_report(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(0o1777)
+    touch(d / "app.log", age=100)
+    touch(d / (fs.QUARANTINE + "app.log"))
+    outcome = _unlink_one(d, "app.log")
+    assert isinstance(outcome, Changed)
+    assert str(outcome) == (f"{d}/app.log: {fs.QUARANTINE}app.log is in the way (left by an "
+                            "interrupted run?); left alone")
+
+
+def test_the_longest_name_that_fits_the_private_prefix_still_gets_the_private_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(0o1777)
+    fits = "x" * (255 - len(fs.QUARANTINE))
+    too_long = "y" * (256 - len(fs.QUARANTINE))
+    touch(d / fits, age=100)
+    touch(d / too_long, age=100)
+    swap = _Replace(monkeypatch, lambda: None)
+    assert _unlink_one(d, fits) is None
+    assert swap.calls == 1
+    assert _unlink_one(d, too_long) is None
+    assert swap.calls == 1  # the plain check: no room for the prefix
+    assert os.listdir(d) == []
+
+
+@pytest.mark.parametrize("err", [errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP])
+def test_without_rename_noreplace_the_file_gets_the_plain_check_and_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(0o1777)
+    touch(d / "app.log", age=100)
+
+    def unsupported(_fd: int, old: str, _new: str) -> None:
+        raise OSError(err, os.strerror(err), old)
+
+    monkeypatch.setattr(fs, "_rename_noreplace", unsupported)
+    assert _unlink_one(d, "app.log") is None
+    assert os.listdir(d) == []
+
+
+def test_another_rename_error_is_the_files_outcome(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(0o1777)
+    touch(d / "app.log", age=100)
+
+    def refused(_fd: int, old: str, _new: str) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM), old)
+
+    monkeypatch.setattr(fs, "_rename_noreplace", refused)
+    outcome = _unlink_one(d, "app.log")
+    assert isinstance(outcome, PermissionError)
+    assert os.listdir(d) == ["app.log"]

@@ -3,6 +3,7 @@ each refusal is reported. Written against the mutation run of issue 24 (tests/mu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -150,3 +151,139 @@ def test_a_read_only_file_system_is_reported_with_its_first_path_and_a_count(
     assert res.readonly is not None and res.errors[0].startswith(res.readonly + ": ")
     dry = _remove(readonly_fs, "t", dry_run=True)
     assert (dry.files, dry.bytes, dry.errors, dry.removed_dir) == (2, 3, [], True)
+
+
+# --- one refusal never stops the rest of the tree --------------------------------------------
+#
+# Each scenario puts ordinary sibling directories beside the refused entry: whatever order the
+# file system lists them in, every one of them must be removed.
+
+
+def _siblings(base: Path, n: int = 6) -> list[Path]:
+    return [touch(base / f"s{i}" / "f.pyc", size=1) for i in range(n)]
+
+
+def _gone(paths: list[Path]) -> bool:
+    return not any(os.path.lexists(p.parent) for p in paths)
+
+
+def test_two_kept_files_are_both_counted_and_the_siblings_go(tmp_path: Path) -> None:
+    touch(tmp_path / "t" / "k1" / "a.pyc", size=2)
+    touch(tmp_path / "t" / "k2" / "b.pyc", size=2)
+    sibs = _siblings(tmp_path / "t")
+    res = _remove(tmp_path, "t", dry_run=False, keep=lambda st: "held" if st.st_size == 2
+                  else None)
+    assert (res.files, res.kept, res.removed_dir, res.errors) == (6, 2, False, [])
+    assert _gone(sibs)
+    assert sorted(os.listdir(tmp_path / "t")) == ["k1", "k2"]
+
+
+def test_files_replaced_before_their_unlink_are_each_kept_and_the_rest_goes(
+        tmp_path: Path) -> None:
+    names = [f"r{i}.pyc" for i in range(4)]
+    for n in names:
+        touch(tmp_path / "t" / n, size=3)
+    touch(tmp_path / "t" / "plain.pyc", size=1)
+    sibs = _siblings(tmp_path / "t")
+
+    def replace(st: os.stat_result) -> None:
+        for n in names:
+            p = tmp_path / "t" / n
+            if p.exists() and p.stat().st_ino == st.st_ino:
+                touch(tmp_path / "t" / ".new", data=b"new")
+                os.rename(tmp_path / "t" / ".new", p)
+
+    res = _remove(tmp_path, "t", dry_run=False, keep=replace)
+    assert (res.files, res.kept, res.removed_dir) == (7, 4, False)
+    assert sorted(res.errors) == [f"{tmp_path}/t/{n}: changed since it was checked"
+                                  for n in names]
+    assert _gone(sibs) and not (tmp_path / "t" / "plain.pyc").exists()
+
+
+def test_files_vanishing_during_the_listing_do_not_stop_it(tmp_path: Path) -> None:
+    names = [f"v{i:02d}.pyc" for i in range(12)]
+    for n in names:
+        touch(tmp_path / "t" / n, size=1)
+    sibs = _siblings(tmp_path / "t")
+    first: list[int] = []
+
+    def vanish_the_others(st: os.stat_result) -> None:
+        if not first:  # the first file looked at removes every other one
+            first.append(st.st_ino)
+            for n in names:
+                p = tmp_path / "t" / n
+                if p.stat().st_ino != st.st_ino:
+                    p.unlink()
+
+    res = _remove(tmp_path, "t", dry_run=False, keep=vanish_the_others)
+    assert (res.files, res.kept, res.errors, res.removed_dir) == (7, 0, [], True)
+    assert _gone(sibs)
+
+
+def test_a_directory_vanishing_before_it_is_entered_is_passed_over(tmp_path: Path) -> None:
+    for i in range(6):
+        (tmp_path / "t" / f"gone{i}").mkdir(parents=True)
+    touch(tmp_path / "t" / "trigger.pyc", size=1)
+    sibs = _siblings(tmp_path / "t")
+
+    def rmdirs(st: os.stat_result) -> None:
+        for i in range(6):
+            with contextlib.suppress(FileNotFoundError):
+                (tmp_path / "t" / f"gone{i}").rmdir()
+
+    res = _remove(tmp_path, "t", dry_run=False, keep=rmdirs)
+    assert (res.files, res.kept, res.errors, res.removed_dir) == (7, 0, [], True)
+    assert _gone(sibs)
+
+
+def test_a_path_too_long_is_reported_at_the_exact_level_and_the_siblings_go(
+        tmp_path: Path) -> None:
+    top = tmp_path / "t"
+    top.mkdir()
+    _chain_dirs(top, 30, "n" * 255, "bottom.pyc")
+    sibs = _siblings(top)
+    res = _remove(tmp_path, "t", dry_run=False)
+    subprocess.run(["rm", "-rf", str(top / ("n" * 255))], check=True)
+    level = 1
+    while len(f"{top}/" + "/".join(["n" * 255] * level)) < fs.MAX_PATH:
+        level += 1
+    path = f"{top}/" + "/".join(["n" * 255] * level)
+    assert res.errors == [f"{path}: path longer than {fs.MAX_PATH} bytes, left alone"]
+    assert not res.removed_dir and _gone(sibs)
+
+
+def _chain_dirs(base: Path, depth: int, name: str, leaf: str) -> None:
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(os.open(leaf, os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+
+
+def test_a_tree_too_deep_is_left_alone_there_and_the_siblings_go(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fs, "FD_WINDOW", 1)
+    touch(tmp_path.joinpath("t", "deep", *["d"] * 9) / "bottom.pyc")
+    sibs = _siblings(tmp_path / "t")
+    res = _remove(tmp_path, "t", dry_run=False)
+    assert len(res.errors) == 1 and res.errors[0].endswith(": nested too deeply, left alone")
+    assert not res.removed_dir and _gone(sibs)
+
+
+@needs_root
+def test_a_mount_point_inside_is_left_alone_and_the_siblings_go(tmp_path: Path) -> None:
+    mnt = tmp_path / "t" / "mnt"
+    mnt.mkdir(parents=True)
+    sibs = _siblings(tmp_path / "t")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        touch(mnt / "other-fs.pyc")
+        res = _remove(tmp_path, "t", dry_run=False)
+        assert res.errors == [f"{mnt}: a mount point, not crossed"]
+        assert not res.removed_dir and _gone(sibs)
+        assert (mnt / "other-fs.pyc").exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -397,23 +397,6 @@ def matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     return compile_patterns(patterns)
 
 
-def exclusion_filter(ctx: RunContext, claim: Callable[[str], bool] | None = None
-                     ) -> Callable[[Dir, os.DirEntry[str]], str | None]:
-    """The walker's directory filter: configured exclusions are skipped; names *claim*
-    matches are handed to the target whole."""
-    excluded = matcher(ctx.config.safety.exclude_dirs)
-
-    def dir_filter(_d: Dir, entry: os.DirEntry[str]) -> str | None:
-        name = entry.name
-        if excluded(name):
-            return "excluded by safety.exclude_dirs"
-        if claim is not None and claim(name):
-            return "claim"
-        return None
-
-    return dir_filter
-
-
 def unique_dirs(dirs: tuple[str, ...]) -> list[str]:
     """Configured relative directories without duplicates or ones nested in another listed one
     (a file must be judged once, or a dry run would count it twice)."""

@@ -5,6 +5,7 @@ and a hard-linked backup counted as freeing space. Each test fails when its faul
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from test_backups_free_space import BACKUP, fill, free, small_fs  # noqa: F401 (fixture)
 
 from architect_cleanup.config import Config
+from architect_cleanup.retention import format_size
 from architect_cleanup.targets.base import Decision
 from architect_cleanup.worker import CleanupWorker
 
@@ -87,6 +89,8 @@ def test_a_backup_whose_sibling_a_process_holds_open_is_kept_with_its_siblings(
     assert seen[old.name].reason.startswith("open by a running process; a rule would "
                                             "remove it")
     assert stats.targets["backups"].skipped == 1
+    assert stats.targets["backups"].detail["prod"] == {
+        "removed": 1, "bytes": 100, "kept": 2}  # the newest, and the one held open
     assert old.exists() and wal.exists() and shm.exists()
     if dry:
         assert snapshot(d) == before
@@ -134,7 +138,7 @@ def test_a_symlink_named_like_a_backup_is_kept_even_as_the_only_old_entry(srv: P
 
 
 def test_the_free_space_floor_leaves_a_directory_whose_policy_failed_alone(
-        srv: Path) -> None:
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
     """prod's budget is below its newest backup: its policy fails and nothing there is
     removed, not even by the floor (a floor no filesystem here can reach) that test, on the
     same filesystem, obeys down to keep_min."""
@@ -145,9 +149,18 @@ def test_the_free_space_floor_leaves_a_directory_whose_policy_failed_alone(
     cfg = make_config(srv, backups={"shared_dir": "", "policy": {
         "prod": {"keep_last": 10, "max_total_size": "1K", "min_free_space": "1000T"},
         "test": {"keep_last": 10, "min_free_space": "1000T", "keep_min": 3}}})
+    caplog.set_level(logging.INFO, logger="architect_cleanup.targets.backups")
     for dry in (True, False):
+        caplog.clear()
         seen, stats = run(cfg, dry=dry)
         t = stats.targets["backups"]
+        floor = [(r.levelno, r.getMessage()) for r in caplog.records
+                 if "is below min_free_space" in r.getMessage()]
+        assert len(floor) == 1 and floor[0][0] == logging.WARNING
+        assert floor[0][1].startswith("backups: test: free space ")
+        verb = "would go" if dry else "go"
+        assert f"2 backup(s) beyond the rules {verb}, reaching " in floor[0][1]
+        assert floor[0][1].endswith("; still below, stopped at keep_min = 3")
         assert t.status == "failed"
         assert "max_total_size 1.0 KB of prod is smaller than its newest backup" in t.message
         assert removed(seen) == sorted(p.name for p in test[3:])
@@ -171,8 +184,12 @@ def test_only_a_failed_policy_on_a_filesystem_means_no_free_space_pass(srv: Path
 # --- hard links ------------------------------------------------------------------------------
 
 
+def _pct(n: int, total: int) -> str:
+    return f"{format_size(n)} ({100.0 * n / total:.1f}%)"
+
+
 def test_a_hard_linked_backup_frees_nothing_so_the_floor_goes_on_to_the_next(
-        small_fs: Path) -> None:  # noqa: F811
+        small_fs: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     """The oldest backup has another link outside the backup directory: removing it gives
     nothing back, so to free 1.5 backups' worth the floor takes it and two more."""
     files = fill(small_fs, "prod", 8)
@@ -180,11 +197,24 @@ def test_a_hard_linked_backup_frees_nothing_so_the_floor_goes_on_to_the_next(
     need = free(small_fs) + BACKUP + BACKUP // 2
     cfg = make_config(small_fs, backups={"shared_dir": "", "policy": {
         "prod": {"keep_last": 8, "min_free_space": str(need), "keep_min": 1}}})
+    before = free(small_fs)
+    total = os.statvfs(small_fs).f_blocks * os.statvfs(small_fs).f_frsize
+    caplog.set_level(logging.INFO, logger="architect_cleanup.targets.backups")
     dry, stats = run(cfg, dry=True)
     expected = sorted(p.name for p in files[-3:])
     assert removed(dry) == expected
     detail = stats.targets["backups"].detail["prod"]["free_space"]
-    assert detail["projected_free_bytes"] == free(small_fs) + 2 * BACKUP
+    assert detail == {"min_free_space": format_size(need), "need_bytes": need,
+                      "total_bytes": total, "free_bytes": before,
+                      "projected_free_bytes": before + 2 * BACKUP,
+                      "removed_for_space": 3, "stopped_at_keep_min": False}
+    note = (f"prod: free space {_pct(before, total)} is below min_free_space "
+            f"{format_size(need)}: 3 backup(s) beyond the rules would go, reaching "
+            f"{_pct(before + 2 * BACKUP, total)}")
+    assert [n for n in stats.targets["backups"].notes if "does not exist" not in n] == [note]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records
+            if "is below min_free_space" in r.getMessage()] == [
+                (logging.INFO, f"backups: {note}")]
     real, stats = run(cfg, dry=False)
     assert removed(real) == expected
     assert free(small_fs) == need + BACKUP // 2
@@ -278,3 +308,17 @@ def test_with_backups_disabled_the_other_targets_judge_names_in_backup_directori
     assert owned is not None and owned("x.db") and not owned("x.log")
     assert on(str(srv / "data" / "prod")) is None
     assert on(str(srv / "data" / "backups")) is not None  # the shared directory
+
+
+def test_a_floor_met_exactly_removes_nothing_and_says_nothing(
+        small_fs: Path) -> None:  # noqa: F811
+    fill(small_fs, "prod", 4)
+    need = free(small_fs)
+    cfg = make_config(small_fs, backups={"shared_dir": "", "policy": {
+        "prod": {"keep_last": 4, "min_free_space": str(need), "keep_min": 1}}})
+    seen, stats = run(cfg, dry=True)
+    assert removed(seen) == []
+    t = stats.targets["backups"]
+    assert [n for n in t.notes if "does not exist" not in n] == []
+    assert t.detail["prod"]["free_space"]["need_bytes"] == need
+    assert t.detail["prod"]["free_space"]["removed_for_space"] == 0

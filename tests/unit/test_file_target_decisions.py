@@ -79,17 +79,19 @@ def test_each_kind_of_file_gets_its_decision_reason_and_count(
     touch(d / "architect_worker.log", 400 * DAY)
     os.mkfifo(d / "pipe.log")
     touch(d / "held.log", 40 * DAY, size=11)
+    touch(d / "held2.log", 40 * DAY, size=11)
     touch(d / "gone.log", 40 * DAY, size=13)
     touch(d / "swapped.log", 40 * DAY, size=17)
     touch(srv / "data" / "prod" / "backups" / "x.log.bak", 400 * DAY)  # the backups'
     last_moment["gone.log"] = at(d, vanish)
     last_moment["swapped.log"] = at(d, replace)
-    fd = os.open(d / "held.log", os.O_RDONLY)
+    fds = [os.open(d / n, os.O_RDONLY) for n in ("held.log", "held2.log")]
     caplog.set_level(logging.WARNING, logger="architect_cleanup")
     try:
         stats, got = run(make_config(srv, logs={"max_age": "3d"}))
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
     t = stats.targets["logs"]
     assert t.status == "ok"
     assert {n: (dec.remove, dec.reason) for n, dec in got.items()} == {
@@ -101,13 +103,16 @@ def test_each_kind_of_file_gets_its_decision_reason_and_count(
         "pipe.log": (False, "not a regular file"),
         "held.log": (False, "open by a running process; a rule would remove it: "
                             "40 days old > 3d"),
+        "held2.log": (False, "open by a running process; a rule would remove it: "
+                             "40 days old > 3d"),
         "gone.log": (False, "vanished before removal"),
         "swapped.log": (False, "changed since it was checked"),
     }
-    assert (t.removed, t.bytes, t.kept, t.skipped) == (2, 12, 5, 3)
+    assert (t.removed, t.bytes, t.kept, t.skipped) == (2, 12, 6, 4)
+    assert {dec.target for dec in got.values()} == {"logs"}
     assert t.errors == [f"{d}/swapped.log: changed since it was checked"]
     assert sorted(os.listdir(d)) == ["ahead.log", "architect_worker.log", "held.log",
-                                     "pipe.log", "swapped.log", "young.log"]
+                                     "held2.log", "pipe.log", "swapped.log", "young.log"]
     assert (srv / "data" / "prod" / "backups" / "x.log.bak").exists()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
                 and "in the future" in r.getMessage()]
@@ -212,7 +217,11 @@ def test_a_read_only_file_system_is_reported_once_with_the_hint(
     assert on_readonly_fs(str(small_root))
     t = stats.targets["logs"]
     assert t.status == "failed"
+    assert t.message == ("3 item(s) not removed: read-only file system, outside the "
+                         "service's writable paths (ReadWritePaths=)")
     assert (t.removed, t.skipped) == (0, 3)
+    assert [got[f"old{i}.log"].remove for i in range(3)] == [False] * 3
+    assert {got[f"old{i}.log"].target for i in range(3)} == {"logs"}
     first = t.errors[0].split(": ")[0]  # the first refused unlink (in listing order)
     assert sorted(t.errors) == sorted(
         f"{d}/old{i}.log: Read-only file system"
@@ -230,3 +239,32 @@ def test_a_read_only_file_system_is_reported_once_with_the_hint(
 def test_on_readonly_fs_tells_a_read_only_mount(tmp_path: Path) -> None:
     assert not on_readonly_fs(str(tmp_path))
     assert not on_readonly_fs(str(tmp_path / "missing"))
+
+
+@pytest.fixture
+def bind_mounted(tmp_path: Path) -> Iterator[list[Path]]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    mounted: list[Path] = []
+    yield mounted
+    for p in mounted:
+        subprocess.run(["umount", str(p)], check=False)
+
+
+def test_a_refused_unlink_is_an_error_with_its_reason_and_no_hint(
+        srv: Path, bind_mounted: list[Path]) -> None:
+    """A file something is mounted over cannot be unlinked (EBUSY): counted as skipped, an
+    error naming it, and no read-only hint."""
+    d = srv / "logs"
+    busy = touch(d / "busy.log", 40 * DAY, size=1)
+    source = touch(srv / "elsewhere.txt", 40 * DAY, size=2)
+    subprocess.run(["mount", "--bind", str(source), str(busy)], check=True)
+    bind_mounted.append(busy)
+    touch(d / "plain.log", 40 * DAY, size=4)
+    stats, got = run(make_config(srv))
+    t = stats.targets["logs"]
+    assert t.errors == [f"{busy}: Device or resource busy"]
+    assert (got["busy.log"].remove, got["busy.log"].reason, got["busy.log"].target) == (
+        False, "removal failed: Device or resource busy", "logs")
+    assert (t.removed, t.bytes, t.skipped) == (1, 4, 1)
+    assert busy.exists()

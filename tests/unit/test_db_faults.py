@@ -20,7 +20,7 @@ from dbkit import (
     text,
 )
 
-from architect_cleanup.db import cutoff, epoch_sql
+from architect_cleanup.db import cutoff, epoch_sql, glob_below
 
 SECOND = timedelta(seconds=1)
 CUTOFF = NOW - 7 * DAY
@@ -70,3 +70,83 @@ def test_a_timestamp_reads_as_the_same_epoch_second_in_every_spelling(tmp_path: 
         assert value == pytest.approx(expected, abs=1e-3), name
     for undated in (None, "", "yesterday", 0, -5, b"blob"):
         assert con.execute(f"SELECT {epoch_sql(':v')}", {"v": undated}).fetchone() == (None,)
+
+
+# --- finding databases -----------------------------------------------------------------------
+
+
+def test_a_glob_goes_on_past_a_match_it_may_not_enter(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    (tmp_path / "victim").mkdir()
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "a").symlink_to(tmp_path / "victim")  # listed first, refused
+    touch_file = root / "data" / "aa"
+    touch_file.write_bytes(b"a file where a directory is expected")
+    for env in ("b", "c"):
+        make_db(root / "data" / env / "architect.db").close()
+    assert glob_below(str(root), "data/*/architect.db") == [
+        "data/b/architect.db", "data/c/architect.db"]
+
+
+def test_a_glob_pattern_is_read_below_the_root_whatever_its_slashes(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    make_db(root / "data" / "prod" / "architect.db").close()
+    assert glob_below(str(root), "/data/*/architect.db") == ["data/prod/architect.db"]
+    assert glob_below(str(root), "./data//prod/*.db") == ["data/prod/architect.db"]
+    assert glob_below(str(root), ".") == []
+    assert glob_below(str(tmp_path / "missing"), "data/*.db") == []
+
+
+def test_a_glob_lists_a_symlink_named_like_a_database_by_its_own_name(tmp_path: Path) -> None:
+    """Listed, not followed: the open refuses it later (dbfile.py)."""
+    root = tmp_path / "srv"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "x.db").symlink_to(tmp_path / "nowhere.db")
+    assert glob_below(str(root), "data/*.db") == ["data/x.db"]
+
+
+# --- foreign keys to other keys than the rowid -----------------------------------------------
+
+BY_NAME = """
+CREATE TABLE tasks (id INTEGER PRIMARY KEY, name TEXT UNIQUE, task_type TEXT, status TEXT,
+                    completed_at TEXT, a INTEGER, b INTEGER, UNIQUE (a, b));
+CREATE TABLE notes (id INTEGER PRIMARY KEY,
+                    task_name TEXT REFERENCES tasks(name) ON DELETE SET NULL);
+CREATE TABLE pins (id INTEGER PRIMARY KEY, x INTEGER, y INTEGER,
+                   FOREIGN KEY (x, y) REFERENCES tasks(a, b) ON DELETE RESTRICT);
+CREATE INDEX pins_xy ON pins(x, y);
+CREATE TABLE links (id INTEGER PRIMARY KEY, p INTEGER, q INTEGER,
+                    FOREIGN KEY (p, q) REFERENCES tasks(a, b) ON DELETE SET NULL);
+CREATE INDEX links_pq ON links(p, q);
+"""
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_references_to_a_unique_column_are_cleared_and_composite_ones_protect(
+        tmp_path: Path, indexed: bool) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db", BY_NAME)
+    if indexed:
+        con.execute("CREATE INDEX notes_task ON notes(task_name)")
+    old = text(NOW - 30 * DAY)
+    new = text(NOW - DAY)
+    tasks = insert(con, "tasks", [
+        {"name": f"t{i}", "task_type": "t", "status": "completed",
+         "completed_at": old if i < 6 else new, "a": i, "b": i * 10} for i in range(8)])
+    notes = insert(con, "notes", [{"task_name": f"t{i}"} for i in (0, 1, 5, 6, 7)])
+    insert(con, "pins", [{"x": 3, "y": 30}, {"x": 3, "y": 30}])  # pins t3 only
+    links = insert(con, "links", [{"p": 1, "q": 10}, {"p": 7, "q": 70}])
+    cfg = config(root, database={"batch_size": 2})
+    dry = run(cfg, tmp_path, dry_run=True)
+    real = run(cfg, tmp_path, dry_run=False)
+    for stats in (dry, real):
+        t = stats.targets["tasks"]
+        assert (stats.tasks_deleted, t.skipped) == (5, 1)
+        assert t.detail["prod"]["references_cleared"] == 4
+        assert t.errors == []
+    assert ids(con, "tasks") == {tasks[3], tasks[6], tasks[7]}
+    assert dict(con.execute("SELECT id, task_name FROM notes").fetchall()) == {
+        notes[0]: None, notes[1]: None, notes[2]: None, notes[3]: "t6", notes[4]: "t7"}
+    assert con.execute("SELECT id, p, q FROM links").fetchall() == [
+        (links[0], None, None), (links[1], 7, 70)]
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []

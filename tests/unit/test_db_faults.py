@@ -4,6 +4,7 @@ time the dashboard may have written, and a row one second older goes."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -150,3 +151,23 @@ def test_references_to_a_unique_column_are_cleared_and_composite_ones_protect(
     assert con.execute("SELECT id, p, q FROM links").fetchall() == [
         (links[0], None, None), (links[1], 7, 70)]
     assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+# --- opened as the owner ---------------------------------------------------------------------
+
+
+def test_a_database_its_owner_cannot_open_says_it_was_opened_as_the_owner(
+        tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    root = tmp_path / "srv"
+    db = root / "data" / "prod" / "architect.db"
+    make_db(db).close()
+    os.chown(db, 4321, 4321)  # the owner may write the file, not create its -wal beside it
+    (db.parent).chmod(0o755)
+    stats = run(config(root), tmp_path, dry_run=False)
+    t = stats.targets["tasks"]
+    assert t.status == "failed"
+    assert t.errors == [
+        "data/prod/architect.db: cannot open it: unable to open database file (opened as its "
+        "owner, uid 4321, as the dashboard would: may that user reach and write it?)"]

@@ -322,3 +322,54 @@ def test_a_floor_met_exactly_removes_nothing_and_says_nothing(
     assert [n for n in t.notes if "does not exist" not in n] == []
     assert t.detail["prod"]["free_space"]["need_bytes"] == need
     assert t.detail["prod"]["free_space"]["removed_for_space"] == 0
+
+
+def test_orphaned_siblings_are_noted_by_the_backup_patterns_or_a_database_suffix(
+        srv: Path) -> None:
+    d = srv / "data" / "prod" / "backups"
+    backup(d, "20261125_000000", DAY)
+    noted = [touch(d / n, 900 * DAY) for n in (
+        "architect_20200101.bak-wal",       # a backup pattern, not a database suffix
+        "other.db-shm", "other.sqlite-wal",  # database suffixes, not backup patterns
+        "architect_20200101_000000.db-journal")]
+    silent = [touch(d / n, 900 * DAY) for n in ("notes.txt-wal", "x.db-wal-shm")]
+    cfg = make_config(srv, backups={"patterns": ["architect_*.db", "architect_*.bak"],
+                                    "shared_dir": ""})
+    _, stats = run(cfg, dry=False)
+    t = stats.targets["backups"]
+    assert sorted(n for n in t.notes if "does not exist" not in n) == sorted(
+        f"{p}: its backup is gone; left alone" for p in noted)
+    assert all(p.exists() for p in noted + silent)
+
+
+def test_a_young_backup_exactly_at_the_future_limit_is_young_not_in_the_future(
+        srv: Path) -> None:
+    d = srv / "data" / "prod" / "backups"
+    edge = touch(d / "architect_20261126_120500.db", age=-300)  # now + FUTURE_SLACK
+    beyond = touch(d / "architect_20261126_120501.db", age=-301)
+    seen, _ = run(make_config(srv), dry=True)
+    assert seen[edge.name].reason.endswith(", younger than min_age: may still be being "
+                                           "written (not counted)")
+    assert seen[beyond.name].reason == "modified in the future (not counted)"
+
+
+def test_every_environment_is_counted_as_checked(srv: Path) -> None:
+    for env in ("prod", "test"):
+        for i in range(3):
+            backup(srv / "data" / env / "backups", f"2026110{i}_000000", (i + 1) * DAY)
+        touch(srv / "data" / env / "backups" / "architect_20261101_000000.db-wal", 25 * DAY)
+    _, stats = run(make_config(srv), dry=True)
+    assert stats.targets["backups"].checked == 8
+
+
+def test_a_failed_policy_is_logged_as_an_error_naming_the_environment(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    backup(srv / "data" / "prod" / "backups", "20261101_000000", DAY, size=2000)
+    cfg = make_config(srv, backups={"shared_dir": "", "policy": {
+        "prod": {"keep_last": 3, "max_total_size": "1K"}}})
+    caplog.set_level(logging.ERROR, logger="architect_cleanup.targets.backups")
+    run(cfg, dry=True)
+    assert [r.getMessage() for r in caplog.records
+            if r.name == "architect_cleanup.targets.backups"] == [
+        "backups: max_total_size 1.0 KB of prod is smaller than its newest backup "
+        "architect_20261101_000000.db (2.0 KB); raise it or drop it: nothing removed in prod"]

@@ -168,3 +168,12 @@ def test_a_backup_that_frees_nothing_adds_nothing_to_the_projection() -> None:
     out = free_space_pass([g], free=1000, total=10_000)
     assert [v.keep for v in g.verdicts] == [True, False, False]
     assert out.free_after == 1000 and g.at_keep_min
+
+
+def test_a_directory_at_its_keep_min_does_not_stop_the_pass_for_the_next() -> None:
+    first = _group("a", backups(2, name="a"), FreeFloor(bytes=10**6), keep_min=2)
+    second = _group("b", backups(3, name="b"), FreeFloor(bytes=1100))
+    free_space_pass([first, second], free=1000, total=10**7)
+    assert [v.keep for v in first.verdicts] == [True, True]
+    assert [v.keep for v in second.verdicts] == [True, True, False]
+    assert first.at_keep_min and second.removed == 1

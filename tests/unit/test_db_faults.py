@@ -171,3 +171,36 @@ def test_a_database_its_owner_cannot_open_says_it_was_opened_as_the_owner(
     assert t.errors == [
         "data/prod/architect.db: cannot open it: unable to open database file (opened as its "
         "owner, uid 4321, as the dashboard would: may that user reach and write it?)"]
+
+
+# --- the tasks target's plan -----------------------------------------------------------------
+
+
+def test_a_task_table_without_a_finish_time_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db",
+                  "CREATE TABLE Task_Queue (id INTEGER PRIMARY KEY, Status TEXT);")
+    insert(con, "Task_Queue", [{"Status": "completed"}])
+    stats = run(config(root), tmp_path, dry_run=False)
+    t = stats.targets["tasks"]
+    assert t.status == "ok" and stats.tasks_deleted == 0
+    assert ("prod: Task_Queue has none of the columns completed_at, updated_at, created_at; "
+            "skipped") in t.notes
+
+
+def test_the_finish_time_is_completed_at_before_updated_at_before_created_at(
+        tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db",
+                  "CREATE TABLE tasks (id INTEGER PRIMARY KEY, STATUS TEXT, created_at TEXT, "
+                  "Updated_At TEXT, COMPLETED_AT TEXT);")
+    old, new = text(NOW - 30 * DAY), text(NOW - DAY)
+    (gone,) = insert(con, "tasks", [{"STATUS": "failed", "created_at": new, "Updated_At": new,
+                                     "COMPLETED_AT": old}])
+    kept = insert(con, "tasks", [
+        {"STATUS": "failed", "created_at": old, "Updated_At": old, "COMPLETED_AT": new},
+        {"STATUS": "running", "created_at": old, "Updated_At": old, "COMPLETED_AT": old}])
+    stats = run(config(root), tmp_path, dry_run=False)
+    t = stats.targets["tasks"]
+    assert ids(con, "tasks") == set(kept) and gone not in ids(con, "tasks")
+    assert (t.detail["prod"]["table"], t.detail["prod"]["time"]) == ("tasks", "COMPLETED_AT")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from architect_cleanup import fs
-from architect_cleanup.fs import Changed, FsError, Root, Scope, Walker, remove_tree
+from architect_cleanup.fs import Changed, FsError, OpenFiles, Root, Scope, Walker, remove_tree
 
 from conftest import snapshot, touch
 
@@ -418,3 +418,45 @@ def test_another_rename_error_is_the_files_outcome(
     outcome = _unlink_one(d, "app.log")
     assert isinstance(outcome, PermissionError)
     assert os.listdir(d) == ["app.log"]
+
+
+# --- printing paths --------------------------------------------------------------------------
+
+
+def test_every_undecodable_byte_is_shown_as_its_hex_escape() -> None:
+    raw = bytes([0x61, 0x80, 0x62, 0xFF, 0x0A]).decode("utf-8", "surrogateescape")
+    assert fs.display(raw) == "a\\x80b\\xff\\n"
+    assert fs.display("tab\there\u200b") == "tab\\there\\u200b"
+    assert fs.display("plain/päth") == "plain/päth"
+
+
+# --- the open-file scan ----------------------------------------------------------------------
+
+
+def test_the_open_file_scan_reads_every_process_and_counts_those_it_may_not(
+        tmp_path: Path) -> None:
+    """A /proc of our own making: readable processes holding files and a directory, ones
+    whose fd directory cannot be listed, a process gone meanwhile, a dangling descriptor."""
+    files = [touch(tmp_path / "data" / f"f{i}.log") for i in range(6)]
+    held_dir = tmp_path / "data"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    proc = tmp_path / "proc"
+    for pid, targets in {"11": files[:2], "23": files[2:4], "37": [files[4], held_dir],
+                         "41": [fifo]}.items():
+        (proc / pid / "fd").mkdir(parents=True)
+        for i, t in enumerate(targets):
+            (proc / pid / "fd" / str(i)).symlink_to(t)
+        (proc / pid / "fd" / "99").symlink_to(tmp_path / "gone")  # closed meanwhile
+    for pid in ("13", "29"):  # the fd "directory" cannot be listed
+        touch(proc / pid / "fd")
+    (proc / "17").mkdir()  # exited between the two listings: no fd directory
+    (proc / "self").mkdir()  # not a process
+    scan = OpenFiles(str(proc))
+    for f in files[:5]:
+        assert scan.is_open(f.stat()), f
+    assert scan.is_open(held_dir.stat())
+    assert not scan.is_open(files[5].stat())
+    assert not scan.is_open(fifo.stat())  # not a regular file or directory
+    assert scan.unreadable == 2
+    assert OpenFiles(str(tmp_path / "no-proc")).is_open(files[0].stat()) is False

@@ -400,7 +400,9 @@ def matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
 def unique_dirs(dirs: tuple[str, ...]) -> list[str]:
     """Configured relative directories without duplicates or ones nested in another listed one
     (a file must be judged once, or a dry run would count it twice)."""
-    norm = sorted({os.path.normpath(x) for x in dirs}, key=lambda p: (p.count("/"), p))
+    # "." (the whole root) first: it holds every other one ("-x" sorts before ".")
+    norm = sorted({os.path.normpath(x) for x in dirs},
+                  key=lambda p: (p != ".", p.count("/"), p))
     out: list[str] = []
     for p in norm:
         if any(q in (".", p) or p.startswith(q + "/") for q in out):

@@ -189,3 +189,64 @@ def test_a_file_replaced_inside_a_directory_removed_whole_fails_nothing(
         f"{cache}/a.pyc: changed since it was checked"]
     assert (cache / "a.pyc").read_bytes() == b"new" and not (cache / "b.pyc").exists()
     assert not other.parent.exists()
+
+
+# --- starting directories --------------------------------------------------------------------
+
+
+def test_start_directories_are_judged_once_each_shallowest_first() -> None:
+    from architect_cleanup.targets.base import unique_dirs
+
+    assert unique_dirs(("logs", "logs/x", "logs/x/y")) == ["logs"]
+    assert unique_dirs(("logs", "logsx", "logs/")) == ["logs", "logsx"]
+    assert unique_dirs(("b", "a/x", "a", "c/d/e")) == ["a", "b", "c/d/e"]
+    assert unique_dirs(("b/c", "a/x/y", "b")) == ["b", "a/x/y"]
+    assert unique_dirs(("-x", ".", "a/b")) == ["."]  # "." holds everything
+    assert unique_dirs(("./a", "a/./b", "c")) == ["a", "c"]
+
+
+def test_a_file_below_two_configured_directories_is_judged_once(srv: Path) -> None:
+    touch(srv / "-old" / "a.tmp", 40 * DAY, size=3)
+    stats, seen = run(srv, "temp", dry_run=True, temp={"dirs": ["-old", "."]})
+    assert [d.path for d in seen if d.remove] == [f"{srv}/-old/a.tmp"]
+    assert stats.targets["temp"].removed == 1
+
+
+def test_under_is_true_for_a_listed_directory_and_below_only() -> None:
+    from architect_cleanup.targets.base import under
+
+    dirs = frozenset({"/srv/a/data/prod/backups", "/srv/a/data/backups"})
+    assert under("/srv/a/data/prod/backups", dirs)
+    assert under("/srv/a/data/prod/backups/x/y", dirs)
+    assert not under("/srv/a/data/prod/backupsx", dirs)
+    assert not under("/srv/a/data/prod", dirs)
+    assert not under("/", dirs)
+    assert not under("relative/path", dirs)
+
+
+def test_young_files_are_counted_one_by_one_when_nobody_reads_decisions(srv: Path) -> None:
+    for i in range(3):
+        touch(srv / "logs" / f"young{i}.log", DAY)
+    cfg = make_config(srv)
+    stats = CleanupWorker(dry_run=True, config=cfg, now=NOW, only=["logs"]).run_cleanup()
+    assert stats.targets["logs"].kept == 3
+
+
+def test_a_log_exactly_at_the_future_limit_is_young_not_in_the_future(srv: Path) -> None:
+    touch(srv / "logs" / "edge.log", -300)  # now + FUTURE_SLACK
+    touch(srv / "logs" / "beyond.log", -301)
+    _, seen = run(srv, "logs")
+    got = by_name(seen)
+    assert got["edge.log"].reason == "0 minutes old, within 30d"
+    assert got["beyond.log"].reason == "modified in the future"
+
+
+def test_names_the_backups_target_owns_are_passed_over_and_the_rest_judged(
+        srv: Path) -> None:
+    d = srv / "data" / "prod" / "backups"
+    owned = [touch(d / f"x{i}.log.bak", 400 * DAY) for i in range(4)]
+    logs = [touch(d / f"old{i}.log", 400 * DAY) for i in range(4)]
+    stats, seen = run(srv, "logs")
+    assert sorted(os.path.basename(x.path) for x in seen) == sorted(p.name for p in logs)
+    assert all(p.exists() for p in owned) and not any(p.exists() for p in logs)
+    assert stats.targets["logs"].removed == 4

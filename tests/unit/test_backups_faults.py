@@ -373,3 +373,41 @@ def test_a_failed_policy_is_logged_as_an_error_naming_the_environment(
             if r.name == "architect_cleanup.targets.backups"] == [
         "backups: max_total_size 1.0 KB of prod is smaller than its newest backup "
         "architect_20261101_000000.db (2.0 KB); raise it or drop it: nothing removed in prod"]
+
+
+def test_backups_kept_or_lost_at_the_last_moment_count_as_kept_in_the_summary(
+        srv: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Retention 1 over five backups: one is held open, one vanishes right before its
+    unlink, two go. Per-environment counts, sizes and the journal's summary agree."""
+    from architect_cleanup import worker as worker_mod
+    from architect_cleanup.fs import OpenFiles
+
+    d = srv / "data" / "prod" / "backups"
+    backup(d, "20261125_000000", DAY, size=1)
+    held = backup(d, "20261120_000000", 6 * DAY, size=2)
+    vanishing = backup(d, "20261115_000000", 11 * DAY, size=4)
+    gone = [backup(d, "20261110_000000", 16 * DAY, size=8),
+            backup(d, "20261105_000000", 21 * DAY, size=16)]
+    ino = vanishing.stat().st_ino
+
+    class Hook(OpenFiles):
+        def is_open(self, st: os.stat_result) -> bool:
+            if st.st_ino == ino and vanishing.exists():
+                vanishing.unlink()
+            return super().is_open(st)
+
+    monkeypatch.setattr(worker_mod, "OpenFiles", Hook)
+    caplog.set_level(logging.INFO, logger="architect_cleanup.targets.backups")
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        seen, stats = run(make_config(srv, backups={"retention": {"prod": 1}}), dry=False)
+    finally:
+        os.close(fd)
+    t = stats.targets["backups"]
+    assert (t.removed, t.bytes, t.skipped) == (2, 24, 2)
+    assert t.detail["prod"] == {"removed": 2, "bytes": 24, "kept": 2}
+    assert {n: (x.remove, x.size) for n, x in seen.items() if x.remove} == {
+        gone[0].name: (True, 8), gone[1].name: (True, 16)}
+    assert seen[vanishing.name].reason == "vanished before removal"
+    assert "backups: prod: kept 3, removed 2 by backups.retention.prod (last 1)" in [
+        r.getMessage() for r in caplog.records]

@@ -177,3 +177,18 @@ def test_a_directory_at_its_keep_min_does_not_stop_the_pass_for_the_next() -> No
     assert [v.keep for v in first.verdicts] == [True, True]
     assert [v.keep for v in second.verdicts] == [True, True, False]
     assert first.at_keep_min and second.removed == 1
+
+
+def test_the_safety_net_keeps_the_newest_whatever_came_before() -> None:
+    """No rule leaves the newest backup unkept today; the net under them (SPEC 4.4) must hold
+    if one ever does."""
+    from architect_cleanup.retention import _keep_newest_always
+
+    bs = backups(3)
+    out = _keep_newest_always([Verdict(b, False, "a rule said so") for b in bs], "prod")
+    assert out == [Verdict(bs[0], True, "newest backup of prod"),
+                   Verdict(bs[1], False, "a rule said so"),
+                   Verdict(bs[2], False, "a rule said so")]
+    kept = [Verdict(bs[0], True, "last 1 of 1")]
+    assert _keep_newest_always(list(kept), "prod") == kept
+    assert _keep_newest_always([], "prod") == []

@@ -86,8 +86,8 @@ def test_a_backup_whose_sibling_a_process_holds_open_is_kept_with_its_siblings(
     finally:
         os.close(fd)
     assert removed(seen) == [older.name]
-    assert seen[old.name].reason.startswith("open by a running process; a rule would "
-                                            "remove it")
+    assert seen[old.name].reason == ("open by a running process; a rule would remove it: "
+                                     "beyond the newest 1 of prod")
     assert stats.targets["backups"].skipped == 1
     assert stats.targets["backups"].detail["prod"] == {
         "removed": 1, "bytes": 100, "kept": 2}  # the newest, and the one held open
@@ -411,3 +411,21 @@ def test_backups_kept_or_lost_at_the_last_moment_count_as_kept_in_the_summary(
     assert seen[vanishing.name].reason == "vanished before removal"
     assert "backups: prod: kept 3, removed 2 by backups.retention.prod (last 1)" in [
         r.getMessage() for r in caplog.records]
+
+
+def test_a_sibling_modified_in_the_future_keeps_its_backup_and_is_the_one_warned_about(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "data" / "prod" / "backups"
+    backup(d, "20261125_000000", DAY)
+    old = backup(d, "20261101_000000", 25 * DAY)
+    wal = touch(d / (old.name + "-wal"), -DAY)
+    caplog.set_level(logging.WARNING, logger="architect_cleanup.targets.backups")
+    for dry in (True, False):
+        caplog.clear()
+        seen, stats = run(make_config(srv, backups={"retention": {"prod": 1}}), dry=dry)
+        assert seen[old.name].reason == ("modified in the future; a rule would remove it: "
+                                         "beyond the newest 1 of prod")
+        assert stats.targets["backups"].skipped == 1
+        assert [r.getMessage() for r in caplog.records] == [
+            f"backups: {wal} is modified 1d in the future; kept"]
+    assert old.exists() and wal.exists()

@@ -250,3 +250,21 @@ def test_names_the_backups_target_owns_are_passed_over_and_the_rest_judged(
     assert sorted(os.path.basename(x.path) for x in seen) == sorted(p.name for p in logs)
     assert all(p.exists() for p in owned) and not any(p.exists() for p in logs)
     assert stats.targets["logs"].removed == 4
+
+
+def test_a_name_that_vanished_since_the_listing_is_passed_over_and_the_rest_judged(
+        srv: Path) -> None:
+    from architect_cleanup.fs import Root
+    from architect_cleanup.stats import TargetResult
+    from architect_cleanup.targets.base import RunContext
+    from architect_cleanup.targets.logs import Logs
+
+    d = srv / "logs"
+    touch(d / "old.log", 40 * DAY, size=3)
+    ctx = RunContext(make_config(srv), NOW, dry_run=False)
+    result = TargetResult("logs")
+    with Root.open(str(d)) as root:
+        Logs().judge_by_age(ctx, result, root.dir, ["gone.log", "old.log"], max_age=DAY,
+                            limit="1d", young="within")
+    assert (result.removed, result.kept, result.skipped, result.bytes) == (1, 0, 0, 3)
+    assert not (d / "old.log").exists()

@@ -107,10 +107,11 @@ def stage(modules: list[str], keep: bool) -> None:
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-W", "ignore"]
         + [f"--deselect={t}" for t in DESELECT],
-        # a mutant's tests may take this times as long as on the clean code (plus 10 s): the
-        # machine is shared, and a slow mutant is not a killed one
-        "timeout_multiplier": 10.0,
-        "timeout_constant": 10.0,
+        # a mutant's tests may take this times as long as on the clean code (plus 5 s; the
+        # machine may be shared) before it counts as a timeout: mutants of the pauses and
+        # the batch loop sleep or loop for ever, and each would hold a core that long
+        "timeout_multiplier": 4.0,
+        "timeout_constant": 5.0,
         "use_git_change_detection": False,
         # debug logging is diagnostics, not behaviour: its lines are not mutated
         "do_not_mutate_patterns": [r"^\s*log\.debug\("],

@@ -204,3 +204,20 @@ def test_the_finish_time_is_completed_at_before_updated_at_before_created_at(
     t = stats.targets["tasks"]
     assert ids(con, "tasks") == set(kept) and gone not in ids(con, "tasks")
     assert (t.detail["prod"]["table"], t.detail["prod"]["time"]) == ("tasks", "COMPLETED_AT")
+
+
+def test_without_a_root_an_open_that_fails_raises_sqlites_own_error(tmp_path: Path) -> None:
+    """Database(root=None) opens the path as given (no owner to act as): its errors stay
+    SQLite's."""
+    import sqlite3
+
+    from architect_cleanup.config import DatabaseConfig
+    from architect_cleanup.db import Database, DbFile
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(sqlite3.DatabaseError, match="file is not a database"):
+        Database(DbFile("x", "garbage.db", str(garbage)), DatabaseConfig(), dry_run=True)
+    missing = tmp_path / "no" / "such.db"
+    with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
+        Database(DbFile("y", "no/such.db", str(missing)), DatabaseConfig(), dry_run=True)

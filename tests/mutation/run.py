@@ -6,7 +6,8 @@ unit tests that call the mutated function (mutmut records which tests reach whic
 in a first, clean run). Then this script reads mutmut's results and prints, per module:
 
     killed / survived / accepted (equivalent or accepted: tests/mutation/accepted.toml)
-    / timeout, and the score: detected / (all - accepted)
+    / timeout / unchecked (a run stopped early), and the score: detected / (checked -
+    accepted)
 
 Each survivor is keyed by module, function and the changed lines themselves (not line
 numbers, not mutmut's running number), so the key survives edits elsewhere; a survivor that
@@ -196,7 +197,7 @@ class ModuleReport:
 
     @property
     def judged(self) -> int:
-        return sum(self.counts.values()) - self.counts["accepted"]
+        return sum(self.counts.values()) - self.counts["accepted"] - self.counts["unchecked"]
 
     @property
     def score(self) -> float:
@@ -262,6 +263,9 @@ def collect(modules: list[str]) -> tuple[list[ModuleReport], list[Mutant], list[
             if status in DETECTED:
                 rep.counts["timeout" if status == "timeout" else "killed"] += 1
                 continue
+            if status == "not checked":  # the run was stopped before this mutant
+                rep.counts["unchecked"] += 1
+                continue
             m = Mutant(name, short, function_of(name), status, change_of(name, path))
             base = key_of(m)
             dup[base] += 1
@@ -286,16 +290,18 @@ def _order(name: str) -> tuple[str, int]:
 
 def print_table(reports: list[ModuleReport]) -> None:
     head = f"{'module':<10} {'mutants':>7} {'killed':>7} {'survived':>8} {'accepted':>8} " \
-           f"{'timeout':>7} {'score':>7} {'goal':>5}"
+           f"{'timeout':>7} {'unchecked':>9} {'score':>7} {'goal':>5}"
     print(head)
     print("-" * len(head))
     for r in reports:
         total = sum(r.counts.values())
         goal = f"{r.goal:.0%}" if r.goal else "-"
         flag = "" if r.score >= r.goal else "  BELOW GOAL"
+        if r.counts["unchecked"]:
+            flag += "  INCOMPLETE"
         print(f"{r.module:<10} {total:>7} {r.counts['killed']:>7} {r.counts['survived']:>8} "
-              f"{r.counts['accepted']:>8} {r.counts['timeout']:>7} {r.score:>7.1%} "
-              f"{goal:>5}{flag}")
+              f"{r.counts['accepted']:>8} {r.counts['timeout']:>7} {r.counts['unchecked']:>9} "
+              f"{r.score:>7.1%} {goal:>5}{flag}")
 
 
 def toml_entry(m: Mutant) -> str:
@@ -355,7 +361,7 @@ def main() -> int:
         for m in new:
             print(toml_entry(m))
     print(f"report: {REPORT.relative_to(REPO)}; {elapsed / 60:.1f} min")
-    below = [r.module for r in reports if r.score < r.goal]
+    below = [r.module for r in reports if r.score < r.goal or r.counts["unchecked"]]
     return 1 if new or below else 0
 
 

@@ -460,3 +460,24 @@ def test_the_open_file_scan_reads_every_process_and_counts_those_it_may_not(
     assert not scan.is_open(fifo.stat())  # not a regular file or directory
     assert scan.unreadable == 2
     assert OpenFiles(str(tmp_path / "no-proc")).is_open(files[0].stat()) is False
+
+
+def test_a_lone_surrogate_that_is_no_escaped_byte_is_shown_as_itself_escaped() -> None:
+    assert fs.display("a\udd00b") == "a\\udd00b"
+    assert fs.display("a\udc7fb") == "a\\udc7fb"
+
+
+def test_iterating_the_walk_hands_out_claimed_directories_as_directories(
+        tmp_path: Path) -> None:
+    touch(tmp_path / "app" / "__pycache__" / "m.pyc")
+    touch(tmp_path / "app" / "x.log")
+    touch(tmp_path / "app" / "sub" / "y.log")
+    scope = Scope(files=re.compile(r".*\.log$").match, claim=re.compile("__pycache__$").match)
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        try:
+            got = sorted((d.join(n)[len(str(tmp_path)) + 1:], is_dir)
+                         for d, n, is_dir, _ in Walker(root, start, scope=lambda _d: scope))
+        finally:
+            start.close()
+    assert got == [("app/__pycache__", True), ("app/sub/y.log", False), ("app/x.log", False)]

@@ -221,3 +221,95 @@ def test_without_a_root_an_open_that_fails_raises_sqlites_own_error(tmp_path: Pa
     missing = tmp_path / "no" / "such.db"
     with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
         Database(DbFile("y", "no/such.db", str(missing)), DatabaseConfig(), dry_run=True)
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error, text", [
+    ("file is not a database",
+     "cannot read it: file is not a database (corrupt, or not a SQLite database)"),
+    ("database disk image is malformed",
+     "cannot read it: database disk image is malformed (corrupt, or not a SQLite database)"),
+    ("attempt to write a readonly database",
+     "attempt to write a readonly database (outside the service's writable paths? add it "
+     "with `systemctl edit architect-cleanup.service` (ReadWritePaths=))"),
+    ("disk is read-only",
+     "disk is read-only (outside the service's writable paths? add it with `systemctl edit "
+     "architect-cleanup.service` (ReadWritePaths=))"),
+    ("unable to open database file", "cannot open it: unable to open database file"),
+    ("database is locked",
+     "database is locked: another connection held it longer than busy_timeout"),
+    ("database table is busy",
+     "database table is busy: another connection held it longer than busy_timeout"),
+    ("no such table: x", "no such table: x"),
+])
+def test_a_database_error_is_described_in_plain_words(error: str, text: str) -> None:
+    import sqlite3
+
+    from architect_cleanup.db import describe
+    assert describe(sqlite3.OperationalError(error)) == text
+
+
+@pytest.mark.parametrize("error", ["database is locked", "database table is busy"])
+@pytest.mark.parametrize("archive", [False, True])
+def test_a_lock_held_too_long_says_how_much_was_done_before(error: str, archive: bool) -> None:
+    import sqlite3
+
+    from architect_cleanup.config import DatabaseConfig
+    from architect_cleanup.db import Outcome, Plan, locked_message
+
+    plan = Plan("t", "1", "0", 0.0, set_sql="archived = 1" if archive else None,
+                what="finished tasks")
+    out = Outcome(changed=12345)
+    cfg = DatabaseConfig(busy_timeout=timedelta(seconds=5))
+    assert locked_message(sqlite3.OperationalError(error), cfg, out, plan) == (
+        "database is locked: another connection held its write lock longer than "
+        f"busy_timeout (5s); 12,345 finished tasks {'archived' if archive else 'deleted'} "
+        "before that")
+    assert locked_message(sqlite3.OperationalError("disk I/O error"), cfg, out, plan) == (
+        "disk I/O error")
+
+
+def test_an_activity_row_is_inserted_in_its_own_transaction(tmp_path: Path) -> None:
+    import sqlite3
+
+    from architect_cleanup.config import DatabaseConfig
+    from architect_cleanup.db import Database, DbError, DbFile
+
+    path = tmp_path / "a.db"
+    con = make_db(path, 'CREATE TABLE "act log" (id INTEGER PRIMARY KEY, "the user" TEXT '
+                        "NOT NULL, n INTEGER);")
+    f = DbFile("a", "a.db", str(path))
+    with Database(f, DatabaseConfig(), dry_run=True) as dry, \
+            pytest.raises(DbError, match=r"^a dry run's connection does not write$"):
+        dry.insert("act log", {"the user": "x", "n": 1})
+    with Database(f, DatabaseConfig(), dry_run=False) as db:
+        db.insert("act log", {"the user": "api-token", "n": 7})
+        with pytest.raises(sqlite3.IntegrityError):
+            db.insert("act log", {"the user": None, "n": 8})
+        assert not db.con.in_transaction
+    assert con.execute('SELECT "the user", n FROM "act log"').fetchall() == [("api-token", 7)]
+
+
+def test_an_unindexed_reference_to_a_unique_column_is_cleared_through_the_map(
+        tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db", """
+        CREATE TABLE tasks (id INTEGER PRIMARY KEY, name TEXT UNIQUE, task_type TEXT,
+                            status TEXT, completed_at TEXT);
+        CREATE TABLE notes (id INTEGER PRIMARY KEY,
+                            task_name TEXT REFERENCES tasks(name) ON DELETE SET NULL);""")
+    old, new = text(NOW - 30 * DAY), text(NOW - DAY)
+    insert(con, "tasks", [{"name": f"t{i}", "task_type": "t", "status": "completed",
+                           "completed_at": old if i < 4 else new} for i in range(6)])
+    notes = insert(con, "notes", [{"task_name": f"t{i}"} for i in (0, 3, 4, 5)])
+    cfg = config(root, database={"batch_size": 3})
+    dry = run(cfg, tmp_path, dry_run=True)
+    real = run(cfg, tmp_path, dry_run=False)
+    for stats in (dry, real):
+        assert stats.tasks_deleted == 4
+        assert stats.targets["tasks"].detail["prod"]["references_cleared"] == 2
+    assert dict(con.execute("SELECT id, task_name FROM notes").fetchall()) == {
+        notes[0]: None, notes[1]: None, notes[2]: "t4", notes[3]: "t5"}
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []

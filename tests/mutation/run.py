@@ -17,7 +17,9 @@ module is below its goal.
 
     tests/mutation/run.py                 fresh run of all six modules
     tests/mutation/run.py --keep          re-use the previous run's results (mutmut caches
-                                          by function); --retest re-runs its survivors
+                                          by function); --retest re-runs its survivors and
+                                          what it did not reach; --survivors-only only its
+                                          survivors
     tests/mutation/run.py --module fs     only some modules (repeatable)
     tests/mutation/run.py --report-only   just read the last results
 """
@@ -135,12 +137,24 @@ def reset_survivors() -> int:
     return n
 
 
-def run_mutmut(max_children: int) -> int:
-    """mutmut run in the work directory; its (spinner) output goes to a log, progress here."""
+def survivors() -> list[str]:
+    """The mutants the last run left alive (survived, or reached by no test)."""
+    out = []
+    for meta in (WORK / "mutants").rglob("*.py.meta"):
+        for k, v in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if v is not None and status_of(v) not in DETECTED:
+                out.append(k)
+    return sorted(out)
+
+
+def run_mutmut(max_children: int, names: list[str] | None = None) -> int:
+    """mutmut run in the work directory (only *names*, when given); its (spinner) output goes
+    to a log, progress here."""
     mutmut = Path(sys.executable).parent / "mutmut"
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    cmd = [str(mutmut), "run", "--max-children", str(max_children)]
-    print("==", " ".join(cmd), f"(in {WORK.relative_to(REPO)}; output in "
+    cmd = [str(mutmut), "run", "--max-children", str(max_children), *(names or [])]
+    print("==", " ".join(cmd[:4]), f"and {len(names)} mutants" if names else "",
+          f"(in {WORK.relative_to(REPO)}; output in "
           f"{MUTMUT_LOG.relative_to(REPO)})", flush=True)
     with open(MUTMUT_LOG, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=WORK, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -315,6 +329,8 @@ def main() -> int:
     ap.add_argument("--module", action="append", choices=sorted(MODULES))
     ap.add_argument("--keep", action="store_true", help="re-use the previous results")
     ap.add_argument("--retest", action="store_true", help="with --keep: re-run survivors")
+    ap.add_argument("--survivors-only", action="store_true",
+                    help="with --keep: re-run the last run's survivors and nothing else")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
@@ -322,9 +338,10 @@ def main() -> int:
     t0 = time.monotonic()
     if not args.report_only:
         stage(modules, keep=args.keep)
-        if args.keep and args.retest:
+        names = survivors() if args.keep and args.survivors_only else None
+        if args.keep and args.retest and not names:
             print(f"== {reset_survivors()} survivors of the last run to re-run")
-        rc = run_mutmut(args.max_children)
+        rc = run_mutmut(args.max_children, names)
         if rc != 0:
             print(f"mutmut exited {rc}", file=sys.stderr)
             return rc

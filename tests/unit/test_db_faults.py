@@ -313,3 +313,21 @@ def test_an_unindexed_reference_to_a_unique_column_is_cleared_through_the_map(
     assert dict(con.execute("SELECT id, task_name FROM notes").fetchall()) == {
         notes[0]: None, notes[1]: None, notes[2]: "t4", notes[3]: "t5"}
     assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_an_unindexed_reference_from_an_empty_table_changes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db", """
+        CREATE TABLE tasks (id INTEGER PRIMARY KEY, name TEXT UNIQUE, task_type TEXT,
+                            status TEXT, completed_at TEXT);
+        CREATE TABLE notes (id INTEGER PRIMARY KEY,
+                            task_name TEXT REFERENCES tasks(name) ON DELETE SET NULL);""")
+    insert(con, "tasks", [{"name": f"t{i}", "task_type": "t", "status": "completed",
+                           "completed_at": text(NOW - 30 * DAY)} for i in range(5)])
+    cfg = config(root, database={"batch_size": 2})
+    for dry_run in (True, False):
+        stats = run(cfg, tmp_path, dry_run=dry_run)
+        assert stats.targets["tasks"].status == "ok"
+        assert stats.tasks_deleted == 5
+        assert stats.targets["tasks"].detail["prod"].get("references_cleared", 0) == 0
+    assert ids(con, "tasks") == set()

@@ -429,3 +429,36 @@ def test_a_sibling_modified_in_the_future_keeps_its_backup_and_is_the_one_warned
         assert [r.getMessage() for r in caplog.records] == [
             f"backups: {wal} is modified 1d in the future; kept"]
     assert old.exists() and wal.exists()
+
+
+def test_a_time_zone_the_tool_cannot_read_is_named_in_the_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from architect_cleanup.targets.backups import local_zone
+
+    caplog.set_level(logging.WARNING, logger="architect_cleanup.targets.backups")
+    none = str(tmp_path / "none")
+    assert str(local_zone({"TZ": ":Nowhere/Special"}, localtime=none)) == "UTC"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"TZ=Nowhere/Special is not a zone this tool can read; using {none}"]
+
+
+def test_the_floor_stops_at_the_configured_keep_min(srv: Path) -> None:
+    bs = [backup(srv / "data" / "prod" / "backups", f"2026110{i}_000000", (i + 1) * DAY)
+          for i in range(5)]
+    cfg = make_config(srv, backups={"shared_dir": "", "policy": {
+        "prod": {"keep_last": 5, "min_free_space": "1000T", "keep_min": 1}}})
+    seen, stats = run(cfg, dry=True)
+    assert removed(seen) == sorted(p.name for p in bs[1:])
+    assert stats.targets["backups"].detail["prod"]["free_space"]["stopped_at_keep_min"]
+
+
+def test_every_failed_policy_is_in_the_targets_message(srv: Path) -> None:
+    for env in ("prod", "test"):
+        backup(srv / "data" / env / "backups", "20261101_000000", DAY, size=2000)
+    cfg = make_config(srv, backups={"shared_dir": "", "policy": {
+        "prod": {"keep_last": 3, "max_total_size": "1K"},
+        "test": {"keep_last": 3, "max_total_size": "1K"}}})
+    _, stats = run(cfg, dry=True)
+    assert stats.targets["backups"].message == "; ".join(
+        f"max_total_size 1.0 KB of {env} is smaller than its newest backup "
+        "architect_20261101_000000.db (2.0 KB); raise it or drop it" for env in ("prod", "test"))

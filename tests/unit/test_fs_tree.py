@@ -129,9 +129,12 @@ def readonly_fs(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     try:
-        touch(mnt / "t" / "a.pyc", size=1)
+        # (a tmpfs lists the newest entry first: a.pyc before the directories, and two
+        # empty directories, so that a refusal is never the last thing looked at)
         touch(mnt / "t" / "sub" / "b.pyc", size=2)
         (mnt / "t" / "empty").mkdir()
+        (mnt / "t" / "empty2").mkdir()
+        touch(mnt / "t" / "a.pyc", size=1)
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         yield mnt
     finally:
@@ -145,9 +148,9 @@ def test_a_read_only_file_system_is_reported_with_its_first_path_and_a_count(
     res = _remove(readonly_fs, "t", dry_run=False)
     assert snapshot(readonly_fs) == before
     assert (res.files, res.bytes, res.kept, res.removed_dir) == (0, 0, 2, False)
-    assert res.readonly_count == 3  # two files and the empty directory
+    assert res.readonly_count == 4  # two files and the two empty directories
     assert sorted(res.errors) == sorted(f"{readonly_fs}/t/{p}: Read-only file system"
-                                        for p in ("a.pyc", "sub/b.pyc", "empty"))
+                                        for p in ("a.pyc", "sub/b.pyc", "empty", "empty2"))
     assert res.readonly is not None and res.errors[0].startswith(res.readonly + ": ")
     dry = _remove(readonly_fs, "t", dry_run=True)
     assert (dry.files, dry.bytes, dry.errors, dry.removed_dir) == (2, 3, [], True)

@@ -21,6 +21,14 @@ The fields each kind carries (all values are text in the journal; booleans are 0
 * ``lock_held``: CLEANUP_LOCK_PID, CLEANUP_LOCK_PATH
 * ``state_error``: CLEANUP_STATE_FILE, CLEANUP_ERROR
 * ``config_error``: CLEANUP_ERROR
+* ``item_removed`` (a real run only, debug priority): CLEANUP_TARGET, CLEANUP_PATH,
+  CLEANUP_BYTES, CLEANUP_REASON
+
+``target_done`` and ``run_summary`` carry CLEANUP_ACTION besides: what the run did in words
+("would remove" or "removed", "would archive" or "archived"; "would free" or "freed"), so
+the catalog never says "removed" of a dry run. ``target_done`` has CLEANUP_RESULT=stopped
+(warning priority) when ``systemctl stop`` ended the run while the target worked, and the
+summary CLEANUP_RESULT=stopped.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ MESSAGE_IDS = {
     "readonly_path": uuid.UUID("5b0de9e7c3254aca9adb54a98a727329"),
     "api_call": uuid.UUID("bef959ae69254897a309128aad8b07f8"),
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
+    "item_removed": uuid.UUID("9a6582e0492c4a0c840e99f198fc3af2"),
 }
 
 #: Sends one journal entry: ``sender(MESSAGE, **FIELDS)`` (python3-systemd's journal.send).

@@ -21,7 +21,7 @@ from architect_cleanup.journal import fields
 from architect_cleanup.lock import LockHeld, RunLock, lock_path
 from architect_cleanup.notify import Notifier
 from architect_cleanup.state import StateStore
-from architect_cleanup.stats import CleanupStats, TargetResult
+from architect_cleanup.stats import CleanupStats, TargetResult, action, mib
 from architect_cleanup.targets import (
     REGISTRY,
     Actor,
@@ -38,6 +38,11 @@ from architect_cleanup.targets.base import on_readonly_fs
 log = logging.getLogger(__name__)
 
 __all__ = ["CleanupWorker", "LockHeld"]
+
+#: Journal entries of removed items per target and run (the rest are counted in one entry).
+ITEM_LOG_LIMIT = 10_000
+#: Targets that change database rows: their results have no size worth showing.
+ROW_TARGETS = frozenset({"tasks", "errors", "prompts"})
 
 #: Hooks run after the targets with the finished stats (the database module adds the
 #: activity-log writer here); each gets the context and the stats and must not raise.
@@ -81,6 +86,7 @@ class CleanupWorker:
         state: StateStore | None = None,
         record_state: bool = True,
         should_stop: Callable[[], bool] | None = None,
+        collect_items: bool = False,
     ) -> None:
         base = config if config is not None else load_config()
         self.config = with_overrides(
@@ -105,7 +111,9 @@ class CleanupWorker:
         self.state = state if state is not None else StateStore()
         self.record_state = record_state
         self.should_stop = should_stop or (lambda: False)
+        self.collect_items = collect_items
         self.last_stats: CleanupStats | None = None
+        self._items_logged: dict[str, int] = {}
 
     def run_cleanup(self) -> CleanupStats:
         """Run every selected target once; raises LockHeld when another run is going on."""
@@ -127,8 +135,10 @@ class CleanupWorker:
         started = time.monotonic()
         stats = CleanupStats(dry_run=self.dry_run, source=self.source,
                              started_at=utc_iso(now))
+        if self.collect_items:
+            stats.items = {}
         ctx = RunContext(config=self.config, now=now, dry_run=self.dry_run, source=self.source,
-                         actor=self.actor, on_decision=self.on_decision,
+                         actor=self.actor, on_decision=self._decisions(stats),
                          on_status=self.notifier.status, should_stop=self.should_stop,
                          open_files=OpenFiles() if self.config.safety.skip_open_files else None)
         mode = "dry run" if self.dry_run else "real run"
@@ -156,7 +166,7 @@ class CleanupWorker:
                         # stopped between two targets: this one is where the stop landed,
                         # so the run is not reported as complete
                         interrupted = True
-                        result.fail("stopped on request")
+                        result.stop()
                         self._report_target(ctx, result)
                     else:
                         result.status, result.message = "skipped", "run interrupted"
@@ -188,6 +198,35 @@ class CleanupWorker:
         self.last_stats = stats
         return stats
 
+    def _decisions(self, stats: CleanupStats) -> Callable[[Decision], None] | None:
+        """What a run does with each judged item: the caller's on_decision (``-v``), the
+        items list of ``--json``, and in a real run one journal entry per removed item (at
+        debug priority, so `journalctl -p info` is not flooded; at most ITEM_LOG_LIMIT per
+        target, then one entry with the count not listed). None when nobody reads them."""
+        caller = self.on_decision
+        collect = self.collect_items
+        journal = not self.dry_run
+        if caller is None and not collect and not journal:
+            return None
+        logged: dict[str, int] = {}
+
+        def on_decision(d: Decision) -> None:
+            if caller is not None:
+                caller(d)
+            if not d.remove:
+                return
+            if collect:
+                stats.add_item(d.target, d.path, d.reason, d.size, d.siblings)
+            if journal:
+                n = logged[d.target] = logged.get(d.target, 0) + 1
+                if n <= ITEM_LOG_LIMIT:
+                    log.info("%s", d, extra=fields(
+                        "item_removed", cleanup_target=d.target, cleanup_path=d.path,
+                        cleanup_bytes=d.size, cleanup_reason=d.reason, priority="7"))
+
+        self._items_logged = logged
+        return on_decision
+
     def _run_target(self, ctx: RunContext, target: Target, result: TargetResult) -> bool:
         """Run one target, containing any failure; True when the run was interrupted."""
         name = result.name
@@ -197,7 +236,7 @@ class CleanupWorker:
         try:
             target.run(ctx, result)
         except Interrupted as exc:
-            result.fail(str(exc))
+            result.stop(str(exc))
             interrupted = True
         except Exception as exc:  # one failing target must not stop the others
             result.fail(_describe(exc) + self._readonly_hint(ctx, name, exc))
@@ -218,7 +257,7 @@ class CleanupWorker:
             scan_tree(ctx, pairs, frozenset(passive))
         except Interrupted as exc:
             for n in names:
-                results[n].fail(str(exc))
+                results[n].stop(str(exc))
             interrupted = True
         except Exception as exc:
             for n in names:
@@ -238,18 +277,30 @@ class CleanupWorker:
             # item's error carry the whole hint.
             result.fail(f"{refused} item(s) not removed: read-only file system, outside the "
                         "service's writable paths (ReadWritePaths=)")
-        verb = "would remove" if ctx.dry_run else "removed"
-        if result.failed:
+        verb = action(name, ctx.dry_run)
+        size = f" ({mib(result.bytes)})" if result.bytes or name not in ROW_TARGETS else ""
+        more = self._items_logged.get(name, 0) - ITEM_LOG_LIMIT
+        if more > 0:
+            log.info("%s: %d more removed items not listed in the journal", name, more)
+        if result.status == "stopped":
+            log.warning("%s: stopped on request after it %s %d%s", name, verb, result.removed,
+                        size, extra=fields("target_done", cleanup_target=name,
+                                           cleanup_result="stopped", cleanup_action=verb,
+                                           cleanup_dry_run=ctx.dry_run,
+                                           cleanup_items=result.removed,
+                                           cleanup_bytes=result.bytes))
+        elif result.failed:
             log.error("%s: failed: %s", name, result.message,
                       extra=fields("target_failed", cleanup_target=name,
                                    cleanup_result="failed", cleanup_dry_run=ctx.dry_run,
                                    cleanup_error=result.message,
                                    cleanup_items=result.removed, cleanup_bytes=result.bytes))
         else:
-            log.info("%s: %s %d (%.1f MB), kept %d, %d errors, in %.1fs", name, verb,
-                     result.removed, result.bytes / 1048576, result.kept, len(result.errors),
+            log.info("%s: %s %d%s, kept %d, %d errors, in %.1fs", name, verb,
+                     result.removed, size, result.kept, len(result.errors),
                      result.duration,
                      extra=fields("target_done", cleanup_target=name, cleanup_result="ok",
+                                  cleanup_action=verb,
                                   cleanup_items=result.removed, cleanup_bytes=result.bytes,
                                   cleanup_kept=result.kept, cleanup_skipped=result.skipped,
                                   cleanup_errors=len(result.errors),
@@ -266,7 +317,7 @@ class CleanupWorker:
             "started_at": stats.started_at,
             "finished_at": stats.finished_at,
             "dry_run": stats.dry_run,
-            "result": "success" if stats.success else "failed",
+            "result": stats.result,
             "duration_s": round(stats.duration, 3),
             "source": stats.source,
             "pid": os.getpid(),
@@ -298,8 +349,9 @@ class CleanupWorker:
 
     def _summary(self, stats: CleanupStats) -> None:
         line = stats.summary_line()
-        result = "success" if stats.success and not stats.state_error else "failed"
+        result = "failed" if stats.state_error else stats.result
         extra = fields("run_summary", cleanup_dry_run=stats.dry_run, cleanup_result=result,
+                       cleanup_action="would free" if stats.dry_run else "freed",
                        cleanup_bytes=stats.space_freed,
                        cleanup_items=sum(t.removed for t in stats.targets.values()),
                        cleanup_duration=f"{stats.duration:.3f}", cleanup_source=stats.source,
@@ -308,6 +360,8 @@ class CleanupWorker:
         self.notifier.status(line)
         if result == "success":
             log.info("%s", line, extra=extra)
+        elif result == "stopped":  # `systemctl stop`: asked for, not a failure
+            log.warning("%s", line, extra=extra)
         else:
             log.error("%s", line, extra=extra)
 

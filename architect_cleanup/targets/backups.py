@@ -40,6 +40,7 @@ from architect_cleanup.targets.base import (
     FileTarget,
     RunContext,
     age_text,
+    future_text,
     matcher,
     register,
     under,
@@ -48,7 +49,7 @@ from architect_cleanup.targets.base import (
 log = logging.getLogger(__name__)
 
 SIBLING_SUFFIXES = ("-wal", "-shm", "-journal")
-SHARED = "shared"
+SHARED = "default"  # the shared directory, named as its config entries
 LOCALTIME = "/etc/localtime"
 
 
@@ -187,9 +188,10 @@ class Backups(FileTarget):
                 plan.held.append((name, f"{age_text(max(age, 0))}, younger than min_age: may "
                                         "still be being written (not counted)"))
                 continue
-            if self.last_moment_keep(ctx, st) == "modified in the future":
+            if st.st_mtime > ctx.future_limit:
                 self._warn_future(d.join(name), st, ctx)
-                plan.held.append((name, "modified in the future (not counted)"))
+                plan.held.append((name, f"{future_text(st.st_mtime - ctx.now_ts)} "
+                                        "(not counted)"))
                 continue
             sibs = [s for _, s in siblings.get(name, ())]
             size = st.st_size + sum(s.st_size for s in sibs)
@@ -264,7 +266,6 @@ class Backups(FileTarget):
         for name, reason in plan.held:
             self.keep(ctx, result, d.join(name), reason, label)
         kept = removed = 0
-        verb = "would remove" if ctx.dry_run else "removing"
         for v in plan.verdicts:
             name = v.backup.ref
             if v.keep:
@@ -272,8 +273,7 @@ class Backups(FileTarget):
                 self.keep(ctx, result, d.join(name), v.reason, label)
             elif self.remove(ctx, result, d, name, plan.files[name], v.reason, part=label,
                              siblings=tuple(plan.siblings.get(name, ()))):
-                removed += 1
-                log.info("backups: %s %s (%s)", verb, display(d.join(name)), v.reason)
+                removed += 1  # (a real run's journal gets one entry per item: the worker)
             else:
                 kept += 1
         if plan.verdicts:

@@ -8,11 +8,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from stat import S_ISLNK, S_ISREG
 from typing import ClassVar, TypedDict
 
-from architect_cleanup.config import Config, format_duration
+from architect_cleanup.config import Config
 from architect_cleanup.fs import (
     Changed,
     Dir,
@@ -26,7 +26,7 @@ from architect_cleanup.fs import (
     unlink_checked,
 )
 from architect_cleanup.journal import fields
-from architect_cleanup.stats import TargetResult
+from architect_cleanup.stats import TargetResult, action
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,17 @@ class Decision:
     remove: bool
     reason: str
     size: int = 0
+    #: set by the run (RunContext.decide): a removal is "would remove" or "removed"
+    dry_run: bool = True
+    #: names removed with the item (a backup's -wal/-shm/-journal)
+    siblings: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        verb = "remove" if self.remove else "keep  "
-        return f"{verb} {self.target:<7} {display(self.path)} ({self.reason})"
+        verb = action(self.target, self.dry_run) if self.remove else "keep"
+        line = f"{verb:<12} {self.target:<7} {display(self.path)} ({self.reason})"
+        if self.siblings:
+            line += f" with {', '.join(display(s) for s in self.siblings)}"
+        return line
 
 
 class Actor(TypedDict, total=False):
@@ -154,6 +161,7 @@ class RunContext:
         return READONLY_HINT
 
     def decide(self, d: Decision) -> None:
+        d.dry_run = self.dry_run
         if self.on_decision is not None:
             self.on_decision(d)
         if log.isEnabledFor(logging.DEBUG):
@@ -190,6 +198,25 @@ def register(cls: type[Target]) -> type[Target]:
 # --- helpers for the file targets ------------------------------------------------------------
 
 
+_SPANS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
+          ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def human_duration(seconds: float) -> str:
+    """A span for people, in its largest whole unit: "4 months", "1 day", "45 seconds"."""
+    secs = max(int(seconds), 0)
+    for unit, size in _SPANS:
+        if secs >= size or unit == "second":
+            n = secs // size
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    raise AssertionError("unreachable")
+
+
+def future_text(ahead: float) -> str:
+    """The reason a file with a future mtime is kept: "modified 4 months in the future"."""
+    return f"modified {human_duration(ahead)} in the future"
+
+
 def age_text(seconds: float) -> str:
     days = seconds / 86400
     if days >= 2:
@@ -210,9 +237,9 @@ class FileTarget(Target):
         """Reasons that override any rule: a future mtime, a file some process holds open
         (``ctx.open_files`` is None when ``safety.skip_open_files`` is off)."""
         if st.st_mtime > ctx.future_limit:
-            return "modified in the future"
-        if ctx.open_files is not None and ctx.open_files.is_open(st):
-            return "open by a running process"
+            return future_text(st.st_mtime - ctx.now_ts)
+        if ctx.open_files is not None:
+            return ctx.open_files.describe(st)
         return None
 
     def judge_by_age(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str],
@@ -250,7 +277,7 @@ class FileTarget(Target):
             if age <= max_age:
                 if st.st_mtime > future:
                     self._warn_future(d.join(name), st, ctx)
-                    self.keep(ctx, result, d.join(name), "modified in the future")
+                    self.keep(ctx, result, d.join(name), future_text(st.st_mtime - now))
                 elif wants:
                     self.keep(ctx, result, d.join(name),
                               f"{age_text(max(age, 0))}, {young} {limit}")
@@ -295,7 +322,7 @@ class FileTarget(Target):
                              st: os.stat_result, why_keep: str, rule: str,
                              part: str | None = None) -> None:
         """Count and report a file a rule would remove that a last-moment reason keeps."""
-        if why_keep == "modified in the future":
+        if st.st_mtime > ctx.future_limit:
             self._warn_future(path, st, ctx)
         result.skipped += 1
         self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {rule}", part)
@@ -355,15 +382,15 @@ class FileTarget(Target):
             p["removed"] += 1
             p["bytes"] += size
         if ctx.wants_decisions:
-            ctx.decide(Decision(self.name, d.join(name), True, _text(reason), size))
+            ctx.decide(Decision(self.name, d.join(name), True, _text(reason), size,
+                                siblings=tuple(s for s, _ in siblings)))
         return True
 
     def _warn_future(self, path: str, st: os.stat_result, ctx: RunContext) -> None:
         self._warned_future += 1
         if self._warned_future <= 10:
             ahead = st.st_mtime - ctx.now_ts
-            log.warning("%s: %s is modified %s in the future; kept", self.name, display(path),
-                        format_duration_short(ahead))
+            log.warning("%s: %s is %s; kept", self.name, display(path), future_text(ahead))
 
 
 #: A reason, or a function that builds it only when someone reads it.
@@ -372,10 +399,6 @@ Reason = str | Callable[[], str]
 
 def _text(reason: Reason) -> str:
     return reason if isinstance(reason, str) else reason()
-
-
-def format_duration_short(seconds: float) -> str:
-    return format_duration(timedelta(seconds=int(seconds)))
 
 
 #: What to do about EROFS under the service (ProtectSystem=strict makes everything read-only

@@ -267,7 +267,7 @@ def test_a_stopped_run_reports_what_it_did(tmp_path: Path, monkeypatch):
     stats = run(config(root, database={"batch_size": 10}), tmp_path, dry_run=False,
                 should_stop=should_stop)
     t = stats.targets["tasks"]
-    assert t.failed and t.message == "stopped on request"
+    assert t.status == "stopped" and t.message == "stopped on request"
     assert stats.tasks_deleted == 20
     assert len(ids(con, "task_queue")) == 30
 

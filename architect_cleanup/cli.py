@@ -6,7 +6,8 @@ and asks first (``--yes`` skips the question). The service passes ``--scheduled`
 then does the configuration's ``dry_run`` decide.
 
 Exit codes: 0 every target ok; 1 some target failed (or the state could not be written);
-2 usage or configuration error; 75 another run holds the lock (EX_TEMPFAIL).
+2 usage or configuration error; 75 another run holds the lock (EX_TEMPFAIL); 77 not permitted
+(run by a user who may not take the run lock, e.g. the dashboard's: EX_NOPERM).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TextIO
 
 import tomli_w
 
-from architect_cleanup import __version__, systemctl
+from architect_cleanup import __version__, preflight, systemctl
 from architect_cleanup.config import Config, ConfigError, load_config
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
@@ -35,7 +36,7 @@ from architect_cleanup.worker import ROW_TARGETS, CleanupWorker
 
 log = logging.getLogger("architect_cleanup.cli")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 75
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_NOPERM = 0, 1, 2, 75, 77
 
 
 def _positive(text: str) -> int:
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
              f"      {sp.description}\n" for sp in (run, plan, st, chk, rep)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
-                "75 already running")
+                "75 already running, 77 not permitted (run as root)")
     return p
 
 
@@ -260,13 +261,13 @@ def _run(args: argparse.Namespace, cfg: Config, out: TextIO, *, dry: bool, sourc
 
 def _permission_error(exc: PermissionError, args: argparse.Namespace, dry: bool,
                       out: TextIO) -> int:
-    where = f"{exc.filename}: " if exc.filename else ""
-    text = (f"{where}{exc.strerror or exc}: run it as root (sudo architect-cleanup ...), "
-            "as the service does")
+    where = f" {exc.filename}" if exc.filename else ""
+    text = (f"cannot take the run lock{where}: {exc.strerror or exc}; run it as root "
+            "(sudo architect-cleanup ...), as the service does")
     _error(text)
     if args.json:
         print(json.dumps({"success": False, "dry_run": dry, "message": text}), file=out)
-    return EXIT_FAILED
+    return EXIT_NOPERM
 
 
 def _replaced_policies(cfg: Config, keep: int | None) -> list[str]:
@@ -276,6 +277,8 @@ def _replaced_policies(cfg: Config, keep: int | None) -> list[str]:
 
 def print_summary(stats: CleanupStats, out: TextIO, *, replaced: Sequence[str] = (),
                   hint: bool = True) -> None:
+    failures: dict[str, str] = {}  # message -> the first target that failed with it
+    said: set[str] = set()  # notes and errors already printed (a missing database: 3 targets)
     for name, t in stats.targets.items():
         verb = action(name, stats.dry_run)
         if t.status in ("ok", "failed", "stopped"):
@@ -284,15 +287,21 @@ def print_summary(stats: CleanupStats, out: TextIO, *, replaced: Sequence[str] =
             if t.errors:
                 line += f", {len(t.errors)} errors"
             if t.failed:
-                line = f"  {name:<8} FAILED  {t.message}"
+                first = failures.setdefault(t.message, name)
+                line = (f"  {name:<8} FAILED  {display(t.message)}" if first == name
+                        else f"  {name:<8} FAILED  (as {first})")
         else:
             line = f"  {name:<8} {t.status:<7} {t.message}"
         print(line, file=out)
-        for note in t.notes[:5]:
+        notes = [n for n in t.notes if n not in said]
+        said.update(notes)
+        for note in notes[:5]:
             print(f"           note: {display(note)}", file=out)
-        if len(t.notes) > 5:
-            print(f"           ({len(t.notes) - 5} more notes: --json lists them)", file=out)
-        for err in t.errors[:5]:
+        if len(notes) > 5:
+            print(f"           ({len(notes) - 5} more notes: --json lists them)", file=out)
+        errors = [e for e in t.errors if e not in said and e != t.message]
+        said.update(errors)
+        for err in errors[:5]:
             print(f"           error: {display(err)}", file=out)
     for env in replaced:
         print(f"  note: --keep replaced backups.policy.{env} for this run", file=out)
@@ -356,11 +365,22 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    """The effective configuration, after the checks a run would otherwise meet late: the
+    root exists, the databases exist, the root lies in the service's ReadWritePaths=."""
     doc = cfg.to_dict()
+    findings = preflight.check(cfg, preflight.service_writable_paths())
+    errors = [f.text for f in findings if f.level == "error"]
+    warnings = [f.text for f in findings if f.level == "warning"]
     if args.json:
-        print(json.dumps({"valid": True, "sources": list(cfg.sources), "config": doc},
-                         indent=2), file=out)
-        return EXIT_OK
+        print(json.dumps({"valid": not errors, "sources": list(cfg.sources), "config": doc,
+                          "errors": errors, "warnings": warnings}, indent=2), file=out)
+        return EXIT_USAGE if errors else EXIT_OK
+    for text in errors:
+        _error(text)
+    for text in warnings:
+        print(f"architect-cleanup: warning: {display(text)}", file=sys.stderr)
+    if errors:
+        return EXIT_USAGE
     srcs = ", ".join(cfg.sources) or "built-in defaults (no configuration file found)"
     print(f"# configuration is valid; read from: {srcs}", file=out)
     print(tomli_w.dumps(doc), end="", file=out)

@@ -151,6 +151,24 @@ class JournalHandler(logging.Handler):
             self.handleError(record)
 
 
+class OncePerRun(logging.Filter):
+    """For a terminal: an error every target hits alike (a missing root) is shown once; the
+    journal still gets one structured entry per target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = getattr(record, "CLEANUP_ERROR", None)
+        if error is None:
+            return True
+        if error in self.seen:
+            return False
+        self.seen.add(str(error))
+        return True
+
+
 def setup_logging(level: int = logging.INFO, *, journal: bool | None = None,
                   stderr: TextIO | None = None, stderr_level: int = logging.WARNING) -> str:
     """Route the package's logs to journald and/or stderr; returns "journal", "stderr" or both.
@@ -175,6 +193,7 @@ def setup_logging(level: int = logging.INFO, *, journal: bool | None = None,
         handler = logging.StreamHandler(stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         handler.setLevel(stderr_level)
+        handler.addFilter(OncePerRun())
         logger.addHandler(handler)
         where.append("stderr")
     return "+".join(where)

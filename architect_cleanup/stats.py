@@ -205,8 +205,12 @@ class CleanupStats:
         head = f"Dry run: would free {size}" if self.dry_run else f"Freed {size}"
         line = f"{head}: {', '.join(parts)}"
         if self.failed_targets:
+            # targets that failed alike (a missing root) are named together, the reason once
+            by_reason: dict[str, list[str]] = {}
+            for n in self.failed_targets:
+                by_reason.setdefault(self.targets[n].message, []).append(n)
             line += "; failed: " + ", ".join(
-                f"{n} ({self.targets[n].message})" for n in self.failed_targets)
+                f"{', '.join(names)} ({reason})" for reason, names in by_reason.items())
         if self.stopped:
             line += "; stopped on request before the end"
         return line

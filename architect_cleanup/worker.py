@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
+from architect_cleanup import preflight
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
 from architect_cleanup.journal import fields
@@ -145,6 +146,7 @@ class CleanupWorker:
         log.info("Starting cleanup (%s, from %s) of %s", mode, self.source, self.config.root,
                  extra=fields("run_started", cleanup_dry_run=self.dry_run,
                               cleanup_source=self.source, cleanup_root=self.config.root))
+        self._preflight(ctx)
         interrupted = walked = False
         targets = {name: REGISTRY[name]() for name in ordered()}
         results = {name: TargetResult(name) for name in targets}
@@ -197,6 +199,23 @@ class CleanupWorker:
         self._summary(stats)
         self.last_stats = stats
         return stats
+
+    def _preflight(self, ctx: RunContext) -> None:
+        """Say once, at the start, what every target would otherwise run into: a missing
+        root, missing databases, a root the service may not write."""
+        for finding in preflight.check(self.config):
+            if finding.level == "error":
+                log.error("%s", finding.text, extra=fields(
+                    "config_error", cleanup_error=f"{finding.text}; nothing to clean"))
+            else:
+                log.warning("%s", finding.text)
+        # A real run reports a read-only root per target, with the hint, when a removal is
+        # refused; a dry run removes nothing, so it says at its start what a real one would meet.
+        if self.dry_run and os.path.isdir(self.config.root) and on_readonly_fs(
+                self.config.root):
+            log.warning("root %s is on a read-only file system: a real run could not clean it "
+                        "(outside the service's writable paths? %s)", self.config.root,
+                        preflight.READ_WRITE_HINT)
 
     def _decisions(self, stats: CleanupStats) -> Callable[[Decision], None] | None:
         """What a run does with each judged item: the caller's on_decision (``-v``), the
@@ -308,7 +327,8 @@ class CleanupWorker:
                                   cleanup_dry_run=ctx.dry_run,
                                   cleanup_duration=f"{result.duration:.3f}"))
         for err in result.errors[:20]:
-            log.warning("%s: %s", name, err)
+            if err != result.message:  # (the failed entry says it already)
+                log.warning("%s: %s", name, err)
         if len(result.errors) > 20:
             log.warning("%s: %d more errors not shown", name, len(result.errors) - 20)
 

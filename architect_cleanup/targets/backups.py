@@ -206,7 +206,7 @@ class Backups(FileTarget):
             plan.verdicts = select(ready, plan.policy, tz, plan.label)
         except PolicyError as exc:
             plan.problem = str(exc)
-            log.error("backups: %s: nothing removed in %s", exc, plan.label)
+            log.debug("backups: %s: nothing removed in %s", exc, plan.label)  # the worker says it
             plan.verdicts = [Verdict(b, True, f"not judged: {exc}") for b in newest_first(ready)]
 
     # --- free-space floor ---------------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_sizes_are_mib_and_rows_have_no_size(demo: tuple[Path, Path, Path]) -> N
     assert "(0.0" not in lines["tasks"] and "MiB" not in lines["tasks"]
     assert lines["prompts"].split()[2:4] == ["would", "archive"]
     assert "Would free:" in out and out.count(" MiB") >= 2
-    code, out = cli("run", "--force")
+    _, out = cli("run", "--force")
     assert "  Prompts archived: " in out and "Prompts deleted" not in out
 
 
@@ -174,7 +174,7 @@ def test_a_file_held_open_names_the_pid_and_the_command(demo: tuple[Path, Path, 
 
 
 def test_keep_replacing_a_policy_says_so(demo: tuple[Path, Path, Path]) -> None:
-    root, tmp, cfg = demo
+    _, _, cfg = demo
     cfg.write_text(cfg.read_text() + "[backups.policy.prod]\nkeep_daily = 7\n")
     _, out = cli("run", "--keep", "3", "--only", "backups")
     assert "note: --keep replaced backups.policy.prod for this run" in out

@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CLEAN_PATH)
 APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pytest \
 	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
 	restic python3-cryptography time findutils \
-	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all help2man \
+	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all groff-base man-db bash-completion \
 	lintian fakeroot systemd systemd-container mmdebstrap
 
 DEMO := $(CURDIR)/.demo

@@ -26,7 +26,7 @@ CONFFILE = "/etc/architect-cleanup/config.toml"
 STATE = "/var/lib/architect-cleanup/state.json"
 CATALOG = "/usr/lib/systemd/catalog/architect-cleanup.catalog"
 ROOT = "/srv/architect"
-SUMMARY = re.compile(r"(Dry run: would free|Freed) \d+\.\d MB: \d+ backups, \d+ logs")
+SUMMARY = re.compile(r"(Dry run: would free|Freed) \d+\.\d MiB: \d+ backups, \d+ logs")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def test_systemctl_start_is_a_dry_run_until_the_conffile_says_otherwise(
         assert real["stats"][key] == dry["stats"][key], key  # the dry run told the truth
     (details,), = sql(box, prod, cleanup_rows)  # the real run is in the dashboard's log
     logged = json.loads(str(details))
-    assert logged["dry_run"] is False and logged["source"] == "timer"
+    assert logged["dry_run"] is False and logged["source"] == "systemctl"
     old_done = ("SELECT count(*) FROM task_queue WHERE status IN ('completed', 'cancelled', "
                 "'failed') AND completed_at < datetime('now', '-7 days')")
     assert sql(box, prod, old_done) == [[0]]
@@ -249,7 +249,8 @@ def test_the_state_file_records_each_run(installed: Container) -> None:
     box = installed
     start(box)
     first = state(box)
-    assert first["last_run"]["source"] == "timer"  # the service passes --source timer
+    # `systemctl start` by hand: no timer triggered it ($TRIGGER_UNIT unset)
+    assert first["last_run"]["source"] == "systemctl"
     assert len(first["history"]) == 1 and first["history"][-1] == first["last_run"]
     set_conf(box, "dry_run", "true", "false")
     start(box)

@@ -225,3 +225,30 @@ def test_every_command_as_an_unprivileged_user_fails_in_one_line_or_works(
                                        "does\n"), args
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+# --- item 5: what is removed is named, siblings included -------------------------------------
+
+
+def test_verbose_and_json_name_the_wal_siblings_that_go_with_a_backup(
+        demo: tuple[Path, Path, Path]) -> None:
+    root, _, _ = demo
+    bdir = root / "data" / "prod" / "backups"
+    oldest = min(bdir.glob("architect_2*.db"), key=lambda p: p.stat().st_mtime)
+    for suffix in ("-wal", "-shm"):
+        sib = Path(f"{oldest}{suffix}")
+        sib.write_bytes(b"w" * 4096)
+        os.utime(sib, (oldest.stat().st_mtime, oldest.stat().st_mtime))
+    _, out = cli("run", "-v", "--only", "backups")
+    [line] = [ln for ln in out.splitlines() if f"{oldest} (" in ln]
+    assert line.startswith("would remove backups ")
+    assert line.endswith(f"with {oldest.name}-wal, {oldest.name}-shm") or line.endswith(
+        f"with {oldest.name}-shm, {oldest.name}-wal"), line
+    _, out = cli("run", "--json", "--only", "backups")
+    [item] = [i for i in json.loads(out)["items"]["backups"] if i["path"] == str(oldest)]
+    assert sorted(item["siblings"]) == sorted([f"{oldest.name}-shm", f"{oldest.name}-wal"])
+    assert item["reason"].startswith("beyond the newest 10 of prod")
+    code, out = cli("run", "--force", "-v", "--only", "backups")
+    assert code == 0 and not Path(f"{oldest}-wal").exists() and not oldest.exists()
+    [line] = [ln for ln in out.splitlines() if f"{oldest} (" in ln]
+    assert line.startswith("removed      backups ") and f"{oldest.name}-wal" in line

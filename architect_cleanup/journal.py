@@ -152,14 +152,17 @@ class JournalHandler(logging.Handler):
 
 
 class OncePerRun(logging.Filter):
-    """For a terminal: an error every target hits alike (a missing root) is shown once; the
-    journal still gets one structured entry per target."""
+    """For a terminal: an error every target hits alike (a missing root) is shown once, and
+    the summary entry not at all (the command prints its summary); the journal still gets
+    every entry."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "MESSAGE_ID", None) == MESSAGE_IDS["run_summary"].hex:
+            return False  # the command prints the summary itself (or its JSON)
         error = getattr(record, "CLEANUP_ERROR", None)
         if error is None:
             return True

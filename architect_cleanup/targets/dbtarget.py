@@ -60,6 +60,7 @@ class DatabaseTarget(Target):
         for note in notes:
             result.note(note)
         failed: list[str] = []
+        reasons: list[str] = []
         for f in files:
             ctx.check_stop()
             part = result.part(f.label)
@@ -70,11 +71,17 @@ class DatabaseTarget(Target):
                 msg = describe(exc)
                 part["error"] = msg
                 failed.append(f.label)
+                reasons.append(msg)
                 result.error(f"{f.rel}: {msg}")
                 log.debug("%s: %s failed", self.name, f.rel, exc_info=True)
         if failed:
-            result.fail(f"{len(failed)} of {len(files)} databases failed: "
-                        + ", ".join(failed))
+            text = f"{len(failed)} of {len(files)} databases failed: " + ", ".join(failed)
+            if len(set(reasons)) == 1:
+                text += f" ({reasons[0]})"
+            elif any("ReadWritePaths=" in r for r in reasons):
+                text += (" (read-only file system, outside the service's writable paths "
+                         "(ReadWritePaths=))")
+            result.fail(text)
 
     def _one(self, ctx: RunContext, result: TargetResult, f: DbFile,
              part: dict[str, Any]) -> None:

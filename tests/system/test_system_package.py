@@ -348,6 +348,12 @@ def test_a_root_outside_read_write_paths_gives_the_drop_in_hint(installed: Conta
     box.write_file("/etc/architect-cleanup/config.d/50-root.toml",
                    f'root = "{root}"\ndry_run = false\n')
     before = tree_fingerprint(box, root)
+    # `config check` says so before any run, once, reading the installed unit's paths
+    check = box.run("architect-cleanup config check", check=False)
+    assert check.returncode == 0
+    warned = [ln for ln in check.stderr.splitlines() if "ReadWritePaths=" in ln]
+    assert len(warned) == 1 and f"root {root} is outside the writable paths" in warned[0]
+    assert "ReadWritePaths=/srv/architect /tmp" in warned[0], warned
     assert start(box, check=False) != 0  # SPEC 7: a path outside them must fail ...
     assert box.run(["systemctl", "is-failed", SERVICE], check=False).stdout.strip() == "failed"
     assert tree_fingerprint(box, root) == before  # the sandbox held: nothing removed
@@ -355,6 +361,13 @@ def test_a_root_outside_read_write_paths_gives_the_drop_in_hint(installed: Conta
     assert hints, "no readonly_path entry in the journal"
     assert all("systemctl edit architect-cleanup.service" in h["MESSAGE"] for h in hints)
     assert any(root in h["MESSAGE"] for h in hints)
+    # the database targets give the same hint, not a question about the owner
+    db_failed = [e for e in by_id(journal(box), "target_failed")
+                 if e["CLEANUP_TARGET"] in ("tasks", "errors", "prompts")]
+    assert db_failed
+    for e in db_failed:
+        assert "ReadWritePaths=" in e["CLEANUP_ERROR"], e["CLEANUP_ERROR"]
+        assert "may that user" not in e["CLEANUP_ERROR"], e["CLEANUP_ERROR"]
     status = box.run(["systemctl", "status", "--no-pager", "--lines=50", SERVICE],
                      check=False).stdout
     assert "systemctl edit architect-cleanup.service" in status

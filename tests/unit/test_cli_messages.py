@@ -252,3 +252,15 @@ def test_verbose_and_json_name_the_wal_siblings_that_go_with_a_backup(
     assert code == 0 and not Path(f"{oldest}-wal").exists() and not oldest.exists()
     [line] = [ln for ln in out.splitlines() if f"{oldest} (" in ln]
     assert line.startswith("removed      backups ") and f"{oldest.name}-wal" in line
+
+
+def test_a_budget_smaller_than_the_newest_backup_is_said_once_on_each_stream(
+        demo: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, cfg = demo
+    cfg.write_text(cfg.read_text() + '[backups.policy.prod]\nkeep_daily = 3\n'
+                   'max_total_size = "1K"\n')
+    code, out = cli("run")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert out.count("is smaller than its newest backup") == 1, out
+    assert err.count("is smaller than its newest backup") == 1, err

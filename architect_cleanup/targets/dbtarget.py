@@ -11,6 +11,7 @@ databases still run, and the target is marked failed (exit status 1) once any da
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,13 @@ from architect_cleanup.db import (
     find_databases,
 )
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.base import Decision, RunContext, Target
+from architect_cleanup.targets.base import (
+    READONLY_HINT,
+    Decision,
+    RunContext,
+    Target,
+    on_readonly_fs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,11 @@ class DatabaseTarget(Target):
                 self._one(ctx, result, f, part)
             except (sqlite3.Error, DbError) as exc:
                 msg = describe(exc)
+                where = os.path.dirname(f.path)
+                if "ReadWritePaths=" not in msg and on_readonly_fs(where):
+                    # under the service: outside its ReadWritePaths= (said once per target)
+                    ctx.readonly(self.name, where)
+                    msg += READONLY_HINT
                 part["error"] = msg
                 failed.append(f.label)
                 reasons.append(msg)

@@ -817,9 +817,9 @@ class OpenFiles:
 
     def describe(self, st: os.stat_result) -> str | None:
         """"open by PID 1234 (gunicorn)" for a file some process holds open, else None."""
-        pid = self.holder(st)
-        if pid is None:
+        if not self.is_open(st):
             return None
+        pid = self.holder(st) or 0
         try:
             with open(f"{self.proc}/{pid}/comm", encoding="utf-8", errors="replace") as fh:
                 comm = fh.read().strip()

@@ -14,11 +14,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CLEAN_PATH)
 # restic and python3-cryptography for the retention cross-check against restic's forget.
 # Packaging and system tests: debhelper ... systemd-container, mmdebstrap.
 # Benchmarks: time (GNU time: a command's own peak RSS), findutils, systemd (tmpfiles).
+# Metrics: python3-prometheus-client (a Recommends), prometheus (promtool checks them).
 APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pytest \
 	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
 	restic python3-cryptography time findutils \
 	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all groff-base man-db bash-completion \
-	lintian fakeroot systemd systemd-container mmdebstrap
+	lintian fakeroot systemd systemd-container mmdebstrap \
+	python3-prometheus-client prometheus
 
 DEMO := $(CURDIR)/.demo
 

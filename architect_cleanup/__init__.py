@@ -11,7 +11,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from architect_cleanup import activity  # noqa: F401  (registers the activity-log hook)
 from architect_cleanup.stats import CleanupStats, TargetResult
 from architect_cleanup.worker import CleanupWorker, LockHeld
 

@@ -1,9 +1,10 @@
 """The dashboard's ``activity_log``: every real run records itself there, like the dashboard's
 own actions do.
 
-Registered in :data:`architect_cleanup.worker.AFTER_RUN`. A run writes one row to each
-configured database that has an ``activity_log`` table, using the columns the table has (real
-schema: ``user_id, action, entity_type, entity_id, details, ip_address, created_at``):
+A final step of every run (the worker calls :func:`record_run` after the targets). A run
+writes one row to each configured database that has an ``activity_log`` table, using the
+columns the table has (real schema: ``user_id, action, entity_type, entity_id, details,
+ip_address, created_at``):
 ``action = 'system_cleanup'``, ``entity_type = 'system'`` and ``details`` a JSON string of the
 dry-run flag, the stats and the source. A dry run from the timer or the CLI writes nothing; an
 API call is the caller's activity and is recorded, dry or not. The caller comes from the run
@@ -24,7 +25,6 @@ from architect_cleanup.config import Config
 from architect_cleanup.db import Database, DbError, describe, find_databases, sql_timestamp
 from architect_cleanup.stats import CleanupStats
 from architect_cleanup.targets.base import Actor, RunContext
-from architect_cleanup.worker import AFTER_RUN
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,9 @@ def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = N
 
 
 def record_run(ctx: RunContext, stats: CleanupStats) -> None:
-    """The after-run hook: real runs, and an API caller's dry runs."""
+    """The run's activity-row step: real runs, and an API caller's dry runs."""
     if ctx.dry_run and ctx.source not in RECORD_DRY_RUNS:
         return
     written = record_activity(ctx.config, stats, actor=ctx.actor)
     if written:
         log.debug("run recorded in %s of %s", TABLE, ", ".join(written))
-
-
-# Registration, like the targets' @register (this module is imported by the package).
-if record_run not in AFTER_RUN:
-    AFTER_RUN.append(record_run)

@@ -40,7 +40,7 @@ from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
 from architect_cleanup.api_schema import MAX_BODY, RequestInvalid, parse_body, validate
-from architect_cleanup.config import ConfigError, load_config
+from architect_cleanup.config import ConfigError, Problem, load_config
 from architect_cleanup.journal import fields, setup_logging
 from architect_cleanup.lock import LockHeld
 from architect_cleanup.notify import Notifier
@@ -62,7 +62,7 @@ DRAIN_LIMIT = 4 * 1024 * 1024
 EXTENSION = "architect_cleanup"
 _G_CALL = "architect_cleanup_call"
 
-#: config.with_overrides' sections -> the body's keys, to name the key a ConfigError is about.
+#: config.with_overrides' keys -> the body's keys, to name the key a ConfigError is about.
 _OVERRIDE_KEYS = {"backups.retention": "backup_retention", "logs.max_age": "log_age_days",
                   "tasks.max_age": "task_age_days", "errors.max_age": "error_age_days",
                   "prompts.max_age": "prompt_age_days"}
@@ -179,12 +179,11 @@ def _too_large() -> NoReturn:
     raise RequestEntityTooLarge()
 
 
-def _config_problem_key(problem: str) -> str:
-    section = problem.split(":", 1)[0]
+def _config_problem_key(problem: Problem) -> str:
     for prefix, key in _OVERRIDE_KEYS.items():
-        if section.startswith(prefix):
+        if problem.key.startswith(prefix):
             return key
-    return section
+    return problem.key
 
 
 def run_request(actor: Actor, config_path: str | None,
@@ -217,7 +216,7 @@ def run_request(actor: Actor, config_path: str | None,
         worker = CleanupWorker(**req.worker_args(), config=cfg, source="api", actor=actor,
                                should_stop=should_stop, notifier=Notifier(environ={}))
     except ConfigError as exc:
-        keys = list(dict.fromkeys(_config_problem_key(p) for p in exc.problems))
+        keys = list(dict.fromkeys(_config_problem_key(p) for p in exc.found))
         return _refuse(400, str(exc), errors=exc.problems, invalid_keys=keys)
     try:
         stats = worker.run_cleanup()

@@ -26,9 +26,11 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from architect_cleanup.config import MAX_DAYS, MIN_KEEP
+
 #: The largest body accepted (HTTP 413 above it).
 MAX_BODY = 64 * 1024
-MAX_DAYS = 36500
+#: The API's own cap on a retention number (the configuration file has none).
 MAX_KEEP = 100_000
 
 AGE_KEYS = ("log_age_days", "task_age_days", "error_age_days", "prompt_age_days")
@@ -147,7 +149,7 @@ def _retention_checker(environments: Collection[str]) -> Check:
                     bad.append(f"{env!r} is not a configured environment "
                                f"(choose from {', '.join(allowed)})")
                     continue
-                keep, problem = _whole(n, 1, MAX_KEEP)
+                keep, problem = _whole(n, MIN_KEEP, MAX_KEEP)
                 if problem is not None:
                     bad.append(f"{env}: {problem}")
                 elif keep is not None:
@@ -156,7 +158,7 @@ def _retention_checker(environments: Collection[str]) -> Check:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, ("must be a whole number or an object of environment: number, "
                           f"not {json_type(value)}")
-        return _whole(value, 1, MAX_KEEP)
+        return _whole(value, MIN_KEEP, MAX_KEEP)
 
     return check
 

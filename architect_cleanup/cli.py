@@ -23,7 +23,7 @@ from typing import TextIO
 
 import tomli_w
 
-from architect_cleanup import __version__, preflight, systemctl
+from architect_cleanup import __version__, migrate, preflight, systemctl
 from architect_cleanup.config import Config, ConfigError, load_config
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
@@ -130,9 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
                          description="the recorded run history")
     rep.add_argument("--json", action="store_true")
     rep.add_argument("-n", "--limit", type=_positive, default=20, metavar="N")
+    mig = sub.add_parser(
+        "migrate", help="move from the original workers/cleanup_worker.py",
+        description="move from the original workers/cleanup_worker.py (dry run unless "
+                    "--force)")
+    mig.add_argument("--force", action="store_true",
+                     help="import its last run and remove its stale PID file")
+    mig.add_argument("--json", action="store_true")
+    mig.add_argument("--rootdir", default="/", metavar="DIR",
+                     help="look for the original worker's files below DIR (default /)")
     # `--help` (and the manual page, made from it by help2man) lists each command's options.
     lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
-             f"      {sp.description}\n" for sp in (run, plan, st, chk, rep)]
+             f"      {sp.description}\n" for sp in (run, plan, st, chk, rep, mig)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
                 "75 already running, 77 not permitted (run as root)")
@@ -410,6 +419,26 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    if not os.path.isdir(args.rootdir):
+        _error(f"--rootdir {args.rootdir}: no such directory")
+        return EXIT_USAGE
+    places = migrate.Places(rootdir=args.rootdir)
+    report = migrate.survey(cfg, places)
+    if args.force:
+        try:
+            migrate.apply(report, places)
+        except LockHeld as exc:
+            _error(f"{exc}; nothing imported, try again when it has finished")
+            return EXIT_LOCKED
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2), file=out)
+    else:
+        for line in migrate.render(report):
+            print(display(line) if line else line, file=out)
+    return EXIT_FAILED if report.problems else EXIT_OK
+
+
 def _cell(value: object, default: str = "?") -> str:
     """A recorded value for a table cell, whatever the state file holds."""
     return default if value is None else display(str(value))
@@ -459,6 +488,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_USAGE
     if command == "config":
         return cmd_config_check(args, cfg, out)
+    if command == "migrate":
+        return cmd_migrate(args, cfg, out)
     if command == "plan":
         args.dry_run, args.force, args.scheduled, args.yes = True, None, None, False
     return cmd_run(args, cfg, out)

@@ -16,17 +16,16 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
 from architect_cleanup.fs import is_forbidden_root
 from architect_cleanup.retention import (
     COUNT_RULES,
-    DEFAULT_KEEP_MIN,
     POLICY_KEYS,
     SIZE_UNITS,
     FreeFloor,
@@ -40,19 +39,40 @@ ENV_VAR = "ARCHITECT_CLEANUP_CONFIG"
 _DURATION_RX = re.compile(r"(\d+)\s*([smhdw])")
 _DURATION_FULL_RX = re.compile(r"(?:\d+\s*[smhdw]\s*)+")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+# --- bounds: the config file, the overrides and the REST API's schema check these -----------
 #: The longest duration (and age in days) accepted: 100 years. A longer one means "never",
 #: which the enabled = false switch says better; and a cutoff before year 1 cannot be computed.
-MAX_DURATION_S = 36500 * 86400
+MAX_DAYS = 36500
+MAX_DURATION_S = MAX_DAYS * 86400
+#: The fewest backups a retention number (and keep_min) may keep: the newest is always kept.
+MIN_KEEP = 1
+BATCH_SIZE = (1, 100_000)
+
 _SIZE_RX = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:iB)?)?", re.IGNORECASE)
 _ENV_NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _IDENT_RX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class ConfigError(ValueError):
-    """One or more configuration problems, each ``section.key: message``."""
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem: the key it is about (``section.key``, or a file) and what
+    is wrong. Rendered ``key: message``."""
 
-    def __init__(self, problems: Iterable[str], source: str | None = None) -> None:
-        self.problems = list(problems)
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems: ``found`` as values, ``problems`` as their texts
+    (``section.key: message``)."""
+
+    def __init__(self, problems: Iterable[Problem | str], source: str | None = None) -> None:
+        self.found = tuple(p if isinstance(p, Problem) else Problem("", p) for p in problems)
+        self.problems = [str(p) for p in self.found]
         self.source = source
         where = f" in {source}" if source else ""
         super().__init__(f"invalid configuration{where}:\n  " + "\n  ".join(self.problems))
@@ -65,7 +85,7 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f'{text!r} is not a duration (use e.g. "30d", "12h", "90m", "45s")')
     total = sum(int(n) * _UNITS[u] for n, u in _DURATION_RX.findall(s))
     if total > MAX_DURATION_S:
-        raise ValueError(f"{text!r} is longer than {MAX_DURATION_S // 86400}d (100 years)")
+        raise ValueError(f"{text!r} is longer than {MAX_DAYS}d (100 years)")
     return timedelta(seconds=total)
 
 
@@ -128,26 +148,219 @@ def format_duration(td: timedelta) -> str:
     return f"{secs}s"
 
 
-# --- the typed configuration -----------------------------------------------------------------
+# --- value kinds: each reads one TOML value, or raises ValueError saying what is wrong -------
+
+
+class Invalid(ValueError):
+    """A refused value: its messages (one per bad list entry), and the *value* to go on with
+    when the problem must not change what later checks see (``environments``)."""
+
+    def __init__(self, *messages: str, value: Any = None) -> None:
+        super().__init__(*messages)
+        self.messages = messages
+        self.value = value
+
+
+Reader = Callable[[Any], Any]
+#: A check of a string: the message when it is wrong, else None.
+Check = Callable[[str], str | None]
+
+
+def _tname(v: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise Invalid(f"must be true or false, not {_tname(v)}")
+    return v
+
+
+def whole(lo: int | None = None, hi: int | None = None) -> Reader:
+    """A whole number within [lo, hi]."""
+    def read(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Invalid(f"must be a whole number, not {_tname(v)}")
+        if lo is not None and v < lo:
+            raise Invalid(f"must be >= {lo}")
+        if hi is not None and v > hi:
+            raise Invalid(f"must be <= {hi}")
+        return v
+    return read
+
+
+def kept(consequence: str, *, typed: bool = True) -> Reader:
+    """A number of backups to keep: below MIN_KEEP it *consequence* (said in plain words)."""
+    def read(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Invalid("must be a whole number" + (f", not {_tname(v)}" if typed else ""))
+        if v < MIN_KEEP:
+            raise Invalid(f"{v} {consequence}; must be >= {MIN_KEEP} "
+                          "(the newest backup is always kept)")
+        return v
+    return read
+
+
+def text(*checks: Check) -> Reader:
+    """A string that passes every check, in order."""
+    def read(v: Any) -> str:
+        if not isinstance(v, str):
+            raise Invalid(f"must be a string, not {_tname(v)}")
+        for check in checks:
+            problem = check(v)
+            if problem is not None:
+                raise Invalid(problem)
+        return v
+    return read
+
+
+def strings(*, nonempty: bool = True, rx: re.Pattern[str] | None = None, what: str = "entry",
+            each: Check | None = None) -> Reader:
+    """A list of non-empty strings (matching *rx*); *each* checks every entry."""
+    def read(v: Any) -> tuple[str, ...]:
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise Invalid("must be a list of strings")
+        if nonempty and not v:
+            raise Invalid("must not be empty")
+        bad = [x for x in v if not x or (rx is not None and not rx.fullmatch(x))]
+        if bad:
+            raise Invalid(f"invalid {what}: {', '.join(repr(b) for b in bad)}")
+        problems = [p for p in map(each, v) if p is not None] if each is not None else []
+        if problems:
+            raise Invalid(*problems, value=tuple(v))
+        return tuple(v)
+    return read
+
+
+def file_patterns(*, nonempty: bool = True) -> Reader:
+    """File-name patterns: a list of strings, none with '/' and none a bare '*'."""
+    listed = strings(nonempty=nonempty, what="pattern")
+
+    def read(v: Any) -> tuple[str, ...]:
+        pats: tuple[str, ...] = listed(v)
+        bad = [p for p in pats if "/" in p or p in ("*", ".*")]
+        if bad:
+            raise Invalid("patterns match file names: no '/' and not a bare '*': "
+                          + ", ".join(repr(b) for b in bad))
+        return pats
+    return read
+
+
+def duration(*, positive: bool = True, example: str = "30d",
+             parse: Callable[[str], Any] = parse_duration) -> Reader:
+    """A duration string (``parse_span`` for ``keep_within``); *positive*: not ``0s``."""
+    def read(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise Invalid(f"must be a duration string like \"{example}\", not {_tname(v)}")
+        value = parse(v)
+        if positive and not value:
+            raise Invalid("must be longer than 0s")
+        return value
+    return read
+
+
+def days(v: Any) -> timedelta:
+    """An override's age in days (CLI, API, Python): a number above 0, at most MAX_DAYS."""
+    if (isinstance(v, bool) or not isinstance(v, int | float)
+            or not math.isfinite(v) or v <= 0):
+        raise Invalid(f"{v!r} days must be a number > 0")
+    if v * 86400 > MAX_DURATION_S:
+        raise Invalid(f"{v!r} days is longer than {MAX_DAYS} days (100 years)")
+    return timedelta(days=v)
+
+
+def _relative(v: str) -> str | None:
+    """Paths in the config are relative to root; '..' could escape it."""
+    if v.startswith("/"):
+        return f"{v!r}: must be relative to root"
+    if ".." in v.split("/"):
+        return f"{v!r}: '..' is not allowed"
+    return None
+
+
+def _per_env(v: str) -> str | None:
+    return None if "{env}" in v else f"{v!r} must contain {{env}} (one directory per environment)"
+
+
+def _tmp_dir(v: str) -> str | None:
+    if not v:
+        return None
+    if not v.startswith("/"):
+        return f"{v!r}: must be an absolute path (or \"\" for none)"
+    return f"{v!r}: a system directory may not be cleaned" if is_forbidden_root(v) else None
+
+
+def _root(v: Any) -> str:
+    root: str = text()(v)
+    if not root.startswith("/"):
+        raise Invalid(f"{root!r}: must be an absolute path")
+    if is_forbidden_root(root) or is_forbidden_root(os.path.realpath(root)):
+        raise Invalid(f"{root!r}: refusing to clean a system directory; "
+                      "point root at the dashboard's install directory")
+    return os.path.normpath(root)
+
+
+def _environments(v: Any) -> tuple[str, ...]:
+    envs: tuple[str, ...] = strings(rx=_ENV_NAME_RX, what="environment name")(v)
+    if len(set(envs)) != len(envs):
+        raise Invalid("names must be unique", value=envs)
+    return envs
+
+
+def _identifier(v: str) -> str | None:
+    return None if _IDENT_RX.fullmatch(v) else f"{v!r} is not a valid name"
+
+
+def _not_configured(environments: tuple[str, ...]) -> str:
+    return f"not a configured environment (environments = {list(environments)})"
+
+
+def _refuse(message: str) -> Reader:
+    def read(_v: Any) -> Any:
+        raise Invalid(message)
+    return read
+
+
+# --- the typed configuration: every key declares how it is read, its default and its help ---
+
+
+def key(read: Reader | None, default: Any, help: str) -> Any:
+    """One configuration key. *read* None: the section reads it itself (a table)."""
+    meta = {"read": read, "help": help}
+    if isinstance(default, Mapping):
+        frozen = MappingProxyType(dict(default))
+        return dataclasses.field(default_factory=lambda: frozen, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def section(cls: type[Any], help: str) -> Any:
+    """One ``[section]`` table of the configuration."""
+    return dataclasses.field(default_factory=cls, metadata={"section": cls, "help": help})
 
 
 #: The built-in ``backups.retention`` numbers (the shipped file's).
 DEFAULT_RETENTION = {"prod": 10, "qa": 5, "dev": 5, "test": 3, "default": 5}
+_RELATIVE_DIRS = strings(nonempty=False, what="directory", each=_relative)
 
 
 @dataclass(frozen=True)
 class BackupsConfig:
-    enabled: bool = True
-    dir: str = "data/{env}/backups"
-    shared_dir: str = "data/backups"
-    patterns: tuple[str, ...] = ("*.db", "*.sqlite", "*.sqlite3", "*.bak", "*.db.gz",
-                                 "*.sql.gz", "*.db.backup.*")
-    min_age: timedelta = timedelta(hours=1)
-    retention: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType(
-        dict(DEFAULT_RETENTION)))
-    #: ``[backups.policy.<env>]`` tables (and ``default``)
-    policy: Mapping[str, Policy] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({}))
+    READ_FIRST: ClassVar[tuple[str, ...]] = ("dir", "shared_dir")
+
+    enabled: bool = key(boolean, True, "apply the retention policies")
+    dir: str = key(text(_relative, _per_env), "data/{env}/backups",
+                   "each environment's backup directory, relative to root")
+    shared_dir: str = key(text(lambda v: _relative(v) if v else None), "data/backups",
+                          "backups of no environment (policy \"default\"); \"\" for none")
+    patterns: tuple[str, ...] = key(file_patterns(), (
+        "*.db", "*.sqlite", "*.sqlite3", "*.bak", "*.db.gz", "*.sql.gz", "*.db.backup.*"),
+        "names of backup files")
+    min_age: timedelta = key(duration(positive=False), timedelta(hours=1),
+                             "younger backups may still be being written: kept, not counted")
+    retention: Mapping[str, int] = key(None, DEFAULT_RETENTION,
+                                       "newest N kept per environment (and default)")
+    policy: Mapping[str, Policy] = key(None, {}, "[backups.policy.<env>] tables (and default)")
 
     def keep_for(self, env: str) -> int:
         """How many backups the policy keeps for *env* (``default`` when not listed)."""
@@ -168,59 +381,81 @@ class BackupsConfig:
 
 @dataclass(frozen=True)
 class LogsConfig:
-    enabled: bool = True
-    max_age: timedelta = timedelta(days=30)
-    dirs: tuple[str, ...] = ("data", "logs")
-    patterns: tuple[str, ...] = ("*.log", "*.log.*")
-    tmp_dir: str = "/tmp"  # noqa: S108  (we clean our own logs there)
-    tmp_patterns: tuple[str, ...] = ("architect*.log", "architect*.log.*")
-    protect: tuple[str, ...] = ("architect_worker.log", "architect_*_worker.log")
+    READ_FIRST: ClassVar[tuple[str, ...]] = ("dirs", "tmp_dir")
+
+    enabled: bool = key(boolean, True, "remove old log files")
+    max_age: timedelta = key(duration(), timedelta(days=30), "older logs go")
+    dirs: tuple[str, ...] = key(_RELATIVE_DIRS, ("data", "logs"), "where, below root")
+    patterns: tuple[str, ...] = key(file_patterns(), ("*.log", "*.log.*"), "names of logs")
+    tmp_dir: str = key(text(_tmp_dir), "/tmp", "our own logs at its top level; \"\" for none")  # noqa: S108
+    tmp_patterns: tuple[str, ...] = key(file_patterns(nonempty=False),
+                                        ("architect*.log", "architect*.log.*"),
+                                        "names of our own logs in tmp_dir")
+    protect: tuple[str, ...] = key(file_patterns(nonempty=False),
+                                   ("architect_worker.log", "architect_*_worker.log"),
+                                   "active worker logs, never removed")
 
 
 @dataclass(frozen=True)
 class TempConfig:
-    enabled: bool = True
-    min_age: timedelta = timedelta(hours=1)
-    dirs: tuple[str, ...] = (".",)
-    patterns: tuple[str, ...] = ("*.tmp", "*.temp", "*.cache", "*.pyc")
-    dir_patterns: tuple[str, ...] = ("__pycache__", ".pytest_cache")
+    READ_FIRST: ClassVar[tuple[str, ...]] = ("dirs",)
+
+    enabled: bool = key(boolean, True, "remove temporary files and cache directories")
+    min_age: timedelta = key(duration(positive=False), timedelta(hours=1), "younger ones stay")
+    dirs: tuple[str, ...] = key(_RELATIVE_DIRS, (".",), "where, below root")
+    patterns: tuple[str, ...] = key(file_patterns(nonempty=False),
+                                    ("*.tmp", "*.temp", "*.cache", "*.pyc"), "file names")
+    dir_patterns: tuple[str, ...] = key(file_patterns(nonempty=False),
+                                        ("__pycache__", ".pytest_cache"),
+                                        "directories removed whole")
 
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    paths: tuple[str, ...] = ("data/{env}/architect.db", "data/assigner/assigner.db")
-    naive_timezone: str = "utc"
-    batch_size: int = 1000
-    busy_timeout: timedelta = timedelta(seconds=5)
+    paths: tuple[str, ...] = key(strings(nonempty=False, what="path", each=_relative),
+                                 ("data/{env}/architect.db", "data/assigner/assigner.db"),
+                                 "the dashboard's databases, below root")
+    naive_timezone: str = key(
+        text(lambda v: None if v in ("utc", "local") else f"{v!r}: must be \"utc\" or \"local\""),
+        "utc", "the zone of timestamps stored without one")
+    batch_size: int = key(whole(*BATCH_SIZE), 1000, "rows changed per transaction")
+    busy_timeout: timedelta = key(duration(), timedelta(seconds=5),
+                                  "how long to wait for the dashboard's lock")
 
 
 @dataclass(frozen=True)
 class TasksConfig:
-    enabled: bool = True
-    max_age: timedelta = timedelta(days=7)
-    tables: tuple[str, ...] = ("task_queue", "tasks")
-    statuses: tuple[str, ...] = ("completed", "cancelled", "failed")
+    enabled: bool = key(boolean, True, "remove old finished tasks")
+    max_age: timedelta = key(duration(), timedelta(days=7), "older finished tasks go")
+    tables: tuple[str, ...] = key(strings(rx=_IDENT_RX, what="table name"),
+                                  ("task_queue", "tasks"), "tables to try")
+    statuses: tuple[str, ...] = key(strings(), ("completed", "cancelled", "failed"),
+                                    "statuses of finished tasks")
 
 
 @dataclass(frozen=True)
 class ErrorsConfig:
-    enabled: bool = True
-    max_age: timedelta = timedelta(days=30)
-    table: str = "errors"
+    enabled: bool = key(boolean, True, "remove old error rows")
+    max_age: timedelta = key(duration(), timedelta(days=30), "older errors go")
+    table: str = key(text(_identifier), "errors", "the errors table")
 
 
 @dataclass(frozen=True)
 class PromptsConfig:
-    enabled: bool = True
-    max_age: timedelta = timedelta(days=14)
-    tables: tuple[str, ...] = ("prompts", "assigner_prompts")
-    statuses: tuple[str, ...] = ("completed", "cancelled", "failed")
+    enabled: bool = key(boolean, True, "archive old finished prompts")
+    max_age: timedelta = key(duration(), timedelta(days=14), "older finished prompts go")
+    tables: tuple[str, ...] = key(strings(rx=_IDENT_RX, what="table name"),
+                                  ("prompts", "assigner_prompts"), "tables to try")
+    statuses: tuple[str, ...] = key(strings(), ("completed", "cancelled", "failed"),
+                                    "statuses of finished prompts")
 
 
 @dataclass(frozen=True)
 class SafetyConfig:
-    exclude_dirs: tuple[str, ...] = ("*chrome_profile*", "*chrome-profile*")
-    skip_open_files: bool = True
+    exclude_dirs: tuple[str, ...] = key(file_patterns(nonempty=False),
+                                        ("*chrome_profile*", "*chrome-profile*"),
+                                        "directories never entered")
+    skip_open_files: bool = key(boolean, True, "keep files a process holds open")
 
 
 @dataclass(frozen=True)
@@ -228,17 +463,18 @@ class Config:
     """The whole, validated configuration. Build one with :func:`load_config`,
     :func:`parse_config` or ``Config()`` for the shipped defaults."""
 
-    root: str = "/srv/architect"
-    environments: tuple[str, ...] = ("prod", "qa", "dev", "test")
-    dry_run: bool = True
-    backups: BackupsConfig = dataclasses.field(default_factory=BackupsConfig)
-    logs: LogsConfig = dataclasses.field(default_factory=LogsConfig)
-    temp: TempConfig = dataclasses.field(default_factory=TempConfig)
-    database: DatabaseConfig = dataclasses.field(default_factory=DatabaseConfig)
-    tasks: TasksConfig = dataclasses.field(default_factory=TasksConfig)
-    errors: ErrorsConfig = dataclasses.field(default_factory=ErrorsConfig)
-    prompts: PromptsConfig = dataclasses.field(default_factory=PromptsConfig)
-    safety: SafetyConfig = dataclasses.field(default_factory=SafetyConfig)
+    root: str = key(_root, "/srv/architect", "the dashboard's install directory")
+    environments: tuple[str, ...] = key(_environments, ("prod", "qa", "dev", "test"),
+                                        "environment names ({env} in paths)")
+    dry_run: bool = key(boolean, True, "only report, unless the run says --force")
+    backups: BackupsConfig = section(BackupsConfig, "database backups")
+    logs: LogsConfig = section(LogsConfig, "log files")
+    temp: TempConfig = section(TempConfig, "temporary files")
+    database: DatabaseConfig = section(DatabaseConfig, "the dashboard's databases")
+    tasks: TasksConfig = section(TasksConfig, "finished task rows")
+    errors: ErrorsConfig = section(ErrorsConfig, "error rows")
+    prompts: PromptsConfig = section(PromptsConfig, "finished prompt rows")
+    safety: SafetyConfig = section(SafetyConfig, "rules above every target")
     #: Files the configuration was read from, in order (for ``config check``).
     sources: tuple[str, ...] = ()
 
@@ -275,15 +511,15 @@ class Config:
         return out
 
 
-# --- reading and validating ------------------------------------------------------------------
+# --- reading and validating: one walk over the declared keys ---------------------------------
 
 _MISSING: Any = object()
 
 
 class _Table:
-    """Reads typed keys out of one TOML table, recording every problem instead of stopping."""
+    """One TOML table being read: its problems go to a shared list (every problem at once)."""
 
-    def __init__(self, raw: Any, path: str, problems: list[str]) -> None:
+    def __init__(self, raw: Any, path: str, problems: list[Problem]) -> None:
         self.path = path
         self.problems = problems
         if raw is _MISSING or raw is None:
@@ -298,109 +534,33 @@ class _Table:
         return f"{self.path}.{key}" if self.path else key
 
     def error(self, key: str, message: str) -> None:
-        where = self.key(key) if key else self.path
-        self.problems.append(f"{where}: {message}")
+        self.problems.append(Problem(self.key(key) if key else self.path, message))
 
     def get(self, key: str) -> Any:
         self.seen.add(key)
         return self.raw.get(key, _MISSING)
 
-    def get_bool(self, key: str, default: bool) -> bool:
-        v = self.get(key)
-        if v is _MISSING:
-            return default
-        if not isinstance(v, bool):
-            self.error(key, f"must be true or false, not {_tname(v)}")
-            return default
-        return v
-
-    def get_int(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
-        v = self.get(key)
-        if v is _MISSING:
-            return default
-        return self.check_int(key, v, default, lo, hi)
-
-    def check_int(self, key: str, v: Any, default: int, lo: int | None, hi: int | None) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.error(key, f"must be a whole number, not {_tname(v)}")
-            return default
-        if lo is not None and v < lo:
-            self.error(key, f"must be >= {lo}")
-            return default
-        if hi is not None and v > hi:
-            self.error(key, f"must be <= {hi}")
-            return default
-        return v
-
-    def get_str(self, key: str, default: str, rx: re.Pattern[str] | None = None) -> str:
-        v = self.get(key)
-        if v is _MISSING:
-            return default
-        if not isinstance(v, str):
-            self.error(key, f"must be a string, not {_tname(v)}")
-            return default
-        if rx is not None and not rx.fullmatch(v):
-            self.error(key, f"{v!r} is not a valid name")
-            return default
-        return v
-
-    def get_duration(self, key: str, default: timedelta, positive: bool = True) -> timedelta:
-        v = self.get(key)
-        if v is _MISSING:
-            return default
-        if not isinstance(v, str):
-            self.error(key, f"must be a duration string like \"30d\", not {_tname(v)}")
-            return default
-        try:
-            td = parse_duration(v)
-        except ValueError as exc:
-            self.error(key, str(exc))
-            return default
-        if positive and td <= timedelta(0):
-            self.error(key, "must be longer than 0s")
-            return default
-        return td
-
-    def str_list(self, key: str, default: tuple[str, ...], *, nonempty: bool = True,
-                 rx: re.Pattern[str] | None = None, what: str = "entry"
-                 ) -> tuple[str, ...]:
-        v = self.get(key)
-        if v is _MISSING:
-            return default
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            self.error(key, "must be a list of strings")
-            return default
-        if nonempty and not v:
-            self.error(key, "must not be empty")
-            return default
-        bad = [x for x in v if not x or (rx is not None and not rx.fullmatch(x))]
-        if bad:
-            self.error(key, f"invalid {what}: {', '.join(repr(b) for b in bad)}")
-            return default
-        return tuple(v)
-
-    def patterns(self, key: str, default: tuple[str, ...], nonempty: bool = True
-                 ) -> tuple[str, ...]:
-        pats = self.str_list(key, default, nonempty=nonempty, what="pattern")
-        bad = [p for p in pats if "/" in p or p in ("*", ".*")]
-        if bad:
-            self.error(key, "patterns match file names: no '/' and not a bare '*': "
-                       + ", ".join(repr(b) for b in bad))
-            return default
-        return pats
-
-    def relpath(self, key: str, value: str) -> bool:
-        """Paths in the config are relative to root; '..' could escape it."""
-        if value.startswith("/"):
-            self.error(key, f"{value!r}: must be relative to root")
-            return False
-        if ".." in value.split("/"):
-            self.error(key, f"{value!r}: '..' is not allowed")
-            return False
-        return True
-
     def table(self, key: str) -> _Table:
         return _Table(self.get(key), self.key(key), self.problems)
+
+    def read(self, readers: Mapping[str, Reader]) -> dict[str, Any]:
+        """The keys of *readers* this table has (and was not asked for before), each read;
+        a refused value is recorded and left out, so the default stands."""
+        out: dict[str, Any] = {}
+        for name, read in readers.items():
+            if name in self.seen:
+                continue
+            raw = self.get(name)
+            if raw is _MISSING:
+                continue
+            try:
+                out[name] = read(raw)
+            except ValueError as exc:
+                for message in exc.messages if isinstance(exc, Invalid) else (str(exc),):
+                    self.error(name, message)
+                if isinstance(exc, Invalid) and exc.value is not None:
+                    out[name] = exc.value
+        return out
 
     def finish(self) -> None:
         known = sorted(self.seen)
@@ -409,46 +569,40 @@ class _Table:
             self.error(k, "unknown key" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
-def _tname(v: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+def _readers(cls: type[Any], names: Iterable[str] | None = None) -> dict[str, Reader]:
+    """The declared readers of *cls* (of *names* only, in that order, when given)."""
+    declared = {f.name: f.metadata["read"] for f in dataclasses.fields(cls)
+                if f.metadata.get("read") is not None}
+    return declared if names is None else {n: declared[n] for n in names}
 
 
-def _parse_backups(t: _Table, environments: tuple[str, ...]) -> BackupsConfig:
-    d = BackupsConfig()
-    dir_ = t.get_str("dir", d.dir)
-    if t.relpath("dir", dir_) and "{env}" not in dir_:
-        t.error("dir", f"{dir_!r} must contain {{env}} (one directory per environment)")
-    shared = t.get_str("shared_dir", d.shared_dir)
-    if shared:
-        t.relpath("shared_dir", shared)
-    policies = _parse_policies(t.table("policy"), environments)
-    retention = dict(d.retention)
+def _parse_section(cls: type[Any], t: _Table, environments: tuple[str, ...]) -> Any:
+    """One section: its declared keys (``READ_FIRST`` first: the order problems are listed
+    in), the backups' tables, then every key the file has that none declares."""
+    values = t.read(_readers(cls, getattr(cls, "READ_FIRST", ())))
+    if cls is BackupsConfig:
+        policies = _parse_policies(t.table("policy"), environments)
+        values["retention"] = MappingProxyType(
+            _parse_retention(t.table("retention"), environments, policies))
+        values["policy"] = MappingProxyType(policies)
+    values |= t.read(_readers(cls))
+    t.finish()
+    return cls(**values)
+
+
+def _parse_retention(rt: _Table, environments: tuple[str, ...],
+                     policies: Mapping[str, Policy]) -> dict[str, int]:
+    # [backups.policy.default] stands in for the built-in per-environment numbers: only a
+    # backups.retention.<env> written in a file is more specific than it.
+    retention = dict(DEFAULT_RETENTION)
     if "default" in policies:
-        # [backups.policy.default] stands in for the built-in per-environment numbers: only
-        # a backups.retention.<env> written in a file is more specific than it.
         retention = {"default": retention["default"]}
-    rt = t.table("retention")
-    for env, n in rt.raw.items():
-        rt.seen.add(env)
-        if env != "default" and env not in environments:
-            rt.error(env, f"not a configured environment (environments = {list(environments)})")
-            continue
-        if isinstance(n, int) and not isinstance(n, bool) and n < 1:
-            rt.error(env, f"{n} would delete every backup; must be >= 1 "
-                          "(the newest backup is always kept)")
-            continue
-        retention[env] = rt.check_int(env, n, retention.get(env, 5), 1, None)
+    number = kept("would delete every backup")
+    refused = _refuse(_not_configured(environments))
+    retention |= rt.read({env: number if env == "default" or env in environments else refused
+                          for env in rt.raw})
     rt.finish()
-    return BackupsConfig(
-        enabled=t.get_bool("enabled", d.enabled),
-        dir=dir_,
-        shared_dir=shared,
-        patterns=t.patterns("patterns", d.patterns),
-        min_age=t.get_duration("min_age", d.min_age, positive=False),
-        retention=MappingProxyType(retention),
-        policy=MappingProxyType(policies),
-    )
+    return retention
 
 
 def _parse_policies(pt: _Table, environments: tuple[str, ...]) -> dict[str, Policy]:
@@ -456,7 +610,7 @@ def _parse_policies(pt: _Table, environments: tuple[str, ...]) -> dict[str, Poli
     for env, raw in pt.raw.items():
         pt.seen.add(env)
         if env != "default" and env not in environments:
-            pt.error(env, f"not a configured environment (environments = {list(environments)})")
+            pt.error(env, _not_configured(environments))
             continue
         sub = _Table(raw, pt.key(env), pt.problems)
         if not isinstance(raw, dict):
@@ -469,48 +623,23 @@ def _parse_policies(pt: _Table, environments: tuple[str, ...]) -> dict[str, Poli
     return policies
 
 
+#: ``[backups.policy.<env>]``: how each key is read (the defaults are Policy's).
+_POLICY: dict[str, Reader] = {
+    **{name: whole(0) for name, _ in COUNT_RULES},
+    "keep_within": duration(example="7d", parse=parse_span),
+    "max_total_size": parse_size,
+    "min_free_space": parse_free_space,
+    "keep_min": kept("would let min_free_space delete every backup"),
+}
+
+
 def _parse_policy(t: _Table) -> Policy | None:
     """One ``[backups.policy.<env>]`` table; None (with the problems recorded) when invalid."""
     before = len(t.problems)
-    counts = {key: t.get_int(key, 0, 0, None) for key, _ in COUNT_RULES}
-    within = None
-    raw = t.get("keep_within")
-    if raw is not _MISSING:
-        if not isinstance(raw, str):
-            t.error("keep_within", f"must be a duration string like \"7d\", not {_tname(raw)}")
-        else:
-            try:
-                within = parse_span(raw)
-            except ValueError as exc:
-                t.error("keep_within", str(exc))
-            else:
-                if not within:
-                    t.error("keep_within", "must be longer than 0s")
-    budget = floor = None
-    raw = t.get("max_total_size")
-    if raw is not _MISSING:
-        try:
-            budget = parse_size(raw)
-        except ValueError as exc:
-            t.error("max_total_size", str(exc))
-    raw = t.get("min_free_space")
-    if raw is not _MISSING:
-        try:
-            floor = parse_free_space(raw)
-        except ValueError as exc:
-            t.error("min_free_space", str(exc))
-    keep_min = DEFAULT_KEEP_MIN
-    raw = t.get("keep_min")
-    if raw is not _MISSING:
-        if isinstance(raw, int) and not isinstance(raw, bool) and raw < 1:
-            t.error("keep_min", f"{raw} would let min_free_space delete every backup; must be "
-                                ">= 1 (the newest backup is always kept)")
-        else:
-            keep_min = t.check_int("keep_min", raw, DEFAULT_KEEP_MIN, 1, None)
+    values = t.read(_POLICY)
     if len(t.problems) > before:
         return None
-    policy = Policy(**counts, keep_within=within, max_total_size=budget, min_free_space=floor,
-                    keep_min=keep_min)
+    policy = Policy(**values)
     if not policy.has_rules:
         t.error("", "keeps nothing but the newest backup: set at least one of "
                     + ", ".join(k for k in POLICY_KEYS[:7])
@@ -519,129 +648,19 @@ def _parse_policy(t: _Table) -> Policy | None:
     return policy
 
 
-def _parse_logs(t: _Table) -> LogsConfig:
-    d = LogsConfig()
-    dirs = t.str_list("dirs", d.dirs, nonempty=False, what="directory")
-    for x in dirs:
-        t.relpath("dirs", x)
-    tmp_dir = t.get_str("tmp_dir", d.tmp_dir)
-    if tmp_dir:
-        if not tmp_dir.startswith("/"):
-            t.error("tmp_dir", f"{tmp_dir!r}: must be an absolute path (or \"\" for none)")
-        elif is_forbidden_root(tmp_dir):
-            t.error("tmp_dir", f"{tmp_dir!r}: a system directory may not be cleaned")
-    return LogsConfig(
-        enabled=t.get_bool("enabled", d.enabled),
-        max_age=t.get_duration("max_age", d.max_age),
-        dirs=dirs,
-        patterns=t.patterns("patterns", d.patterns),
-        tmp_dir=tmp_dir,
-        tmp_patterns=t.patterns("tmp_patterns", d.tmp_patterns, nonempty=False),
-        protect=t.patterns("protect", d.protect, nonempty=False),
-    )
-
-
-def _parse_temp(t: _Table) -> TempConfig:
-    d = TempConfig()
-    dirs = t.str_list("dirs", d.dirs, nonempty=False, what="directory")
-    for x in dirs:
-        t.relpath("dirs", x)
-    return TempConfig(
-        enabled=t.get_bool("enabled", d.enabled),
-        min_age=t.get_duration("min_age", d.min_age, positive=False),
-        dirs=dirs,
-        patterns=t.patterns("patterns", d.patterns, nonempty=False),
-        dir_patterns=t.patterns("dir_patterns", d.dir_patterns, nonempty=False),
-    )
-
-
-def _parse_database(t: _Table) -> DatabaseConfig:
-    d = DatabaseConfig()
-    paths = t.str_list("paths", d.paths, nonempty=False, what="path")
-    for p in paths:
-        t.relpath("paths", p)
-    tz = t.get_str("naive_timezone", d.naive_timezone)
-    if tz not in ("utc", "local"):
-        t.error("naive_timezone", f"{tz!r}: must be \"utc\" or \"local\"")
-        tz = d.naive_timezone
-    return DatabaseConfig(
-        paths=paths,
-        naive_timezone=tz,
-        batch_size=t.get_int("batch_size", d.batch_size, 1, 100_000),
-        busy_timeout=t.get_duration("busy_timeout", d.busy_timeout),
-    )
-
-
-_FinishedRows = TypeVar("_FinishedRows", TasksConfig, PromptsConfig)
-
-
-def _parse_finished_rows(t: _Table, cls: type[_FinishedRows]) -> _FinishedRows:
-    """[tasks] and [prompts] share their shape: tables to try, finished statuses, an age."""
-    d = cls()
-    return cls(
-        enabled=t.get_bool("enabled", d.enabled),
-        max_age=t.get_duration("max_age", d.max_age),
-        tables=t.str_list("tables", d.tables, rx=_IDENT_RX, what="table name"),
-        statuses=t.str_list("statuses", d.statuses),
-    )
-
-
-def _parse_errors(t: _Table) -> ErrorsConfig:
-    d = ErrorsConfig()
-    return ErrorsConfig(
-        enabled=t.get_bool("enabled", d.enabled),
-        max_age=t.get_duration("max_age", d.max_age),
-        table=t.get_str("table", d.table, rx=_IDENT_RX),
-    )
-
-
-def _parse_safety(t: _Table) -> SafetyConfig:
-    d = SafetyConfig()
-    return SafetyConfig(
-        exclude_dirs=t.patterns("exclude_dirs", d.exclude_dirs, nonempty=False),
-        skip_open_files=t.get_bool("skip_open_files", d.skip_open_files),
-    )
-
-
 def parse_config(raw: Mapping[str, Any], sources: tuple[str, ...] = ()) -> Config:
     """Validate a merged TOML document; raise ConfigError listing every problem."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     top = _Table(dict(raw), "", problems)
-    d = Config()
-    root = top.get_str("root", d.root)
-    if not root.startswith("/"):
-        top.error("root", f"{root!r}: must be an absolute path")
-    elif is_forbidden_root(root) or is_forbidden_root(os.path.realpath(root)):
-        top.error("root", f"{root!r}: refusing to clean a system directory; "
-                          "point root at the dashboard's install directory")
-    envs = top.str_list("environments", d.environments, rx=_ENV_NAME_RX,
-                        what="environment name")
-    if len(set(envs)) != len(envs):
-        top.error("environments", "names must be unique")
-    cfg = Config(
-        root=os.path.normpath(root) if root.startswith("/") else root,
-        environments=envs,
-        dry_run=top.get_bool("dry_run", d.dry_run),
-        backups=_finish(_parse_backups, top.table("backups"), envs),
-        logs=_finish(_parse_logs, top.table("logs")),
-        temp=_finish(_parse_temp, top.table("temp")),
-        database=_finish(_parse_database, top.table("database")),
-        tasks=_finish(_parse_finished_rows, top.table("tasks"), TasksConfig),
-        errors=_finish(_parse_errors, top.table("errors")),
-        prompts=_finish(_parse_finished_rows, top.table("prompts"), PromptsConfig),
-        safety=_finish(_parse_safety, top.table("safety")),
-        sources=sources,
-    )
+    values = top.read(_readers(Config))
+    envs = values.get("environments", Config.environments)
+    for f in dataclasses.fields(Config):
+        if "section" in f.metadata:
+            values[f.name] = _parse_section(f.metadata["section"], top.table(f.name), envs)
     top.finish()
     if problems:
         raise ConfigError(problems, ", ".join(sources) or None)
-    return cfg
-
-
-def _finish(fn: Any, table: _Table, *args: Any) -> Any:
-    value = fn(table, *args)
-    table.finish()
-    return value
+    return Config(**values, sources=sources)
 
 
 def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -675,7 +694,7 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     explicit = path or environ.get(ENV_VAR) or None
     chosen = explicit or DEFAULT_CONFIG
     if explicit and not Path(chosen).is_file():
-        raise ConfigError([f"{chosen}: no such configuration file"])
+        raise ConfigError([Problem(chosen, "no such configuration file")])
     merged: dict[str, Any] = {}
     sources = []
     docs: list[tuple[str, dict[str, Any]]] = []
@@ -684,12 +703,12 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
             with f.open("rb") as fh:
                 doc = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"{f}: not valid TOML: {exc}"]) from None
+            raise ConfigError([Problem(str(f), f"not valid TOML: {exc}")]) from None
         except UnicodeDecodeError as exc:
-            raise ConfigError([f"{f}: not valid TOML: not UTF-8 text ({exc.reason} at byte "
-                               f"{exc.start})"]) from None
+            raise ConfigError([Problem(str(f), f"not valid TOML: not UTF-8 text ({exc.reason} "
+                                               f"at byte {exc.start})")]) from None
         except OSError as exc:
-            raise ConfigError([f"{f}: cannot read: {exc.strerror}"]) from None
+            raise ConfigError([Problem(str(f), f"cannot read: {exc.strerror}")]) from None
         merged = merge(merged, doc)
         sources.append(str(f))
         docs.append((str(f), doc))
@@ -722,54 +741,29 @@ def with_overrides(cfg: Config, *, keep: int | Mapping[str, int] | None = None,
                    log_days: float | None = None, task_days: float | None = None,
                    error_days: float | None = None, prompt_days: float | None = None
                    ) -> Config:
-    """The CLI's and the API's overrides applied to a configuration, validated the same way.
+    """The CLI's and the API's overrides applied to a configuration, read by the same
+    :class:`_Table` as the file (ages in days instead of duration strings).
 
     *keep* is one number for every environment (``--keep``) or a per-environment table merged
-    over the configured retention."""
-    problems: list[str] = []
-    backups = cfg.backups
+    over the configured retention. It means what the seed's --keep meant: the newest N, for
+    this run, in place of whatever policy the environment (or every one) has."""
+    problems: list[Problem] = []
+    changes: dict[str, Any] = {}
     if keep is not None:
-        # An override means what the seed's --keep meant: the newest N, for this run, in place
-        # of whatever policy the environment (or every one, for a single number) has.
-        table = dict(backups.retention)
-        policies = {} if isinstance(keep, int) else dict(backups.policy)
-        items = ({e: keep for e in table} if isinstance(keep, int) else dict(keep))
-        for env, n in items.items():
-            if isinstance(n, bool) or not isinstance(n, int):
-                problems.append(f"backups.retention.{env}: must be a whole number")
-            elif n < 1:
-                problems.append(f"backups.retention.{env}: {n} would delete every backup; "
-                                "must be >= 1 (the newest backup is always kept)")
-            else:
-                table[env] = n
-                policies.pop(env, None)
-        backups = dataclasses.replace(backups, retention=MappingProxyType(table),
-                                      policy=MappingProxyType(policies))
-
-    def days(name: str, value: float | None, current: timedelta) -> timedelta:
-        if value is None:
-            return current
-        if (isinstance(value, bool) or not isinstance(value, int | float)
-                or not math.isfinite(value) or value <= 0):
-            problems.append(f"{name}.max_age: {value!r} days must be a number > 0")
-            return current
-        if value * 86400 > MAX_DURATION_S:
-            problems.append(f"{name}.max_age: {value!r} days is longer than "
-                            f"{MAX_DURATION_S // 86400} days (100 years)")
-            return current
-        return timedelta(days=value)
-
-    out = dataclasses.replace(
-        cfg,
-        backups=backups,
-        logs=dataclasses.replace(cfg.logs, max_age=days("logs", log_days, cfg.logs.max_age)),
-        tasks=dataclasses.replace(cfg.tasks, max_age=days("tasks", task_days,
-                                                          cfg.tasks.max_age)),
-        errors=dataclasses.replace(cfg.errors, max_age=days("errors", error_days,
-                                                            cfg.errors.max_age)),
-        prompts=dataclasses.replace(cfg.prompts, max_age=days("prompts", prompt_days,
-                                                              cfg.prompts.max_age)),
-    )
+        b = cfg.backups
+        wanted = dict.fromkeys(b.retention, keep) if isinstance(keep, int) else dict(keep)
+        number = kept("would delete every backup", typed=False)
+        read = _Table(wanted, "backups.retention", problems).read(dict.fromkeys(wanted, number))
+        policies = {} if isinstance(keep, int) else {
+            env: p for env, p in b.policy.items() if env not in read}
+        changes["backups"] = dataclasses.replace(
+            b, retention=MappingProxyType(dict(b.retention) | read),
+            policy=MappingProxyType(policies))
+    ages = {"logs": log_days, "tasks": task_days, "errors": error_days, "prompts": prompt_days}
+    for name, value in ages.items():
+        if value is not None:
+            read = _Table({"max_age": value}, name, problems).read({"max_age": days})
+            changes[name] = dataclasses.replace(getattr(cfg, name), **read)
     if problems:
         raise ConfigError(problems)
-    return out
+    return dataclasses.replace(cfg, **changes)

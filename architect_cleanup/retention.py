@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, tzinfo
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -130,6 +131,15 @@ POLICY_KEYS = (*(k for k, _ in COUNT_RULES), "keep_within", "max_total_size",
 DEFAULT_KEEP_MIN = 3
 
 
+class PolicyKind(Enum):
+    """Where a policy comes from, and so which engine judges it."""
+
+    #: a ``[backups.policy.<env>]`` table: :func:`select` (rules, budget)
+    RULES = "rules"
+    #: a plain ``backups.retention.<env> = N``: :func:`keep_newest`, with its own reasons
+    NEWEST = "newest"
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """One environment's retention policy (see the module docstring for the semantics)."""
@@ -144,11 +154,13 @@ class Policy:
     max_total_size: int | None = None
     min_free_space: FreeFloor | None = None
     keep_min: int = DEFAULT_KEEP_MIN
+    #: not part of what the policy keeps (two policies keeping the same are equal)
+    kind: PolicyKind = field(default=PolicyKind.RULES, compare=False)
 
     @classmethod
     def newest(cls, n: int) -> Policy:
         """``backups.retention.<env> = N``: keep the newest N, nothing else."""
-        return cls(keep_last=n)
+        return cls(keep_last=n, kind=PolicyKind.NEWEST)
 
     @property
     def has_rules(self) -> bool:

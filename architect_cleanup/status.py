@@ -5,6 +5,12 @@ timer being active (there is no home-made daemon any more), ``daemon_pid`` the P
 running right now (whoever started it: timer, CLI or API) or None, ``last_run`` and
 ``last_stats`` the last recorded run. ``next_run``, ``timer_enabled`` and ``last_result`` (the
 whole last-run record) follow, then the details ``status`` prints.
+
+Every key keeps one type in every environment (:data:`FIELD_TYPES`): the dashboard's code was
+written against the original worker, which always answered ``daemon_running`` with a boolean.
+Without a running systemd the timer is not active, so ``daemon_running`` and
+``timer_enabled`` are ``false`` there; the ``systemd`` object keeps ``null`` for what could
+not be asked, and its ``reason`` says why.
 """
 
 from __future__ import annotations
@@ -14,6 +20,23 @@ from typing import Any
 from architect_cleanup import systemctl
 from architect_cleanup.lock import holder, lock_path
 from architect_cleanup.state import StateStore
+
+#: The status document's keys and the types each may take (the seed's five first).
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "success": (bool,),
+    "daemon_running": (bool,),
+    "daemon_pid": (int, type(None)),
+    "last_run": (str, type(None)),
+    "last_stats": (dict, type(None)),
+    "last_result": (dict, type(None)),
+    "next_run": (str, type(None)),
+    "timer_enabled": (bool,),
+    "last_trigger": (str, type(None)),
+    "service_state": (str, type(None)),
+    "systemd": (dict,),
+    "state_file": (str,),
+    "state_problem": (str, type(None)),
+}
 
 
 def status_doc() -> dict[str, Any]:
@@ -26,16 +49,23 @@ def status_doc() -> dict[str, Any]:
     running = holder(lock_path()) or sd.service_pid
     return {
         "success": True,
-        "daemon_running": sd.timer_active,
+        "daemon_running": sd.timer_active is True,
         "daemon_pid": running,
-        "last_run": last.get("started_at") if last else None,
-        "last_stats": last.get("stats") if last else None,
+        "last_run": _typed(last, "started_at", str),
+        "last_stats": _typed(last, "stats", dict),
         "last_result": last,
         "next_run": sd.next_run,
-        "timer_enabled": sd.timer_enabled,
+        "timer_enabled": sd.timer_enabled is True,
         "last_trigger": sd.last_trigger,
         "service_state": sd.service_state,
         "systemd": sd.to_dict(),
         "state_file": store.path,
         "state_problem": store.problem,
     }
+
+
+def _typed(record: dict[str, Any] | None, key: str, kind: type) -> Any:
+    """*record*[*key*] when it has the type the document promises, else None (a state file
+    edited by hand must not change the types a dashboard reads)."""
+    value = record.get(key) if record else None
+    return value if isinstance(value, kind) else None

@@ -1,8 +1,11 @@
-"""CleanupWorker: take the lock, run each target, contain failures, record the run.
+"""CleanupWorker: take the lock, then plan, run each step, finish.
 
-One run: lock -> for each target in order: run it (a dry run and a real run walk the same code;
-only the final delete differs) -> fold its result into the stats -> journal entry. Then the
-state file, and last the one-line summary that ``systemctl status`` shows.
+One run: lock -> plan (:func:`~architect_cleanup.runplan.plan_run`: which targets run, which
+do not and why, which share one walk) -> each target's slot in run order: its step runs with
+its failure contained (a dry run and a real run walk the same code; only the final delete
+differs), its result goes into the stats and the journal -> the final steps: the activity
+row, the ``after_run`` hooks passed in, the state file, and last the one-line summary that
+``systemctl status`` shows.
 """
 
 from __future__ import annotations
@@ -12,28 +15,19 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from architect_cleanup import preflight
+from architect_cleanup import activity, preflight
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
 from architect_cleanup.journal import fields
 from architect_cleanup.lock import LockHeld, RunLock, lock_path
 from architect_cleanup.notify import Notifier
+from architect_cleanup.runplan import FinalStep, NotRun, RunPlan, Step, plan_run
 from architect_cleanup.state import StateStore
 from architect_cleanup.stats import CleanupStats, TargetResult, action, mib
-from architect_cleanup.targets import (
-    REGISTRY,
-    Actor,
-    Decision,
-    Interrupted,
-    RunContext,
-    Target,
-    TreeTarget,
-    ordered,
-    scan_tree,
-)
+from architect_cleanup.targets import REGISTRY, Actor, Decision, Interrupted, RunContext, ordered
 from architect_cleanup.targets.base import on_readonly_fs
 
 log = logging.getLogger(__name__)
@@ -45,9 +39,8 @@ ITEM_LOG_LIMIT = 10_000
 #: Targets that change database rows: their results have no size worth showing.
 ROW_TARGETS = frozenset({"tasks", "errors", "prompts"})
 
-#: Hooks run after the targets with the finished stats (the database module adds the
-#: activity-log writer here); each gets the context and the stats and must not raise.
-AFTER_RUN: list[Callable[[RunContext, CleanupStats], None]] = []
+#: A step after the targets (``after_run=``): it gets the context and the finished stats.
+AfterRun = Callable[[RunContext, CleanupStats], None]
 
 
 def utc_iso(dt: datetime) -> str:
@@ -63,7 +56,7 @@ class CleanupWorker:
     (``/etc/architect-cleanup/config.toml`` or ``$ARCHITECT_CLEANUP_CONFIG``).
     ``source`` names the caller kind (timer, cli, api, python) and ``actor`` who it is
     (:class:`~architect_cleanup.targets.base.Actor`: user_id, user, ip_address); both reach
-    the AFTER_RUN hooks through the run context, for the activity log.
+    the activity row (and the ``after_run`` hooks, called after it) through the run context.
     Invalid values raise :class:`~architect_cleanup.config.ConfigError`.
     """
 
@@ -87,6 +80,7 @@ class CleanupWorker:
         state: StateStore | None = None,
         record_state: bool = True,
         should_stop: Callable[[], bool] | None = None,
+        after_run: Sequence[AfterRun] = (),
         collect_items: bool = False,
     ) -> None:
         base = config if config is not None else load_config()
@@ -112,9 +106,11 @@ class CleanupWorker:
         self.state = state if state is not None else StateStore()
         self.record_state = record_state
         self.should_stop = should_stop or (lambda: False)
+        self.after_run = tuple(after_run)
         self.collect_items = collect_items
-        self.last_stats: CleanupStats | None = None
         self._items_logged: dict[str, int] = {}
+        self.last_stats: CleanupStats | None = None
+        self._started = 0.0  # time.monotonic() at the run's start
 
     def run_cleanup(self) -> CleanupStats:
         """Run every selected target once; raises LockHeld when another run is going on."""
@@ -131,9 +127,30 @@ class CleanupWorker:
             lock.release()
 
     def _run(self) -> CleanupStats:
+        """Plan, run each step, finish."""
         raise_nofile_limit()
+        plan = plan_run(self.config, self.only, self._final_steps())
+        ctx, stats = self._start()
+        try:
+            self._run_slots(ctx, plan, stats)
+        finally:
+            ctx.close()
+        self._finish(ctx, plan, stats)
+        return stats
+
+    def _final_steps(self) -> list[FinalStep]:
+        """After the targets: the activity row, the hooks passed in, the state record, the
+        journal summary."""
+        hooks = (activity.record_run, *self.after_run)
+        steps = [FinalStep(getattr(hook, "__name__", str(hook)), hook) for hook in hooks]
+        if self.record_state:
+            steps.append(FinalStep("state", lambda _ctx, stats: self._record(stats), False))
+        steps.append(FinalStep("summary", lambda _ctx, stats: self._summary(stats), False))
+        return steps
+
+    def _start(self) -> tuple[RunContext, CleanupStats]:
         now = self.now or datetime.now(UTC)
-        started = time.monotonic()
+        self._started = time.monotonic()
         stats = CleanupStats(dry_run=self.dry_run, source=self.source,
                              started_at=utc_iso(now))
         if self.collect_items:
@@ -146,61 +163,68 @@ class CleanupWorker:
         log.info("Starting cleanup (%s, from %s) of %s", mode, self.source, self.config.root,
                  extra=fields("run_started", cleanup_dry_run=self.dry_run,
                               cleanup_source=self.source, cleanup_root=self.config.root))
-        self._preflight(ctx)
-        interrupted = walked = False
-        targets = {name: REGISTRY[name]() for name in ordered()}
-        results = {name: TargetResult(name) for name in targets}
-        selected = [n for n, t in targets.items()
-                    if (self.only is None or n in self.only) and t.enabled(self.config)]
-        # The name-based targets share one walk of the root; it runs at the first of them.
-        # Enabled but unselected ones take part passively: a name keeps its owner.
-        tree = [n for n in selected if isinstance(targets[n], TreeTarget)]
-        passive = [n for n, t in targets.items()
-                   if isinstance(t, TreeTarget) and t.enabled(self.config) and n not in tree]
-        try:
-            for name, target in targets.items():
-                result = results[name]
-                # A stop skips the targets that have not run yet; the tree targets after the
-                # first were run by the shared walk (if it ran) and report what it did.
-                not_run = name not in tree or not walked
-                if not_run and (interrupted or self.should_stop()):
-                    if not interrupted:
-                        # stopped between two targets: this one is where the stop landed,
-                        # so the run is not reported as complete
-                        interrupted = True
-                        result.stop()
-                        self._report_target(ctx, result)
-                    else:
-                        result.status, result.message = "skipped", "run interrupted"
-                elif self.only is not None and name not in self.only:
-                    result.status, result.message = "skipped", "not selected"
-                elif not target.enabled(self.config):
-                    result.status, result.message = "disabled", f"{name}.enabled = false"
-                elif name in tree:
-                    if not walked:
-                        walked = True
-                        interrupted = self._run_tree(ctx, targets, results, tree, passive)
-                    self._report_target(ctx, result)
-                else:
-                    interrupted = self._run_target(ctx, target, result)
-                    self._report_target(ctx, result)
-                stats.add(result)
-        finally:
-            ctx.close()
-        stats.duration = time.monotonic() - started
-        stats.finished_at = utc_iso(datetime.now(UTC))
-        for hook in AFTER_RUN:
-            try:
-                hook(ctx, stats)
-            except Exception as exc:  # a hook must not lose the run's report
-                log.error("after-run hook %s failed: %s", getattr(hook, "__name__", hook), exc)
-        if self.record_state:
-            self._record(stats)
-        self._summary(stats)
-        self.last_stats = stats
-        return stats
+        self._preflight()
+        return ctx, stats
 
-    def _preflight(self, ctx: RunContext) -> None:
+    def _run_slots(self, ctx: RunContext, plan: RunPlan, stats: CleanupStats) -> None:
+        """Each target's slot in run order: its step runs once (a shared walk at its first
+        member; the later members report what it did). A stop (SIGTERM) between two steps
+        marks the slot where it landed "stopped"; the steps not yet run are skipped."""
+        stopped = False
+        done: set[Step] = set()
+        for slot in plan.slots:
+            result = plan.results[slot.name]
+            if slot.step not in done and (stopped or self.should_stop()):
+                if stopped:
+                    NotRun.INTERRUPTED.mark(result)
+                else:  # the run is not reported as complete
+                    stopped = True
+                    result.stop()
+                    self._report_target(ctx, result)
+            elif slot.not_run is not None:
+                slot.not_run.mark(result)
+            elif slot.step is not None:
+                if slot.step not in done:
+                    done.add(slot.step)
+                    stopped = self._contain(ctx, slot.step, plan.results)
+                self._report_target(ctx, result)
+            stats.add(result)
+
+    def _contain(self, ctx: RunContext, step: Step, results: Mapping[str, TargetResult]
+                 ) -> bool:
+        """Run one step, containing any failure to its targets; True when it was stopped."""
+        ctx.status(f"{step.label}: starting", force=True)
+        t0 = time.monotonic()
+        stopped = False
+        try:
+            step.work(ctx, results)
+        except Interrupted as exc:
+            for name in step.names:
+                results[name].stop(str(exc))
+            stopped = True
+        except Exception as exc:  # one failing step must not stop the others
+            for name in step.names:
+                if not results[name].failed:
+                    results[name].fail(_describe(exc) + self._readonly_hint(ctx, name, exc))
+            log.debug("%s failed", step.what, exc_info=True)
+        for name in step.names:
+            results[name].duration = time.monotonic() - t0
+        return stopped
+
+    def _finish(self, ctx: RunContext, plan: RunPlan, stats: CleanupStats) -> None:
+        stats.duration = time.monotonic() - self._started
+        stats.finished_at = utc_iso(datetime.now(UTC))
+        for step in plan.final:
+            if not step.contained:
+                step.run(ctx, stats)
+                continue
+            try:
+                step.run(ctx, stats)
+            except Exception as exc:  # a hook must not lose the run's report
+                log.error("after-run hook %s failed: %s", step.name, exc)
+        self.last_stats = stats
+
+    def _preflight(self) -> None:
         """Say once, at the start, what every target would otherwise run into: a missing
         root, missing databases, a root the service may not write."""
         for finding in preflight.check(self.config):
@@ -245,47 +269,6 @@ class CleanupWorker:
 
         self._items_logged = logged
         return on_decision
-
-    def _run_target(self, ctx: RunContext, target: Target, result: TargetResult) -> bool:
-        """Run one target, containing any failure; True when the run was interrupted."""
-        name = result.name
-        ctx.status(f"{name}: starting", force=True)
-        t0 = time.monotonic()
-        interrupted = False
-        try:
-            target.run(ctx, result)
-        except Interrupted as exc:
-            result.stop(str(exc))
-            interrupted = True
-        except Exception as exc:  # one failing target must not stop the others
-            result.fail(_describe(exc) + self._readonly_hint(ctx, name, exc))
-            log.debug("target %s failed", name, exc_info=True)
-        result.duration = time.monotonic() - t0
-        return interrupted
-
-    def _run_tree(self, ctx: RunContext, targets: Mapping[str, Target],
-                  results: Mapping[str, TargetResult], names: list[str],
-                  passive: list[str]) -> bool:
-        """The shared walk of the tree targets; failures are contained like _run_target's."""
-        ctx.status(f"{'/'.join(names)}: starting", force=True)
-        t0 = time.monotonic()
-        interrupted = False
-        everyone = [n for n in targets if n in names or n in passive]
-        pairs = [(t, results[n]) for n in everyone if isinstance(t := targets[n], TreeTarget)]
-        try:
-            scan_tree(ctx, pairs, frozenset(passive))
-        except Interrupted as exc:
-            for n in names:
-                results[n].stop(str(exc))
-            interrupted = True
-        except Exception as exc:
-            for n in names:
-                if not results[n].failed:
-                    results[n].fail(_describe(exc) + self._readonly_hint(ctx, n, exc))
-            log.debug("tree walk failed", exc_info=True)
-        for n in names:
-            results[n].duration = time.monotonic() - t0
-        return interrupted
 
     def _report_target(self, ctx: RunContext, result: TargetResult) -> None:
         name = result.name

@@ -16,18 +16,20 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from architect_cleanup.fs import Dir, FsError, display, free_space
+from architect_cleanup.config import Config
+from architect_cleanup.fs import Dir, FsError, compile_patterns, display, free_space
 from architect_cleanup.retention import (
     Backup,
     FloorGroup,
     FreeSpace,
     Policy,
     PolicyError,
+    PolicyKind,
     Verdict,
     format_size,
     keep_newest,
@@ -38,12 +40,11 @@ from architect_cleanup.retention import free_space_pass as floor_pass
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.base import (
     FileTarget,
+    Hold,
     RunContext,
     age_text,
     future_text,
-    matcher,
     register,
-    under,
 )
 
 log = logging.getLogger(__name__)
@@ -53,26 +54,13 @@ SHARED = "default"  # the shared directory, named as its config entries
 LOCALTIME = "/etc/localtime"
 
 
-def backup_dirs(ctx: RunContext) -> list[tuple[str, str, str]]:
+def backup_dirs(cfg: Config) -> list[tuple[str, str, str]]:
     """(label, relative dir, policy name) for every environment, then the shared directory."""
-    cfg = ctx.config
     out = [(env, rel, env) for env, rel in
            ((e, cfg.backups.dir.replace("{env}", e)) for e in cfg.environments)]
     if cfg.backups.shared_dir:
         out.append((SHARED, cfg.backups.shared_dir, "default"))
     return out
-
-
-def backups_in(ctx: RunContext) -> Callable[[str], Callable[[str], bool] | None]:
-    """For the targets that walk the same trees (logs, temp): given a directory's path, the
-    matcher of the names the backups target owns there (its patterns, in a backup
-    directory or below), or None where it owns nothing. One check per directory."""
-    cfg = ctx.config
-    if not cfg.backups.enabled:
-        return lambda _path: None
-    is_backup = matcher(cfg.backups.patterns)
-    dirs = frozenset(cfg.resolve(rel) for _, rel, _ in backup_dirs(ctx))
-    return lambda path: is_backup if under(path, dirs) else None
 
 
 def local_zone(environ: Mapping[str, str] | None = None,
@@ -117,11 +105,11 @@ class Backups(FileTarget):
 
     def run(self, ctx: RunContext, result: TargetResult) -> None:
         root = ctx.root()
-        self._is_backup = matcher(ctx.config.backups.patterns)
+        self._is_backup = compile_patterns(ctx.config.backups.patterns)
         tz = local_zone()
         plans: list[_Plan] = []
         try:
-            for label, rel, policy_name in backup_dirs(ctx):
+            for label, rel, policy_name in backup_dirs(ctx.config):
                 ctx.check_stop()
                 try:
                     d = root.open_path(rel)
@@ -188,7 +176,7 @@ class Backups(FileTarget):
                 plan.held.append((name, f"{age_text(max(age, 0))}, younger than min_age: may "
                                         "still be being written (not counted)"))
                 continue
-            if st.st_mtime > ctx.future_limit:
+            if self.last_moment_keep(ctx, st) is Hold.FUTURE:
                 self._warn_future(d.join(name), st, ctx)
                 plan.held.append((name, f"{future_text(st.st_mtime - ctx.now_ts)} "
                                         "(not counted)"))
@@ -198,7 +186,7 @@ class Backups(FileTarget):
             frees = sum(_allocated(s) for s in (st, *sibs))
             ready.append(Backup(name, st.st_mtime, size, name, frees))
 
-        if plan.source.startswith("backups.retention."):
+        if plan.policy.kind is PolicyKind.NEWEST:
             # the plain number keeps its original code path and reasons, exactly as before
             plan.verdicts = keep_newest(ready, plan.policy.keep_last, plan.label)
             return

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from stat import S_ISLNK, S_ISREG
 from typing import ClassVar, TypedDict
 
@@ -19,7 +20,6 @@ from architect_cleanup.fs import (
     FsError,
     OpenFiles,
     Root,
-    compile_patterns,
     display,
     freed_bytes,
     unlink_all,
@@ -34,6 +34,15 @@ log = logging.getLogger(__name__)
 FUTURE_SLACK = 300.0
 #: How often (seconds) live progress may be sent.
 PROGRESS_INTERVAL = 1.0
+
+
+class Hold(StrEnum):
+    """Why an item a rule would remove is kept at the last moment (the text is the reason)."""
+
+    #: modified more than FUTURE_SLACK ahead of ``now``: clock trouble
+    FUTURE = "modified in the future"
+    #: some process holds it open (``safety.skip_open_files``)
+    OPEN = "open by a running process"
 
 
 class Interrupted(Exception):
@@ -80,7 +89,8 @@ class RunContext:
     """Everything a target needs from the run; passed in, never global.
 
     ``actor`` says who asked for the run (see :class:`Actor`); None for the timer and the CLI.
-    The activity-log hook in ``worker.AFTER_RUN`` reads ``ctx.source`` and ``ctx.actor``."""
+    The run's activity-row step (:func:`architect_cleanup.activity.record_run`) reads
+    ``ctx.source`` and ``ctx.actor``."""
 
     config: Config
     now: datetime
@@ -212,6 +222,16 @@ def human_duration(seconds: float) -> str:
     raise AssertionError("unreachable")
 
 
+def hold_text(ctx: RunContext, st: os.stat_result, why: Hold) -> str:
+    """A last-moment reason said exactly: "modified 4 months in the future", "open by PID
+    1234 (gunicorn)"."""
+    if why is Hold.FUTURE:
+        return future_text(st.st_mtime - ctx.now_ts)
+    if why is Hold.OPEN and ctx.open_files is not None:
+        return ctx.open_files.describe(st) or str(why)
+    return str(why)
+
+
 def future_text(ahead: float) -> str:
     """The reason a file with a future mtime is kept: "modified 4 months in the future"."""
     return f"modified {human_duration(ahead)} in the future"
@@ -233,25 +253,24 @@ class FileTarget(Target):
     def __init__(self) -> None:
         self._warned_future = 0
 
-    def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> str | None:
+    def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> Hold | None:
         """Reasons that override any rule: a future mtime, a file some process holds open
         (``ctx.open_files`` is None when ``safety.skip_open_files`` is off)."""
         if st.st_mtime > ctx.future_limit:
-            return future_text(st.st_mtime - ctx.now_ts)
-        if ctx.open_files is not None:
-            return ctx.open_files.describe(st)
+            return Hold.FUTURE
+        if ctx.open_files is not None and ctx.open_files.is_open(st):
+            return Hold.OPEN
         return None
 
     def judge_by_age(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str],
                      *, max_age: float, limit: str, young: str,
-                     not_ours: Callable[[str], bool] | None = None,
                      protected: Callable[[str], bool] | None = None,
                      protected_reason: str = "") -> None:
         """The age rule over one directory's matching names: a file (or symlink) whose own
         mtime is more than *max_age* seconds before ``now`` is removed, a younger one kept.
 
-        Names *not_ours* says belong to another target are passed over; names *protected*
-        says are kept with *protected_reason*; only the rest pay for an ``lstat``. This loop
+        Names *protected* says are kept with *protected_reason*; only the rest pay for an
+        ``lstat`` (names another target owns never reach here: see ``targets.owners``). This loop
         runs once per candidate file, so it keeps to locals and builds reasons only when
         someone reads them."""
         fd = d.fd
@@ -260,8 +279,6 @@ class FileTarget(Target):
         wants = ctx.wants_decisions
         doomed: list[tuple[str, os.stat_result]] = []
         for name in names:
-            if not_ours is not None and not_ours(name):
-                continue
             if protected is not None and protected(name):
                 self.keep(ctx, result, d.join(name), protected_reason)
                 continue
@@ -319,13 +336,14 @@ class FileTarget(Target):
         result.bytes += nbytes
 
     def _kept_at_last_moment(self, ctx: RunContext, result: TargetResult, path: str,
-                             st: os.stat_result, why_keep: str, rule: str,
+                             st: os.stat_result, why_keep: Hold, rule: str,
                              part: str | None = None) -> None:
         """Count and report a file a rule would remove that a last-moment reason keeps."""
-        if st.st_mtime > ctx.future_limit:
+        if why_keep is Hold.FUTURE:
             self._warn_future(path, st, ctx)
         result.skipped += 1
-        self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {rule}", part)
+        self.keep(ctx, result, path, f"{hold_text(ctx, st, why_keep)}; a rule would remove it: "
+                  f"{rule}", part)
 
     def _not_removed(self, ctx: RunContext, result: TargetResult, path: str,
                      exc: Exception) -> None:
@@ -414,27 +432,6 @@ def on_readonly_fs(path: str) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         return False
-
-
-def matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    return compile_patterns(patterns)
-
-
-def exclusion_filter(ctx: RunContext, claim: Callable[[str], bool] | None = None
-                     ) -> Callable[[Dir, os.DirEntry[str]], str | None]:
-    """The walker's directory filter: configured exclusions are skipped; names *claim*
-    matches are handed to the target whole."""
-    excluded = matcher(ctx.config.safety.exclude_dirs)
-
-    def dir_filter(_d: Dir, entry: os.DirEntry[str]) -> str | None:
-        name = entry.name
-        if excluded(name):
-            return "excluded by safety.exclude_dirs"
-        if claim is not None and claim(name):
-            return "claim"
-        return None
-
-    return dir_filter
 
 
 def unique_dirs(dirs: tuple[str, ...]) -> list[str]:

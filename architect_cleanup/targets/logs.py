@@ -13,10 +13,10 @@ import contextlib
 import re
 
 from architect_cleanup.config import format_duration
-from architect_cleanup.fs import Dir, FsError, Scope, Walker, patterns_regex
+from architect_cleanup.fs import Dir, FsError, Scope, Walker, compile_patterns, patterns_regex
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.backups import backups_in
-from architect_cleanup.targets.base import RunContext, matcher, register
+from architect_cleanup.targets.base import RunContext, register
+from architect_cleanup.targets.owners import backup_names, not_backups
 from architect_cleanup.targets.tree import TreeTarget
 
 
@@ -34,14 +34,12 @@ class Logs(TreeTarget):
         cfg = ctx.config
         self._max_age = cfg.logs.max_age.total_seconds()
         self._limit = format_duration(cfg.logs.max_age)
-        self._protected = matcher(cfg.logs.protect)
-        self._backups_in = backups_in(ctx)
+        self._protected = compile_patterns(cfg.logs.protect)
 
     def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
                  ) -> None:
         self.judge_by_age(ctx, result, d, names, max_age=self._max_age, limit=self._limit,
-                          young="within", not_ours=self._backups_in(d.path),
-                          protected=self._protected,
+                          young="within", protected=self._protected,
                           protected_reason="active worker log (logs.protect)")
 
     def finish(self, ctx: RunContext, result: TargetResult) -> None:
@@ -56,8 +54,10 @@ class Logs(TreeTarget):
             return
         start = tmp.open_path(".")
         scope = Scope(files=re.compile(patterns_regex(cfg.tmp_patterns)).match)
+        backups = backup_names(ctx.config)
         with contextlib.closing(start):
             walker = Walker(tmp, start, scope=lambda _d: scope, max_depth=0)
             for d, files, _dirs in walker.batches():
-                self.on_files(ctx, result, d, [name for name, _m in files])
+                self.on_files(ctx, result, d,
+                              not_backups(backups, d.path, [name for name, _m in files]))
             result.checked += walker.entries_seen

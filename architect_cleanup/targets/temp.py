@@ -13,7 +13,6 @@ import os
 from architect_cleanup.config import format_duration
 from architect_cleanup.fs import Dir, lstat_at, remove_tree
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.backups import backups_in
 from architect_cleanup.targets.base import (
     Decision,
     RunContext,
@@ -40,12 +39,11 @@ class Temp(TreeTarget):
         cfg = ctx.config
         self._min_age = cfg.temp.min_age.total_seconds()
         self._limit = format_duration(cfg.temp.min_age)
-        self._backups_in = backups_in(ctx)
 
     def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
                  ) -> None:
         self.judge_by_age(ctx, result, d, names, max_age=self._min_age, limit=self._limit,
-                          young="younger than", not_ours=self._backups_in(d.path))
+                          young="younger than")
 
     def on_dir(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
         path = d.join(name)

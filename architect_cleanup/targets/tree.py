@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from architect_cleanup.fs import Dir, FsError, Root, Scope, Walker, patterns_regex
@@ -26,6 +26,7 @@ from architect_cleanup.targets.base import (
     under,
     unique_dirs,
 )
+from architect_cleanup.targets.owners import BackupNames, Owners, not_backups
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class TreeTarget(FileTarget):
         """Work after the shared walk (e.g. the logs target's top level of /tmp)."""
 
     def run(self, ctx: RunContext, result: TargetResult) -> None:
-        scan_tree(ctx, [(self, result)])
+        scan_tree(ctx, Owners.of(ctx.config, [self]), {self.name: result})
 
 
 @dataclass
@@ -129,18 +130,19 @@ class _Scopes:
         )
 
 
-def scan_tree(ctx: RunContext, pairs: list[tuple[TreeTarget, TargetResult]],
-              passive: frozenset[str] = frozenset()) -> None:
-    """Run the tree targets in *pairs* over one shared walk of the root.
+def scan_tree(ctx: RunContext, owners: Owners, results: Mapping[str, TargetResult]) -> None:
+    """Run the tree targets of *owners* over one shared walk of the root, each filling its
+    result in *results*.
 
-    Targets named in *passive* are enabled but not selected: names they match stay theirs
-    (so ``--only temp`` never takes a file the logs target owns) but nothing is done.
-    A failure of one target's judgement marks that target failed and the walk goes on for
-    the others; a failure of the walk itself (a missing root) fails them all."""
+    Names go to their owners (see :mod:`~architect_cleanup.targets.owners`); a passive member
+    owns its names but does nothing. A failure of one target's judgement marks that target
+    failed and the walk goes on for the others; a failure of the walk itself (a missing root)
+    fails them all."""
     root = ctx.root()
     members = []
-    for i, (target, result) in enumerate(pairs):
-        is_passive = target.name in passive
+    for i, target in enumerate(owners.members):
+        result = results[target.name]
+        is_passive = target.name in owners.passive
         if not is_passive:
             target.prepare(ctx, result)
         starts = frozenset(ctx.config.resolve(s) for s in unique_dirs(target.starts(ctx)))
@@ -152,14 +154,14 @@ def scan_tree(ctx: RunContext, pairs: list[tuple[TreeTarget, TargetResult]],
         os.path.relpath(s, root.dir.path) for m in members for s in m.starts))
     label = "/".join(m.target.name for m in members)
     for rel in all_starts:
-        _walk_one(ctx, root, rel, scopes, by_group, label)
+        _walk_one(ctx, root, rel, scopes, by_group, label, owners.backups)
     for m in members:
         if not m.failed and not m.passive:
             _guard(m, m.target.finish, ctx, m.result)
 
 
 def _walk_one(ctx: RunContext, root: Root, rel: str, scopes: _Scopes,
-              by_group: dict[str, _Member], label: str) -> None:
+              by_group: dict[str, _Member], label: str, backups: BackupNames) -> None:
     members = scopes.members
     try:
         start = root.open_path(rel)
@@ -203,7 +205,8 @@ def _walk_one(ctx: RunContext, root: Root, rel: str, scopes: _Scopes,
                     if i:  # also inside one huge directory: stop (SIGTERM) and progress
                         tick()
                     if not (m.failed or m.passive):
-                        _guard(m, m.target.on_files, ctx, m.result, d, names[i:i + CHUNK])
+                        chunk = not_backups(backups, d.path, names[i:i + CHUNK])
+                        _guard(m, m.target.on_files, ctx, m.result, d, chunk)
             for name, match in dirs:
                 group = match.lastgroup
                 m = by_group[group] if group is not None else first

@@ -20,7 +20,7 @@ from dbkit import (
     text,
 )
 
-from architect_cleanup import activity, worker
+from architect_cleanup import worker
 
 
 @pytest.fixture
@@ -44,8 +44,15 @@ def log_rows(con: sqlite3.Connection) -> list[sqlite3.Row]:
         con.row_factory = None
 
 
-def test_the_hook_is_registered_with_the_worker():
-    assert activity.record_run in worker.AFTER_RUN
+def test_the_activity_row_is_a_final_step_of_the_run_and_hooks_are_passed_in(tree, tmp_path):
+    """Nothing registers itself at import time: the worker writes the activity row itself,
+    then calls the hooks given to it, with the finished stats."""
+    assert not hasattr(worker, "AFTER_RUN")
+    root, prod, _qa, _asg = tree
+    seen: list[int] = []
+    stats = run(config(root), tmp_path, dry_run=False, source="cli",
+                after_run=[lambda _ctx, st: seen.append(len(log_rows(prod)))])
+    assert seen == [1] and stats.success
 
 
 def test_a_real_run_is_recorded_in_each_database_with_an_activity_log(tree, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from flask import Flask, Response, request
 from gunicorn_server import API, STATUS, Site
 
-from architect_cleanup import worker
+from architect_cleanup import activity
 from architect_cleanup.api import (
     ApiSetupError,
     StopSwitch,
@@ -42,16 +42,16 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
 
 
 @pytest.fixture
-def hook_calls() -> Iterator[list[tuple[RunContext, CleanupStats]]]:
-    """What an AFTER_RUN hook (the activity-log writer) is handed."""
+def hook_calls(monkeypatch: pytest.MonkeyPatch
+               ) -> Iterator[list[tuple[RunContext, CleanupStats]]]:
+    """What the run's activity-row step (the activity-log writer) is handed."""
     calls: list[tuple[RunContext, CleanupStats]] = []
 
     def hook(ctx: RunContext, stats: CleanupStats) -> None:
         calls.append((ctx, stats))
 
-    worker.AFTER_RUN.append(hook)
+    monkeypatch.setattr(activity, "record_run", hook)
     yield calls
-    worker.AFTER_RUN.remove(hook)
 
 
 def dashboard_app() -> Flask:

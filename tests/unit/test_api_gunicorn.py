@@ -252,8 +252,8 @@ def test_the_status_has_the_seeds_keys_before_any_run(server: Server) -> None:
     assert doc["success"] is True
     assert doc["daemon_pid"] is None
     assert doc["last_run"] is None and doc["last_stats"] is None and doc["last_result"] is None
-    # no systemd on the build host: the timer's state is unknown, not false
-    assert doc["daemon_running"] is None and doc["timer_enabled"] is None
+    # no systemd on the build host: no timer is active (the reason is in "systemd")
+    assert doc["daemon_running"] is False and doc["timer_enabled"] is False
 
 
 def test_a_dry_run_post_changes_nothing_and_a_false_one_cleans(server: Server) -> None:

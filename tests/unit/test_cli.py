@@ -224,7 +224,7 @@ def test_status_without_systemd_says_why_and_does_not_crash(demo: tuple[Path, Pa
             "timer_enabled", "last_result"} <= doc.keys()
     assert doc["daemon_pid"] is None
     if not os.path.isdir("/run/systemd/system"):
-        assert doc["daemon_running"] is None and doc["next_run"] is None
+        assert doc["daemon_running"] is False and doc["next_run"] is None
         assert "systemd is not running" in doc["systemd"]["reason"]
     assert doc["last_stats"]["backups_deleted"] > 0
 

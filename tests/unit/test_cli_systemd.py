@@ -76,7 +76,7 @@ def test_a_second_run_while_one_holds_the_lock_exits_75_naming_the_holder(
     assert f"PID {os.getpid()} holds" in proc.stderr
 
 
-def test_status_without_systemd_gives_null_fields_with_a_reason_and_the_last_run(
+def test_status_without_systemd_says_the_timer_is_not_running_with_a_reason_and_the_last_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if systemctl.systemd_running():
         pytest.skip("this host runs systemd; the system tests cover it")
@@ -89,7 +89,7 @@ def test_status_without_systemd_gives_null_fields_with_a_reason_and_the_last_run
         assert cli.main(["status", "--json"], out=out) == 0
     doc = json.loads(out.getvalue())
     assert doc["success"] is True
-    assert doc["daemon_running"] is None and doc["timer_enabled"] is None
+    assert doc["daemon_running"] is False and doc["timer_enabled"] is False
     assert doc["next_run"] is None
     assert "not running" in doc["systemd"]["reason"] or "not installed" in doc["systemd"]["reason"]
     assert doc["daemon_pid"] == os.getpid(), "the lock holder is the run in progress"

@@ -86,7 +86,8 @@ def complete(line: str) -> list[str]:
 @pytest.mark.skipif(not BASH_COMPLETION.exists(), reason="bash-completion is not installed "
                     "(the Makefile installs it)")
 def test_bash_completion_completes_commands_options_and_targets() -> None:
-    assert complete("architect-cleanup ") == ["config", "plan", "report", "run", "status"]
+    assert complete("architect-cleanup ") == ["config", "migrate", "plan", "report", "run",
+                                              "status"]
     assert complete("architect-cleanup r") == ["report", "run"]
     assert "--force" in complete("architect-cleanup run --")
     assert "--force" not in complete("architect-cleanup plan --")

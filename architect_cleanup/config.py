@@ -11,6 +11,7 @@ safety rule off.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -768,8 +769,10 @@ class _Table:
         return out
 
     def finish(self) -> None:
+        known = sorted(self.seen)
         for k in sorted(set(self.raw) - self.seen):
-            self.error(k, "unknown key")
+            close = difflib.get_close_matches(k, known, n=1, cutoff=0.6)
+            self.error(k, "unknown key" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
 def _readers(cls: type[Any], names: Iterable[str] | None = None) -> dict[str, Reader]:
@@ -949,6 +952,7 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     merged: dict[str, Any] = {}
     sources = []
     dropins = Path(chosen).parent / "config.d"
+    docs: list[tuple[str, dict[str, Any]]] = []
     for f in config_files(chosen):
         if f.parent == dropins:
             _check_trusted(dropins, "its directory")
@@ -964,7 +968,30 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
             raise ConfigError([Problem(str(f), f"cannot read: {exc.strerror}")]) from None
         merged = merge(merged, doc)
         sources.append(str(f))
-    return parse_config(merged, tuple(sources))
+        docs.append((str(f), doc))
+    try:
+        return parse_config(merged, tuple(sources))
+    except ConfigError as exc:
+        if len(docs) < 2:
+            raise
+        # with drop-ins, name the file that holds each unknown key
+        raise ConfigError([_where(p, docs) for p in exc.problems], exc.source) from None
+
+
+def _where(problem: str, docs: list[tuple[str, dict[str, Any]]]) -> str:
+    """*problem* ("a.b: unknown key ...") with the file that sets a.b, the last one wins."""
+    key, _, rest = problem.partition(": ")
+    if not rest.startswith("unknown key"):
+        return problem
+    for name, doc in reversed(docs):
+        node: Any = doc
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return f"{problem} (in {name})"
+    return problem
 
 
 def _check_trusted(path: Path, what: str) -> None:

@@ -185,8 +185,9 @@ def run_demo(base: Path) -> int:
     cli = [sys.executable, "-m", "architect_cleanup"]
     steps = [
         ("1. dry run (the default): nothing changes", ["run"]),
-        ("2. real run (--force)", ["run", "--force"]),
-        ("3. second real run: retention holds, nothing more to free", ["run", "--force"]),
+        ("2. real run (--force; --yes: no question)", ["run", "--force", "--yes"]),
+        ("3. second real run: retention holds, nothing more to free",
+         ["run", "--force", "--yes"]),
         ("4. history", ["report"]),
     ]
     print(f"Demo tree: {root}  (its /tmp: {tmp})\n")

@@ -43,13 +43,14 @@ from architect_cleanup.targets.base import (
     Hold,
     RunContext,
     age_text,
+    future_text,
     register,
 )
 
 log = logging.getLogger(__name__)
 
 SIBLING_SUFFIXES = ("-wal", "-shm", "-journal")
-SHARED = "shared"
+SHARED = "default"  # the shared directory, named as its config entries
 LOCALTIME = "/etc/localtime"
 
 
@@ -177,7 +178,8 @@ class Backups(FileTarget):
                 continue
             if self.last_moment_keep(ctx, st) is Hold.FUTURE:
                 self._warn_future(d.join(name), st, ctx)
-                plan.held.append((name, f"{Hold.FUTURE} (not counted)"))
+                plan.held.append((name, f"{future_text(st.st_mtime - ctx.now_ts)} "
+                                        "(not counted)"))
                 continue
             sibs = [s for _, s in siblings.get(name, ())]
             size = st.st_size + sum(s.st_size for s in sibs)
@@ -192,7 +194,7 @@ class Backups(FileTarget):
             plan.verdicts = select(ready, plan.policy, tz, plan.label)
         except PolicyError as exc:
             plan.problem = str(exc)
-            log.error("backups: %s: nothing removed in %s", exc, plan.label)
+            log.debug("backups: %s: nothing removed in %s", exc, plan.label)  # the worker says it
             plan.verdicts = [Verdict(b, True, f"not judged: {exc}") for b in newest_first(ready)]
 
     # --- free-space floor ---------------------------------------------------------------------
@@ -253,7 +255,6 @@ class Backups(FileTarget):
             self._kept_bytes(result, label, plan.files[name].st_size)
             self.keep(ctx, result, d.join(name), reason, label)
         kept = removed = 0
-        verb = "would remove" if ctx.dry_run else "removing"
         for v in plan.verdicts:
             name = v.backup.ref
             if v.keep:
@@ -262,8 +263,7 @@ class Backups(FileTarget):
                 self.keep(ctx, result, d.join(name), v.reason, label)
             elif self.remove(ctx, result, d, name, plan.files[name], v.reason, part=label,
                              siblings=tuple(plan.siblings.get(name, ()))):
-                removed += 1
-                log.info("backups: %s %s (%s)", verb, display(d.join(name)), v.reason)
+                removed += 1  # (a real run's journal gets one entry per item: the worker)
             else:
                 kept += 1
                 self._kept_bytes(result, label, v.backup.size)

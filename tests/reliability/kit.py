@@ -10,6 +10,7 @@ real files, real SQLite databases, real mounts and a real unprivileged user.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import ctypes.util
@@ -45,6 +46,8 @@ DATA = TESTS / "data"
 VENV_PY = str(REPO / ".venv" / "bin" / "python")
 #: Debian's interpreter for the attacker (an unprivileged user must be able to run it).
 SYSTEM_PY = "/usr/bin/python3"
+#: Where the package is staged for an unprivileged run (see :func:`staged_package`).
+_STAGED: list[str] = []
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -491,7 +494,10 @@ class Attacker:
 
     def __init__(self, user: User, mode: str, *args: str) -> None:
         self.report = tempfile.mktemp(prefix="ac-rel-attacker-", dir="/tmp")
-        cmd = [SYSTEM_PY, str(HERE / "attacker.py"), mode, self.report, *args]
+        # The script goes as -c text: a checkout may live where only root can enter
+        # (a clone under /root or in `mktemp -d`, mode 0700).
+        source = (HERE / "attacker.py").read_text(encoding="utf-8")
+        cmd = [SYSTEM_PY, "-c", source, mode, self.report, *args]
         self.proc = subprocess.Popen(cmd, user=user.uid, group=user.gid, extra_groups=[],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      cwd="/", env={"PATH": "/usr/bin:/bin"})
@@ -642,12 +648,37 @@ def cli_cmd(*args: str) -> list[str]:
     return [VENV_PY, "-m", "architect_cleanup", *args]
 
 
+def staged_package() -> str:
+    """A copy of ``architect_cleanup`` in a directory every user can read, made once per
+    session and removed at exit: an unprivileged run cannot use the checkout's .venv or
+    package when the checkout lives where only root can enter (a clone under /root or in
+    ``mktemp -d``). Debian's python3 has the runtime dependencies (python3-systemd,
+    python3-tomli-w) the venv uses too."""
+    if not _STAGED:
+        stage = tempfile.mkdtemp(prefix="ac-rel-package-", dir="/tmp")
+        os.chmod(stage, 0o755)
+        shutil.copytree(REPO / "architect_cleanup", Path(stage) / "architect_cleanup",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for dirpath, dirnames, filenames in os.walk(stage):
+            for d in dirnames:
+                os.chmod(os.path.join(dirpath, d), 0o755)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        atexit.register(shutil.rmtree, stage, True)
+        _STAGED.append(stage)
+    return _STAGED[0]
+
+
 def run_cli(arena: Arena, *args: str, timeout: float = 300, user: User | None = None,
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     kw: dict[str, Any] = {}
+    cmd = cli_cmd(*args)
+    run_env = dict(env or arena.env())
     if user is not None:
         kw.update(user=user.uid, group=user.gid, extra_groups=[])
-    return subprocess.run(cli_cmd(*args), env=dict(env or arena.env()), capture_output=True,
+        cmd = [SYSTEM_PY, "-m", "architect_cleanup", *args]
+        run_env["PYTHONPATH"] = staged_package()
+    return subprocess.run(cmd, env=run_env, capture_output=True,
                           text=True, timeout=timeout, check=False, cwd="/",
                           errors="backslashreplace", **kw)
 

@@ -70,7 +70,7 @@ def test_the_service_is_a_oneshot_with_notify_state_and_runtime_directories() ->
     s = _unit(check_units.SERVICE)
     assert s["Service.Type"] == ["oneshot"]
     assert s["Service.NotifyAccess"] == ["main"]
-    assert s["Service.ExecStart"] == ["/usr/bin/architect-cleanup run --source timer"]
+    assert s["Service.ExecStart"] == ["/usr/bin/architect-cleanup run --scheduled"]
     assert s["Service.StateDirectory"] == ["architect-cleanup"]
     assert s["Service.RuntimeDirectory"] == ["architect-cleanup"]
     assert s["Service.RuntimeDirectoryPreserve"] == ["yes"], "a CLI run may hold the lock"

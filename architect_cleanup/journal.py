@@ -21,6 +21,8 @@ The fields each kind carries (all values are text in the journal; booleans are 0
 * ``lock_held``: CLEANUP_LOCK_PID, CLEANUP_LOCK_PATH
 * ``state_error``: CLEANUP_STATE_FILE, CLEANUP_ERROR
 * ``config_error``: CLEANUP_ERROR
+* ``backup_corrupt``: CLEANUP_TARGET, CLEANUP_ENV, CLEANUP_PATH, CLEANUP_ERROR (the check's
+  detail, e.g. ``quick_check: ...``)
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ MESSAGE_IDS = {
     "readonly_path": uuid.UUID("5b0de9e7c3254aca9adb54a98a727329"),
     "api_call": uuid.UUID("bef959ae69254897a309128aad8b07f8"),
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
+    "backup_corrupt": uuid.UUID("283d9071c3664858af45810a38e90773"),
 }
 
 #: Sends one journal entry: ``sender(MESSAGE, **FIELDS)`` (python3-systemd's journal.send).

@@ -29,12 +29,31 @@ DAY = 86400
 ENVS = {"prod": 93, "qa": 12, "dev": 9, "test": 6}
 
 
+_SQLITE: bytes | None = None
+
+
+def sqlite_bytes() -> bytes:
+    """A small, good SQLite database: the demo's backups start with it (the rest of their
+    apparent size is a sparse hole), so verification finds them good, as real ones are."""
+    global _SQLITE
+    if _SQLITE is None:
+        con = sqlite3.connect(":memory:")
+        con.execute("CREATE TABLE backup_marker (id INTEGER PRIMARY KEY, note TEXT)")
+        con.execute("INSERT INTO backup_marker (note) VALUES ('demo backup')")
+        con.commit()
+        _SQLITE = con.serialize()
+        con.close()
+    return _SQLITE
+
+
 def _touch(path: Path, mtime: float, size: int = 0, data: bytes | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         if data is not None:
             fh.write(data)
-        elif size:
+        elif path.name.endswith(".db"):
+            fh.write(sqlite_bytes())
+        if size and data is None:
             fh.truncate(size)  # sparse: the demo's apparent sizes cost no disk
     os.utime(path, (mtime, mtime))
     return path

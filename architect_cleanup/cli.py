@@ -17,7 +17,7 @@ from typing import TextIO
 
 import tomli_w
 
-from architect_cleanup import __version__, migrate, systemctl
+from architect_cleanup import __version__, backup_cli, migrate, systemctl
 from architect_cleanup.config import Config, ConfigError, load_config
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
@@ -117,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--json", action="store_true")
     mig.add_argument("--rootdir", default="/", metavar="DIR",
                      help="look for the original worker's files below DIR (default /)")
+    backups = backup_cli.add_parser(sub)
     # `--help` (and the manual page, made from it by help2man) lists each command's options.
     lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
-             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig)]
+             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig, *backups)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
                 "75 already running")
@@ -243,6 +244,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
               file=out)
         print(f"Service:     {sd['service_state']} (last result: {sd['service_result']})",
               file=out)
+    for warning in doc["warnings"]:
+        print(f"Warning:     {display(warning)}", file=out)
     pid = doc["daemon_pid"]
     print(f"Running now: {f'yes, PID {pid}' if pid else 'no'}", file=out)
     print(f"State file:  {doc['state_file']}", file=out)
@@ -354,4 +357,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_config_check(args, cfg, out)
     if command == "migrate":
         return cmd_migrate(args, cfg, out)
+    if command == "backups":
+        return backup_cli.cmd_backups(args, cfg, out)
     return cmd_run(args, cfg, out)

@@ -258,6 +258,7 @@ class CleanupWorker:
             "failed_targets": stats.failed_targets,
             "message": stats.message,
             "summary": stats.summary_line(),
+            "warnings": stats.warnings(),
         }
         try:
             self.state.record(run)

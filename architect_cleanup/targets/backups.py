@@ -428,15 +428,16 @@ class Backups(FileTarget):
             "state": check.state.value if check is not None else "unverified",
             "detail": check.detail if check is not None else "not checked",
             "compressed": bc.is_compressed(name),
-            "uploaded": self._known_upload(name, st),
+            **self._known_upload(st),
             "verdict": verdict, "reason": reason,
         })
 
-    def _known_upload(self, name: str, st: os.stat_result | None) -> str | None:
-        if self._uploaded is None or st is None:
-            return None
-        e = self._uploaded.lookup(st, self._url)
-        return str(e["key"]) if e else None
+    def _known_upload(self, st: os.stat_result | None) -> dict[str, object]:
+        """``uploaded`` (the key of a verified copy, or None) and its SHA-256."""
+        e = (self._uploaded.lookup(st, self._url)
+             if self._uploaded is not None and st is not None else None)
+        return {"uploaded": str(e["key"]) if e else None,
+                "uploaded_sha256": str(e["sha256"]) if e else None}
 
     # --- compression --------------------------------------------------------------------------
 

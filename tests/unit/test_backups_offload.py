@@ -1,0 +1,286 @@
+"""backups with offload, against a real S3 server (SeaweedFS on loopback): nothing is deleted
+locally before its copy in the bucket is verified; remote retention; list and restore."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from backupkit import backup_with_wal, make_db, rows_in, sha256, zstd_test
+from seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, credentials_file
+
+from architect_cleanup import cli
+from architect_cleanup.offload import Credentials, Offload, Settings
+from architect_cleanup.worker import CleanupWorker
+
+from conftest import DAY, NOW, NOW_TS, make_config
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    sw = Seaweed(str(tmp_path_factory.mktemp("seaweed"))).start()
+    try:
+        yield sw
+    finally:
+        sw.stop()
+
+
+@pytest.fixture(scope="module")
+def good_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_db(tmp_path_factory.mktemp("tpl") / "good.db", rows=1500)
+
+
+def client(endpoint: str, bucket: str) -> Offload:
+    return Offload(Settings(url=f"s3://{bucket}/arch", credentials=Credentials(
+        ACCESS_KEY, SECRET_KEY), endpoint=endpoint, max_attempts=1), hostname="web1")
+
+
+@pytest.fixture
+def bucket(server: Seaweed) -> str:
+    name = f"i15-{next(_ids)}"
+    client(server.endpoint, name).client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def creds(tmp_path: Path) -> str:
+    return credentials_file(str(tmp_path / "s3"))
+
+
+@pytest.fixture(autouse=True)
+def _hostname(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "web1")
+
+
+def put(src: Path, d: Path, name: str, age: float) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / name
+    shutil.copyfile(src, p)
+    os.utime(p, (NOW_TS - age, NOW_TS - age))
+    return p
+
+
+def name(i: int) -> str:
+    return f"architect_202611{26 - i:02d}_030000.db"
+
+
+def config(srv: Path, server: Seaweed, bucket: str, creds: str, **kw: object) -> object:
+    offload: dict[str, object] = {"url": f"s3://{bucket}/arch", "endpoint": server.endpoint,
+                                  "credentials": creds}
+    offload.update(kw.pop("offload", {}))  # type: ignore[call-overload]
+    backups: dict[str, object] = {"verify": {"check": "quick"}, "retention": {"prod": 2},
+                                  "offload": offload}
+    backups.update(kw)
+    return make_config(srv, backups=backups)
+
+
+def run(cfg: object, dry_run: bool = False) -> object:
+    return CleanupWorker(dry_run=dry_run, config=cfg, now=NOW,  # type: ignore[arg-type]
+                         only=["backups"]).run_cleanup()
+
+
+def keys(server: Seaweed, bucket: str) -> list[str]:
+    c = client(server.endpoint, bucket)
+    return sorted(o.name for o in c.list("prod"))
+
+
+def test_a_backup_retention_removes_is_uploaded_verified_then_removed(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(4)]
+    digests = {p.name: sha256(p) for p in files}
+    cfg = config(srv, server, bucket, creds)
+    stats = run(cfg, dry_run=True)
+    assert all(p.exists() for p in files) and keys(server, bucket) == []
+    stats = run(cfg)
+    assert stats.success and stats.backups_deleted == 2  # type: ignore[attr-defined]
+    assert [p.exists() for p in files] == [True, True, False, False]
+    assert keys(server, bucket) == sorted([files[2].name, files[3].name])
+    c = client(server.endpoint, bucket)
+    for p in files[2:]:
+        assert c.verify_remote("prod", p.name).sha256 == digests[p.name]
+
+
+def test_a_failed_upload_verification_keeps_the_local_backup_and_fails_the_target(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    # another content already at the oldest backup's key: its copy cannot be verified
+    c = client(server.endpoint, bucket)
+    c.client.put_object(Bucket=bucket, Key=c.key("prod", files[2].name), Body=b"not it",
+                        Metadata={"sha256": "0" * 64})
+    conf = srv.parent / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds))
+    code = cli.main(["--config", str(conf), "run", "--force", "--only", "backups"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert files[2].exists()  # the invariant: no verified copy, no delete
+    assert files[2].name in err and "upload failed" in err
+    assert [p.exists() for p in files[:2]] == [True, True]
+
+
+def test_a_server_that_is_down_keeps_every_backup_and_a_rerun_completes(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        tmp_path: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    down = config(srv, server, bucket, creds, offload={"endpoint": "http://127.0.0.1:9"})
+    stats = run(down)
+    assert not stats.success and all(p.exists() for p in files)  # type: ignore[attr-defined]
+    assert name(2) in stats.targets["backups"].message  # type: ignore[attr-defined]
+    stats = run(config(srv, server, bucket, creds))
+    assert stats.success and not files[2].exists()  # type: ignore[attr-defined]
+    assert keys(server, bucket) == [files[2].name]
+
+
+def test_wrong_credentials_keep_every_backup(
+        srv: Path, server: Seaweed, bucket: str, good_db: Path, tmp_path: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    bad = credentials_file(str(tmp_path / "bad"), secret="wrong-secret")
+    stats = run(config(srv, server, bucket, bad))
+    assert not stats.success and all(p.exists() for p in files)  # type: ignore[attr-defined]
+    assert "access denied" in stats.targets["backups"].message  # type: ignore[attr-defined]
+
+
+def test_upload_all_sends_every_good_backup_once_with_its_wal(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    d.mkdir(parents=True)
+    db, wal = backup_with_wal(d, name(1), rows=300)
+    for p in (db, wal):
+        os.utime(p, (NOW_TS - DAY, NOW_TS - DAY))
+    put(good_db, d, name(0), DAY / 2)
+    cfg = config(srv, server, bucket, creds, offload={"upload": "all"}, retention={"prod": 5})
+    assert run(cfg).success  # type: ignore[attr-defined]
+    assert keys(server, bucket) == sorted([name(0), name(1), name(1) + "-wal"])
+    # the second run uploads nothing (cached as verified), and nothing local changed
+    c = client(server.endpoint, bucket)
+    before = {o.name: o.last_modified for o in c.list("prod")}
+    assert run(cfg).success and db.exists() and wal.exists()  # type: ignore[attr-defined]
+    assert {o.name: o.last_modified for o in c.list("prod")} == before
+
+
+def test_remote_retention_applies_the_offload_policy_after_a_dry_run(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    for i in range(4):
+        put(good_db, d, name(i), DAY * (i + 1))
+    keep_all = config(srv, server, bucket, creds, offload={"upload": "all"},
+                      retention={"prod": 10})
+    assert run(keep_all).success  # type: ignore[attr-defined]
+    assert len(keys(server, bucket)) == 4
+    remote = config(srv, server, bucket, creds, retention={"prod": 10},
+                    offload={"upload": "all", "policy": {"prod": {"keep_last": 2}}})
+    stats = run(remote, dry_run=True)
+    assert len(keys(server, bucket)) == 4
+    assert stats.targets["backups"].detail["prod"]["remote_removed"] == 2  # type: ignore[attr-defined]
+    run(remote)
+    assert keys(server, bucket) == sorted([name(0), name(1)])
+    assert len(list(d.iterdir())) == 4  # local copies untouched by remote retention
+
+
+def test_without_a_remote_policy_remote_copies_are_never_deleted(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(5)]
+    run(config(srv, server, bucket, creds, retention={"prod": 1}))
+    assert keys(server, bucket) == sorted(p.name for p in files[1:])
+    run(config(srv, server, bucket, creds, retention={"prod": 1}))
+    assert len(keys(server, bucket)) == 4
+
+
+def test_backups_list_shows_state_compression_upload_and_verdict(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    d = srv / "data/prod/backups"
+    for i in range(3):
+        put(good_db, d, name(i), DAY * (i + 1))
+    (d / name(5)).write_bytes(b"torn copy")
+    os.utime(d / name(5), (NOW_TS - 6 * DAY,) * 2)
+    conf = srv.parent / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds, upload="all"))
+    assert cli.main(["--config", str(conf), "run", "--force", "--only", "backups"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--config", str(conf), "backups", "list", "--json", "--remote"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["backups"]}
+    assert rows[name(0)]["state"] == "good" and rows[name(0)]["verdict"] == "keep"
+    assert rows[name(0)]["uploaded"] and rows[name(0)]["remote_verified"] is True
+    assert rows[name(5)]["state"] == "corrupt" and "not counted" in rows[name(5)]["reason"]
+    assert rows[name(2)]["where"] == "bucket"  # removed locally, still in the bucket
+    assert cli.main(["--config", str(conf), "backups", "list", "--env", "prod"]) == 0
+    text = capsys.readouterr().out
+    assert name(0) in text and "corrupt" in text
+
+
+def test_restore_from_the_bucket_gives_back_the_backup_with_its_wal(
+        srv: Path, server: Seaweed, bucket: str, creds: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    d = srv / "data/prod/backups"
+    d.mkdir(parents=True)
+    db, wal = backup_with_wal(d, name(3), rows=500)
+    for p in (db, wal):
+        os.utime(p, (NOW_TS - 4 * DAY,) * 2)
+    put(make_db(tmp_path / "x.db", rows=10), d, name(0), DAY)
+    digests = {p.name: sha256(p) for p in (db, wal)}
+    conf = srv.parent / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds, keep=1, after="1d"))
+    assert cli.main(["--config", str(conf), "run", "--force", "--only", "backups"]) == 0
+    assert not db.exists() and not wal.exists()
+    out_dir = tmp_path / "restored"
+    out_dir.mkdir()
+    capsys.readouterr()
+    assert cli.main(["--config", str(conf), "backups", "restore", name(3),
+                     "--to", str(out_dir)]) == 0
+    assert {p.name: sha256(p) for p in out_dir.iterdir()} == digests
+    assert rows_in(out_dir / name(3)) == 500
+    # never over an existing file
+    assert cli.main(["--config", str(conf), "backups", "restore", name(3),
+                     "--to", str(out_dir)]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_restore_of_a_compressed_local_backup_decompresses_and_checks_it(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    d = srv / "data/prod/backups"
+    old = put(good_db, d, name(2), 3 * DAY)
+    put(good_db, d, name(0), DAY / 2)
+    digest = sha256(old)
+    conf = srv.parent / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds, keep=5, after="1d"))
+    assert cli.main(["--config", str(conf), "run", "--force", "--only", "backups"]) == 0
+    zst = Path(str(old) + ".zst")
+    assert zst.exists() and not old.exists()
+    zstd_test(zst)
+    assert cli.main(["--config", str(conf), "backups", "restore", zst.name]) == 0
+    assert sha256(old) == digest and zst.exists()  # restored beside it, in its directory
+    live = srv / "data/prod/architect.db"
+    make_db(live, rows=5)
+    shutil.copyfile(good_db, tmp_path / "architect.db")
+    assert cli.main(["--config", str(conf), "backups", "restore", "architect.db",
+                     "--to", str(live.parent)]) == 1
+    assert sqlite3.connect(live).execute("select count(*) from t").fetchone()[0] == 5
+
+
+def json_toml(srv: Path, server: Seaweed, bucket: str, creds: str, *, upload: str =
+              "before_delete", keep: int = 2, after: str | None = None) -> str:
+    text = (f'root = "{srv}"\n[logs]\ntmp_dir = ""\n[backups.retention]\nprod = {keep}\n'
+            f'[backups.offload]\nurl = "s3://{bucket}/arch"\nendpoint = "{server.endpoint}"\n'
+            f'credentials = "{creds}"\nupload = "{upload}"\n')
+    if after:
+        text += f'[backups.compress]\nafter = "{after}"\n'
+    return text
+
+
+_ = io

@@ -51,11 +51,14 @@ MIRRORS = (
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
 #: A booted systemd, and the runtime dependencies of architect-cleanup and architect-cleanup-api
-#: (python3-flask, gunicorn; curl to call the API), so one tarball serves both packages.
+#: (python3-flask, gunicorn; curl to call the API), so one tarball serves both packages; and
+#: the backups' Recommends (python3-zstandard, python3-boto3) for the offload test.
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus",
     "python3", "python3-systemd", "python3-tomli-w",
     "python3-flask", "gunicorn", "curl",
+    # Recommends of architect-cleanup: backup compression and offload (issue 15)
+    "python3-zstandard", "python3-boto3",
 )
 DEFAULT_CACHE = "/var/cache/architect-cleanup-tests"
 #: Tarballs of other package lists unused for this long are removed after a build.

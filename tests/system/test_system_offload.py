@@ -21,7 +21,6 @@ import nspawn
 import pytest
 from harness import SHARE_INSIDE
 from nspawn import Container
-
 from seaweed import ACCESS_KEY, SECRET_KEY, weed_binary
 
 ROOT = "/srv/architect"
@@ -65,7 +64,7 @@ def start_weed(box: Container) -> None:
              "-s3.port.lance=0", "-master.volumeSizeLimitMB=64"])
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if box.run(s3py("c.create_bucket(Bucket=%r)" % BUCKET), check=False).returncode == 0:
+        if box.run(s3py(f"c.create_bucket(Bucket={BUCKET!r})"), check=False).returncode == 0:
             return
         time.sleep(1)
     raise AssertionError("weed did not come up: "

@@ -546,6 +546,8 @@ class Backups(FileTarget):
         for i, (name, parts) in enumerate(jobs, 1):
             ctx.check_stop()
             base = done_bytes
+            ctx.status(f"backups: uploading {i}/{len(jobs)}, {base / 1024**3:.1f} of "
+                       f"{total / 1024**3:.1f} GB", force=True)
 
             def progress(sent: int, _all: int, i: int = i, base: int = base) -> None:
                 ctx.status(f"backups: uploading {i}/{len(jobs)}, "

@@ -17,6 +17,7 @@ from backupkit import backup_with_wal, make_db, rows_in, sha256, zstd_test
 from seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, credentials_file
 
 from architect_cleanup import cli
+from architect_cleanup.notify import Notifier
 from architect_cleanup.offload import Credentials, Offload, Settings
 from architect_cleanup.worker import CleanupWorker
 
@@ -284,3 +285,33 @@ def json_toml(srv: Path, server: Seaweed, bucket: str, creds: str, *, upload: st
 
 
 _ = io
+
+
+class Recorder(Notifier):
+    def __init__(self, stop_at: str | None = None) -> None:
+        super().__init__(environ={})
+        self.lines: list[str] = []
+        self.stop_at = stop_at
+        self.stop = False
+
+    def status(self, text: str) -> None:
+        self.lines.append(text)
+        if self.stop_at is not None and self.stop_at in text:
+            self.stop = True
+
+
+def test_uploads_show_progress_in_status_and_a_stop_between_files_loses_nothing(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(4)]
+    rec = Recorder(stop_at="uploading 2/2")
+    stats = CleanupWorker(dry_run=False, config=config(srv, server, bucket, creds),  # type: ignore[arg-type]
+                          now=NOW, only=["backups"], notifier=rec,
+                          should_stop=lambda: rec.stop).run_cleanup()
+    assert any(line.startswith("backups: uploading 1/2, 0.0 of 0.0 GB") for line in rec.lines)
+    assert stats.targets["backups"].status != "ok"  # stopped
+    assert all(p.exists() for p in files)  # the uploaded one waits for the next run
+    assert keys(server, bucket) == [files[3].name] or keys(server, bucket) == [files[2].name]
+    assert run(config(srv, server, bucket, creds)).success  # type: ignore[attr-defined]
+    assert [p.exists() for p in files] == [True, True, False, False]
+    assert keys(server, bucket) == sorted([files[2].name, files[3].name])

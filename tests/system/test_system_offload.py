@@ -88,13 +88,6 @@ def test_offload_through_the_hardened_unit_uploads_verifies_then_removes(
     box.write_file("/etc/architect-cleanup/credentials/s3",
                    f"[default]\naws_access_key_id = {ACCESS_KEY}\n"
                    f"aws_secret_access_key = {SECRET_KEY}\n", mode=0o600)
-    # the documented drop-in, with the endpoint's address
-    assert box.exists(EXAMPLE)
-    dropin = box.read_file(EXAMPLE).replace("IPAddressAllow=192.0.2.10",
-                                            "IPAddressAllow=127.0.0.1")
-    box.run(["mkdir", "-p", str(Path(DROPIN).parent)])
-    box.write_file(DROPIN, dropin)
-    box.run(["systemctl", "daemon-reload"])
     # keep everything but the oldest prod backup, and that one goes to the bucket first
     box.run(["mkdir", "-p", "/etc/architect-cleanup/config.d"])
     box.write_file("/etc/architect-cleanup/config.d/50-offload.toml",
@@ -107,6 +100,20 @@ def test_offload_through_the_hardened_unit_uploads_verifies_then_removes(
     oldest = listing[0]
     digest = box.sh(f"sha256sum {oldest}").split()[0]
 
+    # the unit as shipped has no network: the upload fails, the backup stays, the unit fails
+    rc = box.run(["systemctl", "start", "architect-cleanup.service"], check=False).returncode
+    assert rc != 0 and box.exists(oldest)
+    failed = box.run("journalctl -u architect-cleanup --no-pager -o cat", check=False).stdout
+    assert f"{Path(oldest).name}: upload failed, kept" in failed, failed
+    box.run(["systemctl", "reset-failed", "architect-cleanup.service"], check=False)
+
+    # the documented drop-in, with the endpoint's address
+    assert box.exists(EXAMPLE)
+    dropin = box.read_file(EXAMPLE).replace("IPAddressAllow=192.0.2.10",
+                                            "IPAddressAllow=127.0.0.1")
+    box.run(["mkdir", "-p", str(Path(DROPIN).parent)])
+    box.write_file(DROPIN, dropin)
+    box.run(["systemctl", "daemon-reload"])
     rc = box.run(["systemctl", "start", "architect-cleanup.service"], check=False).returncode
     log = box.run("journalctl -u architect-cleanup --no-pager -o cat", check=False).stdout
     assert rc == 0, log

@@ -539,6 +539,10 @@ class Backups(FileTarget):
             self._failures.append(f"{label}: offload unavailable, {n} backup(s) kept: {exc}")
             log.error("backups: %s: offload unavailable: %s", label, exc)
             return set()
+        try:  # unfinished multipart uploads a crash left (we hold the run lock)
+            client.abort_stale_uploads(label)
+        except OffloadError as exc:
+            log.warning("backups: %s: %s", label, exc)
         total = sum(st.st_size for _, parts in jobs for _, st in parts)
         done_bytes = 0
         safe: set[str] = set()
@@ -557,6 +561,10 @@ class Backups(FileTarget):
                 for fname, st in parts:
                     up = client.upload(d.fd, fname, label, should_stop=ctx.should_stop,
                                        progress=progress)
+                    if up.skipped and name in doomed:
+                        # the copy is from an earlier run: before the local one goes, read
+                        # it back whole (damage at rest does not show in a stored checksum)
+                        client.verify_remote(label, fname, should_stop=ctx.should_stop)
                     base += st.st_size
                     if self._uploaded is not None:
                         self._uploaded.store(d.join(fname), st, url, up.key, up.sha256)

@@ -3,6 +3,7 @@ locally before its copy in the bucket is verified; remote retention; list and re
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
@@ -315,3 +316,42 @@ def test_uploads_show_progress_in_status_and_a_stop_between_files_loses_nothing(
     assert run(config(srv, server, bucket, creds)).success  # type: ignore[attr-defined]
     assert [p.exists() for p in files] == [True, True, False, False]
     assert keys(server, bucket) == sorted([files[2].name, files[3].name])
+
+
+def test_a_copy_damaged_in_the_bucket_since_its_upload_keeps_the_local_backup(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # SeaweedFS notices the damage (its needle CRC) and stalls the GET: a short read timeout
+    monkeypatch.setattr("architect_cleanup.backup_offload.Settings",
+                        functools.partial(Settings, read_timeout=2.0, max_attempts=1))
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    for p in files:  # one content per backup, so the damaged bytes are this one's
+        con = sqlite3.connect(p)
+        con.execute("CREATE TABLE marker(v)")
+        con.execute("INSERT INTO marker VALUES (?)", (p.name * 50,))
+        con.commit()
+        con.close()
+        os.utime(p, (NOW_TS - DAY * (files.index(p) + 1),) * 2)
+    assert run(config(srv, server, bucket, creds, retention={"prod": 5},
+                      offload={"upload": "all"})).success  # type: ignore[attr-defined]
+    content = files[2].read_bytes()
+    needle = (files[2].name * 50).encode()
+    at = content.find(needle)
+    assert at >= 0
+    flip_in_store(server, content[at:at + 64])
+    stats = run(config(srv, server, bucket, creds, retention={"prod": 2}))
+    assert not stats.success and files[2].exists()  # type: ignore[attr-defined]
+    assert files[2].name in stats.targets["backups"].message  # type: ignore[attr-defined]
+
+
+def flip_in_store(sw: Seaweed, needle: bytes) -> None:
+    for p in sorted(Path(sw.dir, "data").glob("*.dat")):
+        data = p.read_bytes()
+        at = data.find(needle)
+        if at >= 0:
+            with open(p, "r+b") as fh:
+                fh.seek(at + len(needle) // 2)
+                fh.write(bytes([needle[len(needle) // 2] ^ 0xFF]))
+            return
+    raise AssertionError("the object's bytes were not found in the server's volumes")

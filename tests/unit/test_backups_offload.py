@@ -9,6 +9,9 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -355,3 +358,45 @@ def flip_in_store(sw: Seaweed, needle: bytes) -> None:
                 fh.write(bytes([needle[len(needle) // 2] ^ 0xFF]))
             return
     raise AssertionError("the object's bytes were not found in the server's volumes")
+
+
+def test_a_sigkill_during_an_upload_loses_nothing_and_the_rerun_completes(
+        srv: Path, server: Seaweed, bucket: str, creds: str, tmp_path: Path) -> None:
+    d = srv / "data/prod/backups"
+    d.mkdir(parents=True)
+    big = d / name(3)
+    con = sqlite3.connect(big)
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    with con:
+        con.executemany("INSERT INTO t(v) VALUES (?)",
+                        ((os.urandom(4096),) for _ in range(10_000)))  # 40 MB: three parts
+    con.close()
+    os.utime(big, (time.time() - 4 * DAY,) * 2)
+    digest = sha256(big)
+    newer = [put(make_db(tmp_path / f"n{i}.db", rows=10), d, name(i), DAY * (i + 1) - 3600)
+             for i in range(2)]
+    for p in newer:
+        os.utime(p, (time.time() - DAY * (newer.index(p) + 1),) * 2)
+    conf = tmp_path / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds).replace(
+        'upload = "before_delete"\n', 'upload = "before_delete"\nbandwidth = "2M"\n'))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "architect_cleanup", "--config", str(conf),
+                             "run", "--force", "--only", "backups"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # at 2 MB/s the 40 MB upload takes about 20 s: kill it in the middle
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not client(server.endpoint, bucket).client.\
+            list_multipart_uploads(Bucket=bucket).get("Uploads"):
+        time.sleep(0.2)
+    time.sleep(2.0)
+    assert proc.poll() is None, "the run ended before it could be killed mid-upload"
+    proc.kill()
+    proc.wait(timeout=30)
+    assert big.exists() and sha256(big) == digest  # nothing lost
+    conf.write_text(json_toml(srv, server, bucket, creds))
+    assert cli.main(["--config", str(conf), "run", "--force", "--only", "backups"]) == 0
+    assert not big.exists()
+    c = client(server.endpoint, bucket)
+    assert c.verify_remote("prod", big.name).sha256 == digest
+    assert not c.client.list_multipart_uploads(Bucket=bucket).get("Uploads")  # cleaned up

@@ -4,15 +4,14 @@ locally before its copy in the bucket is verified; remote retention; list and re
 from __future__ import annotations
 
 import functools
-import io
 import itertools
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -288,7 +287,6 @@ def json_toml(srv: Path, server: Seaweed, bucket: str, creds: str, *, upload: st
     return text
 
 
-_ = io
 
 
 class Recorder(Notifier):

@@ -276,6 +276,14 @@ class Backups(FileTarget):
     def _report_corrupt(self, ctx: RunContext, result: TargetResult, plan: _Plan,
                         ready: list[Backup[str]]) -> None:
         """A corrupt backup newer than the newest good one: the warning of issue 15."""
+        judged = [(plan.files[b.ref].st_mtime, b.ref) for b in ready]
+        judged += [(plan.files[n].st_mtime, n) for n, _ in plan.corrupt]
+        if judged:
+            # for the history and the backup_newest_ok metric: True good, False corrupt,
+            # None unverified
+            state = plan.checks[max(judged)[1]].state
+            result.part(plan.label)["newest_ok"] = (
+                True if state is State.GOOD else False if state is State.CORRUPT else None)
         if not plan.corrupt:
             return
         newest_good = max((b.mtime for b in ready

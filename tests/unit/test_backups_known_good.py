@@ -197,3 +197,18 @@ def test_a_dry_run_with_compression_and_offload_changes_nothing(
             offload={"url": "s3://nowhere/x", "endpoint": "http://127.0.0.1:9",
                      "credentials": str(creds)}), dry_run=True)
     assert {p.name: sha256(p) for p in d.iterdir()} == before
+
+
+def test_each_environment_says_whether_its_newest_backup_is_good(
+        srv: Path, template: tuple[Path, Path]) -> None:
+    good, bad = template
+    put(bad, srv / "data/prod/backups", name(0), DAY)
+    put(good, srv / "data/prod/backups", name(1), 2 * DAY)
+    put(good, srv / "data/qa/backups", name(0), DAY)
+    (srv / "data/dev/backups").mkdir(parents=True)
+    (srv / "data/dev/backups" / "architect_x.bak").write_bytes(b"other")
+    os.utime(srv / "data/dev/backups" / "architect_x.bak", (NOW_TS - DAY,) * 2)
+    stats, _ = run(cfg(srv), dry_run=True)
+    detail = stats.targets["backups"].detail  # type: ignore[attr-defined]
+    assert (detail["prod"]["newest_ok"], detail["qa"]["newest_ok"],
+            detail["dev"]["newest_ok"]) == (False, True, None)

@@ -133,7 +133,8 @@ def cmd_list(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
                                                          if p.get("warning")],
                           "problems": problems}, indent=2), file=out)
         return EXIT_FAILED if problems else EXIT_OK
-    print(f"{'ENV':<8}{'BACKUP':<40}{'STATE':<11}{'SIZE':>10}  {'ZST':<4}{'BUCKET':<9}"
+    wide = max([len(display(str(r["name"]))) + 2 for r in rows] + [40])
+    print(f"{'ENV':<8}{'BACKUP':<{wide}}{'STATE':<11}{'SIZE':>10}  {'ZST':<4}{'BUCKET':<9}"
           "VERDICT", file=out)
     for r in rows:
         where = r.get("where", "disk")
@@ -141,7 +142,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
         bucket = ("yes" if r.get("uploaded") else "-") if where == "disk" else "only"
         if r.get("remote_verified") is False:
             bucket = "BAD"
-        print(f"{display(str(r['env'])):<8}{display(str(r['name'])):<40}"
+        print(f"{display(str(r['env'])):<8}{display(str(r['name'])):<{wide}}"
               f"{r.get('state', '-')!s:<11}{size:>10}  "
               f"{'yes' if r.get('compressed') else '-':<4}{bucket:<9}"
               f"{r['verdict']}: {display(str(r['reason']))}", file=out)

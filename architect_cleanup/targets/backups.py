@@ -147,6 +147,7 @@ class Backups(FileTarget):
         self._verify_cache = VerifyCache(state_dir()) if cfg.verify.check != "off" else None
         self._uploaded = OffloadCache(state_dir()) if cfg.offload.enabled else None
         self._failures: list[str] = []
+        self._would_compress: set[str] = set()
         self._url = cfg.offload.url
         tz = local_zone()
         plans: list[_Plan] = []
@@ -386,7 +387,8 @@ class Backups(FileTarget):
             if v.keep:
                 kept += 1
                 self.keep(ctx, result, d.join(name), v.reason, label)
-                self._row(plan, name, "keep", v.reason)
+                self._row(plan, name, "keep", v.reason + (
+                    "; would be compressed" if name in self._would_compress else ""))
             elif name not in safe:
                 kept += 1
                 reason = f"{v.reason}; kept: no verified copy in the bucket"
@@ -463,6 +465,7 @@ class Backups(FileTarget):
                      or plan.checks[v.backup.ref].kind not in ("gzip", "zstd"))]
         if ctx.dry_run:
             for name in todo:
+                self._would_compress.add(name)
                 result.part(plan.label).setdefault("compressed", 0)
                 result.part(plan.label)["compressed"] += 1
                 log.info("backups: would compress %s (older than %s)", display(d.join(name)),

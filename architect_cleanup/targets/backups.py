@@ -366,6 +366,7 @@ class Backups(FileTarget):
         d, label = plan.d, plan.label
         cfg = ctx.config.backups
         for name, reason in plan.held:
+            self._kept_bytes(result, label, plan.files[name].st_size)
             self.keep(ctx, result, d.join(name), reason, label)
             self._row(plan, name, "keep", reason)
         self._apply_corrupt(ctx, result, plan)
@@ -386,11 +387,13 @@ class Backups(FileTarget):
             name = renamed.get(v.backup.ref, v.backup.ref)
             if v.keep:
                 kept += 1
+                self._kept_bytes(result, label, v.backup.size)
                 self.keep(ctx, result, d.join(name), v.reason, label)
                 self._row(plan, name, "keep", v.reason + (
                     "; would be compressed" if name in self._would_compress else ""))
             elif name not in safe:
                 kept += 1
+                self._kept_bytes(result, label, v.backup.size)
                 reason = f"{v.reason}; kept: no verified copy in the bucket"
                 self.keep(ctx, result, d.join(name), reason, label)
                 self._row(plan, name, "keep", reason)
@@ -401,6 +404,7 @@ class Backups(FileTarget):
                 self._row(plan, name, "remove", v.reason)
             else:
                 kept += 1
+                self._kept_bytes(result, label, v.backup.size)
                 self._row(plan, name, "keep", f"{v.reason}; kept at the last moment")
         if plan.verdicts:
             log.info("backups: %s: kept %d, %s %d by %s (%s)", label, kept,
@@ -416,6 +420,7 @@ class Backups(FileTarget):
                 why = ("remove_corrupt_after is not set" if after is None else
                        f"younger than remove_corrupt_after {format_duration(after)}")
                 reason = f"corrupt ({check.detail}): not counted, kept ({why})"
+                self._kept_bytes(result, plan.label, st.st_size)
                 self.keep(ctx, result, plan.d.join(name), reason, plan.label)
                 self._row(plan, name, "keep", reason)
                 continue
@@ -423,6 +428,8 @@ class Backups(FileTarget):
                       f"{format_duration(after)}")
             gone = self.remove(ctx, result, plan.d, name, st, reason, part=plan.label,
                                siblings=tuple(plan.siblings.get(name, ())))
+            if not gone:
+                self._kept_bytes(result, plan.label, st.st_size)
             self._row(plan, name, "remove" if gone else "keep", reason)
 
     def _row(self, plan: _Plan, name: str, verdict: str, reason: str) -> None:
@@ -652,6 +659,12 @@ class Backups(FileTarget):
         result.part(plan.label)["remote_kept"] = sum(1 for v in verdicts if v.keep)
         log.info("backups: %s: %s %d of %d by %s", label,
                  "would delete" if ctx.dry_run else "deleted", removed, len(verdicts), source)
+
+    @staticmethod
+    def _kept_bytes(result: TargetResult, label: str, size: int) -> None:
+        """The bytes of the backups an environment keeps (the history's samples)."""
+        part = result.part(label)
+        part["kept_bytes"] = part.get("kept_bytes", 0) + size
 
 
 def label_of(plan: _Plan) -> str:

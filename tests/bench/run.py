@@ -9,7 +9,10 @@ beside each figure, and writes the same as JSON (.cache/bench/results.json).
   2. real run deleting the old files vs ``find ... -delete`` and ``systemd-tmpfiles --clean``;
   3. peak RSS of the engine at the small and the full tree size;
   4. the tasks purge vs one plain DELETE while a simulated dashboard inserts every 10 ms;
-  5. backups (issue 15, tests/bench/backups.py): compression beside ``zstd -3 -T0`` (goal
+  5. the history: the real run of part 2 with the history on vs off (every removed item
+     recorded: time ratio and peak RSS), and the history writer alone recording as many items
+     as the tree has files (tests/bench/history.py);
+  6. backups (issue 15, tests/bench/backups.py): compression beside ``zstd -3 -T0`` (goal
      >= 0.8x), verification MB/s, upload beside a plain boto3 ``upload_file`` (goal >= 0.9x).
 
 Exit status: 0 when every goal is met, 1 when one is not, 2 when the benchmark itself failed.
@@ -26,6 +29,7 @@ import traceback
 from pathlib import Path
 
 from files import FileBench
+from proc import run
 from report import REPO, Report, machine
 from tree import Tree
 
@@ -34,6 +38,8 @@ MB = 1024.0
 DRY_GOAL = 1.25
 REAL_GOAL = 1.10
 RSS_GOAL_MB = 40.0
+#: what the history's writes may add to a real run's time
+HISTORY_GOAL = 1.10
 #: "the same at 1M as at 100k": equal within this (a few MB of allocator noise)
 RSS_SAME_MB = 2.0
 
@@ -54,7 +60,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "quick 3)")
     p.add_argument("--real-repeat", type=int, help="rounds of the real runs (default 3, quick "
                    "1; each round deletes the old files three times and restores them)")
-    p.add_argument("--parts", default="1,2,3,4,5", help="which parts to run (default all)")
+    p.add_argument("--parts", default="1,2,3,4,5,6", help="which parts to run (default all)")
     p.add_argument("--dir", type=Path, default=REPO / ".cache" / "bench",
                    help="where generated data lives (default .cache/bench)")
     p.add_argument("--json", type=Path, help="results file (default DIR/results.json)")
@@ -122,6 +128,38 @@ def file_parts(a: argparse.Namespace, rep: Report) -> None:
                     f"{RSS_SAME_MB:.0f})", ok, b)
 
 
+def history_part(a: argparse.Namespace, rep: Report) -> None:
+    """5: what the history costs a real run (on vs off, same tree, same bench run), and
+    recording as many items as the big tree has files through the writer alone."""
+    big = Tree(a.dir / f"files-{a.files}", a.files)
+    big.ensure(log)
+    rounds = max(3, a.real_repeat)
+    log(f"== 5. history: real run with the history on vs off ({rounds} rounds, alternating)")
+    d = FileBench(a.dir, big, log).history_runs(rounds)
+    rep.details["5_history"] = d
+    ratio = float(d["ratio"])
+    on, off = d["on"], d["off"]
+    items = d["recorded"][-1]["items"]  # type: ignore[index]
+    rep.add("5", f"real run deleting {big.counts.old:,}, recording {items:,} items",
+            f"{on['median_s']:.1f}s vs {off['median_s']:.1f}s without = {ratio:.2f}x "
+            f"(cpu {float(d['cpu_ratio']):.2f}x)", f"<= {HISTORY_GOAL}x", ratio <= HISTORY_GOAL,
+            ratio)
+    rss = int(d["max_rss_kb"]) / MB
+    rep.add("5", "peak RSS of that run with the history", f"{rss:.1f} MB",
+            f"<= {RSS_GOAL_MB:.0f} MB", rss <= RSS_GOAL_MB, rss)
+    log(f"== 5b. history writer alone: {a.files:,} items")
+    script = Path(__file__).resolve().parent / "history.py"
+    out = a.dir / "history-writer.txt"
+    r = run([sys.executable, str(script), "--items", str(a.files)], capture=out, check=False)
+    text = out.read_text()
+    log(text.rstrip())
+    rep.details["5_history_writer"] = text.splitlines()
+    peak = next((x.split()[-2] for x in text.splitlines()
+                 if x.startswith("peak RSS, making and recording them")), "?")
+    rep.add("5", f"recording {a.files:,} removed items (the writer alone)", f"{peak} MB",
+            f"<= {RSS_GOAL_MB:.0f} MB", r.rc == 0)
+
+
 def _max_rss(detail: object, name: str) -> int | None:
     if not isinstance(detail, dict) or name not in detail:
         return None
@@ -147,17 +185,17 @@ def backups_part(a: argparse.Namespace, rep: Report) -> None:
                            "--mb", str(mb), "--rounds", "2" if a.quick else "3",
                            "--json", str(out)], check=False)
     if not out.exists():
-        rep.add("5", "backups bench", f"not run (exit {proc.returncode})", "", False)
+        rep.add("6", "backups bench", f"not run (exit {proc.returncode})", "", False)
         return
     f = json.loads(out.read_text())
     rep.details["backups"] = f
-    rep.add("5", f"backup compression, {f['data_mib']:.0f} MiB of databases",
+    rep.add("6", f"backup compression, {f['data_mib']:.0f} MiB of databases",
             f"{f['compress_mib_s']:.0f} MiB/s vs zstd -3 -T0 {f['zstd_cli_mib_s']:.0f} MiB/s "
             f"= {f['compress_ratio']:.2f}x", ">= 0.8x", f["compress_ratio"] >= 0.8,
             f["compress_ratio"])
-    rep.add("5", "backup verification (quick_check / zstd checksum)",
+    rep.add("6", "backup verification (quick_check / zstd checksum)",
             f"{f['quick_check_mib_s']:.0f} / {f['zstd_check_mib_s']:.0f} MiB/s", "", None)
-    rep.add("5", "backup upload to SeaweedFS, verified",
+    rep.add("6", "backup upload to SeaweedFS, verified",
             f"{f['upload_mib_s']:.0f} MiB/s vs boto3 upload_file {f['upload_plain_mib_s']:.0f} "
             f"MiB/s = {f['upload_ratio']:.2f}x", ">= 0.9x", f["upload_ratio"] >= 0.9,
             f["upload_ratio"])
@@ -179,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         if "4" in a.parts:
             task_part(a, rep)
         if "5" in a.parts:
+            history_part(a, rep)
+        if "6" in a.parts:
             backups_part(a, rep)
     except Exception:
         traceback.print_exc()

@@ -212,3 +212,16 @@ def test_each_environment_says_whether_its_newest_backup_is_good(
     detail = stats.targets["backups"].detail  # type: ignore[attr-defined]
     assert (detail["prod"]["newest_ok"], detail["qa"]["newest_ok"],
             detail["dev"]["newest_ok"]) == (False, True, None)
+
+
+def test_the_history_records_whether_each_newest_backup_is_good(
+        srv: Path, template: tuple[Path, Path]) -> None:
+    from architect_cleanup.runhistory import backup_records
+
+    good, bad = template
+    put(bad, srv / "data/prod/backups", name(0), DAY)
+    put(good, srv / "data/prod/backups", name(1), 2 * DAY)
+    put(good, srv / "data/qa/backups", name(0), DAY)
+    stats, _ = run(cfg(srv), dry_run=True)
+    records = {r.env: r.newest_ok for r in backup_records(stats)}  # type: ignore[arg-type]
+    assert records["prod"] is False and records["qa"] is True

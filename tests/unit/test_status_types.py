@@ -40,6 +40,7 @@ PINNED: dict[str, tuple[type, ...]] = {
     "state_file": (str,),
     "state_problem": (str, type(None)),
     "warnings": (list,),
+    "forecast": (list,),
 }
 
 

@@ -279,9 +279,9 @@ class Backups(FileTarget):
         """A corrupt backup newer than the newest good one: the warning of issue 15."""
         judged = [(plan.files[b.ref].st_mtime, b.ref) for b in ready]
         judged += [(plan.files[n].st_mtime, n) for n, _ in plan.corrupt]
-        if judged:
+        if judged and ctx.config.backups.verify.check != "off":
             # for the history and the backup_newest_ok metric: True good, False corrupt,
-            # None unverified
+            # None unverified (and nothing at all while verification is off)
             state = plan.checks[max(judged)[1]].state
             result.part(plan.label)["newest_ok"] = (
                 True if state is State.GOOD else False if state is State.CORRUPT else None)

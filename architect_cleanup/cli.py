@@ -25,7 +25,16 @@ from typing import TextIO
 
 import tomli_w
 
-from architect_cleanup import __version__, alerts, history, migrate, preflight, reports, systemctl
+from architect_cleanup import (
+    __version__,
+    alerts,
+    backup_cli,
+    history,
+    migrate,
+    preflight,
+    reports,
+    systemctl,
+)
 from architect_cleanup.config import Config, ConfigError, load_config, parse_duration
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
@@ -164,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--json", action="store_true")
     mig.add_argument("--rootdir", default="/", metavar="DIR",
                      help="look for the original worker's files below DIR (default /)")
+    backups = backup_cli.add_parser(sub)
     ntf = sub.add_parser(
         "notify", help="send notifications ([notify] in the configuration)",
         description="send notifications: a test message, a failed unit's, or the outbox")
@@ -176,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="deliver what waits in the outbox")
     # `--help` (and the manual page, made from it by help2man) lists each command's options.
     lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
-             f"      {sp.description}\n" for sp in (run, plan, st, chk, rep, mig, ntf)]
+             f"      {sp.description}\n" for sp in (run, plan, st, chk, rep, mig, ntf,
+                                                       *backups)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
                 "75 already running, 77 not permitted (run as root)")
@@ -407,6 +418,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
               file=out)
         print(f"Service:     {sd['service_state']} (last result: {sd['service_result']})",
               file=out)
+    for warning in doc["warnings"]:
+        print(f"Warning:     {display(warning)}", file=out)
     pid = doc["daemon_pid"]
     print(f"Running now: {f'yes, PID {pid}' if pid else 'no'}", file=out)
     for i, fc in enumerate(doc["forecast"]):
@@ -717,6 +730,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_config_check(args, cfg, out)
     if command == "migrate":
         return cmd_migrate(args, cfg, out)
+    if command == "backups":
+        return backup_cli.cmd_backups(args, cfg, out)
     if command == "notify":
         return cmd_notify(args, cfg, out)
     if command == "plan":

@@ -21,6 +21,8 @@ The fields each kind carries (all values are text in the journal; booleans are 0
 * ``lock_held``: CLEANUP_LOCK_PID, CLEANUP_LOCK_PATH
 * ``state_error``: CLEANUP_STATE_FILE, CLEANUP_ERROR
 * ``config_error``: CLEANUP_ERROR
+* ``backup_corrupt``: CLEANUP_TARGET, CLEANUP_ENV, CLEANUP_PATH, CLEANUP_ERROR (the check's
+  detail, e.g. ``quick_check: ...``)
 * ``db_lock_lost``: CLEANUP_PATH (the database), CLEANUP_PID, CLEANUP_COMMAND
 * ``notify_sent``, ``notify_failed``, ``notify_dropped`` (one per delivery attempt, and per
   message given up): CLEANUP_CHANNEL, CLEANUP_CHANNEL_KIND, CLEANUP_EVENT, CLEANUP_NOTIFY_ID
@@ -61,6 +63,7 @@ MESSAGE_IDS = {
     "readonly_path": uuid.UUID("5b0de9e7c3254aca9adb54a98a727329"),
     "api_call": uuid.UUID("bef959ae69254897a309128aad8b07f8"),
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
+    "backup_corrupt": uuid.UUID("283d9071c3664858af45810a38e90773"),
     "db_lock_lost": uuid.UUID("8f629d281003442f8d7717efe2119e0d"),
     "notify_sent": uuid.UUID("a9a855e71cb844f3a7b1c4f2b2848089"),
     "notify_failed": uuid.UUID("8fb56140e9e348a88a76ed0d02e19bb0"),

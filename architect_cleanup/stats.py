@@ -230,6 +230,12 @@ class CleanupStats:
             return "Cleanup completed" + (" (dry run)" if self.dry_run else "")
         return "Cleanup completed with errors: " + "; ".join(self.errors)
 
+    def warnings(self) -> list[str]:
+        """What a person must look at though the run succeeded: a corrupt newest backup
+        ("prod: newest backup X is corrupt (quick_check: ...); newest good one is from ...")."""
+        return [str(part["warning"]) for t in self.targets.values()
+                for part in t.detail.values() if part.get("warning")]
+
     def to_dict(self) -> dict[str, Any]:
         """The CLI's ``--json`` object and the API's response: the seed's shape, and more."""
         return {
@@ -243,6 +249,7 @@ class CleanupStats:
             "duration_s": round(self.duration, 3),
             "source": self.source,
             "failed_targets": self.failed_targets,
+            "warnings": self.warnings(),
             "errors": self.errors,
             "state_error": self.state_error,
             "dashboard_locks": self.dashboard_locks,

@@ -362,6 +362,7 @@ class CleanupWorker:
             "failed_targets": stats.failed_targets,
             "message": stats.message,
             "summary": stats.summary_line(),
+            "warnings": stats.warnings(),
             "dashboard_locks": stats.dashboard_locks,
             # which service run this was: `notify --unit-failed` tells a run that reported
             # itself from one that died before it could

@@ -159,6 +159,11 @@ class Arena:
             else:
                 raw[key] = value
         raw["logs"] = logs
+        # Trees here hold placeholder backups, which verification would rightly call corrupt;
+        # build_world's are real databases and turn it on.
+        backups = dict(raw.get("backups", {}))
+        backups.setdefault("verify", {"check": "off"})
+        raw["backups"] = backups
         self.config.write_text(tomli_w.dumps(raw))
         return self.config
 
@@ -802,7 +807,7 @@ def build_world(arena: Arena, now: float, *, backups: int = 20, logs: int = 100,
         for i in range(backups):
             t = old + i * 60
             tag = "keep" if i >= backups - keep else "doomed"
-            b = touch(bdir / f"architect_{i:06d}_{tag}.db", t, b"b" * 64)
+            b = touch(bdir / f"architect_{i:06d}_{tag}.db", t, backup_bytes(i))
             w.keep.append(b) if tag == "keep" else w.doom("backups", b)
             if i % 7 == 3:
                 for side in ("-wal", "-shm"):
@@ -839,8 +844,19 @@ def build_world(arena: Arena, now: float, *, backups: int = 20, logs: int = 100,
     make_assigner_db(w.assigner, now, doomed=prompts, keep=keep_rows)
     w.prompts_keep = keep_rows
     arena.write_config(environments=["prod", "qa"],
-                       backups={"retention": {"prod": 3, "qa": 2}})
+                       backups={"retention": {"prod": 3, "qa": 2}, "verify": {"check": "quick"}})
     return w
+
+
+def backup_bytes(i: int) -> bytes:
+    """A small, good database (one row telling *i*): a backup that verifies as good."""
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE backup(i INTEGER)")
+    con.execute("INSERT INTO backup VALUES (?)", (i,))
+    con.commit()
+    data = con.serialize()
+    con.close()
+    return data
 
 
 def watch_deletes(dirs: Iterable[Path]) -> Inotify:

@@ -226,7 +226,7 @@ def test_verbose_output_lists_every_backup_with_the_rules_that_keep_it(srv: Path
                                                                        tmp_path: Path) -> None:
     dailies(srv, "prod", "2026-11-01", "2026-11-25")
     conf = tmp_path / "config.toml"
-    conf.write_text(f'root = "{srv}"\n[logs]\ntmp_dir = ""\n'
+    conf.write_text(f'root = "{srv}"\n[logs]\ntmp_dir = ""\n[backups.verify]\ncheck = "off"\n'
                     '[backups.policy.prod]\nkeep_daily = 2\nkeep_weekly = 2\n'
                     'max_total_size = "300"\n')
     out = io.StringIO()

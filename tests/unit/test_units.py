@@ -156,6 +156,21 @@ def test_check_units_script_passes_on_the_repository() -> None:
     assert "architect-cleanup-api.service" in proc.stdout
 
 
+def test_the_offload_drop_in_adds_only_network_and_credentials_and_scores_at_most_3_0(
+        tmp_path: Path) -> None:
+    dropin = (Path(__file__).resolve().parents[2] / "packaging/examples/offload.conf")
+    body = dropin.read_text().split("[Service]\n", 1)[1]
+    keys = {line.split("=", 1)[0] for line in body.splitlines()
+            if line and not line.startswith("#")}
+    assert keys == {"PrivateNetwork", "RestrictAddressFamilies", "IPAddressAllow",
+                    "LoadCredential"}
+    assert "LoadCredential=offload-s3:/etc/architect-cleanup/credentials/s3" in body
+    combined = tmp_path / check_units.SERVICE
+    combined.write_text((SYSTEMD / check_units.SERVICE).read_text() + body)
+    score, report = check_units.security(combined)
+    assert score <= 3.0, report
+
+
 # --- notifications: the units that deliver (the cleanup service itself has no network) -------
 
 NOTIFY_UNITS = (check_units.NOTIFY_SERVICE, check_units.FAILURE_SERVICE)

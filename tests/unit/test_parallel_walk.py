@@ -85,7 +85,7 @@ def test_a_dry_run_decides_the_same_in_the_same_order_with_a_pool(tmp_path: Path
     build(root)
     one_stats, one = run(root, 1, dry=True)
     pool_stats, pooled = run(root, POOL, dry=True)
-    assert len(one) > 2000 and any(d.startswith("remove") for d in one)
+    assert len(one) > 2000 and any(d.startswith("would remove") for d in one)
     assert pooled == one
     assert figures(pool_stats, root) == figures(one_stats, root)
 

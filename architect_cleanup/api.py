@@ -44,6 +44,8 @@ from architect_cleanup.config import ConfigError, Problem, load_config
 from architect_cleanup.journal import fields, setup_logging
 from architect_cleanup.lock import LockHeld
 from architect_cleanup.notify import Notifier
+from architect_cleanup.panel import PANEL_PATH, TOKEN_USER as PANEL_USER, install_standalone, \
+    panel_blueprint
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import Actor, ordered
 from architect_cleanup.worker import CleanupWorker
@@ -308,8 +310,14 @@ def create_app(*, token: str | None = None, config_path: str | None = None,
     bp = cleanup_blueprint(actor=lambda: g.get("architect_cleanup_actor") or _peer_actor(),
                            config_path=config_path, should_stop=stop)
 
+    panel = panel_blueprint(
+        actor=lambda: Actor(user_id=None, user=PANEL_USER, ip_address=request.remote_addr),
+        config_path=config_path, should_stop=stop)
+
     @app.before_request
     def require_token() -> Response | None:
+        if request.path == PANEL_PATH or request.path.startswith(PANEL_PATH + "/"):
+            return None  # the panel's own login (a session from the token), not a header
         if not bearer_matches(request.headers.get("Authorization"), secret):
             _call().update(actor=_peer_actor(), outcome="missing or invalid bearer token")
             error = ', error="invalid_token"' if request.headers.get("Authorization") else ""
@@ -322,9 +330,11 @@ def create_app(*, token: str | None = None, config_path: str | None = None,
     @app.after_request
     def log_other_calls(response: Response) -> Response:
         # The blueprint logs its own routes; this covers 404/405 and the like.
-        return response if request.blueprint == bp.name else log_call(response)
+        return response if request.blueprint in (bp.name, panel.name) else log_call(response)
 
     app.register_error_handler(HTTPException, http_error)
     app.register_blueprint(bp)
-    log.info("architect-cleanup API ready: POST %s, GET %s", API_PATH, STATUS_PATH)
+    install_standalone(app, panel, secret)
+    log.info("architect-cleanup API ready: POST %s, GET %s, the panel at %s/", API_PATH,
+             STATUS_PATH, PANEL_PATH)
     return app

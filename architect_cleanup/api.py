@@ -44,8 +44,8 @@ from architect_cleanup.config import ConfigError, Problem, load_config
 from architect_cleanup.journal import fields, setup_logging
 from architect_cleanup.lock import LockHeld
 from architect_cleanup.notify import Notifier
-from architect_cleanup.panel import PANEL_PATH, TOKEN_USER as PANEL_USER, install_standalone, \
-    panel_blueprint
+from architect_cleanup.panel import PANEL_PATH, install_standalone, panel_blueprint
+from architect_cleanup.panel import TOKEN_USER as PANEL_USER
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import Actor, ordered
 from architect_cleanup.worker import CleanupWorker

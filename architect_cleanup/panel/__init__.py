@@ -46,7 +46,6 @@ from flask import (
     Flask,
     Response,
     abort,
-    current_app,
     redirect,
     render_template,
     request,
@@ -56,6 +55,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from architect_cleanup import activity
 from architect_cleanup.config import Config, ConfigError, load_config
@@ -76,7 +76,7 @@ CSRF_SESSION_KEY = "architect_cleanup_csrf"
 USER_SESSION_KEY = "architect_cleanup_user"
 CSRF_HEADER = "X-CSRF-Token"
 #: The panel user's name when logged in with the API token (standalone).
-TOKEN_USER = "panel (api token)"
+TOKEN_USER = "panel (api token)"  # noqa: S105 (a user name, not the token)
 SESSION_LIFETIME = timedelta(hours=8)
 MAX_BODY = 64 * 1024
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -396,7 +396,7 @@ def install_standalone(app: Flask, bp: Blueprint, token: bytes) -> None:
                       SESSION_COOKIE_PATH=PANEL_PATH, PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME)
     open_endpoints = {f"{bp.name}.login", f"{bp.name}.static"}
 
-    def require_login() -> Response | None:
+    def require_login() -> BaseResponse | None:
         if request.endpoint in open_endpoints or session.get(USER_SESSION_KEY):
             return None
         if request.path.startswith(PANEL_PATH + "/api/") or request.method != "GET":
@@ -407,7 +407,7 @@ def install_standalone(app: Flask, bp: Blueprint, token: bytes) -> None:
     bp.before_request_funcs.setdefault(None, []).insert(0, require_login)
 
     @bp.route("/login", methods=["GET", "POST"])
-    def login() -> Response | str:
+    def login() -> BaseResponse | str:
         error = None
         if request.method == "POST":
             given = request.form.get("token", "").strip().encode("utf-8", "replace")
@@ -424,7 +424,7 @@ def install_standalone(app: Flask, bp: Blueprint, token: bytes) -> None:
                                page="login", logout=False)
 
     @bp.post("/logout")
-    def logout() -> Response:
+    def logout() -> BaseResponse:
         session.clear()
         return redirect(url_for(f"{bp.name}.login"), 303)
 

@@ -27,6 +27,7 @@ from werkzeug.serving import make_server
 
 from architect_cleanup import history
 from architect_cleanup.history import BackupRecord, Item, PartRecord, Sample, TargetRecord
+from architect_cleanup.state import StateStore
 
 TOKEN = "panel-test-token-0123456789abcdef"
 SCHEMA = Path(__file__).resolve().parent / "data" / "dashboard_schema.sql"
@@ -127,6 +128,16 @@ class Site:
                             self.now - 300 * DAY, "newest 10 of prod: beyond them", "prod"))
             w.finish(finished_at=started + timedelta(seconds=30), result="success",
                      duration_s=30.0, items=3 + k + k % 4, bytes=freed_logs + freed_backups)
+            StateStore(str(self.state)).record({
+                "started_at": started.isoformat(timespec="seconds"),
+                "finished_at": (started + timedelta(seconds=30)).isoformat(timespec="seconds"),
+                "dry_run": False, "result": "success", "duration_s": 30.0, "source": "timer",
+                "pid": 4242, "stats": {"backups_deleted": k % 4, "logs_deleted": 3 + k,
+                                       "space_freed": freed_logs + freed_backups},
+                "failed_targets": [], "message": "Cleanup completed",
+                "summary": f"Freed {(freed_logs + freed_backups) / 1024**2:.1f} MB: "
+                           f"{k % 4} backups, {3 + k} logs, 0 tasks, 0 errors, "
+                           "0 prompts archived, 0 temp files"})
         h.close()
 
     def activity(self) -> list[tuple[Any, ...]]:

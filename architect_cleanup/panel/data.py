@@ -158,11 +158,13 @@ def _charts_from_history(conn: sqlite3.Connection, since: datetime,
                   for t, v in reports.free_series(conn, f.name, since)]
         line = []
         if f.slope is not None and f.free is not None and points:
-            # the fitted line from the first point it used to its crossing of zero (or 30 days)
+            # the fitted line from the first sample it used to its crossing of zero (at most
+            # 90 days ahead)
             horizon = min(f.seconds or 30 * 86400.0, 90 * 86400.0)
-            start = (f.jump_at or since.timestamp()) - now.timestamp()
+            first = datetime.fromisoformat(points[0]["t"]).timestamp()
+            start = max(first, f.jump_at or first) - now.timestamp()
             line = [{"t": reports.iso(now.timestamp() + s), "v": max(f.free + f.slope * s, 0)}
-                    for s in (max(start, -CHART_DAYS * 86400.0), 0.0, horizon)]
+                    for s in (start, 0.0, horizon)]
         free.append({"name": f.name, "points": points, "forecast": line, "line": f.line()})
     freed: dict[str, dict[str, int]] = defaultdict(dict)
     for row in reports.freed_per_period(conn, since, period="day"):

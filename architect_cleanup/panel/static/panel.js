@@ -99,7 +99,7 @@
     } else if (run.error) {
       text = `${kind} did not run: ${run.error}`;
     } else if (run.result) {
-      text = `${kind} finished: ${run.result.summary}`;
+      text = `Finished. ${run.result.summary}`;
     } else {
       text = `${kind} finished`;
     }
@@ -157,10 +157,11 @@
     const lines = [];
     (c.free || []).forEach((f, i) => {
       freeSets.push({ label: `${f.name}: free`, data: f.points.map((p) => ({ x: Date.parse(p.t), y: p.v })),
-                      borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length], pointRadius: 2 });
+                      borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length], borderWidth: 3, pointRadius: 3 });
       if (f.forecast && f.forecast.length) {
         freeSets.push({ label: `${f.name}: forecast`, data: f.forecast.map((p) => ({ x: Date.parse(p.t), y: p.v })),
-                        borderColor: COLORS[i % COLORS.length], borderDash: [6, 4], pointRadius: 0 });
+                        borderColor: COLORS[(i + 1) % COLORS.length], backgroundColor: COLORS[(i + 1) % COLORS.length],
+                        borderDash: [6, 4], borderWidth: 2, pointRadius: 0 });
       }
       lines.push(f.line);
     });

@@ -154,14 +154,14 @@ def _charts_from_history(conn: sqlite3.Connection, since: datetime,
                          now: datetime) -> dict[str, Any]:
     free: list[dict[str, Any]] = []
     for f in reports.forecasts(conn, now=now, window=CHART_DAYS * 86400.0):
-        points = [{"t": reports.iso(t), "v": v}
-                  for t, v in reports.free_series(conn, f.name, since)]
+        series = reports.free_series(conn, f.name, since)
+        points = [{"t": reports.iso(t), "v": v} for t, v in series]
         line = []
-        if f.slope is not None and f.free is not None and points:
+        if f.slope is not None and f.free is not None and series:
             # the fitted line from the first sample it used to its crossing of zero (at most
             # 90 days ahead)
             horizon = min(f.seconds or 30 * 86400.0, 90 * 86400.0)
-            first = datetime.fromisoformat(points[0]["t"]).timestamp()
+            first = series[0][0]
             start = max(first, f.jump_at or first) - now.timestamp()
             line = [{"t": reports.iso(now.timestamp() + s), "v": max(f.free + f.slope * s, 0)}
                     for s in (start, 0.0, horizon)]

@@ -183,7 +183,7 @@ def test_an_operator_reads_the_panel_changes_retention_and_runs_a_dry_run(
 def unnamed_controls(page: Page) -> list[str]:
     """Lines of the page's accessibility tree for controls without an accessible name."""
     tree = page.locator("body").aria_snapshot()
-    rx = re.compile(r"^\s*- (%s)(?: \[[^\]]*\])*(?::.*)?$" % "|".join(CONTROLS))
+    rx = re.compile(r"^\s*- ({})(?: \[[^\]]*\])*(?::.*)?$".format("|".join(CONTROLS)))
     return [line for line in tree.splitlines() if rx.match(line)]
 
 

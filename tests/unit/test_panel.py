@@ -20,6 +20,7 @@ from architect_cleanup import cli
 from architect_cleanup.api import create_app
 from architect_cleanup.config import Config, ConfigError, merge, parse_config
 from architect_cleanup.panel import data, settings
+
 from conftest import snapshot
 
 PAGES = ("/", "/charts", "/items", "/config")

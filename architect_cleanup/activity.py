@@ -60,7 +60,7 @@ def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = N
     """Write the run into every configured database that has an activity_log; returns the
     labels of the databases written. Problems are logged, never raised."""
     actor = actor or Actor()
-    return _record(cfg, ACTION, details(stats, actor.get("user")), actor, when)
+    return _record(cfg, ACTION, details(stats, actor.get("user")), actor, when, "the run")
 
 
 def record_change(cfg: Config, change: dict[str, Any], *, actor: Actor | None = None,
@@ -71,11 +71,12 @@ def record_change(cfg: Config, change: dict[str, Any], *, actor: Actor | None = 
     doc = dict(change)
     if actor.get("user"):
         doc["user"] = actor.get("user")
-    return _record(cfg, CONFIG_ACTION, json.dumps(doc, sort_keys=True), actor, when)
+    return _record(cfg, CONFIG_ACTION, json.dumps(doc, sort_keys=True), actor, when,
+                   "the configuration change")
 
 
-def _record(cfg: Config, action: str, text: str, actor: Actor,
-            when: datetime | None) -> list[str]:
+def _record(cfg: Config, action: str, text: str, actor: Actor, when: datetime | None,
+            what: str) -> list[str]:
     now = sql_timestamp(when or datetime.now(UTC), cfg.database.naive_timezone)
     row: dict[str, Any] = {
         "user_id": actor.get("user_id"),
@@ -98,12 +99,12 @@ def _record(cfg: Config, action: str, text: str, actor: Actor,
                 values = {cols[k]: v for k, v in row.items() if k in cols}
                 if "action" not in cols:
                     log.warning("%s: %s has no action column; %s not recorded there",
-                                f.rel, table, action)
+                                f.rel, table, what)
                     continue
                 db.insert(table, values)
                 written.append(f.label)
         except (sqlite3.Error, DbError) as exc:
-            log.warning("%s: cannot record %s in %s: %s", f.rel, action, TABLE, describe(exc))
+            log.warning("%s: cannot record %s in %s: %s", f.rel, what, TABLE, describe(exc))
     return written
 
 

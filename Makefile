@@ -19,9 +19,13 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # Metrics: python3-prometheus-client (a Recommends), prometheus (promtool checks them).
 # Panel: libjs-chart.js (a Depends of architect-cleanup-api: the charts, served offline) and
 # chromium, driven headless by Playwright (requirements-dev.txt) in tests/browser.
+# Backups (recommended at run time): python3-zstandard (compression), python3-boto3 (offload);
+# zstd for `zstd -t` on every file the tests compress and for the compression bench.
+# The S3 server of the tests (SeaweedFS's `weed`) comes from PyPI: requirements-dev.txt.
 APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pytest \
 	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
 	restic python3-cryptography time findutils \
+	python3-zstandard python3-boto3 zstd \
 	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all help2man \
 	lintian fakeroot systemd systemd-container mmdebstrap \
 	python3-prometheus-client prometheus \
@@ -29,8 +33,9 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 
 DEMO := $(CURDIR)/.demo
 
-.PHONY: setup run test unit browser panel-screenshots lint reliability system system-if-possible deb version-check bench \
-	bench-quick stress clean distclean
+.PHONY: setup run test unit browser panel-screenshots lint reliability system \
+	system-if-possible deb version-check bench bench-quick bench-backups stress clean \
+	distclean
 
 setup: $(VENV)/.stamp
 
@@ -158,6 +163,11 @@ bench: setup
 
 bench-quick:
 	$(MAKE) bench ARGS="--quick $(ARGS)"
+
+## bench-backups: backup compression beside `zstd -3 -T0`, verification MB/s, upload beside a
+## plain boto3 upload_file to SeaweedFS on loopback (tests/bench/backups.py; a few minutes)
+bench-backups: setup
+	$(VPY) tests/bench/backups.py $(ARGS)
 
 clean:
 	rm -rf $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

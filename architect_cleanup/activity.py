@@ -23,6 +23,7 @@ from typing import Any
 
 from architect_cleanup.config import Config
 from architect_cleanup.db import Database, DbError, describe, find_databases, sql_timestamp
+from architect_cleanup.dblocks import LockWatch
 from architect_cleanup.stats import CleanupStats
 from architect_cleanup.targets.base import Actor, RunContext
 
@@ -56,9 +57,10 @@ def details(stats: CleanupStats, user: str | None = None) -> str:
 
 
 def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = None,
-                    when: datetime | None = None) -> list[str]:
+                    when: datetime | None = None, locks: LockWatch | None = None) -> list[str]:
     """Write the run into every configured database that has an activity_log; returns the
-    labels of the databases written. Problems are logged, never raised."""
+    labels of the databases written. Problems are logged, never raised. *locks* collects the
+    run's lost-lock findings (see dblocks.py)."""
     actor = actor or Actor()
     return _record(cfg, ACTION, details(stats, actor.get("user")), actor, when, "the run")
 
@@ -91,7 +93,7 @@ def _record(cfg: Config, action: str, text: str, actor: Actor, when: datetime | 
     files, _ = find_databases(cfg)
     for f in files:
         try:
-            with Database(f, cfg.database, dry_run=False, root=cfg.root) as db:
+            with Database(f, cfg.database, dry_run=False, root=cfg.root, locks=locks) as db:
                 table = db.find_table([TABLE])
                 if table is None:
                     continue
@@ -112,6 +114,6 @@ def record_run(ctx: RunContext, stats: CleanupStats) -> None:
     """The run's activity-row step: real runs, and an API caller's dry runs."""
     if ctx.dry_run and ctx.source not in RECORD_DRY_RUNS:
         return
-    written = record_activity(ctx.config, stats, actor=ctx.actor)
+    written = record_activity(ctx.config, stats, actor=ctx.actor, locks=ctx.db_locks)
     if written:
         log.debug("run recorded in %s of %s", TABLE, ", ".join(written))

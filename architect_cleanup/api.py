@@ -39,10 +39,11 @@ from typing import Any, NoReturn
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
-from architect_cleanup.api_schema import MAX_BODY, RequestInvalid, parse_body, validate
+from architect_cleanup.api_schema import MAX_BODY, RequestInvalid, brief, parse_body, validate
 from architect_cleanup.config import ConfigError, Problem, load_config
+from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging
-from architect_cleanup.lock import LockHeld
+from architect_cleanup.lock import LockHeld, LockUnusable
 from architect_cleanup.notify import Notifier
 from architect_cleanup.panel import PANEL_PATH, install_standalone, panel_blueprint
 from architect_cleanup.panel import TOKEN_USER as PANEL_USER
@@ -127,17 +128,21 @@ def log_call(response: Response) -> Response:
     actor: Mapping[str, Any] = call.get("actor") or {"ip_address": request.remote_addr}
     user = actor.get("user") or (f"user {actor['user_id']}" if actor.get("user_id") else
                                  "unauthenticated")
-    who = f"{user}@{actor.get('ip_address') or '?'}"
+    user = display(str(user))
+    who = display(f"{user}@{actor.get('ip_address') or '?'}")
     params = call.get("params")
-    params_text = "-" if params is None else json.dumps(params, sort_keys=True)[:2000]
+    params_text = "-" if params is None else json.dumps(brief(params), sort_keys=True)[:2000]
     outcome = call.get("outcome") or _phrase(response.status_code)
     level = logging.INFO if response.status_code < 400 else logging.WARNING
-    values = {"cleanup_api_method": request.method, "cleanup_api_path": request.path,
+    # Escaped here as well as by our log handlers: mounted in a dashboard, the record goes
+    # through the host's handlers, and the path and the outcome are the client's text.
+    path, method, outcome = display(request.path), display(request.method), display(outcome)
+    values = {"cleanup_api_method": method, "cleanup_api_path": path,
               "cleanup_api_status": response.status_code, "cleanup_api_user": user,
               "cleanup_api_user_id": actor.get("user_id"),
               "cleanup_api_ip": actor.get("ip_address"), "cleanup_api_params": params_text,
               "cleanup_source": "api", "cleanup_dry_run": call.get("dry_run")}
-    log.log(level, "API %s %s by %s: %d %s; parameters %s", request.method, request.path, who,
+    log.log(level, "API %s %s by %s: %d %s; parameters %s", method, path, who,
             response.status_code, outcome, params_text,
             extra=fields("api_call", **{k: v for k, v in values.items() if v is not None}))
     return response
@@ -204,7 +209,7 @@ def run_request(actor: Actor, config_path: str | None,
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
-        log.error("%s", exc, extra=fields("config_error"))
+        log.error(*exc.log_args(), extra=fields("config_error"))
         return _refuse(500, "the server's architect-cleanup configuration is invalid",
                        errors=exc.problems)
     try:
@@ -224,6 +229,8 @@ def run_request(actor: Actor, config_path: str | None,
         stats = worker.run_cleanup()
     except LockHeld as exc:
         return _refuse(409, str(exc), dry_run=req.dry_run, locked_by=exc.pid)
+    except LockUnusable as exc:
+        return _refuse(500, str(exc), dry_run=req.dry_run)
     call["outcome"] = stats.summary_line()
     return _json(stats.to_dict())
 
@@ -285,12 +292,18 @@ def check_token(token: str) -> bytes:
     return token.encode("utf-8")
 
 
+#: What may surround the header's parts: ASCII space and tab only (RFC 9110's OWS). str.strip()
+#: would also drop Unicode whitespace (NEL \x85, NBSP \xa0...), so a token with those added
+#: would match.
+_OWS = " \t"
+
+
 def bearer_matches(header: str | None, token: bytes) -> bool:
-    """``Authorization: Bearer <token>``, compared in constant time."""
-    scheme, _, given = (header or "").strip().partition(" ")
+    """``Authorization: Bearer <token>``, the exact bytes compared in constant time."""
+    scheme, _, given = (header or "").strip(_OWS).partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.strip().encode("utf-8", "replace"), token)
+    return hmac.compare_digest(given.strip(_OWS).encode("utf-8", "replace"), token)
 
 
 def create_app(*, token: str | None = None, config_path: str | None = None,
@@ -325,6 +338,8 @@ def create_app(*, token: str | None = None, config_path: str | None = None,
                          401, {"WWW-Authenticate": f'Bearer realm="architect-cleanup"{error}'})
         g.architect_cleanup_actor = Actor(user_id=None, user=TOKEN_USER,
                                           ip_address=request.remote_addr)
+        # for the journal entry of a call the blueprint does not route (404, 405)
+        _call()["actor"] = g.architect_cleanup_actor
         return None
 
     @app.after_request

@@ -32,6 +32,8 @@ from architect_cleanup.config import MAX_DAYS, MIN_KEEP
 MAX_BODY = 64 * 1024
 #: The API's own cap on a retention number (the configuration file has none).
 MAX_KEEP = 100_000
+#: The most characters of a client's value (a number, a key, a name) a message echoes.
+ECHO_LIMIT = 40
 
 AGE_KEYS = ("log_age_days", "task_age_days", "error_age_days", "prompt_age_days")
 KEYS = ("dry_run", "backup_retention", *AGE_KEYS, "targets")
@@ -68,6 +70,34 @@ class CleanupRequest:
             "prompt_age_days": self.prompt_age_days,
             "only": self.targets,
         }
+
+
+def echo(value: Any) -> str:
+    """A client's value as a message quotes it: ``repr`` (control characters escaped), cut
+    to ECHO_LIMIT characters, so a 4,000-digit number or a 60 KiB key is not sent back (and
+    logged) in full. A huge integer is described, not converted (Python refuses to turn one
+    of more than 4,300 digits into text)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return _cut(repr(value))
+
+
+def brief(value: Any) -> Any:
+    """A parsed body with every number and text cut as :func:`echo` cuts them (for the log's
+    copy of the parameters: a body may hold a 4,000-digit number or a 60 KiB key)."""
+    if isinstance(value, dict):
+        return {_cut(str(k)): brief(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [brief(v) for v in value[:20]]
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return echo(value)
+    if isinstance(value, str):
+        return _cut(value)
+    return value
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT - 3] + "..."
 
 
 def json_type(value: Any) -> str:
@@ -115,12 +145,12 @@ Check = Callable[[Any], tuple[Any, str | None]]
 def _whole(value: Any, lo: int, hi: int) -> tuple[int | None, str | None]:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float):
-            return None, f"must be a whole number, not {value!r}"
+            return None, f"must be a whole number, not {echo(value)}"
         return None, f"must be a whole number, not {json_type(value)}"
     if value < lo:
-        return None, f"{value} is below the minimum of {lo}"
+        return None, f"{echo(value)} is below the minimum of {lo}"
     if value > hi:
-        return None, f"{value} is above the maximum of {hi}"
+        return None, f"{echo(value)} is above the maximum of {hi}"
     return value, None
 
 
@@ -128,7 +158,7 @@ def _check_dry_run(value: Any) -> tuple[Any, str | None]:
     if isinstance(value, bool):
         return value, None
     if isinstance(value, int | float):
-        return None, (f"must be true or false, not the number {value!r} "
+        return None, (f"must be true or false, not the number {echo(value)} "
                       "(a real run needs a literal false)")
     return None, f"must be true or false, not {json_type(value)}"
 
@@ -146,7 +176,7 @@ def _retention_checker(environments: Collection[str]) -> Check:
             bad: list[str] = []
             for env, n in value.items():
                 if env not in allowed:
-                    bad.append(f"{env!r} is not a configured environment "
+                    bad.append(f"{echo(env)} is not a configured environment "
                                f"(choose from {', '.join(allowed)})")
                     continue
                 keep, problem = _whole(n, MIN_KEEP, MAX_KEEP)
@@ -171,7 +201,7 @@ def _targets_checker(known: Collection[str]) -> Check:
             return None, "must name at least one target"
         unknown = [v for v in value if v not in known]
         if unknown:
-            return None, (f"unknown target(s) {', '.join(repr(u) for u in unknown)} "
+            return None, (f"unknown target(s) {', '.join(echo(u) for u in unknown[:5])} "
                           f"(choose from {', '.join(known)})")
         if len(set(value)) != len(value):
             return None, "names a target twice"
@@ -199,7 +229,7 @@ def validate(doc: Any, *, environments: Collection[str],
     for key, value in doc.items():
         check = checks.get(key)
         if check is None:
-            problems.append((key, f"unknown key (known: {', '.join(KEYS)})"))
+            problems.append((_cut(key), f"unknown key (known: {', '.join(KEYS)})"))
             continue
         checked, problem = check(value)
         if problem is not None:

@@ -21,7 +21,7 @@ from architect_cleanup import __version__, migrate, systemctl
 from architect_cleanup.config import Config, ConfigError, load_config
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
-from architect_cleanup.lock import LockHeld
+from architect_cleanup.lock import LockHeld, LockUnusable
 from architect_cleanup.state import StateStore
 from architect_cleanup.stats import CleanupStats
 from architect_cleanup.status import status_doc
@@ -162,7 +162,12 @@ def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
                                should_stop=stop.requested)
         stats = worker.run_cleanup()
     except ConfigError as exc:
-        _error(str(exc))
+        _error("\n".join(exc.lines()))
+        return EXIT_USAGE
+    except LockUnusable as exc:  # the worker has logged it
+        if args.json:
+            print(json.dumps({"success": False, "dry_run": dry, "message": str(exc)}),
+                  file=out)
         return EXIT_USAGE
     except LockHeld as exc:  # the worker has logged it (stderr and/or the journal)
         if args.json:
@@ -194,9 +199,9 @@ def print_summary(stats: CleanupStats, out: TextIO) -> None:
             if t.errors:
                 line += f", {len(t.errors)} errors"
             if t.failed:
-                line = f"  {name:<8} FAILED  {t.message}"
+                line = f"  {name:<8} FAILED  {display(t.message)}"
         else:
-            line = f"  {name:<8} {t.status:<7} {t.message}"
+            line = f"  {name:<8} {t.status:<7} {display(t.message)}"
         print(line, file=out)
         for note in t.notes[:5]:
             print(f"           note: {display(note)}", file=out)
@@ -214,7 +219,7 @@ def print_summary(stats: CleanupStats, out: TextIO) -> None:
     print(f"  Temp files deleted: {stats.temp_files_deleted}", file=out)
     print(f"  Space freed: {stats.space_freed_mb} MB", file=out)
     if stats.state_error:
-        print(f"  State: {stats.state_error}", file=out)
+        print(f"  State: {display(stats.state_error)}", file=out)
     if not stats.success:
         print(f"  Failed: {', '.join(stats.failed_targets)}", file=out)
 
@@ -232,7 +237,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
               f"from {_cell(last.get('source'))})", file=out)
         print(f"             {_cell(last.get('summary'), '')}", file=out)
     else:
-        print(f"Last run:    none ({doc['state_problem']})", file=out)
+        print(f"Last run:    none ({_cell(doc['state_problem'])})", file=out)
     sd = doc["systemd"]
     if sd["reason"]:
         print(f"Timer:       unknown ({sd['reason']})", file=out)
@@ -245,8 +250,33 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
               file=out)
     pid = doc["daemon_pid"]
     print(f"Running now: {f'yes, PID {pid}' if pid else 'no'}", file=out)
+    for line in dashboard_lock_lines(doc.get("dashboard_locks")):
+        print(line, file=out)
     print(f"State file:  {doc['state_file']}", file=out)
     return EXIT_OK
+
+
+def dashboard_lock_lines(locks: object) -> list[str]:
+    """``status`` lines for the dashboard processes the last run found without their SQLite
+    locks (see dblocks.py); nothing when the last run did not record it."""
+    if not isinstance(locks, dict):
+        return []
+    lost = [h for h in locks.get("lost") or [] if isinstance(h, dict)]
+    unknown = [h for h in locks.get("unknown") or [] if isinstance(h, dict)]
+    more = locks.get("unknown_more")
+    n_unknown = len(unknown) + (more if isinstance(more, int) else 0)
+    lines = [f"Dashboard:   PID {_cell(h.get('pid'))} ({_cell(h.get('command'))}) has "
+             f"{_cell(h.get('database'))} open without its SQLite locks: restart it "
+             "(journalctl -x explains)" for h in lost]
+    if n_unknown:
+        pids = ", ".join(_cell(h.get("pid")) for h in unknown)
+        if pids:
+            pids = f" (PID {pids}{', ...' if n_unknown > len(unknown) else ''})"
+        lines.append(f"Dashboard:   {n_unknown} process(es) could not be inspected{pids}: "
+                     "whether they hold their SQLite locks is unknown")
+    if not lines:
+        lines.append("Dashboard:   no process without its SQLite locks (last run)")
+    return lines
 
 
 def cmd_config_check(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
@@ -269,7 +299,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
               file=out)
         return EXIT_OK
     if not history:
-        print(f"No runs recorded ({store.problem or 'empty history'}).", file=out)
+        print(f"No runs recorded ({_cell(store.problem or 'empty history')}).", file=out)
         return EXIT_OK
     print(f"{'started (UTC)':<26}{'mode':<6}{'source':<9}{'result':<8}{'freed MB':>10}  "
           "summary", file=out)
@@ -344,7 +374,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        log.error("%s", exc,
+        log.error(*exc.log_args(),
                   extra=fields("config_error", cleanup_error="; ".join(exc.problems)))
         if getattr(args, "json", False):
             print(json.dumps({"valid": False, "success": False, "errors": exc.problems}),

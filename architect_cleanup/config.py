@@ -14,15 +14,17 @@ import dataclasses
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from fnmatch import translate
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from architect_cleanup.fs import is_forbidden_root
+from architect_cleanup.fs import display, is_forbidden_root, system_tree, untrusted
 from architect_cleanup.retention import (
     COUNT_RULES,
     POLICY_KEYS,
@@ -75,6 +77,18 @@ class ConfigError(ValueError):
         self.source = source
         where = f" in {source}" if source else ""
         super().__init__(f"invalid configuration{where}:\n  " + "\n  ".join(self.problems))
+
+    def log_args(self) -> tuple[str, ...]:
+        """``log.error(*exc.log_args())``: the message as a format string and its arguments,
+        so the log's escaping (journal.EscapingFormatter) keeps one line per problem while
+        it escapes what each problem quotes (a file name, a pattern)."""
+        where = " in %s" if self.source else "%s"
+        return ("invalid configuration" + where + ":" + "\n  %s" * len(self.problems),
+                self.source or "", *self.problems)
+
+    def lines(self) -> list[str]:
+        """The message's lines, each escaped for a terminal (fs.display)."""
+        return [display(line) for line in str(self).split("\n")]
 
 
 def parse_duration(text: str) -> timedelta:
@@ -297,6 +311,10 @@ def _root(v: Any) -> str:
     if is_forbidden_root(root) or is_forbidden_root(os.path.realpath(root)):
         raise Invalid(f"{root!r}: refusing to clean a system directory; "
                       "point root at the dashboard's install directory")
+    if (tree := system_tree(root) or system_tree(os.path.realpath(root))) is not None:
+        raise Invalid(f"{root!r}: lies in the system tree {tree}, which belongs to the "
+                      "system and its packages; point root at the dashboard's install "
+                      "directory (/srv/<name>, or exactly /opt/<name>)")
     return os.path.normpath(root)
 
 
@@ -655,9 +673,57 @@ def parse_config(raw: Mapping[str, Any], sources: tuple[str, ...] = ()) -> Confi
         if "section" in f.metadata:
             values[f.name] = _parse_section(f.metadata["section"], top.table(f.name), envs)
     top.finish()
+    cfg = Config(**values, sources=sources)
+    problems.extend(_broad_patterns(cfg))
     if problems:
         raise ConfigError(problems, ", ".join(sources) or None)
-    return Config(**values, sources=sources)
+    return cfg
+
+
+#: Names no temp or log pattern may match, whatever its spelling (``?*``, ``*?``, ``[!.]*``
+#: and ``**`` all match everything): the dashboard's own directories and databases, and
+#: any one-letter name (a pattern that matches one matches far too much). The configured
+#: environments, the directories and files the configuration names (backups, databases,
+#: logs) and the databases' -wal/-shm/-journal are added per configuration.
+NEVER_MATCH = ("data", "logs", "backups", "assigner", "architect.db", "assigner.db",
+               "config.toml", "Local State", "Default", "a", "z", "A", "Z", "0", "_", "-")
+#: The keys whose patterns remove what they match (exclude_dirs and protect only keep more).
+_REMOVING_PATTERNS = ("temp.patterns", "temp.dir_patterns", "logs.patterns",
+                      "logs.tmp_patterns")
+
+
+def _never_match(cfg: Config) -> list[str]:
+    """NEVER_MATCH plus every name the configuration itself relies on."""
+    names = list(NEVER_MATCH) + list(cfg.environments)
+    paths = [rel for template in (cfg.backups.dir, cfg.backups.shared_dir, *cfg.database.paths,
+                                  *cfg.logs.dirs)
+             if template for _env, rel in cfg.expand_env(template)]
+    for rel in paths:
+        names.extend(part for part in rel.split("/") if part not in ("", "."))
+    for template in cfg.database.paths:
+        for _env, rel in cfg.expand_env(template):
+            base = os.path.basename(rel)
+            names.extend(base + suffix for suffix in ("-wal", "-shm", "-journal"))
+    return list(dict.fromkeys(names))
+
+
+def _broad_patterns(cfg: Config) -> list[Problem]:
+    """A problem per temp or log pattern that matches a name in :func:`_never_match`: such a
+    pattern is judged by what it matches, not by how it is spelled."""
+    names = _never_match(cfg)
+    problems = []
+    for key in _REMOVING_PATTERNS:
+        section, field_name = key.split(".")
+        for pattern in getattr(getattr(cfg, section), field_name):
+            rx = re.compile(translate(pattern))
+            hits = [n for n in names if rx.match(n)]
+            if hits:
+                problems.append(Problem(
+                    key, f"{pattern!r} matches {', '.join(repr(h) for h in hits[:4])}"
+                    f"{' ...' if len(hits) > 4 else ''}, names the product must never remove "
+                    "wholesale; name the temporary files or directories themselves "
+                    '(e.g. "*.tmp", "__pycache__")'))
+    return problems
 
 
 def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -694,9 +760,12 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
         raise ConfigError([Problem(chosen, "no such configuration file")])
     merged: dict[str, Any] = {}
     sources = []
+    dropins = Path(chosen).parent / "config.d"
     for f in config_files(chosen):
+        if f.parent == dropins:
+            _check_trusted(dropins, "its directory")
         try:
-            with f.open("rb") as fh:
+            with _open_trusted(f) as fh:
                 doc = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([Problem(str(f), f"not valid TOML: {exc}")]) from None
@@ -708,6 +777,33 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
         merged = merge(merged, doc)
         sources.append(str(f))
     return parse_config(merged, tuple(sources))
+
+
+def _check_trusted(path: Path, what: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError([f"{display(str(path))}: cannot read: {exc.strerror}"]) from None
+    why = untrusted(st)
+    if why is not None:
+        raise ConfigError([f"{display(str(path))}: refused ({what}): {why}; anyone who can "
+                           "write it could change what this tool removes"])
+
+
+def _open_trusted(f: Path) -> Any:
+    """A configuration file opened for reading, once it is found to be a regular file only
+    root or this user can write (checked on the open descriptor); ConfigError else."""
+    try:
+        fd = os.open(f, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise ConfigError([f"{display(str(f))}: cannot read: {exc.strerror}"]) from None
+    st = os.fstat(fd)
+    why = "not a regular file" if not stat.S_ISREG(st.st_mode) else untrusted(st)
+    if why is not None:
+        os.close(fd)
+        raise ConfigError([f"{display(str(f))}: refused: {why}; anyone who can write it "
+                           "could change what this tool removes"])
+    return os.fdopen(fd, "rb")
 
 
 def with_overrides(cfg: Config, *, keep: int | Mapping[str, int] | None = None,

@@ -25,6 +25,33 @@ goal: the dashboard keeps writing while a purge runs (SPEC sections 4.5 and 10).
   the actions are applied in the same transaction as the delete, with ``foreign_keys`` off for
   that connection only (:class:`Reference`).
 - A real run ends with a WAL checkpoint (``PASSIVE``, then a short ``TRUNCATE``); never VACUUM.
+
+Threat model: what may break the dashboard, and what keeps it from happening.
+
+- *Our close deleting the dashboard's WAL.* When a WAL connection closes, SQLite takes an
+  EXCLUSIVE lock on the database file's SHARED range (bytes ``0x40000002``, 510 long) to learn
+  whether it is the last connection; if it gets it, it checkpoints and unlinks ``-wal`` and
+  ``-shm``. A dashboard that closed any descriptor of its database (``shutil.copy2`` of its
+  live file for a backup) has lost every POSIX lock on it while its connections stay open, so
+  our close would unlink the files it keeps writing into (I/O errors, commits lost). Every
+  :class:`Database` therefore holds a :class:`~architect_cleanup.dblocks.Guard` from before
+  ``sqlite3.connect`` until after ``close``, on every exit path (open failures, refused files,
+  errors and stops inside a purge): an open-file-description read lock (``F_OFD_SETLK``) on
+  that range, through a descriptor of its own. OFD locks conflict with SQLite's POSIX locks
+  even inside this process, so the probe fails and SQLite leaves both files alone; the guard
+  never blocks WAL readers, writers or checkpoints. The explicit ``wal_checkpoint(TRUNCATE)``
+  stays: it is coordinated through the ``-shm`` locks, which such a dashboard still holds. A
+  rollback-journal database (its writers need that range exclusively at each commit; it has
+  no WAL to protect) has the lock dropped once the journal mode is known; the descriptor
+  stays open until the connection is closed, since closing one drops this process's POSIX
+  locks on the file. For the same reason nothing here opens a database file besides SQLite
+  and the guard: the header is read through the guard's descriptor.
+- *A dashboard that has lost its locks* is in danger from any other program that opens its
+  database. Before opening a WAL database the run looks for processes that have it and its
+  ``-shm`` open (``/proc/PID/fd``) but hold no lock on it (``/proc/locks``), and reports each
+  once per run (journal entry ``db_lock_lost``, ``--json``, ``status``); processes it may not
+  inspect are reported as unknown.
+- *Paths swapped under SQLite* (it opens files by path): see dbfile.py.
 """
 
 from __future__ import annotations
@@ -44,6 +71,7 @@ from typing import Any
 
 from architect_cleanup.config import Config, DatabaseConfig, format_duration
 from architect_cleanup.dbfile import Pinned, Refused, locate
+from architect_cleanup.dblocks import Guard, GuardError, LockWatch, header_says_wal
 from architect_cleanup.fs import Dir, FsError, Root
 
 log = logging.getLogger(__name__)
@@ -307,13 +335,15 @@ class Database:
     """One dashboard database, opened for a dry run (``query_only``) or a real run."""
 
     def __init__(self, f: DbFile, cfg: DatabaseConfig, *, dry_run: bool,
-                 root: str | None = None) -> None:
+                 root: str | None = None, locks: LockWatch | None = None) -> None:
         self.file = f
         self.cfg = cfg
         self.dry_run = dry_run
         self.changed = 0
         #: the file as found from the root's descriptor (see dbfile.py), when a root is given
         self.pinned: Pinned | None = None
+        #: the lock that keeps our close from deleting the dashboard's WAL (see dblocks.py)
+        self.guard: Guard | None = None
         path = f.path
         if root is not None:
             try:
@@ -330,6 +360,12 @@ class Database:
                 raise DbError(str(exc)) from None
         uri = "file:" + urllib.parse.quote(path) + "?mode=rw"
         busy = cfg.busy_timeout.total_seconds()
+        try:
+            guard = self.guard = self._guard(path, busy, locks)
+        except BaseException as exc:
+            self._fail_open(exc)
+            raise
+        own = guard.fd
         before = self.pinned.fds() if self.pinned is not None else set()
         try:
             self.con = sqlite3.connect(uri, uri=True, timeout=busy, isolation_level=None)
@@ -338,14 +374,16 @@ class Database:
             raise
         try:
             if self.pinned is not None:
-                self.pinned.check(before, "open")
+                self.pinned.check(before, "open", own=own)
             self.con.execute(f"PRAGMA busy_timeout = {int(busy * 1000)}")
             self.con.execute("PRAGMA foreign_keys = ON")
             self.con.execute("PRAGMA temp_store = MEMORY")
             self.journal_mode = str(self.con.execute("PRAGMA journal_mode").fetchone()[0])
+            if self.journal_mode != "wal":
+                guard.release_lock()  # no WAL to protect; its writers need the range
             self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
             if self.pinned is not None:
-                self.pinned.check(before, "first read")
+                self.pinned.check(before, "first read", own=own)
             if dry_run:
                 self.con.execute("PRAGMA query_only = ON")
             elif self.journal_mode == "wal":
@@ -356,17 +394,62 @@ class Database:
                 self.con.execute("PRAGMA wal_autocheckpoint = 0")
         except Refused as exc:
             assert self.pinned is not None
-            self.pinned.close_without_checkpoint(self.con)
-            self._unpin()
+            try:
+                self.pinned.close_without_checkpoint(self.con)
+            finally:
+                try:
+                    self._close_guard()
+                finally:
+                    self._unpin()
             raise DbError(str(exc)) from None
         except BaseException as exc:
-            self.con.close()
-            self._fail_open(exc)
+            try:
+                self.con.close()
+            finally:
+                self._fail_open(exc)
             raise
+
+    def _guard(self, path: str, busy: float, locks: LockWatch | None) -> Guard:
+        """Open the guard's descriptor of the database file and take its lock, before SQLite
+        opens the file; a WAL database is first inspected for lost locks (see dblocks.py)."""
+        if self.pinned is not None:
+            try:
+                fd = self.pinned.open_file()
+            except Refused as exc:
+                raise DbError(str(exc)) from None
+        else:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+            except OSError as exc:
+                raise DbError(f"cannot open it: {exc.strerror}") from None
+        try:
+            wal = header_says_wal(fd)
+            if locks is not None and wal:
+                db = os.fstat(fd)
+                shm = self._side_stat("-shm", path)
+                locks.check(self.file.label, self.file.path, db, shm, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            return Guard(fd, self.file.label, wait=busy)
+        except GuardError as exc:
+            raise DbError(str(exc)) from None
+
+    def _side_stat(self, suffix: str, path: str) -> os.stat_result | None:
+        """The ``-shm`` (or another side file) beside the database, not following a symlink."""
+        try:
+            if self.pinned is not None:
+                return os.stat(self.pinned.name + suffix, dir_fd=self.pinned.dir.fd,
+                               follow_symlinks=False)
+            return os.stat(path + suffix, follow_symlinks=False)
+        except OSError:
+            return None
 
     def _fail_open(self, exc: BaseException) -> None:
         """Clean up after a failed open; an error while acting as the owner says so."""
         owner = self.pinned.acting_as if self.pinned is not None else None
+        self._close_guard()
         self._unpin()
         if owner is not None and isinstance(exc, sqlite3.OperationalError):
             raise DbError(f"{describe(exc)} (opened as its owner, uid {owner}, as the "
@@ -375,6 +458,11 @@ class Database:
     def _unpin(self) -> None:
         if self.pinned is not None:
             self.pinned.close()
+
+    def _close_guard(self) -> None:
+        """Only after the connection's close (see dblocks.py)."""
+        if self.guard is not None:
+            self.guard.close()
 
     def __enter__(self) -> Database:
         return self
@@ -389,8 +477,13 @@ class Database:
                 self.con.execute("ROLLBACK")
         except sqlite3.Error:
             pass
-        self.con.close()
-        self._unpin()
+        try:
+            self.con.close()
+        finally:
+            try:
+                self._close_guard()
+            finally:
+                self._unpin()
 
     # --- schema ---------------------------------------------------------------------------
 

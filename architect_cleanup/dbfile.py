@@ -12,7 +12,9 @@ opened in three checked steps:
    directory stays open and its device and inode are kept.
 2. Right after ``sqlite3.connect``, before any statement, :meth:`Pinned.check` proves from
    ``/proc/self/fd`` that the process holds that device and inode, and that no file of the
-   database's name opened since is another one.
+   database's name opened since is another one. (The guard's own descriptor of the file,
+   opened from the pinned directory by :meth:`Pinned.open_file` before the connection, see
+   dblocks.py, does not count as SQLite's.)
 3. After the first read, which opens ``-wal`` and ``-shm``, the same check proves those are
    the entries of the pinned directory.
 
@@ -36,24 +38,19 @@ is created by path each time), reaches only files the database's owner may write
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
 import stat
-import struct
 from dataclasses import dataclass
 
+from architect_cleanup.dblocks import ofd_lock_shared
 from architect_cleanup.fs import Dir, FsError, Root, display, libc
 
 log = logging.getLogger(__name__)
 
 #: Suffixes of the files SQLite keeps beside a database.
 SIDE_FILES = ("-wal", "-shm", "-journal")
-#: SQLite's lock bytes (os_unix.c): the shared-lock range an EXCLUSIVE lock must write-lock.
-_PENDING_BYTE = 0x40000000
-_SHARED_FIRST = _PENDING_BYTE + 2
-_SHARED_SIZE = 510
 
 
 #: setfsuid/setfsgid ignore an invalid id and return the current one: how to read it.
@@ -130,15 +127,33 @@ class Pinned:
         except OSError:
             return set()
 
-    def check(self, before: set[int], when: str) -> None:
+    def open_file(self) -> int:
+        """A descriptor of the pinned file, open for reading (the guard's, see dblocks.py);
+        Refused when the directory entry is another file by now."""
+        try:
+            fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+                         | os.O_NONBLOCK, dir_fd=self.dir.fd)
+        except OSError as exc:
+            raise Refused(f"cannot open it: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            os.close(fd)
+            raise Refused("changed while it was being opened: replaced by another file; "
+                          "not touched")
+        return fd
+
+    def check(self, before: set[int], when: str, *, own: int = -1) -> None:
         """Raise Refused unless the process holds the pinned database, and every file of its
-        name opened since *before* is the pinned directory's entry of that name."""
+        name opened since *before* is the pinned directory's entry of that name. The
+        descriptor *own* (the guard's) does not count as SQLite's."""
         if not before:
             return  # no /proc: nothing to compare with (the open-time checks still held)
         family = {self.name, *(self.name + s for s in SIDE_FILES)}
         held = False
         strangers = []
         for fd in self.fds():
+            if fd == own:
+                continue
             try:
                 st = os.fstat(fd)
             except OSError:
@@ -177,9 +192,7 @@ class Pinned:
                          dir_fd=self.dir.fd)
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) == (self.dev, self.ino):
-                lock = struct.pack("@hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, _SHARED_FIRST,
-                                   _SHARED_SIZE, 0)
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock)
+                ofd_lock_shared(fd)
         except OSError as exc:
             log.debug("%s: no lock against the checkpoint on close: %s", self.path, exc)
         try:

@@ -59,12 +59,41 @@ class WalkAborted(FsError):
     """The tree changed under the walk in a way that makes going on unsafe."""
 
 
+#: Trees that belong to the system or its packages: no root may lie anywhere below them.
+SYSTEM_TREES = ("/usr", "/etc", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run",
+                "/root", "/opt", "/var/lib", "/var/log", "/var/cache", "/var/spool",
+                "/var/mail", "/var/backups", "/var/opt", "/snap")
+#: Below these, a directory named exactly (one level down: ``/opt/architect``) is allowed,
+#: deeper ones are not: the place FHS gives an add-on package of its own.
+PACKAGE_TREES = ("/opt", "/var/opt")
+
+
+def _norm(path: str) -> str:
+    norm = os.path.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
 def is_forbidden_root(path: str) -> bool:
     """True for ``/``, ``/etc`` … and ``/lib*`` themselves (not for paths below them)."""
-    norm = os.path.normpath(path)
-    if norm.startswith("//"):
-        norm = "/" + norm.lstrip("/")
+    norm = _norm(path)
     return norm in FORBIDDEN_ROOTS or bool(re.fullmatch(r"/lib[^/]*", norm))
+
+
+def system_tree(path: str) -> str | None:
+    """The system tree (:data:`SYSTEM_TREES`, ``/lib``, ``/lib64``...) that holds *path*, or None.
+
+    ``/opt/<name>`` (and ``/var/opt/<name>``) named exactly is not refused: an add-on
+    package's own directory; anything deeper in them is."""
+    norm = _norm(path)
+    first = "/" + norm.split("/")[1] if norm != "/" else "/"
+    if re.fullmatch(r"/lib(?:32|64|x32)?", first):
+        return first
+    for tree in SYSTEM_TREES:
+        if norm == tree or norm.startswith(tree + "/"):
+            if tree in PACKAGE_TREES and norm.count("/") == tree.count("/") + 1:
+                return None
+            return tree
+    return None
 
 
 def patterns_regex(patterns: Iterable[str]) -> str:
@@ -532,6 +561,8 @@ def unlink_checked(d: Dir, name: str, judged: os.stat_result) -> None:
 #: and its unlink (see :func:`_unlink_guarded`).
 QUARANTINE = ".architect-cleanup-deleting."
 _NAME_MAX = 255
+#: what the private name adds to a name: the prefix, 16 random hex digits and a dot
+_QUARANTINE_EXTRA = len(QUARANTINE) + 17
 _RENAME_NOREPLACE = 1
 
 
@@ -546,6 +577,18 @@ def _rename_noreplace(fd: int, old: str, new: str) -> None:
     if libc().renameat2(fd, os.fsencode(old), fd, os.fsencode(new), _RENAME_NOREPLACE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), old)
+
+
+def untrusted(st: os.stat_result) -> str | None:
+    """Why a file or directory with this status may not be trusted by this process (as sudo
+    and sshd judge theirs), or None: it must belong to root or to the user this runs as, and
+    nobody else may write it (no group or other write bit)."""
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not by root or the user running this"
+    if st.st_mode & 0o022:
+        who = {0o022: "group and others", 0o020: "its group"}.get(st.st_mode & 0o022, "others")
+        return f"writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
 
 
 def _others_can_write(st: os.stat_result) -> bool:
@@ -570,27 +613,34 @@ def _unlink_guarded(d: Dir, name: str, was: os.stat_result) -> Exception | None:
     is under *name* at that instant; that is checked again and unlinked only when it is the
     judged file (same device, inode, mtime and size: the rename itself moves ctime), else it
     is renamed back. A writer that renames a new file over *name* now finds the name free or
-    gets its file back under it. A name too long for the prefix gets the plain check; a run
-    killed between the two renames leaves ``.architect-cleanup-deleting.<name>``, judged by
-    the rules like any other name in the next run."""
+    gets its file back under it. The private name holds a random part
+    (``.architect-cleanup-deleting.<16 hex digits>.<name>``), so nobody can create it in
+    advance to keep *name* from ever being removed; should it exist all the same, another is
+    drawn. A name too long for the prefix gets the plain check; a run killed between the two
+    renames leaves the private name, judged by the rules like any other name in the next
+    run."""
     path = d.join(name)
     fd = d.fd
-    priv = QUARANTINE + name
-    if len(os.fsencode(priv)) > _NAME_MAX:
+    if len(os.fsencode(name)) > _NAME_MAX - _QUARANTINE_EXTRA:
         os.unlink(name, dir_fd=fd)
         return None
-    try:
-        _rename_noreplace(fd, name, priv)
-    except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            os.unlink(name, dir_fd=fd)  # no RENAME_NOREPLACE here (NFS...): the plain check
-            return None
-        if exc.errno == errno.EEXIST:
-            return Changed(f"{display(path)}: {display(priv)} is in the way (left by an "
-                           "interrupted run?); left alone")
-        if exc.errno == errno.ENOENT:
-            return FileNotFoundError(errno.ENOENT, exc.strerror, path)
-        raise
+    for _attempt in range(3):
+        priv = f"{QUARANTINE}{os.urandom(8).hex()}.{name}"
+        try:
+            _rename_noreplace(fd, name, priv)
+            break
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                os.unlink(name, dir_fd=fd)  # no RENAME_NOREPLACE here (NFS...): plain check
+                return None
+            if exc.errno == errno.EEXIST:
+                continue
+            if exc.errno == errno.ENOENT:
+                return FileNotFoundError(errno.ENOENT, exc.strerror, path)
+            raise
+    else:
+        return Changed(f"{display(path)}: every private name drawn for its removal was taken; "
+                       "left alone")
     got = os.stat(priv, dir_fd=fd, follow_symlinks=False)
     if ((got.st_dev, got.st_ino, got.st_mtime_ns, got.st_size)
             == (was.st_dev, was.st_ino, was.st_mtime_ns, was.st_size)
@@ -651,16 +701,35 @@ class TreeResult:
     #: and how many did
     readonly: str | None = None
     readonly_count: int = 0
+    #: (path, reason) of entries kept by a rule of the walk (keep_name, a browser profile);
+    #: a directory kept this way is not entered, and its parents stay
+    held: list[tuple[str, str]] = field(default_factory=list)
+
+    def hold(self, path: str, reason: str) -> None:
+        self.kept += 1
+        if len(self.held) < 100:
+            self.held.append((path, reason))
 
 
 def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
-                keep: Callable[[os.stat_result], str | None] | None = None) -> TreeResult:
+                keep: Callable[[os.stat_result], str | None] | None = None,
+                keep_name: Callable[[str, bool], str | None] | None = None) -> TreeResult:
     """Remove directory *name* below *parent* with everything in it, fd-relative, bottom-up.
 
-    Files for which *keep* returns a reason stay (so their directories stay too). In a dry run
+    Files for which *keep* returns a reason stay (so their directories stay too). Every rule
+    the walk honours holds inside the tree as well: *keep_name* (called with each entry's
+    path and whether it is a directory, the directory *name* itself first) keeps what it
+    names a reason for: an excluded directory, a protected file, another target's backup or
+    database; a directory holding Chromium's ``Local State`` (a browser profile) is never
+    entered; a directory kept is not entered, and the directories above it stay. In a dry run
     nothing changes and the result counts what a real run would remove. The tree never leaves
     the root's mount and symlinks inside are removed as links, never followed."""
     res = TreeResult()
+    top_path = parent.join(name)
+    why_top = keep_name(top_path, True) if keep_name is not None else None
+    if why_top is not None:
+        res.hold(top_path, why_top)
+        return res
     try:
         top = root.open_dir(parent, name)
     except FileNotFoundError:
@@ -668,6 +737,10 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
     except FsError as exc:
         res.errors.append(str(exc))
         res.kept += 1
+        return res
+    if is_profile_dir(top):
+        top.close()
+        res.hold(top_path, "browser profile (holds 'Local State')")
         return res
     # (dir, subdirs still to visit, anything kept inside?)
     stack: list[tuple[Dir, list[str], list[bool]]] = []
@@ -679,7 +752,17 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
             with os.scandir(d.fd) as it:
                 for entry in it:
                     try:
-                        if entry.is_dir(follow_symlinks=False):
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                        if is_dir and keep_name is None:
+                            subdirs.append(entry.name)
+                            continue
+                        why = (keep_name(d.join(entry.name), is_dir)
+                               if keep_name is not None else None)
+                        if why is not None:
+                            kept[0] = True
+                            res.hold(d.join(entry.name), why)
+                            continue
+                        if is_dir:
                             subdirs.append(entry.name)
                             continue
                         st = entry.stat(follow_symlinks=False)
@@ -735,6 +818,11 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
                     child.close()
                     kept[0] = True
                     res.errors.append(f"{display(child.path)}: nested too deeply, left alone")
+                    continue
+                if is_profile_dir(child):
+                    child.close()
+                    kept[0] = True
+                    res.hold(d.join(sub), "browser profile (holds 'Local State')")
                     continue
                 stack.append(scan(child))
                 continue

@@ -21,6 +21,7 @@ The fields each kind carries (all values are text in the journal; booleans are 0
 * ``lock_held``: CLEANUP_LOCK_PID, CLEANUP_LOCK_PATH
 * ``state_error``: CLEANUP_STATE_FILE, CLEANUP_ERROR
 * ``config_error``: CLEANUP_ERROR
+* ``db_lock_lost``: CLEANUP_PATH (the database), CLEANUP_PID, CLEANUP_COMMAND
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
+
+from architect_cleanup.fs import display
 
 SYSLOG_IDENTIFIER = "architect-cleanup"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -47,6 +50,7 @@ MESSAGE_IDS = {
     "api_call": uuid.UUID("bef959ae69254897a309128aad8b07f8"),
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
     "config_changed": uuid.UUID("f5bfa302fa4c4a9fa4982cc31f19b31d"),
+    "db_lock_lost": uuid.UUID("8f629d281003442f8d7717efe2119e0d"),
 }
 
 #: Sends one journal entry: ``sender(MESSAGE, **FIELDS)`` (python3-systemd's journal.send).
@@ -94,6 +98,42 @@ def _journal_send() -> Sender | None:
     return sender
 
 
+def _escaped(value: Any) -> Any:
+    """A log argument as it may be shown: numbers as they are (for ``%d``), anything else as
+    its text with control characters and undecodable bytes escaped (:func:`fs.display`)."""
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return display(str(value))
+
+
+class EscapingFormatter(logging.Formatter):
+    """Renders every record so that nothing it interpolates can start a line or a terminal
+    sequence: each argument (a file name, a table name, an exception's text, a request's
+    path...) is escaped with :func:`fs.display` before ``msg % args``, and a message logged
+    without arguments is escaped whole. Only the product's own format strings (literals in
+    the code) may hold a newline. Tracebacks are escaped line by line.
+
+    Both sinks use it: the stderr handler and the journal handler (``MESSAGE``); the journal
+    handler escapes every ``CLEANUP_*`` field as well."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg, args = record.msg, record.args
+        try:
+            if args:
+                if isinstance(args, Mapping):
+                    record.args = {k: _escaped(v) for k, v in args.items()}
+                else:
+                    record.args = tuple(_escaped(a) for a in args)
+            else:
+                record.msg = display(str(msg))
+            return super().format(record)
+        finally:
+            record.msg, record.args = msg, args
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(display(line) for line in super().formatException(ei).splitlines())
+
+
 class JournalHandler(logging.Handler):
     """A logging handler that writes one journal entry per record.
 
@@ -110,6 +150,7 @@ class JournalHandler(logging.Handler):
     def __init__(self, sender: Sender, level: int = logging.NOTSET) -> None:
         super().__init__(level)
         self.sender = sender
+        self.setFormatter(EscapingFormatter())
 
     @classmethod
     def priority(cls, levelno: int) -> int:
@@ -130,8 +171,11 @@ class JournalHandler(logging.Handler):
             "CODE_FUNC": record.funcName,
         }
         if record.exc_info:
-            out["EXCEPTION_TEXT"] = logging.Formatter().formatException(record.exc_info)
-        out.update((k, v) for k, v in record.__dict__.items() if k.isupper() and v is not None)
+            out["EXCEPTION_TEXT"] = EscapingFormatter().formatException(record.exc_info)
+        # Every field is text in the journal: one that holds a name from the tree (a path, a
+        # table, an error's text) is escaped like the message.
+        out.update((k, v if isinstance(v, bool | int | float) else display(str(v)))
+                   for k, v in record.__dict__.items() if k.isupper() and v is not None)
         return out
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -144,13 +188,15 @@ class JournalHandler(logging.Handler):
 
 
 def setup_logging(level: int = logging.INFO, *, journal: bool | None = None,
-                  stderr: TextIO | None = None, stderr_level: int = logging.WARNING) -> str:
+                  stderr: TextIO | None = None, stderr_level: int = logging.WARNING,
+                  sender: Sender | None = None) -> str:
     """Route the package's logs to journald and/or stderr; returns "journal", "stderr" or both.
 
     The journal (when its socket exists, or *journal* says so) gets every entry from *level*
     up, with its fields. stderr gets *stderr_level* and up — on a terminal the human output
     already tells the story — unless stderr is itself connected to the journal (the service),
-    where that would log everything twice."""
+    where that would log everything twice. *sender* replaces python3-systemd's ``journal.send``
+    (and turns the journal on): an embedding program's, or a test's that reads the entries."""
     stderr = sys.stderr if stderr is None else stderr
     logger = logging.getLogger("architect_cleanup")
     for h in list(logger.handlers):
@@ -159,13 +205,14 @@ def setup_logging(level: int = logging.INFO, *, journal: bool | None = None,
     logger.setLevel(level)
     logger.propagate = False
     where = []
-    sender = _journal_send() if (journal_available() if journal is None else journal) else None
+    if sender is None and (journal_available() if journal is None else journal):
+        sender = _journal_send()
     if sender is not None:
         logger.addHandler(JournalHandler(sender, level))
         where.append("journal")
     if sender is None or not stream_is_journal(stderr):
         handler = logging.StreamHandler(stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("%(levelname)s: %(message)s"))
         handler.setLevel(stderr_level)
         logger.addHandler(handler)
         where.append("stderr")

@@ -9,9 +9,13 @@ the holder dies, however it dies, so a killed run never leaves a stale lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 from collections.abc import Mapping
+
+from architect_cleanup.fs import untrusted
 
 DEFAULT_RUNTIME_DIR = "/run/architect-cleanup"
 LOCK_NAME = "cleanup.lock"
@@ -27,6 +31,16 @@ class LockHeld(Exception):
         self.pid = pid
         who = f"PID {pid}" if pid else "another process"
         super().__init__(f"another cleanup is running ({who} holds {path})")
+
+
+class LockUnusable(Exception):
+    """The lock file (or its directory) is not one this run may use: exit code 2."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"cannot use the run lock {path}: {problem}; remove it "
+                         "(or fix its directory) and run again")
 
 
 def runtime_dir(environ: Mapping[str, str] | None = None) -> str:
@@ -48,8 +62,7 @@ class RunLock:
         self.fd = -1
 
     def acquire(self) -> None:
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        fd = self._open()
         try:
             for attempt in range(_ATTEMPTS):
                 try:
@@ -71,6 +84,46 @@ class RunLock:
             os.fchmod(fd, 0o644)  # readable for `status` whatever the umask (service: 0077)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
+
+    def _open(self) -> int:
+        """The lock file, opened and checked: in a directory owned by root or this user that
+        nobody else may write, a regular file with one link, owned by this user. Anything
+        else (a directory, FIFO, symlink or hard link at the name, a file where the directory
+        should be) is LockUnusable, before the file is written or its mode changed."""
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except PermissionError:
+            raise
+        except OSError as exc:
+            raise LockUnusable(directory, exc.strerror or str(exc)) from None
+        try:
+            why = untrusted(os.fstat(dfd))
+            if why is not None:
+                raise LockUnusable(directory, f"runtime directory {why}")
+            try:
+                fd = os.open(os.path.basename(self.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+                             | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, 0o644, dir_fd=dfd)
+            except PermissionError:
+                raise
+            except OSError as exc:
+                what = "a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror
+                raise LockUnusable(self.path, what or str(exc)) from None
+        finally:
+            os.close(dfd)
+        st = os.fstat(fd)
+        problem = None
+        if not stat.S_ISREG(st.st_mode):
+            problem = "not a regular file"
+        elif st.st_nlink != 1:
+            problem = f"has {st.st_nlink} hard links"
+        elif st.st_uid != os.geteuid():
+            problem = f"owned by uid {st.st_uid}, not by the user running this"
+        if problem is not None:
+            os.close(fd)
+            raise LockUnusable(self.path, problem)
+        return fd
 
     def release(self) -> None:
         if self.fd >= 0:

@@ -13,9 +13,12 @@ import errno
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from typing import Any
+
+from architect_cleanup.fs import untrusted
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +45,48 @@ class StateStore:
         #: why the last load found no usable state (missing, corrupt), for status output
         self.problem: str | None = None
 
+    def open_dir(self) -> int:
+        """A descriptor of the state directory, once it is found trustworthy: owned by root
+        or by the user running this, writable by nobody else (else ``state.json`` could be
+        swapped for a link to any file this process may read or write). OSError else."""
+        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        why = untrusted(os.fstat(dfd))
+        if why is not None:
+            os.close(dfd)
+            raise OSError(errno.EPERM, f"state directory {why}; refused", self.directory)
+        return dfd
+
+    def _read(self) -> bytes:
+        """state.json's bytes: a regular file, never followed through a symlink."""
+        dfd = self.open_dir()
+        try:
+            fd = os.open(STATE_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                         dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "a symlink, not followed", self.path) from None
+            raise
+        finally:
+            os.close(dfd)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", self.path)
+            data: bytes = fh.read()
+        return data
+
     def load(self) -> dict[str, Any]:
         """The state document; an empty one when the file is missing or unusable."""
         self.problem = None
         try:
-            with open(self.path, "rb") as fh:
-                doc = json.loads(fh.read())
+            doc = json.loads(self._read())
         except FileNotFoundError:
             self.problem = "no run recorded yet"
             return _empty()
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+        except OSError as exc:
+            where = exc.filename or self.path
+            self.problem = f"{where}: {exc.strerror or exc}"
+            return _empty()
+        except (ValueError, UnicodeDecodeError) as exc:
             self.problem = f"{self.path} is unreadable or corrupt ({exc})"
             return _empty()
         if not isinstance(doc, dict) or not isinstance(doc.get("history", []), list):
@@ -70,7 +105,9 @@ class StateStore:
     def record(self, run: Mapping[str, Any]) -> None:
         """Make *run* the last run and append it to the history (bounded). Raises OSError."""
         doc = self.load()
-        if self.problem and os.path.exists(self.path):
+        if self.problem and os.path.isdir(self.directory):
+            os.close(self.open_dir())  # an untrusted directory: refused before any change
+        if self.problem and os.path.lexists(self.path):
             log.warning("state: %s; keeping it as %s.corrupt and starting a new one",
                         self.problem, self.path)
             with contextlib.suppress(OSError):
@@ -89,7 +126,7 @@ class StateStore:
         file has its name from the start."""
         os.makedirs(self.directory, mode=0o755, exist_ok=True)
         data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
-        dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dfd = self.open_dir()
         try:
             _sweep(dfd)
             tmp = _unnamed(dfd, data) or self._named(data)

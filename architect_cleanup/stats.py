@@ -108,6 +108,10 @@ class CleanupStats:
     targets: dict[str, TargetResult] = field(default_factory=dict)
     #: set when the state file could not be written (the run still reported itself)
     state_error: str | None = None
+    #: dashboard processes found without their SQLite locks: ``{"lost": [...], "unknown":
+    #: [...], "unknown_more": n}`` (see dblocks.LockWatch.to_dict)
+    dashboard_locks: dict[str, Any] = field(default_factory=lambda: {
+        "lost": [], "unknown": [], "unknown_more": 0})
 
     @property
     def space_freed_mb(self) -> float:
@@ -170,5 +174,6 @@ class CleanupStats:
             "failed_targets": self.failed_targets,
             "errors": self.errors,
             "state_error": self.state_error,
+            "dashboard_locks": self.dashboard_locks,
             "targets": {n: t.to_dict() for n, t in self.targets.items()},
         }

@@ -29,6 +29,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "last_run": (str, type(None)),
     "last_stats": (dict, type(None)),
     "last_result": (dict, type(None)),
+    "dashboard_locks": (dict, type(None)),
     "next_run": (str, type(None)),
     "timer_enabled": (bool,),
     "last_trigger": (str, type(None)),
@@ -54,6 +55,8 @@ def status_doc() -> dict[str, Any]:
         "last_run": _typed(last, "started_at", str),
         "last_stats": _typed(last, "stats", dict),
         "last_result": last,
+        # dashboard processes the last run found without their SQLite locks (dblocks.py)
+        "dashboard_locks": _typed(last, "dashboard_locks", dict),
         "next_run": sd.next_run,
         "timer_enabled": sd.timer_enabled is True,
         "last_trigger": sd.last_trigger,

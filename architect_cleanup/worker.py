@@ -22,7 +22,7 @@ from architect_cleanup import activity
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
 from architect_cleanup.journal import fields
-from architect_cleanup.lock import LockHeld, RunLock, lock_path
+from architect_cleanup.lock import LockHeld, LockUnusable, RunLock, lock_path
 from architect_cleanup.notify import Notifier
 from architect_cleanup.runplan import FinalStep, NotRun, RunPlan, Step, plan_run
 from architect_cleanup.state import StateStore
@@ -32,7 +32,7 @@ from architect_cleanup.targets.base import on_readonly_fs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CleanupWorker", "LockHeld"]
+__all__ = ["CleanupWorker", "LockHeld", "LockUnusable"]
 
 #: A step after the targets (``after_run=``): it gets the context and the finished stats.
 AfterRun = Callable[[RunContext, CleanupStats], None]
@@ -105,10 +105,14 @@ class CleanupWorker:
         self._started = 0.0  # time.monotonic() at the run's start
 
     def run_cleanup(self) -> CleanupStats:
-        """Run every selected target once; raises LockHeld when another run is going on."""
+        """Run every selected target once; raises LockHeld when another run is going on,
+        LockUnusable when the lock file is not one a run may use (logged)."""
         lock = RunLock(self.lock_file)
         try:
             lock.acquire()
+        except LockUnusable as exc:
+            log.error("%s", exc)
+            raise
         except LockHeld as exc:
             log.warning("%s", exc, extra=fields("lock_held", cleanup_lock_pid=exc.pid or 0,
                                                 cleanup_lock_path=exc.path))
@@ -135,6 +139,9 @@ class CleanupWorker:
         journal summary."""
         hooks = (activity.record_run, *self.after_run)
         steps = [FinalStep(getattr(hook, "__name__", str(hook)), hook) for hook in hooks]
+        # what the run learnt of the dashboards' SQLite locks (after the activity row, whose
+        # database is guarded and inspected too), for the state record and the API's answer
+        steps.append(FinalStep("dashboard_locks", _note_locks, False))
         if self.record_state:
             steps.append(FinalStep("state", lambda _ctx, stats: self._record(stats), False))
         steps.append(FinalStep("summary", lambda _ctx, stats: self._summary(stats), False))
@@ -258,6 +265,7 @@ class CleanupWorker:
             "failed_targets": stats.failed_targets,
             "message": stats.message,
             "summary": stats.summary_line(),
+            "dashboard_locks": stats.dashboard_locks,
         }
         try:
             self.state.record(run)
@@ -294,6 +302,10 @@ class CleanupWorker:
             log.info("%s", line, extra=extra)
         else:
             log.error("%s", line, extra=extra)
+
+
+def _note_locks(ctx: RunContext, stats: CleanupStats) -> None:
+    stats.dashboard_locks = ctx.db_locks.to_dict()
 
 
 def _describe(exc: BaseException) -> str:

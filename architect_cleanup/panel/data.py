@@ -87,10 +87,12 @@ def status(doc: Mapping[str, Any], cfg: Config | None, config_problems: list[str
         warnings.append(str(doc["state_problem"]))
     if isinstance(last, dict) and last.get("result") not in (None, "success"):
         warnings.append(f"the last run failed: {last.get('message') or last.get('summary')}")
-    for key in ("lost_locks", "warnings"):  # reported by newer status documents
-        extra = doc.get(key)
-        if isinstance(extra, list):
-            warnings.extend(str(w) for w in extra)
+    locks = doc.get("dashboard_locks")
+    for h in (locks.get("lost") or []) if isinstance(locks, dict) else []:
+        if isinstance(h, dict):
+            warnings.append(f"dashboard process {h.get('pid', '?')} ({h.get('command', '?')}) "
+                            f"has {h.get('database', '?')} open without its SQLite locks: "
+                            "restart it (journalctl -x explains)")
     forecasts: list[dict[str, Any]] = []
     with history_reader() as conn:
         for f in _safe(conn, "forecast", reports.forecasts, now=now) or []:

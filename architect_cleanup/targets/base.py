@@ -14,6 +14,7 @@ from stat import S_ISLNK, S_ISREG
 from typing import ClassVar, TypedDict
 
 from architect_cleanup.config import Config, format_duration
+from architect_cleanup.dblocks import LockWatch
 from architect_cleanup.fs import (
     Changed,
     Dir,
@@ -61,7 +62,7 @@ class Decision:
 
     def __str__(self) -> str:
         verb = "remove" if self.remove else "keep  "
-        return f"{verb} {self.target:<7} {display(self.path)} ({self.reason})"
+        return f"{verb} {self.target:<7} {display(self.path)} ({display(self.reason)})"
 
 
 class Actor(TypedDict, total=False):
@@ -104,6 +105,8 @@ class RunContext:
     wants_decisions: bool = field(init=False)
     #: target -> how many writes a read-only file system refused (see readonly())
     readonly_refused: dict[str, int] = field(default_factory=dict)
+    #: dashboard processes found without their SQLite locks (see dblocks.py)
+    db_locks: LockWatch = field(default_factory=LockWatch)
 
     def __post_init__(self) -> None:
         self.now_ts = self.now.timestamp()

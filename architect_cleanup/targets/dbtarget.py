@@ -78,7 +78,8 @@ class DatabaseTarget(Target):
 
     def _one(self, ctx: RunContext, result: TargetResult, f: DbFile,
              part: dict[str, Any]) -> None:
-        with Database(f, ctx.config.database, dry_run=ctx.dry_run, root=ctx.config.root) as db:
+        with Database(f, ctx.config.database, dry_run=ctx.dry_run, root=ctx.config.root,
+                      locks=ctx.db_locks) as db:
             plan = self.plan(ctx, db)
             if isinstance(plan, Plan) and not db.has_rowid(plan.table):
                 plan = Skip(f"{plan.table} is a WITHOUT ROWID table (not supported)")

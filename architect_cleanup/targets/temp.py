@@ -9,17 +9,69 @@ left to the backups target.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from architect_cleanup.config import format_duration
-from architect_cleanup.fs import Dir, lstat_at, remove_tree
+from architect_cleanup.fs import Dir, compile_patterns, lstat_at, remove_tree
 from architect_cleanup.stats import TargetResult
+from architect_cleanup.targets.backups import SIBLING_SUFFIXES
 from architect_cleanup.targets.base import (
     Decision,
     RunContext,
     age_text,
     register,
+    under,
 )
+from architect_cleanup.targets.owners import BackupNames, backup_names
 from architect_cleanup.targets.tree import TreeTarget
+
+
+def inside_rules(ctx: RunContext, backups_in: BackupNames) -> Callable[[str, bool], str | None]:
+    """What a directory the temp target takes whole must keep: what the shared walk would
+    keep or hand to another target there (``keep_name`` of :func:`fs.remove_tree`).
+
+    Directories: ``safety.exclude_dirs``; a directory that is, or holds, a configured
+    directory of another target (a backup directory, a database's directory, a log
+    directory) is kept whole. Files: ``logs.protect``; a configured database and its
+    ``-wal``/``-shm``/``-journal``; a backup in a backup directory; a log the logs target
+    owns (its patterns, below its directories)."""
+    cfg = ctx.config
+    excluded = compile_patterns(cfg.safety.exclude_dirs)
+    protected = compile_patterns(cfg.logs.protect)
+    databases = frozenset(cfg.resolve(rel) for template in cfg.database.paths
+                          for _env, rel in cfg.expand_env(template))
+    reserved = {os.path.dirname(p) for p in databases}
+    for template in (cfg.backups.dir, cfg.backups.shared_dir):
+        if template:
+            reserved.update(cfg.resolve(rel) for _env, rel in cfg.expand_env(template))
+    logs_on = cfg.logs.enabled
+    log_dirs = frozenset(cfg.resolve(rel) for rel in cfg.logs.dirs) if logs_on else frozenset()
+    reserved.update(log_dirs)
+    is_log = compile_patterns(cfg.logs.patterns) if logs_on else None
+
+    def keep_name(path: str, is_dir: bool) -> str | None:
+        parent, name = os.path.split(path)
+        if is_dir:
+            if excluded(name):
+                return "excluded by safety.exclude_dirs"
+            if path in reserved or any(r.startswith(path + "/") for r in reserved):
+                return "holds another target's directory (backups, databases or logs)"
+            return None
+        if protected(name):
+            return "active worker log (logs.protect)"
+        base = path
+        for suffix in SIBLING_SUFFIXES:
+            base = base.removesuffix(suffix)
+        if path in databases or base in databases:
+            return "a configured database (database.paths)"
+        owned = backups_in(parent)
+        if owned is not None and owned(name):
+            return "a backup (the backups target's)"
+        if is_log is not None and is_log(name) and under(parent, log_dirs):
+            return "a log (the logs target's)"
+        return None
+
+    return keep_name
 
 
 @register
@@ -39,6 +91,7 @@ class Temp(TreeTarget):
         cfg = ctx.config
         self._min_age = cfg.temp.min_age.total_seconds()
         self._limit = format_duration(cfg.temp.min_age)
+        self._keep_name = inside_rules(ctx, backup_names(cfg))
 
     def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
                  ) -> None:
@@ -62,10 +115,17 @@ class Temp(TreeTarget):
                 return "younger than min_age"  # e.g. a .pyc rewritten in place
             return self.last_moment_keep(ctx, s)
 
-        tree = remove_tree(ctx.root(), d, name, dry_run=ctx.dry_run, keep=keep)
+        tree = remove_tree(ctx.root(), d, name, dry_run=ctx.dry_run, keep=keep,
+                           keep_name=self._keep_name)
+        if tree.held and tree.held[0][0] == path:  # the directory itself: left whole
+            self.keep(ctx, result, path + "/", tree.held[0][1])
+            return
         result.removed += tree.files
         result.bytes += tree.bytes
         result.skipped += tree.kept
+        if ctx.wants_decisions:
+            for held, why in tree.held:
+                ctx.decide(Decision(self.name, held, False, why))
         hint = (ctx.readonly(self.name, tree.readonly, tree.readonly_count)
                 if tree.readonly else "")
         for i, err in enumerate(tree.errors):

@@ -48,7 +48,8 @@ def test_a_state_directory_that_cannot_be_written_still_gives_the_summary_and_ex
     w = small_world(arena)
     options = {"no space": "size=64k", "no inodes": "size=1m,nr_inodes=4",
                "read-only": "size=1m"}[fault]
-    arena.mount("tmpfs", arena.state, options=options)
+    # mode=0755: a tmpfs is 1777 by default, and a state directory others can write is refused
+    arena.mount("tmpfs", arena.state, options=options + ",mode=0755")
     # a previous run's state, which must survive
     code, _ = kit.run_json(arena, "--dry-run")
     assert code == 0
@@ -90,7 +91,7 @@ def test_a_state_file_on_a_disk_that_fills_is_written_whole_or_not_at_all(
     """Fill the state tmpfs to every size a state write could stop at: state.json is always
     complete JSON (the old one or the new one) and no temporary file stays."""
     small_world(arena)
-    arena.mount("tmpfs", arena.state, options="size=256k")
+    arena.mount("tmpfs", arena.state, options="size=256k,mode=0755")
     code, _ = kit.run_json(arena, "--dry-run")
     assert code == 0
     size = (arena.state / "state.json").stat().st_size

@@ -101,8 +101,18 @@ def test_system_directories_are_refused_as_root(root: str) -> None:
     assert any("refusing to clean a system directory" in p for p in problems({"root": root}))
 
 
-def test_paths_below_system_directories_are_allowed_as_root() -> None:
-    assert parse_config({"root": "/var/lib/architect"}).root == "/var/lib/architect"
+@pytest.mark.parametrize("root", ["/srv/architect/current", "/var/www/architect",
+                                  "/home/dash/architect", "/opt/architect", "/data/architect"])
+def test_paths_outside_system_trees_are_allowed_as_root(root: str) -> None:
+    assert parse_config({"root": root}).root == root
+
+
+@pytest.mark.parametrize("root", ["/var/lib/architect", "/usr/local/architect", "/opt",
+                                  "/opt/vendor/architect", "/root/x", "/boot/efi", "/etc/ssl",
+                                  "/var/log/architect", "/lib/x"])
+def test_paths_in_system_trees_are_refused_as_root(root: str) -> None:
+    assert any(p.startswith("root: ") and "system tree" in p
+               for p in problems({"root": root}))
 
 
 def test_a_symlink_root_pointing_at_a_system_directory_is_refused(tmp_path: Path) -> None:

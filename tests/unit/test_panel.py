@@ -201,6 +201,21 @@ def test_the_status_warns_of_a_configuration_in_dry_run_mode(logged_in: tuple[Cl
     assert doc["free_now"]["total"] > 0
 
 
+def test_the_status_warns_of_lost_dashboard_locks_and_a_failed_run(
+        site: Site, logged_in: tuple[Client, str]) -> None:
+    from architect_cleanup.state import StateStore
+    StateStore(str(site.state)).record({
+        "started_at": "2026-12-01T10:00:00+00:00", "dry_run": False, "result": "failed",
+        "message": "Cleanup completed with errors: tasks: database is locked", "stats": {},
+        "dashboard_locks": {"lost": [{"pid": 4321, "command": "python3 app.py",
+                                      "database": "data/prod/architect.db"}]}})
+    client, _ = logged_in
+    warnings = client.get(PANEL + "/api/status").json()["warnings"]
+    assert any("the last run failed: Cleanup completed with errors" in w for w in warnings)
+    assert any("dashboard process 4321 (python3 app.py) has data/prod/architect.db open "
+               "without its SQLite locks" in w for w in warnings)
+
+
 def test_the_charts_come_from_the_history_database_when_there_is_one(
         site: Site, logged_in: tuple[Client, str]) -> None:
     client, _ = logged_in

@@ -31,6 +31,7 @@ PINNED: dict[str, tuple[type, ...]] = {
     "last_run": (str, type(None)),
     "last_stats": (dict, type(None)),
     "last_result": (dict, type(None)),
+    "dashboard_locks": (dict, type(None)),
     "next_run": (str, type(None)),
     "timer_enabled": (bool,),
     "last_trigger": (str, type(None)),

@@ -243,7 +243,9 @@ def test_a_full_disk_for_state_still_reports_and_fails(demo: tuple[Path, Path], 
     root, tmp = demo
     full = tmp_path / "full"
     full.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
+    # mode=0755: a tmpfs is 1777 by default, and a state directory others can write is refused
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(full)],
+                   check=True)
     try:
         fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
         try:

@@ -78,7 +78,7 @@ def record_change(cfg: Config, change: dict[str, Any], *, actor: Actor | None = 
 
 
 def _record(cfg: Config, action: str, text: str, actor: Actor, when: datetime | None,
-            what: str) -> list[str]:
+            what: str, locks: LockWatch | None = None) -> list[str]:
     now = sql_timestamp(when or datetime.now(UTC), cfg.database.naive_timezone)
     row: dict[str, Any] = {
         "user_id": actor.get("user_id"),
@@ -101,7 +101,7 @@ def _record(cfg: Config, action: str, text: str, actor: Actor, when: datetime | 
                 values = {cols[k]: v for k, v in row.items() if k in cols}
                 if "action" not in cols:
                     log.warning("%s: %s has no action column; %s not recorded there",
-                                f.rel, table, what)
+                                f.rel, table, what.removeprefix("the "))
                     continue
                 db.insert(table, values)
                 written.append(f.label)

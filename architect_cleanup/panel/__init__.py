@@ -410,7 +410,9 @@ def install_standalone(app: Flask, bp: Blueprint, token: bytes) -> None:
     def login() -> BaseResponse | str:
         error = None
         if request.method == "POST":
-            given = request.form.get("token", "").strip().encode("utf-8", "replace")
+            # ASCII blanks only (a pasted line's newline): str.strip() would also drop Unicode
+            # spaces, and the token plus a no-break space must not match
+            given = request.form.get("token", "").strip(" \t\r\n").encode("utf-8", "replace")
             if hmac.compare_digest(given, token):
                 session.clear()  # a new session: nothing from before the login survives
                 session.permanent = True

@@ -76,6 +76,13 @@ def test_a_wrong_token_is_refused_and_gives_no_session(client: Client) -> None:
     assert client.get(PANEL + "/").status == 302
 
 
+def test_the_token_with_unicode_spaces_around_it_is_refused(client: Client) -> None:
+    for wrong in (TOKEN + "\xa0", "\u2003" + TOKEN, TOKEN[:-1], TOKEN + "x"):
+        assert "That is not the API token." in client.login(wrong).body
+    assert client.get(PANEL + "/").status == 302
+    assert client.login(TOKEN + "\n").status == 303  # a pasted line's newline is fine
+
+
 def test_the_right_token_gives_an_httponly_samesite_strict_cookie(client: Client) -> None:
     r = client.login()
     assert r.status == 303

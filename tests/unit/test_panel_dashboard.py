@@ -22,7 +22,7 @@ from architect_cleanup.targets import Actor
 def dashboard(config: Path) -> Flask:
     """A dashboard with a session login, mounting the panel as the README shows."""
     app = Flask("dashboard")
-    app.secret_key = "dashboard-test-secret"  # noqa: S105
+    app.secret_key = "dashboard-test-secret"
 
     @app.post("/login")
     def login() -> object:

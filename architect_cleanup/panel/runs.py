@@ -2,7 +2,8 @@
 
 Both are the worker's own dry or real run (:class:`~architect_cleanup.worker.CleanupWorker`)
 under the run lock, in this process: a preview waits for its answer (it never records state,
-history or an activity row: it is not a run of the system's configuration), a run started
+history, metrics, notifications or an activity row: it is not a run of the system's
+configuration, see :func:`quiet`), a run started
 from the panel goes on in a thread while the page polls its progress. A real run needs the id
 of a plan the user was shown (:meth:`Runs.plan`), naming what it will remove, and confirmed
 within :data:`PLAN_TTL` seconds.
@@ -10,6 +11,7 @@ within :data:`PLAN_TTL` seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -62,6 +64,14 @@ def sentence(stats: CleanupStats, *, dry_run: bool = True) -> str:
         parts.append(f"{result.removed:,} {NOUNS.get(name, name)}{size}")
     verb = "would remove" if dry_run else "removed"
     return f"{verb} {', '.join(parts)}" if parts else f"{verb} nothing"
+
+
+def quiet(cfg: Config) -> Config:
+    """*cfg* for a preview: no history record, no metrics file, no notification (a preview
+    is not a run of the system's configuration; the state file is left alone by the worker's
+    ``record_state=False``)."""
+    return cfg.replace(history=dataclasses.replace(cfg.history, enabled=False),
+                       notify=type(cfg.notify)())
 
 
 class _Progress(Notifier):
@@ -137,7 +147,7 @@ class Runs:
             if d.remove and len(items) < limit:
                 items.append(Item(d.target, d.path, d.size, d.reason))
 
-        worker = CleanupWorker(dry_run=True, config=cfg, source="panel", only=only,
+        worker = CleanupWorker(dry_run=True, config=quiet(cfg), source="panel", only=only,
                                on_decision=decided, notifier=Notifier(environ={}),
                                record_state=False, should_stop=self.should_stop)
         return worker.run_cleanup(), items, backups

@@ -450,8 +450,22 @@ def test_a_dry_run_from_the_panel_removes_nothing_and_fills_the_items_table(
     (row,) = site.activity()
     assert '"dry_run": true' in row[2]
     items = client.get(PANEL + "/api/items?target=backups").json()
-    assert items["run"]["source"] == "panel"
+    assert items["run"]["source"] == "database"  # the run recorded itself in the history
+    assert items["run"]["dry_run"] is True
     assert items["total"] == 10 + 4  # prod keeps 10 of 20, qa 4 of 8
+
+
+def test_without_a_history_the_items_are_the_panel_s_own_last_run(
+        site: Site, logged_in: tuple[Client, str]) -> None:
+    site.config.write_text(site.config.read_text() + "\n[history]\nenabled = false\n")
+    client, csrf = logged_in
+    assert client.get(PANEL + "/api/items").json()["run"]["source"] is None
+    assert client.post_json(PANEL + "/api/run", {"dry_run": True}, csrf=csrf).status == 202
+    wait_run(client)
+    items = client.get(PANEL + "/api/items?target=backups").json()
+    assert items["run"]["source"] == "panel"
+    assert items["total"] == 10 + 4
+    assert client.get(PANEL + "/api/charts").json()["source"] == "state.json"
 
 
 def test_a_real_run_needs_a_plan_that_names_what_it_removes(

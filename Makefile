@@ -9,12 +9,16 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CLEAN_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 export PATH := $(CURDIR)/$(VENV)/bin:$(CLEAN_PATH)
+# Playwright drives Debian's /usr/bin/chromium: never download its own browsers.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 # Runtime: python3-systemd, python3-tomli-w. Tests: pytest, hypothesis, flask, gunicorn;
 # restic and python3-cryptography for the retention cross-check against restic's forget.
 # Packaging and system tests: debhelper ... systemd-container, mmdebstrap.
 # Benchmarks: time (GNU time: a command's own peak RSS), findutils, systemd (tmpfiles).
 # Metrics: python3-prometheus-client (a Recommends), prometheus (promtool checks them).
+# Panel: libjs-chart.js (a Depends of architect-cleanup-api: the charts, served offline) and
+# chromium, driven headless by Playwright (requirements-dev.txt) in tests/browser.
 # Backups (recommended at run time): python3-zstandard (compression), python3-boto3 (offload);
 # zstd for `zstd -t` on every file the tests compress and for the compression bench.
 # The S3 server of the tests (SeaweedFS's `weed`) comes from PyPI: requirements-dev.txt.
@@ -28,12 +32,14 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 	bash-completion \
 	lintian fakeroot systemd systemd-container mmdebstrap \
 	python3-prometheus-client prometheus \
+	libjs-chart.js chromium \
 	python3-aiosmtpd msmtp openssl
 
 DEMO := $(CURDIR)/.demo
 
-.PHONY: setup run test unit lint reliability system system-if-possible deb version-check bench \
-	bench-quick bench-backups stress mutate clean distclean
+.PHONY: setup run test unit browser panel-screenshots lint reliability system \
+	system-if-possible deb version-check bench bench-quick bench-backups stress mutate clean \
+	distclean
 
 setup: $(VENV)/.stamp
 
@@ -60,12 +66,24 @@ run: setup
 ## (quick mode), package build, system tests. The system tests run where they can (root,
 ## systemd-nspawn, mmdebstrap); elsewhere a loud SKIPPED banner says why — or, with
 ## REQUIRE_SYSTEM_TESTS=1 as .ci/run sets it, an error.
-test: setup lint unit reliability deb
+test: setup lint unit browser reliability deb
 	$(VPY) tests/check_units.py --deb $(DEB) --deb $(API_DEB)
 	@$(MAKE) --no-print-directory system-if-possible
 
 unit: setup
 	$(VPY) -m pytest -q tests/unit
+
+## browser: the panel in headless chromium (Playwright): log in, status, charts, items, the
+## configuration form with its preview, a dry run; screenshots in build/panel-screenshots/
+browser: setup
+	$(VPY) -m pytest -q tests/browser
+
+## panel-screenshots: refresh the README's screenshots (packaging/screenshots/) from the
+## browser tests' artifacts
+panel-screenshots: browser
+	mkdir -p packaging/screenshots
+	cp build/panel-screenshots/status.png build/panel-screenshots/charts.png \
+		build/panel-screenshots/config.png packaging/screenshots/
 
 ## reliability: hostile trees, races, faults, crashes and load against the real product
 ## (tests/reliability, as root: a few minutes); prints the figures at the end

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 TABLE = "activity_log"
 ACTION = "system_cleanup"
+#: A configuration change saved in the panel.
+CONFIG_ACTION = "system_cleanup_config"
 ENTITY_TYPE = "system"
 #: Sources whose dry runs are recorded too (the caller's own activity).
 RECORD_DRY_RUNS = frozenset({"api"})
@@ -60,13 +62,30 @@ def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = N
     labels of the databases written. Problems are logged, never raised. *locks* collects the
     run's lost-lock findings (see dblocks.py)."""
     actor = actor or Actor()
+    return _record(cfg, ACTION, details(stats, actor.get("user")), actor, when, "the run")
+
+
+def record_change(cfg: Config, change: dict[str, Any], *, actor: Actor | None = None,
+                  when: datetime | None = None) -> list[str]:
+    """A configuration change made in the panel (action :data:`CONFIG_ACTION`, ``details``
+    the JSON of *change* and the user), like :func:`record_activity`."""
+    actor = actor or Actor()
+    doc = dict(change)
+    if actor.get("user"):
+        doc["user"] = actor.get("user")
+    return _record(cfg, CONFIG_ACTION, json.dumps(doc, sort_keys=True), actor, when,
+                   "the configuration change")
+
+
+def _record(cfg: Config, action: str, text: str, actor: Actor, when: datetime | None,
+            what: str, locks: LockWatch | None = None) -> list[str]:
     now = sql_timestamp(when or datetime.now(UTC), cfg.database.naive_timezone)
     row: dict[str, Any] = {
         "user_id": actor.get("user_id"),
-        "action": ACTION,
+        "action": action,
         "entity_type": ENTITY_TYPE,
         "entity_id": None,
-        "details": details(stats, actor.get("user")),
+        "details": text,
         "ip_address": actor.get("ip_address"),
         "created_at": now,
     }
@@ -81,13 +100,13 @@ def record_activity(cfg: Config, stats: CleanupStats, *, actor: Actor | None = N
                 cols = db.columns(table)
                 values = {cols[k]: v for k, v in row.items() if k in cols}
                 if "action" not in cols:
-                    log.warning("%s: %s has no action column; run not recorded there",
-                                f.rel, table)
+                    log.warning("%s: %s has no action column; %s not recorded there",
+                                f.rel, table, what.removeprefix("the "))
                     continue
                 db.insert(table, values)
                 written.append(f.label)
         except (sqlite3.Error, DbError) as exc:
-            log.warning("%s: cannot record the run in %s: %s", f.rel, TABLE, describe(exc))
+            log.warning("%s: cannot record %s in %s: %s", f.rel, what, TABLE, describe(exc))
     return written
 
 

@@ -50,6 +50,8 @@ from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging
 from architect_cleanup.lock import LockHeld, LockUnusable
 from architect_cleanup.notify import Notifier
+from architect_cleanup.panel import PANEL_PATH, install_standalone, panel_blueprint
+from architect_cleanup.panel import TOKEN_USER as PANEL_USER
 from architect_cleanup.state import state_dir
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import Actor, ordered
@@ -361,8 +363,14 @@ def create_app(*, token: str | None = None, config_path: str | None = None,
                            config_path=config_path, should_stop=stop,
                            metrics_path=METRICS_PATH)
 
+    panel = panel_blueprint(
+        actor=lambda: Actor(user_id=None, user=PANEL_USER, ip_address=request.remote_addr),
+        config_path=config_path, should_stop=stop)
+
     @app.before_request
     def require_token() -> Response | None:
+        if request.path == PANEL_PATH or request.path.startswith(PANEL_PATH + "/"):
+            return None  # the panel's own login (a session from the token), not a header
         if not bearer_matches(request.headers.get("Authorization"), secret):
             _call().update(actor=_peer_actor(), outcome="missing or invalid bearer token")
             error = ', error="invalid_token"' if request.headers.get("Authorization") else ""
@@ -377,10 +385,11 @@ def create_app(*, token: str | None = None, config_path: str | None = None,
     @app.after_request
     def log_other_calls(response: Response) -> Response:
         # The blueprint logs its own routes; this covers 404/405 and the like.
-        return response if request.blueprint == bp.name else log_call(response)
+        return response if request.blueprint in (bp.name, panel.name) else log_call(response)
 
     app.register_error_handler(HTTPException, http_error)
     app.register_blueprint(bp)
-    log.info("architect-cleanup API ready: POST %s, GET %s, GET %s", API_PATH, STATUS_PATH,
-             METRICS_PATH)
+    install_standalone(app, panel, secret)
+    log.info("architect-cleanup API ready: POST %s, GET %s, GET %s, the panel at %s/",
+             API_PATH, STATUS_PATH, METRICS_PATH, PANEL_PATH)
     return app

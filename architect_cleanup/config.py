@@ -1192,3 +1192,59 @@ def with_overrides(cfg: Config, *, keep: int | Mapping[str, int] | None = None,
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(cfg, **changes)
+
+
+# --- where each value comes from (the panel's configuration page, its drop-in) ---------------
+
+#: The origin of a value no file sets.
+DEFAULT_ORIGIN = "default"
+
+
+def chosen_path(path: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The main configuration file :func:`load_config` reads (it may not exist)."""
+    environ = os.environ if environ is None else environ
+    return path or environ.get(ENV_VAR) or DEFAULT_CONFIG
+
+
+def read_layers(path: str | None = None, environ: Mapping[str, str] | None = None
+                ) -> list[tuple[str, dict[str, Any]]]:
+    """Each file :func:`load_config` merges, in its order, with its TOML document (not
+    validated). Raises ConfigError for a file that cannot be read or is not TOML."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for f in config_files(chosen_path(path, environ)):
+        try:
+            with f.open("rb") as fh:
+                out.append((str(f), tomllib.load(fh)))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([Problem(str(f), f"not valid TOML: {exc}")]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([Problem(str(f), f"cannot read: {exc}")]) from None
+    return out
+
+
+def leaves(doc: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted.key, value)`` of every value of a TOML document that is not a table."""
+    for k, v in doc.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            yield from leaves(v, name)
+        else:
+            yield name, v
+
+
+def origins(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, str]:
+    """``dotted.key`` -> the file whose value the merge keeps (the last one setting it);
+    keys no file sets are absent (their origin is :data:`DEFAULT_ORIGIN`)."""
+    out: dict[str, str] = {}
+    for source, doc in layers:
+        for name, _ in leaves(doc):
+            out[name] = source
+    return out
+
+
+def merged(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The layers' documents merged as :func:`load_config` merges them."""
+    out: dict[str, Any] = {}
+    for _, doc in layers:
+        out = merge(out, dict(doc))
+    return out

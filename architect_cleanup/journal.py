@@ -63,6 +63,7 @@ MESSAGE_IDS = {
     "readonly_path": uuid.UUID("5b0de9e7c3254aca9adb54a98a727329"),
     "api_call": uuid.UUID("bef959ae69254897a309128aad8b07f8"),
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
+    "config_changed": uuid.UUID("f5bfa302fa4c4a9fa4982cc31f19b31d"),
     "backup_corrupt": uuid.UUID("283d9071c3664858af45810a38e90773"),
     "db_lock_lost": uuid.UUID("8f629d281003442f8d7717efe2119e0d"),
     "notify_sent": uuid.UUID("a9a855e71cb844f3a7b1c4f2b2848089"),

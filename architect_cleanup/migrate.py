@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from architect_cleanup import history
 from architect_cleanup.config import Config, format_duration
 from architect_cleanup.lock import RunLock, lock_path
 from architect_cleanup.retention import Policy
@@ -690,6 +691,8 @@ def apply(report: Report, places: Places | None = None, store: StateStore | None
                                           f"{old.path} into {store.path}")
                     log.info("migrate: imported the original worker's last run (%s)",
                              old.last_run)
+            if report.imported:
+                _import_history(report, store, old)
     pf = report.pid_file
     if stale_pid_file(report):
         try:
@@ -700,6 +703,23 @@ def apply(report: Report, places: Places | None = None, store: StateStore | None
             report.applied.append(f"removed the stale PID file {pf.path} ({pf.problem})")
             report.pid_file = PidFile(pf.path, exists=False)
     return report
+
+
+def _import_history(report: Report, store: StateStore, old: OldState) -> None:
+    """The imported run in the history database too (``report`` reads it), once."""
+    opened = history.open_history(store.directory)
+    if opened.history is None:
+        report.problems.append(f"not imported into the history database: {opened.warning}")
+        return
+    try:
+        rec = old.run_record()
+        when = datetime.fromisoformat(rec["started_at"])
+        if opened.history.import_run(started_at=when, finished_at=when, dry_run=rec["dry_run"],
+                                     result="success", stats=rec["stats"],
+                                     message=rec["summary"]) is not None:
+            report.applied.append(f"imported it into {opened.history.path} too")
+    finally:
+        opened.history.close()
 
 
 def stale_pid_file(report: Report) -> bool:

@@ -222,3 +222,40 @@ def test_purge_removes_the_token_and_stops_the_api(api: Container) -> None:
     assert box.run(["systemctl", "is-active", SOCKET], check=False).stdout.strip() != "active"
     assert box.exists("/etc/architect-cleanup/config.toml")  # the core package's
     assert box.run(["curl", "-s", f"{URL}/status"], check=False).returncode != 0
+
+
+PANEL = "http://127.0.0.1:8787/system/cleanup"
+
+
+def test_the_panel_is_served_through_the_socket_behind_a_token_login(api: Container) -> None:
+    jar = "/root/panel-cookies"
+    # without a session: the login form
+    assert api.sh(f"curl -sS -o /dev/null -w '%{{http_code}}' {PANEL}/") == "302"
+    page = api.sh(f"curl -sS -c {jar} {PANEL}/login")
+    m = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert m, page[:500]
+    # the token is posted from its root-only file (never in a URL) for a session cookie
+    out = api.sh(f"curl -sS -D - -o /dev/null -b {jar} -c {jar} "
+                 f"--data-urlencode csrf_token={m.group(1)} --data-urlencode token@{TOKEN} "
+                 f"{PANEL}/login")
+    assert out.startswith("HTTP/1.1 303")
+    cookie = next(line for line in out.splitlines() if line.lower().startswith("set-cookie:"))
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    status = api.sh(f"curl -sS -D - -b {jar} {PANEL}/")
+    assert "<h1>Status</h1>" in status
+    assert "script-src 'self'" in status
+    doc = json.loads(api.sh(f"curl -sS -b {jar} {PANEL}/api/status"))
+    assert any("dry-run mode" in w for w in doc["warnings"])
+    # Chart.js from libjs-chart.js (a Depends), the panel's own script and style
+    head = api.sh(f"curl -sS -b {jar} {PANEL}/vendor/chart.js | head -c 200")
+    assert "Chart.js v3" in head
+    for path in ("static/panel.js", "static/panel.css", "charts", "items", "config"):
+        code = api.sh(f"curl -sS -o /dev/null -w '%{{http_code}}' -b {jar} {PANEL}/{path}")
+        assert code == "200", path
+    assert api.sh("dpkg -S /usr/share/javascript/chart.js/chart.min.js").startswith(
+        "libjs-chart.js")
+    # every step is in the service's journal, the token nowhere
+    journal = api.sh(f"journalctl -u {SERVICE} -o cat")
+    assert "panel: login from 127.0.0.1" in journal
+    assert api.sh(f"cat {TOKEN}").strip() not in journal

@@ -233,7 +233,8 @@ import architect_cleanup
 api_only = {"architect_cleanup.api", "architect_cleanup.gunicorn_conf",
             "architect_cleanup.__main__"}  # (__main__ would run the CLI)
 for mod in pkgutil.walk_packages(architect_cleanup.__path__, "architect_cleanup."):
-    if mod.name not in api_only:
+    # the panel ships with the API package too (packaging/debian/rules)
+    if mod.name not in api_only and not mod.name.startswith("architect_cleanup.panel"):
         importlib.import_module(mod.name)
 from architect_cleanup import cli
 sys.exit(cli.main(["run", "--json"]))

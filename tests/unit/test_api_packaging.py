@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import stat
 import subprocess
+import tomllib
 from pathlib import Path
 
 from sd_helpers import REPO
@@ -35,9 +36,9 @@ def _depends(package: str) -> set[str]:
     return {d.strip().split()[0] for d in m.group(1).split(",") if d.strip()}
 
 
-def test_the_api_package_depends_on_the_core_flask_and_gunicorn() -> None:
+def test_the_api_package_depends_on_the_core_flask_gunicorn_and_chart_js() -> None:
     assert _depends("architect-cleanup-api") == {
-        "architect-cleanup", "gunicorn", "python3-flask", "${misc:Depends}",
+        "architect-cleanup", "gunicorn", "python3-flask", "libjs-chart.js", "${misc:Depends}",
         "${python3:Depends}"}
     assert "architect-cleanup (= ${binary:Version})" in _stanza("architect-cleanup-api")
     assert not {"gunicorn", "python3-flask"} & _depends("architect-cleanup")
@@ -54,6 +55,21 @@ def test_the_api_modules_and_units_go_to_the_api_package_only() -> None:
     rules = (DEBIAN / "rules").read_text()
     for m in modules:
         assert f"-Xarchitect_cleanup/{m}" in rules  # excluded from the core package
+
+
+def test_the_panel_with_its_pages_and_script_goes_to_the_api_package() -> None:
+    install = (DEBIAN / "architect-cleanup-api.install").read_text().split("\n")
+    assert "usr/lib/python3*/dist-packages/architect_cleanup/panel" in install
+    assert "-Xarchitect_cleanup/panel" in (DEBIAN / "rules").read_text()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "architect_cleanup.panel" in pyproject["tool"]["setuptools"]["packages"]
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["architect_cleanup.panel"]
+    panel = REPO / "architect_cleanup" / "panel"
+    files = {p.relative_to(panel).as_posix() for p in panel.rglob("*")
+             if p.is_file() and p.suffix not in {".pyc", ".py"}}
+    assert files == {f for pattern in shipped for f in
+                     (p.relative_to(panel).as_posix() for p in panel.glob(pattern))}
+    assert {"templates/base.html", "static/panel.js", "static/panel.css"} <= files
 
 
 def test_the_first_installation_writes_a_random_root_only_token(tmp_path: Path) -> None:

@@ -64,12 +64,15 @@ def test_the_service_runs_gunicorn_socket_activated_with_the_token_credential() 
 def test_the_service_shares_the_cleanups_lock_state_and_rights() -> None:
     api, core = _unit(check_units.API_SERVICE), _unit(check_units.SERVICE)
     for key in ("Service.StateDirectory", "Service.RuntimeDirectory",
-                "Service.RuntimeDirectoryPreserve", "Service.ReadWritePaths",
+                "Service.RuntimeDirectoryPreserve",
                 "Service.ProtectSystem", "Service.ProtectHome", "Service.PrivateTmp",
                 "Service.CapabilityBoundingSet", "Service.SystemCallFilter",
                 "Service.Nice", "Service.IOSchedulingClass", "Service.UMask"):
         assert api[key] == core[key], key
     assert api["Service.RuntimeDirectory"] == ["architect-cleanup"]  # the run lock's home
+    # and the panel's drop-in directory, nothing else of /etc
+    assert api["Service.ReadWritePaths"] == [*core["Service.ReadWritePaths"],
+                                             "-/etc/architect-cleanup/config.d"]
     assert api["Service.RuntimeDirectoryPreserve"] == ["yes"]
 
 

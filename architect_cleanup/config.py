@@ -50,6 +50,8 @@ MAX_DURATION_S = MAX_DAYS * 86400
 #: The fewest backups a retention number (and keep_min) may keep: the newest is always kept.
 MIN_KEEP = 1
 BATCH_SIZE = (1, 100_000)
+#: safety.workers: threads of the file walk's pool
+WORKERS = (1, 64)
 
 _SIZE_RX = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:iB)?)?", re.IGNORECASE)
 _ENV_NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -553,6 +555,8 @@ class SafetyConfig:
                                         ("*chrome_profile*", "*chrome-profile*"),
                                         "directories never entered")
     skip_open_files: bool = key(boolean, True, "keep files a process holds open")
+    workers: int = key(whole(*WORKERS), 4,
+                       "threads that list, check and delete files (1: one at a time)")
 
 
 # --- [notify]: who hears about what (SPEC section 11) ----------------------------------------

@@ -12,6 +12,12 @@ Everything here works relative to open directory descriptors:
 * a directory on another device, or on another mount of the same device (a bind mount, found
   through ``/proc/self/fdinfo``), is never entered.
 
+The shared walk of the logs/temp targets (``targets.tree``) may hand each directory's work to
+a few threads (``safety.workers``): each gets the directory through a descriptor of its own
+(``dup``) and calls the same functions (:func:`list_leaf`, :func:`unlink_all`,
+:func:`remove_tree`), so every rule above holds on every thread; only the walk's order and
+the reports stay on the run's thread.
+
 The walk is iterative and streams: memory holds one list of sub-directory *names* per level of
 the current path, never the tree. Only a bounded window of ancestor descriptors stays open; an
 ancestor whose descriptor was closed is re-opened through ``..`` and must have the same device
@@ -28,7 +34,8 @@ import os
 import re
 import resource
 import stat
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any
@@ -118,6 +125,62 @@ def compile_patterns(patterns: Iterable[str]) -> Callable[[str], bool]:
     if all(tails):
         return lambda name: name.endswith(tails) and match(name) is not None
     return lambda name: match(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """What :func:`group_matcher` returns for a matching name: the group whose pattern
+    matched first (as ``re.Match.lastgroup``)."""
+
+    lastgroup: str
+
+
+def group_matcher(groups: Sequence[tuple[str, Sequence[str]]]) -> Matcher:
+    """``re.compile("(?P<g1>...)|(?P<g2>...)").match`` over groups of shell patterns, without
+    paying a regular expression for every name: an object whose ``lastgroup`` names the
+    first group with a pattern matching the name, or None.
+
+    The walk asks this of every name in the tree. A pattern that is ``*`` and literal text
+    (``*.log``) is a ``str.endswith``; any other pattern keeps its regular expression, asked
+    only of a name that holds the longest literal part of one of them (a name ``*.log.*``
+    matches holds ``.log.``). Both are exact: what they skip cannot match."""
+    plan: list[tuple[Owned, tuple[str, ...], Callable[[str], Any] | None,
+                     tuple[str, ...] | None]] = []
+    for group, pats in groups:
+        suffixes, others = [], []
+        for p in pats:
+            rest = p[1:]
+            if p.startswith("*") and rest and not any(c in rest for c in "*?[]"):
+                suffixes.append(rest)
+            else:
+                others.append(p)
+        rx = re.compile(patterns_regex(others)).match if others else None
+        plan.append((Owned(group), tuple(suffixes), rx, _needed(others) if others else None))
+
+    def match(name: str) -> Owned | None:
+        for owned, suffixes, rx, needs in plan:
+            if suffixes and name.endswith(suffixes):
+                return owned
+            if rx is not None and (needs is None or any(n in name for n in needs)) \
+                    and rx(name) is not None:
+                return owned
+        return None
+
+    return match
+
+
+def _needed(patterns: Sequence[str]) -> tuple[str, ...] | None:
+    """Literal texts one of which every name matching any of *patterns* holds: each
+    pattern's longest run without wildcards (None when a pattern has none, or brackets)."""
+    out = []
+    for p in patterns:
+        if "[" in p or "]" in p:
+            return None
+        longest = max(re.split(r"[*?]", p), key=len)
+        if not longest:
+            return None
+        out.append(longest)
+    return tuple(out)
 
 
 def _literal_head(pattern: str) -> str:
@@ -375,12 +438,15 @@ class Walker:
     Directories whose link count says they have no sub-directories (the classic leaf
     optimisation of find: ``st_nlink == 2``) are read with ``os.listdir``, which is cheaper
     than ``scandir``; a sub-directory created after that check is then handed out as a name
-    like any other, and the consumer's ``lstat`` sees it is no file.
+    like any other, and the consumer's ``lstat`` sees it is no file. With *lazy_leaves* such
+    a directory is handed out unlisted (its files list is :data:`UNLISTED`) for the consumer
+    to read with :func:`list_leaf`, e.g. on another thread while the walk goes on; the
+    entries it lists are then not in ``entries_seen``.
     """
 
     def __init__(self, root: Root, start: Dir, *, scope: ScopeFn,
                  on_skip: SkipSink | None = None, max_depth: int | None = None,
-                 on_dir: Callable[[], None] | None = None) -> None:
+                 on_dir: Callable[[], None] | None = None, lazy_leaves: bool = False) -> None:
         self.root = root
         self.start = start
         self.scope = scope
@@ -388,6 +454,8 @@ class Walker:
         self.max_depth = max_depth
         self.on_dir = on_dir
         self.entries_seen = 0
+        #: leave a leaf directory's listing to the consumer (see :meth:`batches`)
+        self.lazy_leaves = lazy_leaves
 
     def __iter__(self) -> Iterator[tuple[Dir, str, bool, Any]]:
         for d, files, dirs in self.batches():
@@ -407,7 +475,9 @@ class Walker:
                     d = level.dir
                     sc = self.scope(d)
                     files = sc.files
-                    if d.nlink == 2 and files is not None:
+                    if d.nlink == 2 and files is not None and self.lazy_leaves:
+                        yield d, UNLISTED, []  # the consumer lists it: list_leaf()
+                    elif d.nlink == 2 and files is not None:
                         try:
                             names = os.listdir(d.fd)
                         except OSError as exc:
@@ -523,6 +593,21 @@ class Walker:
         self.entries_seen += seen
         subdirs.reverse()  # pop() then visits them in listing order
         return found, claimed
+
+
+#: The files list of a leaf directory handed out unlisted (``Walker(lazy_leaves=True)``).
+UNLISTED: list[tuple[str, Any]] = []
+
+
+def list_leaf(d: Dir, files: Matcher) -> tuple[list[tuple[str, Any]], int, str | None]:
+    """Read a directory the walk handed out unlisted, as the walk would: the names *files*
+    matches (with what it returned), how many entries there were, and why it could not be
+    listed (None when it could). Safe to call on any thread, on a descriptor of its own."""
+    try:
+        names = os.listdir(d.fd)
+    except OSError as exc:
+        return [], 0, f"cannot list: {exc.strerror}"
+    return [(n, m) for n in names if (m := files(n)) is not None], len(names), None
 
 
 # --- deleting --------------------------------------------------------------------------------
@@ -874,6 +959,7 @@ class OpenFiles:
         self.proc = proc
         self._ids: dict[tuple[int, int], int] | None = None
         self.unreadable = 0
+        self._scanning = threading.Lock()  # the deleting threads ask at once
 
     def _scan(self) -> dict[tuple[int, int], int]:
         ids: dict[tuple[int, int], int] = {}
@@ -904,9 +990,13 @@ class OpenFiles:
 
     def holder(self, st: os.stat_result) -> int | None:
         """The PID of a process that holds the file open (the first one found), or None."""
-        if self._ids is None:
-            self._ids = self._scan()
-        return self._ids.get((st.st_dev, st.st_ino))
+        ids = self._ids
+        if ids is None:
+            with self._scanning:  # the pool's threads ask at once
+                if self._ids is None:
+                    self._ids = self._scan()
+                ids = self._ids
+        return ids.get((st.st_dev, st.st_ino))
 
     def describe(self, st: os.stat_result) -> str | None:
         """"open by PID 1234 (gunicorn)" for a file some process holds open, else None."""

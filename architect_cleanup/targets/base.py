@@ -279,18 +279,33 @@ class FileTarget(Target):
         mtime is more than *max_age* seconds before ``now`` is removed, a younger one kept.
 
         Names *protected* says are kept with *protected_reason*; only the rest pay for an
-        ``lstat`` (names another target owns never reach here: see ``targets.owners``). This loop
-        runs once per candidate file, so it keeps to locals and builds reasons only when
-        someone reads them."""
+        ``lstat`` (names another target owns never reach here: see ``targets.owners``).
+        This is :meth:`age_work` followed by its report."""
+        self.age_work(ctx, d, names, max_age=max_age, limit=limit, young=young,
+                      protected=protected, protected_reason=protected_reason)(result)
+
+    def age_work(self, ctx: RunContext, d: Dir, names: list[str], *, max_age: float,
+                 limit: str, young: str, protected: Callable[[str], bool] | None = None,
+                 protected_reason: str = "") -> Step:
+        """:meth:`judge_by_age`'s system calls (``lstat``, the last-moment reasons, every
+        unlink), safe on any thread: it touches no result, decision or log. It returns the
+        report, to run on the run's own thread in walk order, which counts and decides
+        exactly as the one-pass loop did, in the same order.
+
+        This loop runs once per candidate file, so it keeps to locals and keeps what the
+        report needs only when someone reads decisions."""
         fd = d.fd
         now = ctx.now_ts
         future = ctx.future_limit
         wants = ctx.wants_decisions
+        # (name, its status or None, what: 0 protected, 1 not a file, 2 future, 3 young)
+        held: list[tuple[str, os.stat_result | None, int]] = []
+        quiet = 0  # young files nobody reads a decision about
         doomed: list[tuple[str, os.stat_result]] = []
         young_bytes = 0
         for name in names:
             if protected is not None and protected(name):
-                self.keep(ctx, result, d.join(name), protected_reason)
+                held.append((name, None, 0))
                 continue
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -298,25 +313,41 @@ class FileTarget(Target):
                 continue  # vanished since the listing
             mode = st.st_mode
             if not (S_ISREG(mode) or S_ISLNK(mode)):
-                self.keep(ctx, result, d.join(name), "not a regular file")
+                held.append((name, None, 1))
                 continue
-            age = now - st.st_mtime
-            if age <= max_age:
+            if now - st.st_mtime <= max_age:
                 young_bytes += st.st_size
                 if st.st_mtime > future:
-                    self._warn_future(d.join(name), st, ctx)
-                    self.keep(ctx, result, d.join(name), future_text(st.st_mtime - now))
+                    held.append((name, st, 2))
                 elif wants:
-                    self.keep(ctx, result, d.join(name),
-                              f"{age_text(max(age, 0))}, {young} {limit}")
+                    held.append((name, st, 3))
                 else:
-                    result.kept += 1
+                    quiet += 1
                 continue
             doomed.append((name, st))
-        result.kept_bytes += young_bytes
-        if doomed:
-            self.remove_all(ctx, result, d, doomed,
-                            lambda st: f"{age_text(now - st.st_mtime)} > {limit}")
+        removal = self.removal_work(ctx, d, doomed) if doomed else None
+
+        def report(result: TargetResult) -> None:
+            for name, st, what in held:
+                path = d.join(name)
+                if what == 0:
+                    self.keep(ctx, result, path, protected_reason)
+                elif what == 1:
+                    self.keep(ctx, result, path, "not a regular file")
+                elif what == 2:
+                    assert st is not None
+                    self._warn_future(path, st, ctx)
+                    self.keep(ctx, result, path, future_text(st.st_mtime - now))
+                else:
+                    assert st is not None
+                    age = now - st.st_mtime
+                    self.keep(ctx, result, path, f"{age_text(max(age, 0))}, {young} {limit}")
+            result.kept += quiet
+            result.kept_bytes += young_bytes
+            if removal is not None:
+                removal(result, lambda st: f"{age_text(now - st.st_mtime)} > {limit}")
+
+        return report
 
     def remove_all(self, ctx: RunContext, result: TargetResult, d: Dir,
                    judged: list[tuple[str, os.stat_result]],
@@ -325,34 +356,47 @@ class FileTarget(Target):
         last-moment reasons first, then every unlink (each re-checked right before) in one
         loop, then the counts and decisions. *reason* builds a file's reason from its stat,
         only when someone reads decisions."""
+        self.removal_work(ctx, d, judged)(result, reason)
+
+    def removal_work(self, ctx: RunContext, d: Dir, judged: list[tuple[str, os.stat_result]]
+                     ) -> Callable[[TargetResult, Callable[[os.stat_result], str]], None]:
+        """:meth:`remove_all`'s system calls, safe on any thread (see :meth:`age_work`); the
+        report it returns counts and decides on the run's own thread."""
         go: list[tuple[str, os.stat_result]] = []
+        kept: list[tuple[str, os.stat_result, Hold]] = []
         for name, st in judged:
             why_keep = self.last_moment_keep(ctx, st)
             if why_keep is None:
                 go.append((name, st))
-                continue
-            self._kept_at_last_moment(ctx, result, d.join(name), st, why_keep, reason(st))
+            else:
+                kept.append((name, st, why_keep))
         outcomes: list[Exception | None] = [None] * len(go) if ctx.dry_run else unlink_all(d, go)
-        wants = ctx.wants_decisions
-        record = ctx.on_item
-        target = self.name
-        removed = nbytes = 0
-        for (name, st), exc in zip(go, outcomes, strict=True):
-            if exc is None:
-                size = freed_bytes(st)
-                removed += 1
-                nbytes += size
-                if wants or record is not None:
-                    why = reason(st)
-                    path = d.join(name)
-                    if wants:
-                        ctx.decide(Decision(target, path, True, why, size))
-                    if record is not None:
-                        record(Item(target, path, size, st.st_mtime, why))
-                continue
-            self._not_removed(ctx, result, d.join(name), exc)
-        result.removed += removed
-        result.bytes += nbytes
+
+        def report(result: TargetResult, reason: Callable[[os.stat_result], str]) -> None:
+            for name, st, why_keep in kept:
+                self._kept_at_last_moment(ctx, result, d.join(name), st, why_keep, reason(st))
+            wants = ctx.wants_decisions
+            record = ctx.on_item
+            target = self.name
+            removed = nbytes = 0
+            for (name, st), exc in zip(go, outcomes, strict=True):
+                if exc is None:
+                    size = freed_bytes(st)
+                    removed += 1
+                    nbytes += size
+                    if wants or record is not None:
+                        why = reason(st)
+                        path = d.join(name)
+                        if wants:
+                            ctx.decide(Decision(target, path, True, why, size))
+                        if record is not None:
+                            record(Item(target, path, size, st.st_mtime, why))
+                    continue
+                self._not_removed(ctx, result, d.join(name), exc)
+            result.removed += removed
+            result.bytes += nbytes
+
+        return report
 
     def _kept_at_last_moment(self, ctx: RunContext, result: TargetResult, path: str,
                              st: os.stat_result, why_keep: Hold, rule: str,
@@ -438,6 +482,10 @@ class FileTarget(Target):
             ahead = st.st_mtime - ctx.now_ts
             log.warning("%s: %s is %s; kept", self.name, display(path), future_text(ahead))
 
+
+#: A target's report of work done on a pool thread: it counts and decides on the run's own
+#: thread, in walk order (see targets.tree).
+Step = Callable[[TargetResult], None]
 
 #: A reason, or a function that builds it only when someone reads it.
 Reason = str | Callable[[], str]

@@ -15,7 +15,7 @@ import re
 from architect_cleanup.config import format_duration
 from architect_cleanup.fs import Dir, FsError, Scope, Walker, compile_patterns, patterns_regex
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.base import RunContext, register
+from architect_cleanup.targets.base import RunContext, Step, register
 from architect_cleanup.targets.owners import backup_names, not_backups
 from architect_cleanup.targets.tree import TreeTarget
 
@@ -38,9 +38,12 @@ class Logs(TreeTarget):
 
     def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
                  ) -> None:
-        self.judge_by_age(ctx, result, d, names, max_age=self._max_age, limit=self._limit,
-                          young="within", protected=self._protected,
-                          protected_reason="active worker log (logs.protect)")
+        self.files_work(ctx, d, names)(result)
+
+    def files_work(self, ctx: RunContext, d: Dir, names: list[str]) -> Step:
+        return self.age_work(ctx, d, names, max_age=self._max_age, limit=self._limit,
+                             young="within", protected=self._protected,
+                             protected_reason="active worker log (logs.protect)")
 
     def finish(self, ctx: RunContext, result: TargetResult) -> None:
         """Our own logs at the top level of tmp_dir (never below it: not ours)."""

@@ -16,6 +16,7 @@ judged by exactly one target, so a dry run counts it once:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,7 +40,14 @@ def backup_names(cfg: Config) -> BackupNames:
         return lambda _path: None
     is_backup = compile_patterns(cfg.backups.patterns)
     dirs = frozenset(cfg.resolve(rel) for _, rel, _ in backup_dirs(cfg))
-    return lambda path: is_backup if under(path, dirs) else None
+
+    # asked for every file of a directory taken whole (temp's keep_name): one answer per
+    # directory, not a walk up its path per file
+    @functools.lru_cache(maxsize=256)
+    def theirs(path: str) -> Callable[[str], bool] | None:
+        return is_backup if under(path, dirs) else None
+
+    return theirs
 
 
 def not_backups(theirs: BackupNames, path: str, names: list[str]) -> list[str]:

@@ -12,13 +12,14 @@ import os
 from collections.abc import Callable
 
 from architect_cleanup.config import format_duration
-from architect_cleanup.fs import Dir, compile_patterns, lstat_at, remove_tree
+from architect_cleanup.fs import Dir, TreeResult, compile_patterns, lstat_at, remove_tree
 from architect_cleanup.history import Item
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.backups import SIBLING_SUFFIXES
 from architect_cleanup.targets.base import (
     Decision,
     RunContext,
+    Step,
     age_text,
     register,
     under,
@@ -96,20 +97,28 @@ class Temp(TreeTarget):
 
     def on_files(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str]
                  ) -> None:
-        self.judge_by_age(ctx, result, d, names, max_age=self._min_age, limit=self._limit,
-                          young="younger than")
+        self.files_work(ctx, d, names)(result)
+
+    def files_work(self, ctx: RunContext, d: Dir, names: list[str]) -> Step:
+        return self.age_work(ctx, d, names, max_age=self._min_age, limit=self._limit,
+                             young="younger than")
 
     def on_dir(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
+        self.dir_work(ctx, d, name)(result)
+
+    def dir_work(self, ctx: RunContext, d: Dir, name: str) -> Step:
+        """A claimed directory: its age, then the whole tree's removal (any thread); the
+        report counts and decides (see TreeTarget.dir_work)."""
         path = d.join(name)
         try:
             st = lstat_at(d, name)
         except OSError:
-            return
+            return lambda result: None
         age = ctx.now_ts - st.st_mtime
         if age <= self._min_age:
-            self.keep(ctx, result, path + "/",
-                      f"directory changed {age_text(max(age, 0))} ago, within {self._limit}")
-            return
+            return lambda result: self.keep(
+                ctx, result, path + "/",
+                f"directory changed {age_text(max(age, 0))} ago, within {self._limit}")
 
         def keep(s: os.stat_result) -> str | None:
             if ctx.now_ts - s.st_mtime <= self._min_age:
@@ -118,6 +127,10 @@ class Temp(TreeTarget):
 
         tree = remove_tree(ctx.root(), d, name, dry_run=ctx.dry_run, keep=keep,
                            keep_name=self._keep_name)
+        return lambda result: self._report_tree(ctx, result, path, age, st, tree)
+
+    def _report_tree(self, ctx: RunContext, result: TargetResult, path: str, age: float,
+                     st: os.stat_result, tree: TreeResult) -> None:
         if tree.held and tree.held[0][0] == path:  # the directory itself: left whole
             self.keep(ctx, result, path + "/", tree.held[0][1])
             return

@@ -11,18 +11,34 @@ per run instead of once per target.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-from architect_cleanup.fs import Dir, FsError, Root, Scope, Walker, patterns_regex
+from architect_cleanup.fs import (
+    UNLISTED,
+    Dir,
+    FsError,
+    Root,
+    Scope,
+    Walker,
+    group_matcher,
+    list_leaf,
+    patterns_regex,
+)
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.base import (
     FileTarget,
     Interrupted,
     RunContext,
+    Step,
     under,
     unique_dirs,
 )
@@ -34,6 +50,11 @@ log = logging.getLogger(__name__)
 _BELOW_MEMO = 1024
 #: A target judges at most this many names of one directory between two stop checks.
 CHUNK = 1024
+#: Directories handed to the pool and not yet reported, per thread of it: what bounds the
+#: memory (their names) and the descriptors (one each) the pool holds, whatever the tree.
+WINDOW_PER_WORKER = 8
+#: How often (seconds) the run's thread, waiting for a directory's work, asks for a stop.
+STOP_POLL = 0.25
 
 
 class TreeTarget(FileTarget):
@@ -59,6 +80,18 @@ class TreeTarget(FileTarget):
 
     def on_dir(self, ctx: RunContext, result: TargetResult, d: Dir, name: str) -> None:
         """A directory this target claimed by name (not entered by the walk)."""
+
+    def files_work(self, ctx: RunContext, d: Dir, names: list[str]) -> Step:
+        """:meth:`on_files` split in two for the pool (``safety.workers``): the system calls,
+        run here on a pool thread, and the report returned, run on the run's thread in walk
+        order (counts, decisions, logs). Only what is safe on any thread may run here. By
+        default everything waits for the report: a target that does not split its work
+        keeps to the run's thread."""
+        return lambda result: self.on_files(ctx, result, d, names)
+
+    def dir_work(self, ctx: RunContext, d: Dir, name: str) -> Step:
+        """:meth:`on_dir` split in two for the pool, as :meth:`files_work`."""
+        return lambda result: self.on_dir(ctx, result, d, name)
 
     def finish(self, ctx: RunContext, result: TargetResult) -> None:
         """Work after the shared walk (e.g. the logs target's top level of /tmp)."""
@@ -114,17 +147,18 @@ class _Scopes:
         return out
 
     def _build(self, active: tuple[int, ...]) -> Scope:
-        files, dirs = [], []
+        files: list[tuple[str, tuple[str, ...]]] = []
+        dirs = []
         for i in active:
             m = self.members[i]
             pats = m.target.file_patterns(self.ctx)
             if pats:
-                files.append(f"(?P<{m.group}>{patterns_regex(pats)})")
+                files.append((m.group, pats))
             dpats = m.target.dir_patterns(self.ctx)
             if dpats:
                 dirs.append(f"(?P<{m.group}>{patterns_regex(dpats)})")
         return Scope(
-            files=re.compile("|".join(files)).match if files else None,
+            files=group_matcher(files) if files else None,
             claim=re.compile("|".join(dirs)).match if dirs else None,
             exclude=self.exclude.match if self.exclude is not None else None,
         )
@@ -174,13 +208,15 @@ def _walk_one(ctx: RunContext, root: Root, rel: str, scopes: _Scopes,
         for m in members:
             m.result.error(str(exc))
         return
-
-    def on_skip(path: str, why: str) -> None:
-        for m in members:
-            if under(path, m.starts) or any(s.startswith(path + "/") for s in m.starts):
-                m.result.note(f"{path}: {why}")
-
+    workers = ctx.config.safety.workers
     with contextlib.closing(start):
+        if workers > 1:
+            _walk_pooled(ctx, root, start, scopes, by_group, label, backups, workers)
+            return
+
+        def on_skip(path: str, why: str) -> None:
+            _skipped(members, path, why)
+
         walker = Walker(root, start, scope=scopes.for_dir, on_skip=on_skip)
 
         def tick() -> None:
@@ -191,15 +227,7 @@ def _walk_one(ctx: RunContext, root: Root, rel: str, scopes: _Scopes,
         first = members[0]
         for d, files, dirs in walker.batches():
             # one directory's matching names, handed to their targets a list at a time
-            per: dict[str | None, list[str]] = {}
-            for name, match in files:
-                group = match.lastgroup
-                names = per.get(group)
-                if names is None:
-                    per[group] = [name]
-                else:
-                    names.append(name)
-            for group, names in per.items():
+            for group, names in _by_owner(files).items():
                 m = by_group[group] if group is not None else first
                 for i in range(0, len(names), CHUNK):
                     if i:  # also inside one huge directory: stop (SIGTERM) and progress
@@ -214,6 +242,183 @@ def _walk_one(ctx: RunContext, root: Root, rel: str, scopes: _Scopes,
                     _guard(m, m.target.on_dir, ctx, m.result, d, name)
         for m in members:  # the shared walk looked at these entries for every target
             m.result.checked += walker.entries_seen
+
+
+def _skipped(members: list[_Member], path: str, why: str) -> None:
+    for m in members:
+        if under(path, m.starts) or any(s.startswith(path + "/") for s in m.starts):
+            m.result.note(f"{path}: {why}")
+
+
+def _by_owner(files: list[tuple[str, Any]]) -> dict[str | None, list[str]]:
+    """One directory's matching names by the group (target) whose pattern matched."""
+    per: dict[str | None, list[str]] = {}
+    for name, match in files:
+        group = match.lastgroup
+        names = per.get(group)
+        if names is None:
+            per[group] = [name]
+        else:
+            names.append(name)
+    return per
+
+
+class _Pool:
+    """Directories' work on a few threads, their reports applied on the run's thread in the
+    order the work was handed in: a reorder window of at most *window* directories.
+
+    A job returns the function that applies its report; a job never raises (it carries its
+    exception to its report). Once :attr:`stopping` is set, a job not yet started does no
+    work: what started finishes, and every report of work done is applied (a file removed
+    is always counted)."""
+
+    def __init__(self, workers: int, window: int, should_stop: Callable[[], bool]) -> None:
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="architect-cleanup")
+        self.window = window
+        self.queue: deque[Future[Callable[[], None]] | Callable[[], None]] = deque()
+        self.stopping = threading.Event()
+        self.should_stop = should_stop
+        #: a stop was asked for while this thread waited for the pool
+        self.stop_asked = False
+
+    def submit(self, job: Callable[[], Callable[[], None]]) -> None:
+        while len(self.queue) >= self.window:
+            self._apply_first()
+        self.queue.append(self.executor.submit(job))
+
+    def then(self, step: Callable[[], None]) -> None:
+        """A report with no work (a skipped directory's note), in its place in the order."""
+        if self.queue:
+            self.queue.append(step)
+        else:
+            step()
+
+    def _apply_first(self) -> None:
+        item = self.queue.popleft()
+        if isinstance(item, Future):
+            item = self._wait(item)
+        item()
+
+    def _wait(self, fut: Future[Callable[[], None]]) -> Callable[[], None]:
+        """The result of one job; meanwhile a stop is asked for now and then, so that a job
+        in a huge directory stops between its chunks as the walk would."""
+        while True:
+            try:
+                return fut.result(timeout=STOP_POLL)
+            except TimeoutError:
+                if not self.stopping.is_set() and self.should_stop():
+                    self.stop_asked = True
+                    self.stopping.set()
+
+    def finish(self) -> None:
+        while self.queue:
+            self._apply_first()
+
+    def close(self) -> None:
+        """Wait for the work handed in and apply its reports (after a stop, only the work
+        that had started), then end the threads."""
+        try:
+            self.finish()
+        finally:
+            self.executor.shutdown(wait=True)
+
+
+def _walk_pooled(ctx: RunContext, root: Root, start: Dir, scopes: _Scopes,
+                 by_group: dict[str, _Member], label: str, backups: BackupNames,
+                 workers: int) -> None:
+    """The shared walk with its directories' work on a pool of *workers* threads.
+
+    The walk itself (entering directories, listing those with sub-directories) stays on this
+    thread and decides the order. Each directory with work goes to a pool thread through a
+    descriptor of its own (``dup``): a leaf directory is listed there, then each target's
+    ``files_work``/``dir_work`` does its system calls (``lstat``, the last-moment checks,
+    the unlinks: every invariant is the sequential walk's, in the same functions). Reports
+    (counts, decisions, notes, errors) are applied here strictly in walk order, so counts
+    and a dry run's ``-v`` output are the same as with one thread."""
+    members = scopes.members
+    first = members[0]
+    pool = _Pool(workers, workers * WINDOW_PER_WORKER, ctx.should_stop)
+    seen = [0]
+
+    def on_skip(path: str, why: str) -> None:
+        pool.then(lambda: _skipped(members, path, why))
+
+    walker = Walker(root, start, scope=scopes.for_dir, on_skip=on_skip, lazy_leaves=True)
+
+    def tick() -> None:
+        if ctx.should_stop():
+            pool.stopping.set()
+            raise Interrupted("stopped on request")
+        ctx.status(f"{label}: {walker.entries_seen + seen[0]:,} files checked")
+
+    walker.on_dir = tick
+
+    def job(d: Dir, files: list[tuple[str, Any]], dirs: list[tuple[str, Any]],
+            matcher: Callable[[str], Any] | None) -> Callable[[], None]:
+        steps: list[tuple[_Member, Step | Exception]] = []
+        listed, why = 0, None
+        try:
+            if pool.stopping.is_set():
+                return d.close
+            if matcher is not None:
+                files, listed, why = list_leaf(d, matcher)
+            for group, names in _by_owner(files).items():
+                m = by_group[group] if group is not None else first
+                for i in range(0, len(names), CHUNK):
+                    if m.failed or m.passive or (i and pool.stopping.is_set()):
+                        continue
+                    chunk = not_backups(backups, d.path, names[i:i + CHUNK])
+                    steps.append((m, _work(m, m.target.files_work, ctx, d, chunk)))
+            for name, match in dirs:
+                group = match.lastgroup
+                m = by_group[group] if group is not None else first
+                if not (m.failed or m.passive or pool.stopping.is_set()):
+                    steps.append((m, _work(m, m.target.dir_work, ctx, d, name)))
+        except Exception as exc:  # a fault of the walk's own code: fail the first target
+            steps.append((first, exc))
+
+        def report() -> None:
+            try:
+                seen[0] += listed
+                if why is not None:
+                    _skipped(members, d.path, why)
+                for m, step in steps:
+                    if isinstance(step, Exception):
+                        _fail(m, step)
+                    else:
+                        _guard(m, step, m.result)
+            finally:
+                d.close()
+
+        return report
+
+    try:
+        for d, files, dirs in walker.batches():
+            matcher = scopes.for_dir(d).files if files is UNLISTED else None
+            own = Dir(os.dup(d.fd), d.path, d.dev, d.ino, d.mnt, d.nlink, d.shared)
+            listed = files if matcher is None else []
+            pool.submit(functools.partial(job, own, listed, dirs, matcher))
+    except BaseException:
+        pool.stopping.set()  # stopped, or the walk failed: no more work starts
+        raise
+    finally:
+        pool.close()  # the work done is reported, whatever happened
+    if pool.stop_asked:
+        raise Interrupted("stopped on request")
+    seen[0] += walker.entries_seen
+    ctx.status(f"{label}: {seen[0]:,} files checked")  # with the leaves the pool listed
+    for m in members:  # the shared walk looked at these entries for every target
+        m.result.checked += seen[0]
+
+
+def _work(m: _Member, fn: Callable[..., Step], *args: object) -> Step | Exception:
+    """Run one target's work on a pool thread; an exception fails that target (at once:
+    no more of its work starts) and is reported in its place."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        m.failed = True
+        return exc
 
 
 def _guard(m: _Member, fn: Callable[..., None], *args: object) -> None:

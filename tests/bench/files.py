@@ -73,7 +73,8 @@ class Contestant:
 class FileBench:
     """The engine's side of the set-up: its config, state and lock directories."""
 
-    def __init__(self, work: Path, tree: Tree, log: Callable[[str], None]) -> None:
+    def __init__(self, work: Path, tree: Tree, log: Callable[[str], None],
+                 workers: int | None = None) -> None:
         self.work = work
         self.tree = tree
         self.log = log
@@ -81,8 +82,19 @@ class FileBench:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.conf_dir / "config.toml"
         # logs.tmp_dir off: /tmp is not part of the generated tree
+        pool = f"\n[safety]\nworkers = {workers}\n" if workers else ""
         self.conf.write_text(f'root = "{tree.root.resolve()}"\ndry_run = true\n\n'
-                             '[logs]\ntmp_dir = ""\n')
+                             f'[logs]\ntmp_dir = ""\n{pool}')
+        # the same engine over a tree of one old log: its start-up and what every run pays
+        # once whatever the tree (the scan of /proc for open files), which does not grow
+        self.empty_root = self.conf_dir / "empty-root"
+        one = self.empty_root / "data" / "old.log"
+        one.parent.mkdir(parents=True, exist_ok=True)
+        one.touch()
+        os.utime(one, (0, 0))
+        self.empty_conf = self.conf_dir / "config-empty.toml"
+        self.empty_conf.write_text(f'root = "{self.empty_root}"\ndry_run = true\n\n'
+                                   f'[logs]\ntmp_dir = ""\n{pool}')
         # the metrics textfile: a directory that does not exist (never the host's collector's)
         env = dict(os.environ, STATE_DIRECTORY=str(self.conf_dir / "state"),
                    RUNTIME_DIRECTORY=str(self.conf_dir / "run"),
@@ -193,6 +205,43 @@ class FileBench:
         return out
 
     # --- part 3 ------------------------------------------------------------------------------
+
+    def startup(self, rounds: int) -> float:
+        """Median wall time of the engine's dry run over a tree of one file: its fixed cost."""
+        cmd = [self.engine_cmd[0], "--config", str(self.empty_conf), *self.engine_cmd[3:]]
+        return median([run(cmd, env=self.env).wall for _ in range(rounds)])
+
+    def growth(self, small: FileBench, repeat: int, real_repeat: int,
+               dry: list[float] | None = None, real: list[float] | None = None
+               ) -> dict[str, dict[str, float]]:
+        """How the engine's time grows from *small*'s tree to this one: median wall times of
+        dry and real runs at both sizes (this size's from parts 1 and 2 when given), each
+        less the start-up, and their ratio."""
+        startup = self.startup(max(3, repeat))
+        out: dict[str, dict[str, float]] = {}
+        for kind, given, rounds in (("dry", dry, repeat), ("real", real, real_repeat)):
+            walls = {}
+            for name, fb, known in (("small", small, None), ("big", self, given)):
+                if known:
+                    walls[name] = median(known)
+                    continue
+                times = []
+                for _ in range(rounds):
+                    fb.tree.refresh_fresh()
+                    sync()
+                    times.append(run(fb.engine(force=kind == "real").cmd, env=fb.env).wall)
+                    if kind == "real":
+                        ok, why = fb.tree.check_after_delete()  # also restores the tree
+                        if not ok:
+                            raise RuntimeError(f"engine real run: {why}")
+                walls[name] = median(times)
+            self.log(f"  {kind}: {walls['small']:.2f}s -> {walls['big']:.2f}s, start-up "
+                     f"{startup:.2f}s")
+            out[kind] = {"small_s": walls["small"], "big_s": walls["big"],
+                         "startup_s": startup,
+                         "ratio": (walls["big"] - startup) / max(walls["small"] - startup,
+                                                                 1e-3)}
+        return out
 
     def rss(self, dry: int | None = None, real: int | None = None) -> dict[str, int]:
         """Peak RSS (KiB) of a dry run and a real run; those not given are measured here (a

@@ -54,9 +54,10 @@ STATUSES = ("completed", "cancelled", "failed")
 SCHEMA = REPO / "tests" / "data" / "dashboard_schema.sql"
 HERE = Path(__file__).resolve().parent
 
-# SPEC section 10
+# SPEC section 10, the max restated by issue 20: against the same dashboard alone, measured in
+# the same run (a stall of the machine is then on both sides)
 P99_GOAL_MS = 20.0
-MAX_GOAL_MS = 50.0
+MAX_GOAL_ALONE = 2.0
 TOTAL_GOAL = 4.0
 
 
@@ -285,16 +286,20 @@ def bench(a: Namespace, rep: Report, log: Callable[[str], None]) -> None:
                               "sub_tasks_cleared": tdb.meta["children_of_old"],
                               "plain_sql": _plain_sql("CUTOFF"), **results, "ratio": ratio}
     p99, mx = med(eng, "p99_ms"), max(x["max_ms"] for x in eng)
+    # the dashboard alone: its first BASELINE_S seconds before every contestant of the run
+    alone_max = max(x["alone_max_ms"] for x in eng + plain)
     fails = sum(x["failed"] for x in eng)
     n = f"{tdb.meta['old'] / 1e6:.1f}M of {a.rows / 1e6:.1f}M" if a.rows >= 1_000_000 \
         else f"{tdb.meta['old'] // 1000}k of {a.rows // 1000}k"
     rep.add("4", f"tasks purge {n} rows: insert p99 while purging",
             f"{p99:.1f} ms (plain DELETE {med(plain, 'p99_ms'):.0f} ms)",
             f"<= {P99_GOAL_MS:.0f} ms", p99 <= P99_GOAL_MS and fails == 0, p99)
-    rep.add("4", "tasks purge: insert max while purging",
-            f"{mx:.1f} ms (plain DELETE {max(x['max_ms'] for x in plain):.0f} ms, "
-            f"{sum(x['failed'] for x in plain)} inserts failed)",
-            f"<= {MAX_GOAL_MS:.0f} ms", mx <= MAX_GOAL_MS and fails == 0, mx)
+    rep.add("4", "tasks purge: insert max while purging vs dashboard alone",
+            f"{mx:.1f} ms vs alone {alone_max:.1f} ms = {mx / alone_max:.2f}x (plain DELETE "
+            f"{max(x['max_ms'] for x in plain):.0f} ms, {sum(x['failed'] for x in plain)} "
+            "inserts failed)",
+            f"<= {MAX_GOAL_ALONE:.0f}x alone", mx <= MAX_GOAL_ALONE * alone_max and fails == 0,
+            mx / alone_max)
     rep.add("4", "  of which waiting for the lock / committing (p99)",
             f"{med(eng, 'lock_wait_p99_ms'):.1f} ms / {med(eng, 'commit_p99_ms'):.1f} ms; "
             f"dashboard alone: p99 {med(eng, 'alone_p99_ms'):.1f} ms, "

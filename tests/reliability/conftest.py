@@ -25,6 +25,18 @@ from kit import FIGURES, IS_ROOT, Arena, User
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mounts, other users)")
 
 
+@pytest.fixture(params=[None, 1], ids=["pool-default", "pool-1"])
+def pool(request: pytest.FixtureRequest) -> Iterator[int | None]:
+    """The product's thread pool (``safety.workers``) at its default size, then at 1 (the
+    sequential engine): a module with ``pytestmark = pytest.mark.usefixtures("pool")`` runs
+    every test both ways. Set before the arena writes its configuration."""
+    kit.WORKERS = request.param
+    try:
+        yield request.param
+    finally:
+        kit.WORKERS = None
+
+
 @pytest.fixture
 def arena() -> Iterator[Arena]:
     a = kit.make_arena()

@@ -150,8 +150,9 @@ class Arena:
         return env
 
     def write_config(self, **sections: Any) -> Path:
-        """The configuration file: this arena's root and tmp, plus *sections*."""
-        raw: dict[str, Any] = {"root": str(self.root), "dry_run": False}
+        """The configuration file: this arena's root and tmp, plus *sections* (and the pool
+        size the test runs with: :data:`WORKERS`)."""
+        raw: dict[str, Any] = {"root": str(self.root), "dry_run": False, **pool_section()}
         logs = {"tmp_dir": str(self.tmp)}
         for key, value in sections.items():
             if key == "logs":
@@ -178,6 +179,16 @@ class Arena:
             args += ["-t", kind] + (["-o", options] if options else []) + [kind, str(target)]
         subprocess.run(args, check=True)
         self.mounts.append(target)
+
+
+#: ``safety.workers`` for the product's runs (None: its default); the ``pool`` fixture of
+#: conftest.py runs the race and hostile-tree tests at the default size and at 1.
+WORKERS: int | None = None
+
+
+def pool_section() -> dict[str, Any]:
+    """The configuration that sets the pool size the test runs with (empty: the default)."""
+    return {} if WORKERS is None else {"safety": {"workers": WORKERS}}
 
 
 def make_arena() -> Arena:

@@ -17,12 +17,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import kit
 from conftest import needs_root
 from kit import DAY, FIGURES, Arena, Inotify, User
 
 NOW = time.time()
 OLD = NOW - 90 * DAY
+#: every test at the pool's default size and at 1 (conftest.pool)
+pytestmark = pytest.mark.usefixtures("pool")
 WATCH = (kit.IN_OPEN | kit.IN_ACCESS | kit.IN_MODIFY | kit.IN_ATTRIB | kit.IN_CREATE
          | kit.IN_DELETE | kit.IN_MOVED_FROM | kit.IN_MOVED_TO | kit.IN_DELETE_SELF)
 

@@ -36,13 +36,15 @@ from kit import DAY, FIGURES, Arena, Attacker, Inotify, User
 NOW = time.time()
 OLD = NOW - 90 * DAY
 RACE_SECONDS = kit.scale(6, 150)
+#: every race at the pool's default size and at 1 (conftest.pool)
+pytestmark = pytest.mark.usefixtures("pool")
 WATCH = (kit.IN_OPEN | kit.IN_ACCESS | kit.IN_MODIFY | kit.IN_ATTRIB | kit.IN_CREATE
          | kit.IN_DELETE | kit.IN_MOVED_FROM | kit.IN_MOVED_TO | kit.IN_DELETE_SELF)
 
 
 def config(arena: Arena, **sections: Any) -> Config:
     raw: dict[str, Any] = {"root": str(arena.root), "dry_run": False,
-                           "logs": {"tmp_dir": str(arena.tmp)}}
+                           "logs": {"tmp_dir": str(arena.tmp)}, **kit.pool_section()}
     for k, v in sections.items():
         raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     return parse_config(raw)

@@ -94,7 +94,7 @@ def test_a_target_that_raises_is_contained(demo: tuple[Path, Path],
     def boom(self: object, *args: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(logs.Logs, "on_files", boom)
+    monkeypatch.setattr(logs.Logs, "files_work", boom)
     root, tmp = demo
     stats = CleanupWorker(dry_run=False, config=make_config(root, tmp), now=NOW).run_cleanup()
     assert stats.failed_targets == ["logs"]

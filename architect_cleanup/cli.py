@@ -550,6 +550,9 @@ def _report_runs(args: argparse.Namespace, conn: sqlite3.Connection, since: date
                   else f"{g.growth_per_day / 1048576:+10.1f} MiB/day")
         print(f"  {g.day:<12}{_cell(g.category):<24}{g.bytes / 1048576:>10.1f} MiB{change}",
               file=out)
+    store.load()  # a state file that cannot be read (e.g. a symlink: never followed) is said
+    if store.problem and os.path.lexists(store.path):
+        print(f"\nState: {_cell(store.problem)}", file=out)
     print("\nForecast:", file=out)
     if not forecasts:
         print("  no space samples yet", file=out)

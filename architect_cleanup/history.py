@@ -44,11 +44,13 @@ import contextlib
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
+from architect_cleanup.fs import untrusted
 from architect_cleanup.stats import STAT_FIELDS, CleanupStats, TargetResult
 
 log = logging.getLogger(__name__)
@@ -275,6 +277,12 @@ def open_history(directory: str, *, now: datetime | None = None) -> Opened:
     warning: str | None = None
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
+        untrusted_place(directory)
+    except OSError as exc:
+        return _without(f"cannot use {directory}: {exc.strerror or exc}")
+    except ValueError as exc:
+        return _without(str(exc))
+    try:
         return Opened(_open(path), None)
     except Corrupt as exc:
         aside = f"{path}.corrupt-{stamp}"
@@ -307,10 +315,32 @@ def open_reader(directory: str) -> sqlite3.Connection | None:
     path = db_path(directory)
     if not _exists(path):
         return None
+    try:
+        untrusted_place(directory)
+    except ValueError as exc:
+        raise sqlite3.DatabaseError(str(exc)) from None
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                            check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return conn
+
+
+def untrusted_place(directory: str) -> None:
+    """Raise ValueError unless *directory* belongs to root or this user and nobody else may
+    write it, and the database in it (if any) is a regular file, not a symlink: SQLite opens
+    the path (following links), which is safe only where nobody else can place one (the
+    state file's rule, state.py)."""
+    why = untrusted(os.stat(directory))
+    if why is not None:
+        raise ValueError(f"{directory}: refused: {why}")
+    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
+        try:
+            st = os.lstat(os.path.join(directory, name))
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{os.path.join(directory, name)}: refused: not a regular file "
+                             "(a symlink is never followed)")
 
 
 class Corrupt(Exception):

@@ -1,0 +1,167 @@
+"""The orphans' quarantine: files moved aside before they are deleted, and moved back.
+
+Layout: ``<root>/<orphans.quarantine_dir>/<stamp>/<the file's path relative to root>``, where
+*stamp* is the UTC time of the run that moved it (``20261206T230500Z``): the relative path is
+kept, so a restore knows where the file goes, and the stamp says when its ``quarantine_for``
+runs out (the file's own mtime is kept by the rename). Every move is a ``renameat2`` between
+two open directories with ``RENAME_NOREPLACE`` (never over an existing name) after a last
+check that the name is still the file judged; both directories must be on one file system
+(a rename never copies). Directories are created fd-relative, mode 0700, never through a
+symlink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from architect_cleanup.fs import Dir, FsError, Root, Scope, Walker, libc, same_file
+
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_RENAME_NOREPLACE = 1
+
+
+def stamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime(STAMP_FORMAT)
+
+
+def parse_stamp(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def rename_between(src: Dir, name: str, dst: Dir, new: str) -> None:
+    """renameat2(src, name, dst, new, RENAME_NOREPLACE)."""
+    if libc().renameat2(src.fd, os.fsencode(name), dst.fd, os.fsencode(new),
+                        _RENAME_NOREPLACE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), name)
+
+
+def open_dirs(root: Root, rel: str, *, create: bool) -> Dir:
+    """Enter *rel* below the root one component at a time (no symlink, no mount crossed),
+    creating missing components (mode 0700) when *create*. FileNotFoundError when missing."""
+    cur = root.open_path(".")
+    try:
+        for part in [p for p in rel.strip("/").split("/") if p not in ("", ".")]:
+            if part == "..":
+                raise FsError(f"{rel}: '..' is not allowed")
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=cur.fd)
+            nxt = root.open_dir(cur, part)
+            cur.close()
+            cur = nxt
+    except BaseException:
+        cur.close()
+        raise
+    return cur
+
+
+def move(root: Root, src: Dir, name: str, judged: os.stat_result, dest: str) -> None:
+    """Move file *name* of *src*, still the file *judged*, to *dest* (relative to root: the
+    directories are created) under the same name. Raises OSError (EEXIST: the name is taken
+    there; EXDEV: another file system) or FsError; nothing moves then."""
+    dst = open_dirs(root, dest, create=True)
+    try:
+        if os.fstat(dst.fd).st_dev != judged.st_dev:
+            raise OSError(errno.EXDEV, "not on the same file system as the file", name)
+        now = os.stat(name, dir_fd=src.fd, follow_symlinks=False)
+        if not same_file(now, judged):
+            raise FsError(f"{src.join(name)}: changed since it was checked; left in place")
+        rename_between(src, name, dst, name)
+    finally:
+        dst.close()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One quarantined file: its stamp (when it was moved), its original path relative to
+    root, and its path in the quarantine relative to root."""
+
+    stamp: str
+    moved_at: datetime
+    original: str
+    path: str
+    size: int
+    mtime: float
+
+
+def walk(root: Root, qrel: str) -> Iterator[tuple[Dir, str, os.stat_result, Entry]]:
+    """Every regular file in the quarantine with its open directory (valid until the next
+    item) and its :class:`Entry`; nothing when the quarantine does not exist."""
+    try:
+        start = root.open_path(qrel)
+    except FileNotFoundError:
+        return
+    every = Scope(files=lambda _n: True)
+    base = os.path.normpath(os.path.join(root.dir.path, qrel))
+    with contextlib.closing(start):
+        for d, files, _dirs in Walker(root, start, scope=lambda _d: every).batches():
+            rel = os.path.relpath(d.path, base)
+            if rel == ".":
+                continue  # files directly in the quarantine are not ours
+            first, _, rest = rel.partition("/")
+            moved_at = parse_stamp(first)
+            if moved_at is None:
+                continue
+            for name, _m in files:
+                try:
+                    st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                original = os.path.join(rest, name) if rest else name
+                yield d, name, st, Entry(first, moved_at, original,
+                                         os.path.join(qrel, rel, name), st.st_size, st.st_mtime)
+
+
+def entries(root: Root, qrel: str) -> list[Entry]:
+    return [e for _d, _n, _st, e in walk(root, qrel)]
+
+
+def restore(root: Root, d: Dir, name: str, st: os.stat_result, original: str) -> None:
+    """Move a quarantined file back to *original* (relative to root). OSError EEXIST when a
+    file of that name is there again (both stay as they are)."""
+    move(root, d, name, st, os.path.dirname(original))
+
+
+def prune_empty(root: Root, qrel: str) -> None:
+    """Remove the quarantine's empty directories (the stamps' trees), bottom-up."""
+    try:
+        top = root.open_path(qrel)
+    except (FileNotFoundError, FsError):
+        return
+
+    def prune(d: Dir) -> bool:
+        empty = True
+        with os.scandir(d.fd) as it:
+            names = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for name, is_dir in names:
+            if not is_dir:
+                empty = False
+                continue
+            try:
+                sub = root.open_dir(d, name)
+            except (OSError, FsError):
+                empty = False
+                continue
+            with contextlib.closing(sub):
+                gone = prune(sub)
+            if gone:
+                try:
+                    os.rmdir(name, dir_fd=d.fd)
+                except OSError:
+                    empty = False
+            else:
+                empty = False
+        return empty
+
+    with contextlib.closing(top):
+        prune(top)

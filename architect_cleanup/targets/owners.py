@@ -135,3 +135,11 @@ def claimed_before(cfg: Config, index: int) -> Claimed:
 def rule_dir(cfg: Config, d: str) -> str:
     """A rule's directory as an absolute path (relative ones are below root)."""
     return os.path.normpath(d) if d.startswith("/") else cfg.resolve(d)
+
+
+def walk_exclusions(cfg: Config) -> tuple[str, ...]:
+    """Directory names no walk enters: ``safety.exclude_dirs``, and the orphans' quarantine
+    (its files belong to the orphans target alone: a quarantined ``x.log`` is no log)."""
+    extra = (os.path.basename(os.path.normpath(cfg.orphans.quarantine_dir)),) \
+        if cfg.orphans.enabled else ()
+    return (*cfg.safety.exclude_dirs, *extra)

@@ -67,7 +67,12 @@ from architect_cleanup.targets.base import (
     unique_dirs,
 )
 from architect_cleanup.targets.dbtarget import DatabaseTarget, Skip
-from architect_cleanup.targets.owners import Claimed, backup_names, claimed_before
+from architect_cleanup.targets.owners import (
+    Claimed,
+    backup_names,
+    claimed_before,
+    walk_exclusions,
+)
 from architect_cleanup.targets.temp import inside_rules
 
 log = logging.getLogger(__name__)
@@ -125,10 +130,15 @@ class FileRuleRun:
         self.keep_name = inside_rules(ctx, backup_names(cfg))
         rx = re.compile(patterns_regex(rule.patterns)).match
         # a database's side files are matched with the file they belong to
-        files = None if rule.type == "dir" else (
-            lambda n: rx(n) or ((b := _side_of(n)) is not None and rx(b)))
+        def files_match(n: str) -> re.Match[str] | None:
+            m = rx(n)
+            if m is None and (base := _side_of(n)) is not None:
+                m = rx(base)
+            return m
+
+        files = None if rule.type == "dir" else files_match
         claim = rx if rule.type in ("dir", "any") else None
-        excl = cfg.safety.exclude_dirs
+        excl = walk_exclusions(cfg)
         exclude = re.compile(patterns_regex(excl)).match if excl else None
         scope = Scope(files=files, claim=claim, exclude=exclude)
         before = (result.removed, result.bytes, result.kept, result.skipped)

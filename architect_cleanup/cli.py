@@ -17,11 +17,11 @@ from typing import TextIO
 
 import tomli_w
 
-from architect_cleanup import __version__, migrate, systemctl
+from architect_cleanup import __version__, migrate, quarantine, systemctl
 from architect_cleanup.config import Config, ConfigError, load_config
-from architect_cleanup.fs import display
+from architect_cleanup.fs import FsError, display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
-from architect_cleanup.lock import LockHeld, LockUnusable
+from architect_cleanup.lock import LockHeld, LockUnusable, RunLock, lock_path
 from architect_cleanup.state import StateStore
 from architect_cleanup.stats import CleanupStats
 from architect_cleanup.status import status_doc
@@ -117,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--json", action="store_true")
     mig.add_argument("--rootdir", default="/", metavar="DIR",
                      help="look for the original worker's files below DIR (default /)")
+    quar = _quarantine_parser(sub)
     # `--help` (and the manual page, made from it by help2man) lists each command's options.
     lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
-             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig)]
+             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig, *quar)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
                 "75 already running")
@@ -332,6 +333,67 @@ def cmd_migrate(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     return EXIT_FAILED if report.problems else EXIT_OK
 
 
+def _quarantine_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
+                       ) -> tuple[argparse.ArgumentParser, ...]:
+    """``quarantine list|restore NAME``: the orphans' quarantine (issue 19)."""
+    q = sub.add_parser("quarantine", help="uploads the orphans target moved aside",
+                       description="uploads the orphans target moved aside")
+    q_sub = q.add_subparsers(dest="quarantine_command", metavar="list|restore", required=True)
+    ql = q_sub.add_parser("list", help="list quarantined files",
+                          description="list quarantined files (oldest first)")
+    ql.add_argument("--json", action="store_true")
+    qr = q_sub.add_parser("restore", help="move a quarantined file back",
+                          description="move a quarantined file back to its place")
+    qr.add_argument("name", metavar="NAME",
+                    help="its original path (relative to root, as `quarantine list` shows)")
+    return ql, qr
+
+
+def cmd_quarantine(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    """``quarantine list``: every quarantined file, when it was moved and its size;
+    ``quarantine restore NAME``: move it back (under the run lock, so no run moves files
+    meanwhile)."""
+    qrel = cfg.orphans.quarantine_dir
+    try:
+        if args.quarantine_command == "list":
+            found = quarantine.list_entries(cfg.root, qrel)
+            if args.json:
+                print(json.dumps([{"original": e.original, "quarantined_at":
+                                   e.moved_at.isoformat(), "path": e.path, "size": e.size}
+                                  for e in found], indent=2), file=out)
+                return EXIT_OK
+            if not found:
+                print(f"quarantine ({display(qrel)}) is empty", file=out)
+            for e in found:
+                print(f"{e.moved_at:%Y-%m-%d %H:%M}Z {e.size:>12,}  {display(e.original)}",
+                      file=out)
+            return EXIT_OK
+        lock = RunLock(lock_path())
+        try:
+            lock.acquire()
+        except (LockHeld, LockUnusable) as exc:
+            _error(f"quarantine restore: {exc}")
+            return EXIT_LOCKED if isinstance(exc, LockHeld) else EXIT_USAGE
+        try:
+            e = quarantine.restore_named(cfg.root, qrel, args.name)
+        finally:
+            lock.release()
+    except quarantine.NotQuarantined as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    except FileExistsError:
+        _error(f"{display(args.name)}: a file of that name is in its place again; "
+               "both are left as they are")
+        return EXIT_FAILED
+    except (OSError, FsError) as exc:
+        _error(f"quarantine {args.quarantine_command}: "
+               f"{display(getattr(exc, 'strerror', None) or str(exc))}")
+        return EXIT_FAILED
+    print(f"restored {display(e.original)} (quarantined {e.moved_at:%Y-%m-%d %H:%M}Z)",
+          file=out)
+    return EXIT_OK
+
+
 def _cell(value: object, default: str = "?") -> str:
     """A recorded value for a table cell, whatever the state file holds."""
     return default if value is None else display(str(value))
@@ -384,4 +446,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_config_check(args, cfg, out)
     if command == "migrate":
         return cmd_migrate(args, cfg, out)
+    if command == "quarantine":
+        return cmd_quarantine(args, cfg, out)
     return cmd_run(args, cfg, out)

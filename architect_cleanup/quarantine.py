@@ -165,3 +165,46 @@ def prune_empty(root: Root, qrel: str) -> None:
 
     with contextlib.closing(top):
         prune(top)
+
+
+# --- the operator's commands: `architect-cleanup quarantine list|restore NAME` ---------------
+
+
+class NotQuarantined(LookupError):
+    """No quarantined file answers to the name asked for."""
+
+
+def _open_root(root_path: str) -> Root:
+    return Root.open(root_path)
+
+
+def list_entries(root_path: str, qrel: str) -> list[Entry]:
+    """Every quarantined file, oldest quarantine first."""
+    with _open_root(root_path) as root:
+        return sorted(entries(root, qrel), key=lambda e: (e.stamp, e.original))
+
+
+def restore_named(root_path: str, qrel: str, name: str) -> Entry:
+    """Move the quarantined file *name* back: its original path relative to root (as
+    ``quarantine list`` shows it), that path made absolute, or its path in the quarantine.
+    The most recent quarantine of that path is restored. Raises NotQuarantined, or OSError
+    (EEXIST: a file of that name is back in its place; both are left as they are)."""
+    want = os.path.normpath(name)
+    if want.startswith("/"):
+        want = os.path.relpath(want, os.path.realpath(root_path))
+    with _open_root(root_path) as root:
+        chosen = None
+        for d, fname, st, e in walk(root, qrel):
+            if want in (e.original, os.path.normpath(e.path)) and (
+                    chosen is None or e.stamp > chosen[3].stamp):
+                if chosen is not None:
+                    chosen[0].close()
+                chosen = (Dir(os.dup(d.fd), d.path, d.dev, d.ino), fname, st, e)
+        if chosen is None:
+            raise NotQuarantined(f"{name}: not in the quarantine (see `quarantine list`)")
+        d, fname, st, e = chosen
+        try:
+            restore(root, d, fname, st, e.original)
+        finally:
+            d.close()
+        return e

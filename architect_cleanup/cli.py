@@ -26,6 +26,7 @@ from architect_cleanup.state import StateStore
 from architect_cleanup.stats import CleanupStats
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import REGISTRY, Decision, ordered
+from architect_cleanup.targets.rules import describe_rules
 from architect_cleanup.worker import CleanupWorker
 
 log = logging.getLogger("architect_cleanup.cli")
@@ -282,14 +283,24 @@ def dashboard_lock_lines(locks: object) -> list[str]:
 
 def cmd_config_check(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     doc = cfg.to_dict()
+    rules = describe_rules(cfg)
     if args.json:
-        print(json.dumps({"valid": True, "sources": list(cfg.sources), "config": doc},
-                         indent=2), file=out)
+        print(json.dumps({"valid": True, "sources": list(cfg.sources), "config": doc,
+                          "rules": rules}, indent=2), file=out)
         return EXIT_OK
     srcs = ", ".join(cfg.sources) or "built-in defaults (no configuration file found)"
     print(f"# configuration is valid; read from: {srcs}", file=out)
     print(tomli_w.dumps(doc), end="", file=out)
+    _print_rules(rules, out)
     return EXIT_OK
+
+
+def _print_rules(rules: list[str], out: TextIO) -> None:
+    """``config check``: every rule with what it owns, as comments after the TOML."""
+    if rules:
+        print("\n# rules, in the order they own names (after the built-in targets):", file=out)
+    for line in rules:
+        print(f"# {display(line)}", file=out)
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:

@@ -71,6 +71,7 @@ from architect_cleanup.targets.owners import (
     Claimed,
     backup_names,
     claimed_before,
+    rule_dir,
     walk_exclusions,
 )
 from architect_cleanup.targets.temp import inside_rules
@@ -371,3 +372,74 @@ class TableRuleRun(DatabaseTarget):
             what=f"rows (rule {rule.name})",
             time_desc=time_col,
         )
+
+
+# --- `config check`: every rule with what it owns --------------------------------------------
+
+
+def _overlaps(a: frozenset[str], b: frozenset[str]) -> bool:
+    return any(x == y or x.startswith(y + "/") or y.startswith(x + "/") for x in a for y in b)
+
+
+def describe_rules(cfg: Config) -> list[str]:
+    """One paragraph per rule (and ``[orphans]``) for ``config check``: what it does, where,
+    and which owners come before it there (one owner per name: see targets.owners)."""
+    out: list[str] = []
+    abs_dirs = {i: frozenset(rule_dir(cfg, d) for d in r.dirs)
+                for i, r in enumerate(cfg.rules.files)}
+    builtin: list[tuple[str, frozenset[str], tuple[str, ...]]] = []
+    if cfg.backups.enabled:
+        bdirs = [rel for t in (cfg.backups.dir, cfg.backups.shared_dir) if t
+                 for _e, rel in cfg.expand_env(t)]
+        builtin.append(("backups", frozenset(cfg.resolve(d) for d in bdirs),
+                        cfg.backups.patterns))
+    if cfg.logs.enabled:
+        builtin.append(("logs", frozenset(cfg.resolve(d) for d in cfg.logs.dirs),
+                        (*cfg.logs.patterns, *cfg.logs.protect)))
+        if cfg.logs.tmp_dir:
+            builtin.append(("logs", frozenset({os.path.normpath(cfg.logs.tmp_dir)}),
+                            cfg.logs.tmp_patterns))
+    if cfg.temp.enabled:
+        builtin.append(("temp", frozenset(cfg.resolve(d) for d in cfg.temp.dirs),
+                        (*cfg.temp.patterns, *cfg.temp.dir_patterns)))
+    dbs = frozenset(os.path.dirname(cfg.resolve(rel)) for t in cfg.database.paths
+                    for _e, rel in cfg.expand_env(t))
+    for i, rule in enumerate(cfg.rules.files):
+        limits = []
+        if rule.max_age is not None:
+            limits.append(f"older than {format_duration(rule.max_age)}")
+        if rule.max_total_size is not None:
+            limits.append(f"beyond {rule.max_total_size:,} bytes per directory")
+        if rule.keep_newest:
+            limits.append(f"keeping the newest {rule.keep_newest} per directory")
+        kind = {"file": "files", "dir": "directories (whole)", "any": "files and directories"}
+        lines = [f"rules.files[{i}] {rule.name}: {rule.action} {kind[rule.type]} named "
+                 f"{', '.join(rule.patterns)} below {', '.join(rule.dirs)}; "
+                 + ", ".join(limits)]
+        before = [f"{name} ({', '.join(pats)})" for name, dirs, pats in builtin
+                  if _overlaps(dirs, abs_dirs[i])]
+        if _overlaps(dbs, abs_dirs[i]):
+            before.append("the configured databases and their -wal/-shm/-journal")
+        before += [f"rule {cfg.rules.files[j].name}" for j in range(i)
+                   if _overlaps(abs_dirs[j], abs_dirs[i])]
+        lines.append("  owns the names it matches there, except those of: "
+                     + ("; ".join(before) if before else "nobody (no other owner there)"))
+        out.extend(lines)
+    for i, trule in enumerate(cfg.rules.tables):
+        where = "".join(f" and {c.column} in ({', '.join(map(repr, c.values))})"
+                        for c in trule.where)
+        dbs_of = ", ".join(rel for _e, rel in cfg.expand_env(trule.database))
+        verb = ("archive (set " + trule.archive_column
+                + (f", {trule.archive_time_column}" if trule.archive_time_column else "")
+                + ")") if trule.action == "archive" else "delete"
+        out.append(f"rules.tables[{i}] {trule.name}: {verb} rows of {trule.table} in {dbs_of} "
+                   f"whose {trule.time_column} is older than "
+                   f"{format_duration(trule.max_age)}{where}")
+    o = cfg.orphans
+    if o.enabled:
+        dirs = ", ".join(rel for t in o.dirs for _e, rel in cfg.expand_env(t))
+        refs = ", ".join(f"{r.table}.{r.column}" for r in o.references)
+        out.append(f"orphans: quarantine files in {dirs} older than {format_duration(o.grace)} "
+                   f"that no {refs} in {o.database} names; delete them from "
+                   f"{o.quarantine_dir} after {format_duration(o.quarantine_for)}")
+    return out

@@ -200,3 +200,28 @@ def test_a_wrong_orphans_table_is_refused_in_words(tmp_path: Path, orphans: dict
                                                    said: str) -> None:
     with pytest.raises(ConfigError, match=said):
         config(tmp_path, orphans=orphans)
+
+
+def test_an_upload_replaced_after_its_judgement_is_left_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last check right before the move: a new file under the judged name (a fresh
+    upload) is not the orphan that was judged, and stays where it is."""
+    from architect_cleanup import fs
+    from architect_cleanup import worker as worker_mod
+
+    root, _con, f = world(tmp_path)
+    target = f["orphan"]
+    judged = target.stat().st_ino
+
+    class Replacer(fs.OpenFiles):
+        def is_open(self, st: os.stat_result) -> bool:
+            if st.st_ino == judged:
+                target.unlink()
+                touch(target, 30, b"a new upload under the same name")
+            return False
+
+    monkeypatch.setattr(worker_mod, "OpenFiles", Replacer)
+    stats = run(config(root, orphans=ORPHANS), tmp_path, dry_run=False, only=ONLY)
+    assert target.read_bytes() == b"a new upload under the same name"
+    assert any("changed since it was checked" in e for e in stats.targets["orphans"].errors)
+    assert not f["orphan2"].exists()

@@ -27,6 +27,9 @@ _NOUNS = {
     "temp": "temp files",
 }
 
+#: Targets outside the seed's stats, named in the summary only when they did something.
+_MORE_NOUNS = {"rules": "by rules", "orphans": "orphans quarantined"}
+
 
 @dataclass
 class TargetResult:
@@ -145,6 +148,8 @@ class CleanupStats:
     def summary_line(self) -> str:
         """The one line ``systemctl status`` shows: "Freed 271.9 MB: 84 backups, …"."""
         parts = [f"{getattr(self, STAT_FIELDS[n])} {_NOUNS[n]}" for n in STAT_FIELDS]
+        parts += [f"{t.removed} {_MORE_NOUNS[n]}" for n, t in self.targets.items()
+                  if n in _MORE_NOUNS and t.removed]
         mb = self.space_freed / MB
         head = f"Dry run: would free {mb:.1f} MB" if self.dry_run else f"Freed {mb:.1f} MB"
         line = f"{head}: {', '.join(parts)}"

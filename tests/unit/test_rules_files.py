@@ -75,6 +75,7 @@ def test_old_backup_copies_go_with_their_wal_and_shm_and_the_newest_two_stay(
     rules = stats.targets["rules"]
     assert rules.removed == 3 and rules.bytes == 3 * 300
     assert rules.detail["db-copies"]["removed"] == 3
+    assert stats.summary_line().endswith("0 temp files, 3 by rules")
 
 
 def test_a_copy_whose_wal_a_process_holds_open_stays_with_its_wal_and_shm(
@@ -255,3 +256,66 @@ def test_allowed_outside_root_refuses_system_directories(srv: Path, outside: str
 def test_two_rules_may_not_share_a_name(srv: Path) -> None:
     with pytest.raises(ConfigError, match="used by an earlier rule"):
         config(srv, DUPLICATES, DUPLICATES)
+
+
+def test_session_logs_in_tmp_are_the_logs_targets_and_the_one_being_written_stays(
+        srv: Path, tmpdir_: Path) -> None:
+    """The dashboard's per-session logs (/tmp/architect_*.log) are the built-in logs
+    target's: old ones go, the one a running process writes stays, and a rule that names
+    them owns none of them."""
+    old = touch(tmpdir_ / "architect_session_a1.log", 40 * DAY)
+    writing = touch(tmpdir_ / "architect_session_b2.log", 40 * DAY)
+    young = touch(tmpdir_ / "architect_session_c3.log", DAY)
+    rule = {"name": "sessions", "dirs": [str(tmpdir_)], "patterns": ["architect_session_*"],
+            "max_age": "1d"}
+    sections: dict[str, Any] = {"rules": {"allowed_outside_root": [str(tmpdir_)]},
+                                "logs": {"tmp_dir": str(tmpdir_)}}
+    with open(writing, "ab"):
+        stats = run(srv, rule, only=("logs", "rules"), **sections)
+    assert not old.exists() and writing.exists() and young.exists()
+    assert stats.targets["logs"].removed == 1 and stats.targets["logs"].skipped == 1
+    assert stats.targets["rules"].removed == 0
+
+
+def test_config_check_lists_every_rule_with_what_it_owns(srv: Path, tmp_path: Path) -> None:
+    import io
+    import json
+
+    from architect_cleanup import cli
+
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'root = "{srv}"\n' '''
+[[rules.files]]
+name = "db-copies"
+dirs = ["data"]
+patterns = ["architect.db.backup.*"]
+max_age = "14d"
+keep_newest = 2
+
+[[rules.files]]
+name = "finder-duplicates"
+dirs = ["data"]
+patterns = ["* 2.db"]
+max_age = "7d"
+
+[[rules.tables]]
+name = "health"
+database = "data/{env}/architect.db"
+table = "llm_provider_health"
+time_column = "checked_at"
+max_age = "14d"
+''')
+    out = io.StringIO()
+    assert cli.main(["--config", str(conf), "config", "check"], out) == 0
+    text = out.getvalue()
+    assert "# rules.files[0] db-copies: delete files named architect.db.backup.* below data" \
+        in text
+    owned = [line for line in text.splitlines() if line.startswith("#   owns")]
+    assert "logs (*.log" in owned[0] and "temp (*.tmp" in owned[0]
+    assert "the configured databases" in owned[0]
+    assert "rule db-copies" in owned[1] and "rule db-copies" not in owned[0]
+    assert "# rules.tables[0] health: delete rows of llm_provider_health in " \
+           "data/prod/architect.db" in text
+    out = io.StringIO()
+    assert cli.main(["--config", str(conf), "config", "check", "--json"], out) == 0
+    assert len(json.loads(out.getvalue())["rules"]) == 5

@@ -96,11 +96,11 @@ class Rules(FileTarget):
     def enabled(self, cfg: Config) -> bool:
         return cfg.rules.enabled
 
+    def configured(self, cfg: Config) -> bool:
+        return bool(cfg.rules.files or cfg.rules.tables)
+
     def run(self, ctx: RunContext, result: TargetResult) -> None:
         cfg = ctx.config
-        if not cfg.rules.files and not cfg.rules.tables:
-            result.note("no [[rules.files]] or [[rules.tables]] configured")
-            return
         ctx.root()  # a missing root fails the target, as it does the others
         for i, rule in enumerate(cfg.rules.files):
             ctx.check_stop()

@@ -40,7 +40,7 @@ def greedy_rules(arena: Arena) -> dict[str, Any]:
 @needs_root
 def test_a_rule_follows_no_symlink_at_any_level_and_changes_nothing_outside(
         arena: Arena, attacker_user: User) -> None:
-    v, r, data = arena.victim, arena.root, arena.root / "data"
+    v, data = arena.victim, arena.root / "data"
     victim_world(v)
     kit.touch(v / "copy.db", OLD, b"victim copy\n")
     links = {
@@ -192,7 +192,7 @@ def test_files_replaced_by_young_ones_between_a_rules_scan_and_unlink_survive(
 @pytest.mark.parametrize("replacement", ["young file", "symlink to victim", "fifo",
                                          "hard link elsewhere"])
 def test_an_item_a_rule_judged_and_that_is_replaced_before_its_unlink_is_left_alone(
-        arena: Arena, replacer: type[_Replacer], replacement: str) -> None:
+        arena: Arena, replacer: type[_Replacer], replacement: str) -> None:  # noqa: F811
     d = arena.root / "data"
     for i in range(6):
         kit.touch(d / f"f{i}.bak", OLD, b"old")

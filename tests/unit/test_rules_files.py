@@ -249,7 +249,7 @@ def test_a_wrong_rule_is_refused_in_words(srv: Path, rule: dict[str, Any],
 
 @pytest.mark.parametrize("outside", ["/", "/etc", "/usr/lib", "/var/lib/x", "relative"])
 def test_allowed_outside_root_refuses_system_directories(srv: Path, outside: str) -> None:
-    with pytest.raises(ConfigError, match="rules.allowed_outside_root"):
+    with pytest.raises(ConfigError, match=r"rules\.allowed_outside_root"):
         config(srv, rules={"allowed_outside_root": [outside]})
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from architect_cleanup.fs import Dir, FsError, Root, Scope, Walker, libc, same_file
+from architect_cleanup.fs import Dir, FsError, Root, Scope, Walker, libc, same_file, untrusted
 
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _RENAME_NOREPLACE = 1
@@ -65,10 +65,29 @@ def open_dirs(root: Root, rel: str, *, create: bool) -> Dir:
     return cur
 
 
-def move(root: Root, src: Dir, name: str, judged: os.stat_result, dest: str) -> None:
+def open_quarantine(root: Root, qrel: str, *, create: bool) -> Dir:
+    """The quarantine directory, created (mode 0700) when *create*; refused (FsError) when
+    anyone but root or this user could write it: files wait there to be deleted."""
+    q = open_dirs(root, qrel, create=create)
+    why = untrusted(os.fstat(q.fd))
+    if why is not None:
+        q.close()
+        raise FsError(f"{q.path}: refused as the quarantine: {why}")
+    return q
+
+
+def move(root: Root, src: Dir, name: str, judged: os.stat_result, dest: str,
+         qrel: str | None = None) -> None:
     """Move file *name* of *src*, still the file *judged*, to *dest* (relative to root: the
-    directories are created) under the same name. Raises OSError (EEXIST: the name is taken
-    there; EXDEV: another file system) or FsError; nothing moves then."""
+    directories are created) under the same name; *qrel*, when given, is the quarantine
+    *dest* lies in, which must be trusted (:func:`open_quarantine`). Raises OSError (EEXIST:
+    the name is taken there; EXDEV: another file system) or FsError; nothing moves then.
+
+    The name is checked right before the rename and the file again right after it, in its
+    new place: a file someone renamed over the name in that moment is moved back at once,
+    so the quarantine holds only files that were judged."""
+    if qrel is not None:
+        open_quarantine(root, qrel, create=True).close()
     dst = open_dirs(root, dest, create=True)
     try:
         if os.fstat(dst.fd).st_dev != judged.st_dev:
@@ -77,6 +96,16 @@ def move(root: Root, src: Dir, name: str, judged: os.stat_result, dest: str) -> 
         if not same_file(now, judged):
             raise FsError(f"{src.join(name)}: changed since it was checked; left in place")
         rename_between(src, name, dst, name)
+        moved = os.stat(name, dir_fd=dst.fd, follow_symlinks=False)
+        # the same inode (a rename changes the file's ctime, so same_file cannot tell)
+        if (moved.st_dev, moved.st_ino) != (judged.st_dev, judged.st_ino):
+            try:
+                rename_between(dst, name, src, name)
+            except OSError as exc:
+                raise FsError(f"{src.join(name)}: replaced while it was being moved; the "
+                              f"replacement stays in {dst.join(name)}: {exc.strerror}"
+                              ) from None
+            raise FsError(f"{src.join(name)}: changed since it was checked; left in place")
     finally:
         dst.close()
 

@@ -23,15 +23,17 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import sqlite3
 from stat import S_ISREG
 
 from architect_cleanup import quarantine
 from architect_cleanup.config import Config, format_duration
 from architect_cleanup.db import Database, DbError, DbFile, describe
-from architect_cleanup.fs import Dir, FsError, Scope, Walker
+from architect_cleanup.fs import Dir, FsError, Scope, Walker, patterns_regex
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.base import Decision, FileTarget, RunContext, age_text, register
+from architect_cleanup.targets.owners import walk_exclusions
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +76,8 @@ def upload_dirs(cfg: Config) -> list[tuple[str, str]]:
     return out
 
 
-_EVERY = Scope(files=lambda _n: True)
-
-
-def _every(_d: Dir) -> Scope:
-    return _EVERY
+def _any_name(_name: str) -> bool:
+    return True
 
 
 @register
@@ -104,6 +103,9 @@ class Orphans(FileTarget):
         self._quarantine_pass(ctx, result, refs)
         stamp = quarantine.stamp(ctx.now)
         grace = o.grace.total_seconds()
+        excl = walk_exclusions(cfg)
+        scope = Scope(files=_any_name,
+                      exclude=re.compile(patterns_regex(excl)).match if excl else None)
         for rel, names in refs.items():
             ctx.check_stop()
             try:
@@ -115,7 +117,7 @@ class Orphans(FileTarget):
                 result.error(str(exc))
                 continue
             with contextlib.closing(start):
-                walker = Walker(root, start, scope=_every, on_dir=ctx.check_stop,
+                walker = Walker(root, start, scope=lambda _d: scope, on_dir=ctx.check_stop,
                                 on_skip=lambda p, why: result.note(f"{p}: {why}"))
                 for d, files, _dirs in walker.batches():
                     for name, _m in files:
@@ -153,7 +155,7 @@ class Orphans(FileTarget):
         dest = os.path.join(ctx.config.orphans.quarantine_dir, stamp, rel)
         if not ctx.dry_run:
             try:
-                quarantine.move(root, d, name, st, dest)
+                quarantine.move(root, d, name, st, dest, ctx.config.orphans.quarantine_dir)
             except (OSError, FsError) as exc:
                 result.skipped += 1
                 result.error(f"{path}: not quarantined: {getattr(exc, 'strerror', None) or exc}")

@@ -181,6 +181,7 @@ class FileRuleRun:
     def _judge_dir(self, ctx: RunContext, result: TargetResult, root: Root, d: Dir,
                    files: list[str], dirs: list[str]) -> None:
         rule, t = self.rule, self.t
+        matched = set(files)
         entries: list[tuple[str, os.stat_result, bool]] = []
         sides: dict[str, list[tuple[str, os.stat_result]]] = {}
         for name, is_dir in [*((n, False) for n in files), *((n, True) for n in dirs)]:
@@ -202,7 +203,7 @@ class FileRuleRun:
                 t.keep(ctx, result, d.join(name), "not a regular file", rule.name)
                 continue
             base = None if is_dir else _side_of(name)
-            if base is not None and base in files:
+            if base is not None and base in matched:
                 sides.setdefault(base, []).append((name, st))
                 continue
             if not is_dir and rule.action == "compress" and is_compressed(name):

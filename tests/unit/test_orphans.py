@@ -225,3 +225,38 @@ def test_an_upload_replaced_after_its_judgement_is_left_in_place(
     assert target.read_bytes() == b"a new upload under the same name"
     assert any("changed since it was checked" in e for e in stats.targets["orphans"].errors)
     assert not f["orphan2"].exists()
+
+
+def test_a_file_swapped_in_between_the_last_check_and_the_rename_is_moved_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The swap lands after the last check, right before the rename: what arrives in the
+    quarantine is not the judged file, so it goes straight back and nothing of it waits there
+    to be deleted."""
+    from architect_cleanup import quarantine
+
+    root, _con, f = world(tmp_path)
+    real = quarantine.rename_between
+    swapped: list[str] = []
+
+    def racing(src: Any, name: str, dst: Any, new: str) -> None:
+        if name == "lost.png" and not swapped:
+            swapped.append(name)
+            f["orphan"].unlink()
+            touch(f["orphan"], 30, b"swapped in")
+        real(src, name, dst, new)
+
+    monkeypatch.setattr(quarantine, "rename_between", racing)
+    stats = run(config(root, orphans=ORPHANS), tmp_path, dry_run=False, only=ONLY)
+    assert swapped and f["orphan"].read_bytes() == b"swapped in"
+    assert [q for q in quarantined(root) if q.endswith("lost.png")] == []
+    assert any("changed since it was checked" in e for e in stats.targets["orphans"].errors)
+
+
+def test_a_quarantine_others_can_write_is_refused(tmp_path: Path) -> None:
+    root, _con, f = world(tmp_path)
+    (root / Q).mkdir(parents=True)
+    os.chmod(root / Q, 0o777)
+    stats = run(config(root, orphans=ORPHANS), tmp_path, dry_run=False, only=ONLY)
+    assert f["orphan"].exists() and f["orphan2"].exists()
+    assert quarantined(root) == []
+    assert any("refused as the quarantine" in e for e in stats.targets["orphans"].errors)

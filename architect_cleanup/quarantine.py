@@ -97,8 +97,7 @@ def move(root: Root, src: Dir, name: str, judged: os.stat_result, dest: str,
             raise FsError(f"{src.join(name)}: changed since it was checked; left in place")
         rename_between(src, name, dst, name)
         moved = os.stat(name, dir_fd=dst.fd, follow_symlinks=False)
-        # the same inode (a rename changes the file's ctime, so same_file cannot tell)
-        if (moved.st_dev, moved.st_ino) != (judged.st_dev, judged.st_ino):
+        if _identity(moved) != _identity(judged):
             try:
                 rename_between(dst, name, src, name)
             except OSError as exc:
@@ -108,6 +107,14 @@ def move(root: Root, src: Dir, name: str, judged: os.stat_result, dest: str,
             raise FsError(f"{src.join(name)}: changed since it was checked; left in place")
     finally:
         dst.close()
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What a rename leaves as it was (it changes the ctime, so :func:`same_file` cannot
+    tell): inode, size, mtime, links, owner and mode. A file swapped in under a reused inode
+    number still differs in one of them unless it is a copy of the judged one in all."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, st.st_uid,
+            st.st_mode)
 
 
 @dataclass(frozen=True)

@@ -234,3 +234,60 @@ def test_an_item_a_rule_judged_and_that_is_replaced_before_its_unlink_is_left_al
     assert len(rules.errors) == 2 and all("changed since" in e for e in rules.errors)
     if replacement == "young file":
         assert (d / "f1.bak").read_bytes() == b"young"
+
+
+# --- orphans ----------------------------------------------------------------------------------
+
+
+@needs_root
+def test_the_orphans_quarantine_moves_no_symlink_target_and_nothing_outside(
+        arena: Arena, attacker_user: User) -> None:
+    """Uploads are the attacker's: links to victims at every level of data/prod/uploads,
+    a linked sub-directory, a quarantine pre-made as a symlink. Nothing outside changes;
+    links are not regular files and stay; the quarantine is refused."""
+    import sqlite3
+
+    v, data = arena.victim, arena.root / "data"
+    victim_world(v)
+    up = data / "prod" / "uploads"
+    (data / "prod").mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(data / "prod" / "architect.db")
+    con.executescript("CREATE TABLE attachments (id INTEGER PRIMARY KEY, file_path TEXT);"
+                      "INSERT INTO attachments (file_path) VALUES ('kept.png');")
+    con.close()
+    links = {up / "a.png": v / "secret.log", up / "sub": v / "logs",
+             up / "x" / "y" / "deep.png": v / "secret.log"}
+    for link, target in links.items():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+        os.utime(link, (OLD, OLD), follow_symlinks=False)
+    kit.touch(up / "kept.png", OLD, b"referenced")
+    kit.touch(up / "own.png", OLD, b"an orphan")
+    own(arena, attacker_user, "data")
+    orphans = {"enabled": True, "dirs": ["data/{env}/uploads"],
+               "references": [{"table": "attachments", "column": "file_path"}]}
+    arena.write_config(environments=["prod"], orphans=orphans)
+    FIGURES.attack("symlink in an upload directory (orphans)", len(links))
+
+    w = Watch(v)
+    code, doc = real_run(arena, "--only", "orphans")
+    changed, events = w.finish()
+    assert changed == [] and events == [], events
+    assert all(os.path.islink(p) for p in links)
+    assert (up / "kept.png").exists() and not (up / "own.png").exists()
+    q = data / ".architect-cleanup-quarantine"
+    assert [p.name for p in q.rglob("*") if p.is_file()] == ["own.png"]
+    assert code == 0, doc
+
+    # a quarantine the attacker made a symlink to a victim directory: refused
+    q.rename(data / "q.old")
+    q.symlink_to(v / "logs")
+    kit.touch(up / "own2.png", OLD, b"another orphan")
+    w = Watch(v)
+    code, doc = real_run(arena, "--only", "orphans")
+    changed, events = w.finish()
+    assert changed == [] and events == [], events
+    assert (up / "own2.png").exists()
+    result = doc["targets"]["orphans"]
+    assert result["status"] == "failed" and "a symlink, not followed" in result["message"]
+    assert code == 1

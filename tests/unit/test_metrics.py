@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -181,4 +182,6 @@ def test_the_client_is_there_in_this_environment() -> None:
 def test_the_package_recommends_the_client() -> None:
     control = (REPO / "packaging" / "debian" / "control").read_text()
     stanza = control.split("Package: architect-cleanup\n", 1)[1].split("\n\n", 1)[0]
-    assert "Recommends: python3-prometheus-client" in stanza
+    field = re.search(r"^Recommends:(.*(?:\n[ \t].*)*)", stanza, re.MULTILINE)
+    assert field is not None
+    assert "python3-prometheus-client" in re.split(r"[,\s]+", field.group(1))

@@ -61,6 +61,7 @@ from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.base import (
     Decision,
     FileTarget,
+    Interrupted,
     RunContext,
     age_text,
     register,
@@ -102,16 +103,24 @@ class Rules(FileTarget):
     def run(self, ctx: RunContext, result: TargetResult) -> None:
         cfg = ctx.config
         ctx.root()  # a missing root fails the target, as it does the others
+        failed = []
         for i, rule in enumerate(cfg.rules.files):
             ctx.check_stop()
-            FileRuleRun(self, rule, claimed_before(cfg, i)).run(ctx, result)
-        failed = []
+            try:
+                FileRuleRun(self, rule, claimed_before(cfg, i)).run(ctx, result)
+            except Interrupted:
+                raise
+            except Exception as exc:  # one rule's failure must not stop the others
+                result.part(rule.name)["error"] = str(exc) or type(exc).__name__
+                result.error(f"rule {rule.name}: {str(exc) or type(exc).__name__}")
+                log.debug("rule %s failed", rule.name, exc_info=True)
+                failed.append(rule.name)
         for trule in cfg.rules.tables:
             ctx.check_stop()
             if not TableRuleRun(trule).run_rule(ctx, result):
                 failed.append(trule.name)
         if failed:
-            result.fail(f"table rule(s) failed: {', '.join(failed)}")
+            result.fail(f"rule(s) failed: {', '.join(failed)}")
 
 
 class FileRuleRun:
@@ -197,10 +206,10 @@ class FileRuleRun:
                 continue
             if is_dir != S_ISDIR(st.st_mode):
                 if not is_dir:
-                    t.keep(ctx, result, d.join(name), "not a regular file", rule.name)
+                    t.keep(ctx, result, d.join(name), "not a regular file")
                 continue
             if not is_dir and not (S_ISREG(st.st_mode) or S_ISLNK(st.st_mode)):
-                t.keep(ctx, result, d.join(name), "not a regular file", rule.name)
+                t.keep(ctx, result, d.join(name), "not a regular file")
                 continue
             base = None if is_dir else _side_of(name)
             if base is not None and base in matched:

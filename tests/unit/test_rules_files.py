@@ -319,3 +319,22 @@ max_age = "14d"
     out = io.StringIO()
     assert cli.main(["--config", str(conf), "config", "check", "--json"], out) == 0
     assert len(json.loads(out.getvalue())["rules"]) == 5
+
+
+def test_one_failing_rule_fails_the_target_and_the_others_still_run(
+        srv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from architect_cleanup.targets import rules as rules_mod
+
+    p = dashboard_data(srv)
+    real = rules_mod.claimed_before
+
+    def broken(cfg: Any, index: int) -> Any:
+        if index == 0:
+            raise OSError("a broken first rule")
+        return real(cfg, index)
+
+    monkeypatch.setattr(rules_mod, "claimed_before", broken)
+    stats = run(srv, DB_COPIES, DUPLICATES)
+    rules = stats.targets["rules"]
+    assert rules.failed and "db-copies" in rules.message
+    assert not p["bugs 2.db"].exists() and p["copy4"].exists()

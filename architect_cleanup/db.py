@@ -71,7 +71,13 @@ from typing import Any
 
 from architect_cleanup.config import Config, DatabaseConfig, format_duration
 from architect_cleanup.dbfile import Pinned, Refused, locate
-from architect_cleanup.dblocks import Guard, GuardError, LockWatch, header_says_wal
+from architect_cleanup.dblocks import (
+    Guard,
+    GuardError,
+    LockWatch,
+    header_says_wal,
+    opened_elsewhere,
+)
 from architect_cleanup.fs import Dir, FsError, Root
 
 log = logging.getLogger(__name__)
@@ -366,6 +372,8 @@ class Database:
             self._fail_open(exc)
             raise
         own = guard.fd
+        #: neither -wal nor -shm was there: whatever SQLite makes for us is ours (dblocks.py)
+        self._sides_ours = all(self._side_stat(s, path) is None for s in ("-wal", "-shm"))
         before = self.pinned.fds() if self.pinned is not None else set()
         try:
             self.con = sqlite3.connect(uri, uri=True, timeout=busy, isolation_level=None)
@@ -478,12 +486,26 @@ class Database:
         except sqlite3.Error:
             pass
         try:
+            self._release_own_sides()
             self.con.close()
         finally:
             try:
                 self._close_guard()
             finally:
                 self._unpin()
+
+    def _release_own_sides(self) -> None:
+        """Drop the guard's lock just before the close when the -wal/-shm are ours and no
+        other process has the database open, so SQLite removes what it made (dblocks.py)."""
+        guard = self.guard
+        if guard is None or not guard.locked or not self._sides_ours:
+            return
+        try:
+            if opened_elsewhere(os.fstat(guard.fd)):
+                return
+        except OSError:
+            return
+        guard.release_lock()
 
     # --- schema ---------------------------------------------------------------------------
 

@@ -22,6 +22,15 @@ the SHARED range exclusively. A rollback-journal database's writers do, at each 
 the lock is dropped as soon as the journal mode is known (the descriptor stays open, since
 closing it would drop this process's own POSIX locks on the file; no WAL, nothing to delete).
 
+**Our own side files.** When the run found neither ``-wal`` nor ``-shm`` beside the database
+as it opened it (no WAL client was connected), SQLite created them for our connection, and
+they are ours to remove: at close, if no other process has the database file open
+(:func:`opened_elsewhere`, a scan of ``/proc/*/fd``; a process we may not inspect counts as
+having it open), the guard's lock is dropped just before the connection closes, so SQLite's
+own close removes what it made and a dry run leaves the tree as it found it. A process that
+opens the database after that scan holds its own locks (it has just connected), so SQLite's
+probe still sees it.
+
 **Lost locks** (:func:`inspect`): a process that has the database *and* its ``-shm`` open
 (``/proc/PID/fd``: a connected WAL client) but holds no lock on the database file
 (``/proc/locks``, by device and inode; where that file is hidden, ``F_OFD_GETLK``) has lost
@@ -154,6 +163,35 @@ class Guard:
             fd, self.fd = self.fd, -1
             self.locked = False
             os.close(fd)
+
+
+def opened_elsewhere(db: os.stat_result, proc: str = "/proc") -> bool:
+    """Whether a process other than this one has the file *db* open (``/proc/*/fd``, by
+    device and inode); a process whose descriptors cannot be read counts as having it open."""
+    ident = (db.st_dev, db.st_ino)
+    me = os.getpid()
+    try:
+        pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return True
+    for pid in pids:
+        if pid == me:
+            continue
+        fddir = f"{proc}/{pid}/fd"
+        try:
+            fds = os.listdir(fddir)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return True
+        for n in fds:
+            try:
+                st = os.stat(f"{fddir}/{n}")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == ident:
+                return True
+    return False
 
 
 # --- lost locks ------------------------------------------------------------------------------

@@ -150,6 +150,53 @@ def test_a_dry_run_close_leaves_the_wal_of_a_writer_that_lost_its_locks(
     assert rep.damage() == []
 
 
+def _sides(db: Path) -> list[str]:
+    return sorted(s for s in ("-wal", "-shm") if Path(f"{db}{s}").exists())
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry", "real"])
+def test_a_run_alone_removes_the_side_files_sqlite_made_for_it(
+        tmp_path: Path, dry_run: bool) -> None:
+    # No -wal/-shm before the run and nobody else has the database open: SQLite made them
+    # for our connection, and its own close removes them (a dry run leaves the tree as found).
+    db = tmp_path / "data" / "prod" / "architect.db"
+    make_dashboard_db(db, tasks=10)
+    assert _sides(db) == []
+    run(config(tmp_path, environments=["prod"]), tmp_path, dry_run=dry_run, only=("tasks",))
+    assert _sides(db) == []
+
+
+def test_side_files_found_beside_the_database_are_never_removed(tmp_path: Path) -> None:
+    # A dashboard that stopped without closing leaves its -wal/-shm: not ours to remove.
+    db = tmp_path / "data" / "prod" / "architect.db"
+    make_dashboard_db(db, tasks=10)
+    subprocess.run([sys.executable, "-c",
+                    "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                    "c.execute('CREATE TABLE IF NOT EXISTS x (y)'); c.commit(); os._exit(0)",
+                    str(db)], check=True)
+    assert _sides(db) == ["-shm", "-wal"]
+    run(config(tmp_path, environments=["prod"]), tmp_path, dry_run=True, only=("tasks",))
+    assert _sides(db) == ["-shm", "-wal"]
+
+
+def test_side_files_stay_while_another_process_has_the_database_open(tmp_path: Path) -> None:
+    # No side files at the open, but a process (whose locks we cannot judge) has the file
+    # open at the close: the guard stays to the end, and SQLite leaves them.
+    db = tmp_path / "data" / "prod" / "architect.db"
+    make_dashboard_db(db, tasks=10)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; f = open(sys.argv[1], 'rb'); "
+                               "print('open', flush=True); time.sleep(60)", str(db)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        run(config(tmp_path, environments=["prod"]), tmp_path, dry_run=True, only=("tasks",))
+        assert _sides(db) == ["-shm", "-wal"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_an_interrupted_purge_closes_the_connection_before_the_guard(
         tmp_path: Path, writer_at: Any) -> None:
     db = tmp_path / "data" / "prod" / "architect.db"
@@ -191,8 +238,8 @@ def test_the_guard_stays_open_until_the_end_of_an_exception_inside_the_with_bloc
                                               root=str(tmp_path)):
         raise Interrupted("stopped on request")
     assert our_locks(db) == [] and our_fds(db) == []
-    # Even as the last user our close leaves -wal/-shm alone (the guard is ours too).
-    assert os.path.exists(str(db) + "-wal")
+    # As the last user, the -wal/-shm SQLite made for us are removed by its own close.
+    assert _sides(db) == []
 
 
 def test_a_rollback_journal_database_lets_other_writers_commit_while_open(

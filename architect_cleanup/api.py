@@ -3,7 +3,9 @@
 ``POST /api/system/cleanup`` runs :class:`~architect_cleanup.worker.CleanupWorker` (source
 ``api``) under the same lock as the timer and the CLI and answers with the same object as
 ``architect-cleanup run --json``; ``GET /api/system/cleanup/status`` answers with the same
-object as ``architect-cleanup status --json``. The body's schema is in :mod:`api_schema`.
+object as ``architect-cleanup status --json``; the standalone app's ``GET /metrics`` answers
+with the Prometheus metrics of the run history (:mod:`metrics`, the same as the node_exporter
+textfile). The body's schema is in :mod:`api_schema`.
 
 Status codes: 200 a run finished (``success`` says whether every target did its work) or the
 status; 400 the body breaks the schema (every offending key named); 401 no valid bearer token
@@ -32,19 +34,23 @@ import hmac
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, NoReturn
 
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
+from architect_cleanup import history, metrics
 from architect_cleanup.api_schema import MAX_BODY, RequestInvalid, brief, parse_body, validate
 from architect_cleanup.config import ConfigError, Problem, load_config
 from architect_cleanup.fs import display
 from architect_cleanup.journal import fields, setup_logging
 from architect_cleanup.lock import LockHeld, LockUnusable
 from architect_cleanup.notify import Notifier
+from architect_cleanup.state import state_dir
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import Actor, ordered
 from architect_cleanup.worker import CleanupWorker
@@ -53,6 +59,8 @@ log = logging.getLogger(__name__)
 
 API_PATH = "/api/system/cleanup"
 STATUS_PATH = API_PATH + "/status"
+#: the Prometheus exposition (standalone app; bearer token like every other call)
+METRICS_PATH = "/metrics"
 #: The actor's ``user`` for a caller that presented the standalone bearer token.
 TOKEN_USER = "api-token"  # noqa: S105 (a user name, not the token)
 #: The credential's name in ``LoadCredential=token:/etc/architect-cleanup/api-token``.
@@ -233,17 +241,42 @@ def run_request(actor: Actor, config_path: str | None,
     return _json(stats.to_dict())
 
 
+def metrics_response() -> Response:
+    """``GET /metrics``: the Prometheus exposition of the history (the same as the
+    node_exporter textfile the runs write); 501 without python3-prometheus-client."""
+    directory = state_dir()
+    try:
+        conn = history.open_reader(directory)
+        try:
+            snap = (metrics.snapshot(conn, now=datetime.now(UTC)) if conn is not None
+                    else metrics.Snapshot())
+        finally:
+            if conn is not None:
+                conn.close()
+    except sqlite3.Error as exc:
+        log.error("cannot read the history database in %s: %s", directory, exc)
+        return _refuse(500, f"cannot read the history database: {exc}")
+    data = metrics.exposition(snap)
+    if data is None:
+        return _refuse(501, "python3-prometheus-client is not installed")
+    from prometheus_client import CONTENT_TYPE_LATEST  # noqa: PLC0415 (a Recommends:)
+    _call()["outcome"] = "metrics"
+    return Response(data, status=200, content_type=CONTENT_TYPE_LATEST)
+
+
 def cleanup_blueprint(*, actor: Callable[[], Actor] | None = None,
                       config_path: str | None = None,
                       should_stop: Callable[[], bool] | None = None,
-                      name: str = "architect_cleanup") -> Blueprint:
+                      name: str = "architect_cleanup",
+                      metrics_path: str | None = None) -> Blueprint:
     """The two endpoints, with JSON errors and a journal entry per call.
 
     *actor* says who is calling (the dashboard passes its logged-in user; the default is the
     peer address only); it reaches the activity log through the run context. *config_path*
     defaults to ``$ARCHITECT_CLEANUP_CONFIG`` or /etc/architect-cleanup/config.toml, read for
     every run so an edited configuration applies at once. The blueprint checks no login
-    itself: add the host's check with ``bp.before_request``."""
+    itself: add the host's check with ``bp.before_request``. With *metrics_path* (the
+    standalone app: ``/metrics``) it also serves :func:`metrics_response` there."""
     bp = Blueprint(name, __name__)
     get_actor = actor or _peer_actor
 
@@ -255,6 +288,12 @@ def cleanup_blueprint(*, actor: Callable[[], Actor] | None = None,
     def cleanup_status() -> Response:
         _call()["actor"] = get_actor()
         return _json(status_doc())
+
+    if metrics_path is not None:
+        @bp.get(metrics_path)
+        def cleanup_metrics() -> Response:
+            _call()["actor"] = get_actor()
+            return metrics_response()
 
     bp.register_error_handler(HTTPException, http_error)
     bp.after_request(log_call)
@@ -319,7 +358,8 @@ def create_app(*, token: str | None = None, config_path: str | None = None,
     stop = StopSwitch()
     app.extensions[EXTENSION] = stop
     bp = cleanup_blueprint(actor=lambda: g.get("architect_cleanup_actor") or _peer_actor(),
-                           config_path=config_path, should_stop=stop)
+                           config_path=config_path, should_stop=stop,
+                           metrics_path=METRICS_PATH)
 
     @app.before_request
     def require_token() -> Response | None:
@@ -341,5 +381,6 @@ def create_app(*, token: str | None = None, config_path: str | None = None,
 
     app.register_error_handler(HTTPException, http_error)
     app.register_blueprint(bp)
-    log.info("architect-cleanup API ready: POST %s, GET %s", API_PATH, STATUS_PATH)
+    log.info("architect-cleanup API ready: POST %s, GET %s, GET %s", API_PATH, STATUS_PATH,
+             METRICS_PATH)
     return app

@@ -11,18 +11,20 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 import tomli_w
 
-from architect_cleanup import __version__, migrate, quarantine, systemctl
-from architect_cleanup.config import Config, ConfigError, load_config
+from architect_cleanup import __version__, alerts, history, migrate, quarantine, reports, systemctl
+from architect_cleanup.config import Config, ConfigError, load_config, parse_duration
 from architect_cleanup.fs import FsError, display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
 from architect_cleanup.lock import LockHeld, LockUnusable, RunLock, lock_path
-from architect_cleanup.state import StateStore
+from architect_cleanup.state import StateStore, state_dir
 from architect_cleanup.stats import CleanupStats
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import REGISTRY, Decision, ordered
@@ -42,6 +44,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
+
+
+def _since(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _targets(text: str) -> list[str]:
@@ -105,10 +114,26 @@ def build_parser() -> argparse.ArgumentParser:
     chk = cfg_sub.add_parser("check", help="validate and print the effective configuration",
                              description="validate and print the effective configuration")
     chk.add_argument("--json", action="store_true")
-    rep = sub.add_parser("report", help="the recorded run history",
-                         description="the recorded run history")
-    rep.add_argument("--json", action="store_true")
-    rep.add_argument("-n", "--limit", type=_positive, default=20, metavar="N")
+    rep = sub.add_parser(
+        "report", help="runs, removed items, trends and the fill forecast",
+        description="runs, removed items, trends and the fill forecast (from the history "
+                    "database)")
+    rep.add_argument("--since", type=_since, default=_since("30d"), metavar="AGE",
+                     help="runs started within AGE (default 30d; e.g. 12h, 2w)")
+    rep.add_argument("--target", choices=ordered(), help="only this target")
+    rep.add_argument("--env", metavar="ENV",
+                     help="only this environment (or database label)")
+    rep.add_argument("--items", action="store_true",
+                     help="the items removed (or that dry runs would remove), with reasons")
+    rep.add_argument("--grep", metavar="TEXT",
+                     help="with --items: only paths containing TEXT (implies --items)")
+    rep.add_argument("--per", choices=("day", "week"), default="day",
+                     help="freed space per day (default) or week")
+    fmt = rep.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true", help="the runs (or items) as CSV")
+    rep.add_argument("-n", "--limit", type=_positive, metavar="N",
+                     help="at most N rows (default: the newest 20 runs; every item)")
     mig = sub.add_parser(
         "migrate", help="move from the original workers/cleanup_worker.py",
         description="move from the original workers/cleanup_worker.py (dry run unless "
@@ -118,10 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--json", action="store_true")
     mig.add_argument("--rootdir", default="/", metavar="DIR",
                      help="look for the original worker's files below DIR (default /)")
+    ntf = sub.add_parser(
+        "notify", help="send notifications ([notify] in the configuration)",
+        description="send notifications: a test message, a failed unit's, or the outbox")
+    what = ntf.add_mutually_exclusive_group(required=True)
+    what.add_argument("--test", nargs="?", const="", metavar="CHANNEL",
+                      help="send a test message to every channel (or CHANNEL)")
+    what.add_argument("--unit-failed", metavar="UNIT",
+                      help="UNIT failed: report it unless its run did (OnFailure=)")
+    what.add_argument("--deliver", action="store_true",
+                      help="deliver what waits in the outbox")
     quar = _quarantine_parser(sub)
     # `--help` (and the manual page, made from it by help2man) lists each command's options.
     lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
-             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig, *quar)]
+             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig, ntf, *quar)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
                 "75 already running")
@@ -252,6 +287,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
               file=out)
     pid = doc["daemon_pid"]
     print(f"Running now: {f'yes, PID {pid}' if pid else 'no'}", file=out)
+    for i, fc in enumerate(doc["forecast"]):
+        print(f"{'Forecast:' if not i else '':<13}{_cell(fc.get('line'))}", file=out)
     for line in dashboard_lock_lines(doc.get("dashboard_locks")):
         print(line, file=out)
     print(f"State file:  {doc['state_file']}", file=out)
@@ -304,12 +341,127 @@ def _print_rules(rules: list[str], out: TextIO) -> None:
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    """The history database's runs (or items), trends and forecast; without a readable
+    database (none yet, or not root: it is root only), state.json's last runs."""
     store = StateStore()
-    history = store.load().get("history", [])[-args.limit:]
-    if args.json:
-        print(json.dumps({"history": history, "state_problem": store.problem}, indent=2),
-              file=out)
+    now = datetime.now(UTC)
+    since = now - args.since
+    try:
+        conn = history.open_reader(store.directory)
+    except (sqlite3.Error, OSError) as exc:
+        conn, why = None, f"cannot read the history database: {exc}"
+    else:
+        why = "no history database yet"
+    if conn is None:
+        return _report_state(args, store, why, out)
+    try:
+        if args.items or args.grep is not None:
+            return _report_items(args, conn, since, out)
+        return _report_runs(args, conn, since, now, store, out)
+    except sqlite3.Error as exc:
+        _error(f"cannot read the history database: {exc}")
+        return EXIT_FAILED
+    finally:
+        conn.close()
+
+
+def _report_runs(args: argparse.Namespace, conn: sqlite3.Connection, since: datetime,
+                 now: datetime, store: StateStore, out: TextIO) -> int:
+    runs = reports.runs_since(conn, since, target=args.target, env=args.env)
+    runs = runs[-(args.limit or 20):]
+    if args.csv:
+        reports.render_csv(runs, out, reports.RunRow)
         return EXIT_OK
+    freed = reports.freed_per_period(conn, since, period=args.per, target=args.target,
+                                     env=args.env)
+    growth = reports.growth_per_day(conn, since)
+    forecasts = reports.forecasts(conn, now=now)
+    if args.json:
+        doc = {"since": reports.iso(since.timestamp()), "target": args.target,
+               "env": args.env, "runs": [reports.as_dict(r) for r in runs],
+               "freed": [reports.as_dict(f) for f in freed], "per": args.per,
+               "growth": [reports.as_dict(g) for g in growth],
+               "forecast": [f.to_dict() for f in forecasts],
+               "history": store.load().get("history", [])[-(args.limit or 20):],
+               "state_problem": store.problem}
+        print(json.dumps(doc, indent=2), file=out)
+        return EXIT_OK
+    what = " ".join(x for x in (args.target, f"env {args.env}" if args.env else None) if x)
+    print(f"Runs since {_cell(reports.iso(since.timestamp()))}"
+          f"{f' ({what})' if what else ''}:", file=out)
+    if not runs:
+        print("  none", file=out)
+    else:
+        print(f"  {'started (UTC)':<26}{'mode':<6}{'source':<9}{'result':<12}{'items':>9}"
+              f"{'MB':>10}  {'kept':>8}", file=out)
+        for r in runs:
+            print(f"  {r.started_at:<26}{'dry' if r.dry_run else 'real':<6}"
+                  f"{_cell(r.source):<9}{_cell(r.status):<12}{r.removed:>9,}"
+                  f"{r.bytes / 1048576:>10.1f}  {r.kept:>8,}", file=out)
+    print(f"\nFreed per {args.per} (real runs):", file=out)
+    if not freed:
+        print("  nothing", file=out)
+    for f in freed:
+        print(f"  {f.period:<12}{f.target:<9}{f.runs:>4} runs{f.items:>10,} items"
+              f"{f.bytes / 1048576:>10.1f} MB", file=out)
+    print("\nGrowth per day:", file=out)
+    if not growth:
+        print("  no samples", file=out)
+    for g in growth:
+        change = ("" if g.growth_per_day is None
+                  else f"{g.growth_per_day / 1048576:+10.1f} MB/day")
+        print(f"  {g.day:<12}{_cell(g.category):<24}{g.bytes / 1048576:>10.1f} MB{change}",
+              file=out)
+    print("\nForecast:", file=out)
+    if not forecasts:
+        print("  no space samples yet", file=out)
+    for fc in forecasts:
+        print(f"  {_cell(fc.line())}", file=out)
+    return EXIT_OK
+
+
+def _report_items(args: argparse.Namespace, conn: sqlite3.Connection, since: datetime,
+                  out: TextIO) -> int:
+    rows = reports.items_since(conn, since, target=args.target, env=args.env,
+                               grep=args.grep, limit=args.limit)
+    if args.csv:
+        reports.render_csv(rows, out, reports.ItemRow)
+        return EXIT_OK
+    if args.json:  # streamed: a million items are never held at once
+        head = json.dumps(reports.iso(since.timestamp()))
+        out.write('{"since": ' + head + ', "items": [')
+        for i, row in enumerate(rows):
+            out.write(("," if i else "") + "\n  " + json.dumps(reports.as_dict(row)))
+        out.write("\n]}\n")
+        return EXIT_OK
+    n = 0
+    for row in rows:
+        if not n:
+            print(f"{'run started (UTC)':<26}{'mode':<6}{'action':<9}{'target':<9}"
+                  f"{'env':<9}{'size':>12}  path  (reason)", file=out)
+        n += 1
+        print(f"{row.run_started_at:<26}{'dry' if row.dry_run else 'real':<6}"
+              f"{'would' if row.dry_run and row.action == 'removed' else row.action:<9}"
+              f"{row.target:<9}{_cell(row.env, '-'):<9}{row.size:>12,}  "
+              f"{display(row.path)}  ({display(row.reason)})", file=out)
+    if not n:
+        print("No items recorded" + (f" with {args.grep!r} in their path" if args.grep
+                                     else "") + f" since {_cell(reports.iso(since.timestamp()))}.",
+              file=out)
+    return EXIT_OK
+
+
+def _report_state(args: argparse.Namespace, store: StateStore, why: str, out: TextIO) -> int:
+    """``report`` from state.json's bounded history (no history database to read)."""
+    history = store.load().get("history", [])[-(args.limit or 20):]
+    if args.json:
+        print(json.dumps({"history": history, "state_problem": store.problem,
+                          "history_problem": why}, indent=2), file=out)
+        return EXIT_OK
+    if args.items or args.grep is not None or args.csv:
+        _error(f"{why}: --items, --grep and --csv need it (as root: sudo)")
+        return EXIT_FAILED
+    print(f"({why}; the last runs from {store.path})", file=out)
     if not history:
         print(f"No runs recorded ({_cell(store.problem or 'empty history')}).", file=out)
         return EXIT_OK
@@ -403,6 +555,42 @@ def cmd_quarantine(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     print(f"restored {display(e.original)} (quarantined {e.moved_at:%Y-%m-%d %H:%M}Z)",
           file=out)
     return EXIT_OK
+def cmd_notify(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    directory = state_dir()
+    if args.test is None and not cfg.notify.channels:
+        print("no notification channel configured ([notify]): nothing to do", file=out)
+        return EXIT_OK
+    try:
+        if args.test is not None:
+            try:
+                results = alerts.send_test(cfg, args.test or None)
+            except LookupError as exc:
+                _error(str(exc.args[0]))
+                return EXIT_USAGE
+            if not results:
+                _error("no channel configured ([[notify.email]], [[notify.webhook]], "
+                       "[[notify.apprise]])")
+                return EXIT_USAGE
+            for name, problem in results:
+                print(f"{name}: {'sent' if problem is None else 'FAILED: ' + display(problem)}",
+                      file=out)
+            return EXIT_OK if all(p is None for _, p in results) else EXIT_FAILED
+        if args.unit_failed is not None:
+            queued, done = alerts.unit_failed(cfg, args.unit_failed, directory)
+            print(f"{display(args.unit_failed)}: "
+                  f"{'failure message queued' if queued else 'its run reported itself'}; "
+                  f"{_delivery(done)}", file=out)
+            return EXIT_OK
+        print(_delivery(alerts.deliver(cfg, directory)), file=out)
+        return EXIT_OK
+    except OSError as exc:
+        _error(f"notify: {directory}: {exc.strerror or exc}")
+        return EXIT_FAILED
+
+
+def _delivery(done: alerts.Delivery) -> str:
+    return (f"{done.sent} sent, {done.failed} failed (kept for a retry), "
+            f"{done.dropped} given up, {done.waiting} waiting")
 
 
 def _cell(value: object, default: str = "?") -> str:
@@ -459,4 +647,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_migrate(args, cfg, out)
     if command == "quarantine":
         return cmd_quarantine(args, cfg, out)
+    if command == "notify":
+        return cmd_notify(args, cfg, out)
     return cmd_run(args, cfg, out)

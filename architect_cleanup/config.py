@@ -606,6 +606,192 @@ class OrphansConfig:
                                     "quarantined files are deleted after this")
 
 
+# --- [notify]: who hears about what (SPEC section 11) ----------------------------------------
+
+#: The events a channel can subscribe to with ``on = [...]``.
+NOTIFY_EVENTS = ("failure", "warning", "success", "digest")
+DEFAULT_ON = ("failure", "warning")
+_SMTP_RX = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
+_ADDRESS_RX = re.compile(r"[^@\s<>,]+@[^@\s<>,]+")
+_CHANNEL_NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class EmailChannel:
+    """One ``[[notify.email]]``: through ``sendmail -oi -t`` unless ``smtp`` is set."""
+
+    name: str
+    to: tuple[str, ...]
+    sender: str
+    on: tuple[str, ...] = DEFAULT_ON
+    smtp: str = ""
+    starttls: bool = True
+    credentials: str = ""
+    tls_ca: str = ""
+    sendmail: str = "/usr/sbin/sendmail"
+
+    kind: ClassVar[str] = "email"
+
+    def to_config(self) -> dict[str, Any]:
+        out = {"name": self.name, "to": list(self.to), "from": self.sender,
+               "on": list(self.on), "starttls": self.starttls, "sendmail": self.sendmail}
+        out |= {k: v for k, v in (("smtp", self.smtp), ("credentials", self.credentials),
+                                  ("tls_ca", self.tls_ca)) if v}
+        return out
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    """One ``[[notify.webhook]]``: a JSON POST signed per the Standard Webhooks spec."""
+
+    name: str
+    url: str
+    secret: str
+    on: tuple[str, ...] = DEFAULT_ON
+    tls_ca: str = ""
+
+    kind: ClassVar[str] = "webhook"
+
+    def to_config(self) -> dict[str, Any]:
+        out = {"name": self.name, "url": self.url, "secret": self.secret, "on": list(self.on)}
+        return out | ({"tls_ca": self.tls_ca} if self.tls_ca else {})
+
+
+@dataclass(frozen=True)
+class AppriseChannel:
+    """One ``[[notify.apprise]]``: Debian's apprise (a Suggests) and the services it knows."""
+
+    name: str
+    urls: tuple[str, ...]
+    on: tuple[str, ...] = DEFAULT_ON
+
+    kind: ClassVar[str] = "apprise"
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": self.name, "urls": list(self.urls), "on": list(self.on)}
+
+
+Channel = EmailChannel | WebhookChannel | AppriseChannel
+
+
+def _absolute(v: str) -> str | None:
+    return None if v.startswith("/") else f"{v!r}: must be an absolute path"
+
+
+def _on(v: Any) -> tuple[str, ...]:
+    events: tuple[str, ...] = strings()(v)
+    bad = [e for e in events if e not in NOTIFY_EVENTS]
+    if bad:
+        raise Invalid(f"unknown event {', '.join(map(repr, bad))} "
+                      f"(choose from {', '.join(NOTIFY_EVENTS)})")
+    return tuple(dict.fromkeys(events))
+
+
+def _smtp(v: str) -> str | None:
+    m = _SMTP_RX.fullmatch(v)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        return f"{v!r}: must be \"host:port\" (e.g. \"mail.example.org:587\")"
+    return None
+
+
+def _url(v: str) -> str | None:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
+        return f"{v!r}: must be an http:// or https:// URL"
+    return None
+
+
+def _address(v: str) -> str | None:
+    return None if _ADDRESS_RX.fullmatch(v) else f"{v!r} is not an e-mail address"
+
+
+def _apprise_installed() -> bool:
+    import importlib.util  # noqa: PLC0415  (only when [[notify.apprise]] is configured)
+    return importlib.util.find_spec("apprise") is not None
+
+
+_CHANNEL_KEYS: dict[str, dict[str, Reader]] = {
+    "email": {"name": text(), "to": strings(each=_address), "from": text(_address),
+              "on": _on, "smtp": text(_smtp), "starttls": boolean,
+              "credentials": text(_absolute), "tls_ca": text(_absolute),
+              "sendmail": text(_absolute)},
+    "webhook": {"name": text(), "url": text(_url), "secret": text(_absolute), "on": _on,
+                "tls_ca": text(_absolute)},
+    "apprise": {"name": text(), "urls": strings(what="URL"), "on": _on},
+}
+_REQUIRED = {"email": ("to", "from"), "webhook": ("url", "secret"), "apprise": ("urls",)}
+_CHANNEL_CLASS: dict[str, type[Any]] = {"email": EmailChannel, "webhook": WebhookChannel,
+                                        "apprise": AppriseChannel}
+
+
+def _channels(kind: str) -> Reader:
+    """A ``[[notify.<kind>]]`` array of tables: every problem of every entry at once."""
+    def read(v: Any) -> tuple[Any, ...]:
+        if isinstance(v, dict):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(e, dict) for e in v):
+            raise Invalid(f"must be an array of tables ([[notify.{kind}]]), not {_tname(v)}")
+        problems: list[str] = []
+        out = []
+        for i, entry in enumerate(v):
+            found: list[Problem] = []
+            t = _Table(entry, f"[{i}]", found)
+            values = t.read(_CHANNEL_KEYS[kind])
+            t.finish()
+            for req in _REQUIRED[kind]:
+                if req not in entry:
+                    found.append(Problem(f"[{i}].{req}", "is required"))
+            name = values.pop("name", f"{kind}{i + 1}")
+            if not _CHANNEL_NAME_RX.fullmatch(name):
+                found.append(Problem(f"[{i}].name", f"{name!r} is not a valid channel name"))
+            if kind == "apprise" and not _apprise_installed():
+                found.append(Problem(f"[{i}]", "needs Debian's apprise package "
+                                               "(apt install apprise)"))
+            if kind == "email" and "from" in values:
+                values["sender"] = values.pop("from")
+            problems.extend(str(p) for p in found)
+            if not found:
+                out.append(_CHANNEL_CLASS[kind](name=name, **values))
+        if problems:
+            raise Invalid(*problems)
+        return tuple(out)
+    return read
+
+
+def _digest(v: str) -> str | None:
+    return None if v in ("off", "weekly") else f"{v!r}: must be \"weekly\" or \"off\""
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    email: tuple[EmailChannel, ...] = key(_channels("email"), (),
+                                          "[[notify.email]]: to, from, on, smtp, starttls, "
+                                          "credentials")
+    webhook: tuple[WebhookChannel, ...] = key(_channels("webhook"), (),
+                                              "[[notify.webhook]]: url, secret, on")
+    apprise: tuple[AppriseChannel, ...] = key(_channels("apprise"), (),
+                                              "[[notify.apprise]]: urls, on")
+    digest: str = key(text(_digest), "off", "\"weekly\": a digest event once a week")
+    dry_run_warning: timedelta = key(duration(), timedelta(days=7),
+                                     "warn when the configuration still dry-runs this long")
+    timeout: timedelta = key(duration(), timedelta(seconds=10), "per delivery attempt")
+    max_time: timedelta = key(duration(), timedelta(seconds=60),
+                              "for all deliveries of one run (the rest wait in the outbox)")
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return (*self.email, *self.webhook, *self.apprise)
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    enabled: bool = key(boolean, True, "record every run, its removed items and space "
+                        "figures in the history database, and write the metrics file")
+    items_max_age: timedelta = key(duration(), timedelta(days=90),
+                                   "removed items recorded longer ago are pruned")
+    runs_max_age: timedelta = key(duration(), timedelta(days=730),
+                                  "runs (their figures and samples) older than this are pruned")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated configuration. Build one with :func:`load_config`,
@@ -625,6 +811,8 @@ class Config:
     safety: SafetyConfig = section(SafetyConfig, "rules above every target")
     rules: RulesConfig = section(RulesConfig, "user-defined file and table rules")
     orphans: OrphansConfig = section(OrphansConfig, "unreferenced uploads")
+    history: HistoryConfig = section(HistoryConfig, "the run history, reports and metrics")
+    notify: NotifyConfig = section(NotifyConfig, "notifications: e-mail, webhooks, apprise")
     #: Files the configuration was read from, in order (for ``config check``).
     sources: tuple[str, ...] = ()
 
@@ -745,9 +933,11 @@ def _parse_section(cls: type[Any], t: _Table, environments: tuple[str, ...]) -> 
 
 
 #: The keys each list entry must have.
-_REQUIRED = {FileRule: ("name", "dirs", "patterns"),
-             TableRule: ("name", "database", "table", "time_column", "max_age"),
-             UploadReference: ("table", "column")}
+_RULE_REQUIRED: dict[type[Any], tuple[str, ...]] = {
+    FileRule: ("name", "dirs", "patterns"),
+    TableRule: ("name", "database", "table", "time_column", "max_age"),
+    UploadReference: ("table", "column"),
+}
 
 
 def _parse_list(cls: type[Any], t: _Table, name: str) -> list[Any]:
@@ -769,7 +959,7 @@ def _parse_list(cls: type[Any], t: _Table, name: str) -> list[Any]:
         if cls is TableRule:
             values["where"] = tuple(_parse_where(sub))
         sub.finish()
-        for k in _REQUIRED[cls]:
+        for k in _RULE_REQUIRED[cls]:
             if k not in item:
                 sub.error(k, "missing (required)")
         if len(t.problems) == before:

@@ -22,6 +22,10 @@ The fields each kind carries (all values are text in the journal; booleans are 0
 * ``state_error``: CLEANUP_STATE_FILE, CLEANUP_ERROR
 * ``config_error``: CLEANUP_ERROR
 * ``db_lock_lost``: CLEANUP_PATH (the database), CLEANUP_PID, CLEANUP_COMMAND
+* ``notify_sent``, ``notify_failed``, ``notify_dropped`` (one per delivery attempt, and per
+  message given up): CLEANUP_CHANNEL, CLEANUP_CHANNEL_KIND, CLEANUP_EVENT, CLEANUP_NOTIFY_ID
+  (the webhook-id), CLEANUP_ATTEMPT, CLEANUP_ANSWER (sent), CLEANUP_ERROR (failed, dropped),
+  CLEANUP_NEXT_ATTEMPT (failed, when it is retried)
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ MESSAGE_IDS = {
     "api_call": uuid.UUID("bef959ae69254897a309128aad8b07f8"),
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
     "db_lock_lost": uuid.UUID("8f629d281003442f8d7717efe2119e0d"),
+    "notify_sent": uuid.UUID("a9a855e71cb844f3a7b1c4f2b2848089"),
+    "notify_failed": uuid.UUID("8fb56140e9e348a88a76ed0d02e19bb0"),
+    "notify_dropped": uuid.UUID("c56725c1ce3d4d788e3fe9e2d7d2509f"),
 }
 
 #: Sends one journal entry: ``sender(MESSAGE, **FIELDS)`` (python3-systemd's journal.send).

@@ -102,8 +102,10 @@ class StateStore:
             doc["last_run"] = None
         return doc
 
-    def record(self, run: Mapping[str, Any]) -> None:
-        """Make *run* the last run and append it to the history (bounded). Raises OSError."""
+    def record(self, run: Mapping[str, Any], **extra: Any) -> None:
+        """Make *run* the last run and append it to the history (bounded); *extra* are
+        top-level keys of the document about the latest run only (``forecast``: the fill
+        forecasts, for ``status``). Raises OSError."""
         doc = self.load()
         if self.problem and os.path.isdir(self.directory):
             os.close(self.open_dir())  # an untrusted directory: refused before any change
@@ -114,7 +116,8 @@ class StateStore:
                 os.replace(self.path, self.path + ".corrupt")
         history = [h for h in doc.get("history", []) if isinstance(h, dict)]
         history.append(dict(run))
-        doc = {"format": FORMAT, "last_run": dict(run), "history": history[-HISTORY_LIMIT:]}
+        doc = {"format": FORMAT, "last_run": dict(run), "history": history[-HISTORY_LIMIT:],
+               **extra}
         self.write(doc)
 
     def write(self, doc: Mapping[str, Any]) -> None:

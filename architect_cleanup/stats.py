@@ -51,6 +51,9 @@ class TargetResult:
     detail: dict[str, dict[str, Any]] = field(default_factory=dict)
     duration: float = 0.0
     message: str = ""
+    #: bytes of the files the age rule kept (logs, temp): the history's size of the category
+    #: (not in to_dict)
+    kept_bytes: int = 0
 
     def note(self, text: str) -> None:
         """Something skipped on purpose (a missing directory, a table without a column)."""

@@ -4,7 +4,9 @@ The seed's keys come first and keep their meaning for the dashboard: ``daemon_ru
 timer being active (there is no home-made daemon any more), ``daemon_pid`` the PID of a cleanup
 running right now (whoever started it: timer, CLI or API) or None, ``last_run`` and
 ``last_stats`` the last recorded run. ``next_run``, ``timer_enabled`` and ``last_result`` (the
-whole last-run record) follow, then the details ``status`` prints.
+whole last-run record) follow, then the details ``status`` prints, and ``forecast``: the
+fill forecast of each file system after the last run (from state.json, which the run writes
+readable for everyone; the history database itself is root only).
 
 Every key keeps one type in every environment (:data:`FIELD_TYPES`): the dashboard's code was
 written against the original worker, which always answered ``daemon_running`` with a boolean.
@@ -37,6 +39,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "systemd": (dict,),
     "state_file": (str,),
     "state_problem": (str, type(None)),
+    "forecast": (list,),
 }
 
 
@@ -64,7 +67,16 @@ def status_doc() -> dict[str, Any]:
         "systemd": sd.to_dict(),
         "state_file": store.path,
         "state_problem": store.problem,
+        "forecast": _forecast(state.get("forecast")),
     }
+
+
+def _forecast(value: Any) -> list[dict[str, Any]]:
+    """The fill forecasts the last run wrote to state.json (each with its ``line``, the
+    numbers of :class:`~architect_cleanup.forecast.Forecast`); [] when there are none."""
+    if not isinstance(value, list):
+        return []
+    return [f for f in value if isinstance(f, dict) and isinstance(f.get("line"), str)]
 
 
 def _typed(record: dict[str, Any] | None, key: str, kind: type) -> Any:

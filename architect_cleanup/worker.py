@@ -1,11 +1,16 @@
 """CleanupWorker: take the lock, then plan, run each step, finish.
 
-One run: lock -> plan (:func:`~architect_cleanup.runplan.plan_run`: which targets run, which
-do not and why, which share one walk) -> each target's slot in run order: its step runs with
-its failure contained (a dry run and a real run walk the same code; only the final delete
+One run: lock -> open the history and begin the run's record -> plan
+(:func:`~architect_cleanup.runplan.plan_run`: which targets run, which do not and why, which
+share one walk) -> each target's slot in run order: its step runs with its failure contained (a
+dry run and a real run walk the same code; only the final delete
 differs), its result goes into the stats and the journal -> the final steps: the activity
-row, the ``after_run`` hooks passed in, the state file, and last the one-line summary that
-``systemctl status`` shows.
+row, the ``after_run`` hooks passed in, the history (the run's figures and space samples,
+pruning, the forecast and the metrics file: :mod:`~architect_cleanup.runhistory`, whose
+failures never fail the run), the state file, the notifications (when ``[notify]`` has
+channels: :mod:`~architect_cleanup.alerts`), and last the one-line summary that
+``systemctl status`` shows. Every item removed is streamed to the history as it is decided
+(``RunContext.on_item``).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from architect_cleanup import activity
+from architect_cleanup import activity, alerts
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
+from architect_cleanup.history import Item
 from architect_cleanup.journal import fields
 from architect_cleanup.lock import LockHeld, LockUnusable, RunLock, lock_path
 from architect_cleanup.notify import Notifier
+from architect_cleanup.runhistory import RunHistory, forecast_state
 from architect_cleanup.runplan import FinalStep, NotRun, RunPlan, Step, plan_run
 from architect_cleanup.state import StateStore
 from architect_cleanup.stats import CleanupStats, TargetResult
@@ -102,6 +109,8 @@ class CleanupWorker:
         self.should_stop = should_stop or (lambda: False)
         self.after_run = tuple(after_run)
         self.last_stats: CleanupStats | None = None
+        #: the history steps of the current (or last) run
+        self._history: RunHistory | None = None
         self._started = 0.0  # time.monotonic() at the run's start
 
     def run_cleanup(self) -> CleanupStats:
@@ -123,38 +132,56 @@ class CleanupWorker:
             lock.release()
 
     def _run(self) -> CleanupStats:
-        """Plan, run each step, finish."""
+        """Open the history, plan, run each step, finish."""
         raise_nofile_limit()
-        plan = plan_run(self.config, self.only, self._final_steps())
-        ctx, stats = self._start()
+        now = self.now or datetime.now(UTC)
+        hist = RunHistory.start(self.config, self.state.directory, now=now,
+                                dry_run=self.dry_run, source=self.source)
+        self._history = hist
         try:
-            self._run_slots(ctx, plan, stats)
+            plan = plan_run(self.config, self.only, self._final_steps(hist))
+            ctx, stats = self._start(now, hist.on_item)
+            try:
+                self._run_slots(ctx, plan, stats)
+            finally:
+                ctx.close()
+            self._finish(ctx, plan, stats)
         finally:
-            ctx.close()
-        self._finish(ctx, plan, stats)
+            hist.close()  # a run that raised stays "running": the next one marks it interrupted
         return stats
 
-    def _final_steps(self) -> list[FinalStep]:
-        """After the targets: the activity row, the hooks passed in, the state record, the
-        journal summary."""
+    def _final_steps(self, hist: RunHistory) -> list[FinalStep]:
+        """After the targets: the activity row, the hooks passed in, the history (the run's
+        figures and samples, pruning, the forecast and the metrics file, closing it), the
+        state record, the journal summary."""
         hooks = (activity.record_run, *self.after_run)
         steps = [FinalStep(getattr(hook, "__name__", str(hook)), hook) for hook in hooks]
         # what the run learnt of the dashboards' SQLite locks (after the activity row, whose
         # database is guarded and inspected too), for the state record and the API's answer
         steps.append(FinalStep("dashboard_locks", _note_locks, False))
+        steps += [
+            FinalStep("history", lambda _ctx, stats: hist.record(
+                stats, interrupted=self.should_stop())),
+            FinalStep("history prune", lambda _ctx, stats: hist.prune(stats)),
+            FinalStep("metrics", lambda _ctx, stats: hist.metrics(stats)),
+            FinalStep("history close", lambda _ctx, stats: hist.close(stats)),
+        ]
         if self.record_state:
             steps.append(FinalStep("state", lambda _ctx, stats: self._record(stats), False))
+        if self.config.notify.channels:  # after the record: it never changes it
+            steps.append(FinalStep("notify", self._notify))
         steps.append(FinalStep("summary", lambda _ctx, stats: self._summary(stats), False))
         return steps
 
-    def _start(self) -> tuple[RunContext, CleanupStats]:
-        now = self.now or datetime.now(UTC)
+    def _start(self, now: datetime, on_item: Callable[[Item], None] | None
+               ) -> tuple[RunContext, CleanupStats]:
         self._started = time.monotonic()
         stats = CleanupStats(dry_run=self.dry_run, source=self.source,
                              started_at=utc_iso(now))
         ctx = RunContext(config=self.config, now=now, dry_run=self.dry_run, source=self.source,
                          actor=self.actor, on_decision=self.on_decision,
                          on_status=self.notifier.status, should_stop=self.should_stop,
+                         on_item=on_item,
                          open_files=OpenFiles() if self.config.safety.skip_open_files else None)
         mode = "dry run" if self.dry_run else "real run"
         log.info("Starting cleanup (%s, from %s) of %s", mode, self.source, self.config.root,
@@ -266,14 +293,22 @@ class CleanupWorker:
             "message": stats.message,
             "summary": stats.summary_line(),
             "dashboard_locks": stats.dashboard_locks,
+            # which service run this was: `notify --unit-failed` tells a run that reported
+            # itself from one that died before it could
+            "invocation_id": os.environ.get("INVOCATION_ID") or None,
         }
+        hist = self._history
+        forecast = forecast_state(hist.forecasts) if hist is not None else []
         try:
-            self.state.record(run)
+            self.state.record(run, forecast=forecast)
         except OSError as exc:
             stats.state_error = f"cannot write {self.state.path}: {exc.strerror or exc}"
             log.error("%s", stats.state_error,
                       extra=fields("state_error", cleanup_state_file=self.state.path,
                                    cleanup_error=exc.strerror or str(exc)))
+
+    def _notify(self, ctx: RunContext, stats: CleanupStats) -> None:
+        alerts.after_record(ctx.config, stats, self.state.directory, now=ctx.now)
 
     @staticmethod
     def _readonly_hint(ctx: RunContext, name: str, exc: Exception) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Check the systemd units: ``systemd-analyze verify`` (any output fails) and
 ``systemd-analyze security --offline=true`` (exposure score at most 2.0 for the cleanup
-service, 2.5 for the REST API's).
+service and its notification units, 2.5 for the REST API's).
 
 ``check_units.py`` checks the repository's systemd/ directory; ``check_units.py --deb FILE
 [--deb FILE]`` checks the units inside built packages (architect-cleanup, and
@@ -28,10 +28,13 @@ SERVICE = "architect-cleanup.service"
 TIMER = "architect-cleanup.timer"
 API_SOCKET = "architect-cleanup-api.socket"
 API_SERVICE = "architect-cleanup-api.service"
-UNITS = (SERVICE, TIMER, API_SOCKET, API_SERVICE)
+NOTIFY_SERVICE = "architect-cleanup-notify.service"
+FAILURE_SERVICE = "architect-cleanup-failure@.service"
+UNITS = (SERVICE, TIMER, API_SOCKET, API_SERVICE, NOTIFY_SERVICE, FAILURE_SERVICE)
 MAX_EXPOSURE = 2.0
 #: The highest exposure score each service may have.
-MAX_EXPOSURES = {SERVICE: MAX_EXPOSURE, API_SERVICE: 2.5}
+MAX_EXPOSURES = {SERVICE: MAX_EXPOSURE, API_SERVICE: 2.5, NOTIFY_SERVICE: MAX_EXPOSURE,
+                 FAILURE_SERVICE: MAX_EXPOSURE}
 GUNICORN = Path("/usr/bin/gunicorn")
 HOST_UNITS = Path("/lib/systemd/system")
 _SCORE_RX = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?) ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +23,22 @@ DAY = 86400.0
 HOUR = 3600.0
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any fixture (module-scoped servers start before the per-test environment):
+    never the host's node_exporter directory for the metrics file."""
+    os.environ["ARCHITECT_CLEANUP_TEXTFILE_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"architect-cleanup-tests-no-textfile-{os.getpid()}")
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test reads /etc, writes /var/lib or locks /run, or talks to a real notify socket."""
+    """No test reads /etc, writes /var/lib (state, history, metrics) or locks /run, or talks
+    to a real notify socket."""
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "_state"))
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "_run"))
     monkeypatch.setenv("ARCHITECT_CLEANUP_CONFIG", str(tmp_path / "_no_config.toml"))
+    # the metrics textfile: a directory that does not exist unless a test makes it
+    monkeypatch.setenv("ARCHITECT_CLEANUP_TEXTFILE_DIR", str(tmp_path / "_textfile"))
     for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID"):
         monkeypatch.delenv(var, raising=False)
     yield

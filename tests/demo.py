@@ -178,8 +178,10 @@ def run_demo(base: Path) -> int:
     build_tree(root, tmp)
     cfg = base / "config.toml"
     cfg.write_text(DEMO_CONFIG.format(root=root, tmp=tmp))
+    (base / "metrics").mkdir()  # the node_exporter textfile, here rather than the host's
     env = dict(os.environ, STATE_DIRECTORY=str(base / "state"),
-               RUNTIME_DIRECTORY=str(base / "run"), ARCHITECT_CLEANUP_CONFIG=str(cfg))
+               RUNTIME_DIRECTORY=str(base / "run"), ARCHITECT_CLEANUP_CONFIG=str(cfg),
+               ARCHITECT_CLEANUP_TEXTFILE_DIR=str(base / "metrics"))
     cli = [sys.executable, "-m", "architect_cleanup"]
     steps = [
         ("1. dry run (the default): nothing changes", ["run"]),

@@ -73,8 +73,11 @@ class Site:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_VARS}
+        # the metrics textfile below base, never the host's node_exporter directory (a
+        # module-scoped server starts before the per-test environment is set)
         env.update(ARCHITECT_CLEANUP_CONFIG=str(self.config), STATE_DIRECTORY=str(self.state),
-                   RUNTIME_DIRECTORY=str(self.run), CREDENTIALS_DIRECTORY=str(self.creds))
+                   RUNTIME_DIRECTORY=str(self.run), CREDENTIALS_DIRECTORY=str(self.creds),
+                   ARCHITECT_CLEANUP_TEXTFILE_DIR=str(self.base / "textfile"))
         env.update(extra)
         return env
 

@@ -250,6 +250,7 @@ class Backups(FileTarget):
     def _apply(self, ctx: RunContext, result: TargetResult, plan: _Plan) -> None:
         d, label = plan.d, plan.label
         for name, reason in plan.held:
+            self._kept_bytes(result, label, plan.files[name].st_size)
             self.keep(ctx, result, d.join(name), reason, label)
         kept = removed = 0
         verb = "would remove" if ctx.dry_run else "removing"
@@ -257,6 +258,7 @@ class Backups(FileTarget):
             name = v.backup.ref
             if v.keep:
                 kept += 1
+                self._kept_bytes(result, label, v.backup.size)
                 self.keep(ctx, result, d.join(name), v.reason, label)
             elif self.remove(ctx, result, d, name, plan.files[name], v.reason, part=label,
                              siblings=tuple(plan.siblings.get(name, ()))):
@@ -264,10 +266,18 @@ class Backups(FileTarget):
                 log.info("backups: %s %s (%s)", verb, display(d.join(name)), v.reason)
             else:
                 kept += 1
+                self._kept_bytes(result, label, v.backup.size)
         if plan.verdicts:
             log.info("backups: %s: kept %d, %s %d by %s (%s)", label, kept,
                      "would remove" if ctx.dry_run else "removed", removed, plan.source,
                      plan.policy.describe())
+
+
+    @staticmethod
+    def _kept_bytes(result: TargetResult, label: str, size: int) -> None:
+        """The bytes of the backups an environment keeps (the history's samples)."""
+        part = result.part(label)
+        part["kept_bytes"] = part.get("kept_bytes", 0) + size
 
 
 def _allocated(st: os.stat_result) -> int:

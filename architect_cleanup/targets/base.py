@@ -26,6 +26,7 @@ from architect_cleanup.fs import (
     unlink_all,
     unlink_checked,
 )
+from architect_cleanup.history import Item
 from architect_cleanup.journal import fields
 from architect_cleanup.stats import TargetResult
 
@@ -84,7 +85,9 @@ class RunContext:
 
     ``actor`` says who asked for the run (see :class:`Actor`); None for the timer and the CLI.
     The run's activity-row step (:func:`architect_cleanup.activity.record_run`) reads
-    ``ctx.source`` and ``ctx.actor``."""
+    ``ctx.source`` and ``ctx.actor``. ``on_item`` receives every item removed or archived
+    (or that a dry run would remove) with its size, mtime and reason, one at a time: the
+    history writer streams them to its database (see :mod:`~architect_cleanup.runhistory`)."""
 
     config: Config
     now: datetime
@@ -95,6 +98,9 @@ class RunContext:
     on_status: Callable[[str], None] | None = None
     should_stop: Callable[[], bool] = lambda: False
     open_files: OpenFiles | None = None
+    #: every item removed or archived (or that a dry run would remove), as it is decided:
+    #: the run's history writer (None: no history this run)
+    on_item: Callable[[Item], None] | None = None
     _roots: dict[str, Root | FsError] = field(default_factory=dict)
     _last_status: float = 0.0
     #: ``now`` as a Unix timestamp (compared with every candidate's mtime)
@@ -249,6 +255,7 @@ class FileTarget(Target):
         future = ctx.future_limit
         wants = ctx.wants_decisions
         doomed: list[tuple[str, os.stat_result]] = []
+        young_bytes = 0
         for name in names:
             if protected is not None and protected(name):
                 self.keep(ctx, result, d.join(name), protected_reason)
@@ -263,6 +270,7 @@ class FileTarget(Target):
                 continue
             age = now - st.st_mtime
             if age <= max_age:
+                young_bytes += st.st_size
                 if st.st_mtime > future:
                     self._warn_future(d.join(name), st, ctx)
                     self.keep(ctx, result, d.join(name), Hold.FUTURE)
@@ -273,6 +281,7 @@ class FileTarget(Target):
                     result.kept += 1
                 continue
             doomed.append((name, st))
+        result.kept_bytes += young_bytes
         if doomed:
             self.remove_all(ctx, result, d, doomed,
                             lambda st: f"{age_text(now - st.st_mtime)} > {limit}")
@@ -293,14 +302,21 @@ class FileTarget(Target):
             self._kept_at_last_moment(ctx, result, d.join(name), st, why_keep, reason(st))
         outcomes: list[Exception | None] = [None] * len(go) if ctx.dry_run else unlink_all(d, go)
         wants = ctx.wants_decisions
+        record = ctx.on_item
+        target = self.name
         removed = nbytes = 0
         for (name, st), exc in zip(go, outcomes, strict=True):
             if exc is None:
                 size = freed_bytes(st)
                 removed += 1
                 nbytes += size
-                if wants:
-                    ctx.decide(Decision(self.name, d.join(name), True, reason(st), size))
+                if wants or record is not None:
+                    why = reason(st)
+                    path = d.join(name)
+                    if wants:
+                        ctx.decide(Decision(target, path, True, why, size))
+                    if record is not None:
+                        record(Item(target, path, size, st.st_mtime, why))
                 continue
             self._not_removed(ctx, result, d.join(name), exc)
         result.removed += removed
@@ -369,8 +385,12 @@ class FileTarget(Target):
             p = result.part(part)
             p["removed"] += 1
             p["bytes"] += size
-        if ctx.wants_decisions:
-            ctx.decide(Decision(self.name, d.join(name), True, _text(reason), size))
+        if ctx.wants_decisions or ctx.on_item is not None:
+            why = _text(reason)
+            if ctx.wants_decisions:
+                ctx.decide(Decision(self.name, d.join(name), True, why, size))
+            if ctx.on_item is not None:
+                ctx.on_item(Item(self.name, d.join(name), size, st.st_mtime, why, part))
         return True
 
     def _warn_future(self, path: str, st: os.stat_result, ctx: RunContext) -> None:

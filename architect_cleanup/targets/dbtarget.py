@@ -24,7 +24,9 @@ from architect_cleanup.db import (
     Plan,
     describe,
     find_databases,
+    quote,
 )
+from architect_cleanup.history import Item
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.base import Decision, RunContext, Target
 
@@ -100,9 +102,20 @@ class DatabaseTarget(Target):
                 db.apply(plan, out, check_stop=ctx.check_stop, progress=progress)
             finally:
                 self._fold(ctx, result, f, part=part, plan=plan, out=out)
+            part["rows"] = self._rows(db, plan.table)
             note = db.checkpoint()
             if note:
                 result.note(note)
+
+    @staticmethod
+    def _rows(db: Database, table: str) -> int | None:
+        """The table's rows after the run (for the history's samples); None when the count
+        fails (it must not fail the target)."""
+        try:
+            return int(db.con.execute(f"SELECT count(*) FROM main.{quote(table)}").fetchone()[0])
+        except sqlite3.Error as exc:
+            log.debug("cannot count the rows of %s: %s", table, exc)
+            return None
 
     def _fold(self, ctx: RunContext, result: TargetResult, f: DbFile, *,
               part: dict[str, Any], plan: Plan, out: Outcome) -> None:
@@ -126,9 +139,12 @@ class DatabaseTarget(Target):
                         "is NULL or not a timestamp")
         limit = self.max_age_text(ctx)
         if out.changed:
-            ctx.decide(Decision(self.name, f.path, True,
-                                f"{out.changed:,} {plan.what} in {plan.table}: {plan.time_desc} "
-                                f"older than {limit}"))
+            rule = (f"{out.changed:,} {plan.what} in {plan.table}: {plan.time_desc} "
+                    f"older than {limit}")
+            ctx.decide(Decision(self.name, f.path, True, rule))
+            if ctx.on_item is not None:  # rows are recorded per database and table
+                ctx.on_item(Item(self.name, f"{f.path}:{plan.table}", 0, None, rule, f.label,
+                                 "archived" if self.done == "archived" else "removed"))
         if kept:
             why = [f"{kept - out.undated - out.skipped:,} within {limit}"]
             if out.undated:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from architect_cleanup.config import format_duration
 from architect_cleanup.fs import Dir, compile_patterns, lstat_at, remove_tree
+from architect_cleanup.history import Item
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.backups import SIBLING_SUFFIXES
 from architect_cleanup.targets.base import (
@@ -133,5 +134,7 @@ class Temp(TreeTarget):
         reason = f"{age_text(age)} > {self._limit}, {tree.files} files"
         if tree.kept:
             reason += f", {tree.kept} kept inside"
-        ctx.decide(Decision(self.name, path + "/", tree.files > 0 or tree.removed_dir,
-                            reason, tree.bytes))
+        gone = tree.files > 0 or tree.removed_dir
+        ctx.decide(Decision(self.name, path + "/", gone, reason, tree.bytes))
+        if gone and ctx.on_item is not None:  # the directory is the item (its files counted)
+            ctx.on_item(Item(self.name, path + "/", tree.bytes, st.st_mtime, reason))

@@ -83,8 +83,10 @@ class FileBench:
         # logs.tmp_dir off: /tmp is not part of the generated tree
         self.conf.write_text(f'root = "{tree.root.resolve()}"\ndry_run = true\n\n'
                              '[logs]\ntmp_dir = ""\n')
+        # the metrics textfile: a directory that does not exist (never the host's collector's)
         env = dict(os.environ, STATE_DIRECTORY=str(self.conf_dir / "state"),
-                   RUNTIME_DIRECTORY=str(self.conf_dir / "run"))
+                   RUNTIME_DIRECTORY=str(self.conf_dir / "run"),
+                   ARCHITECT_CLEANUP_TEXTFILE_DIR=str(self.conf_dir / "no-textfile"))
         for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID",
                     "ARCHITECT_CLEANUP_CONFIG"):
             env.pop(var, None)
@@ -92,6 +94,11 @@ class FileBench:
         exe = Path(sys.executable).parent / "architect-cleanup"
         self.engine_cmd = [str(exe), "--config", str(self.conf), "run", "--only",
                            "logs,temp", "--json"]
+        # part 5: the same run without the history (the [history] table switched off)
+        self.conf_off = self.conf_dir / "config-no-history.toml"
+        self.conf_off.write_text(self.conf.read_text() + "\n[history]\nenabled = false\n")
+        self.engine_off_cmd = [str(exe), "--config", str(self.conf_off), "run", "--only",
+                               "logs,temp", "--json"]
         self.tmpfiles_conf = self.conf_dir / "bench-tmpfiles.conf"
         self.tmpfiles_conf.write_text(f"e {tree.root.resolve()} - - - mM:30d\n")
 
@@ -201,3 +208,61 @@ class FileBench:
                 raise RuntimeError(f"engine real run at {t.total} files: removed {n}; {why}")
             real = r.rss_kb
         return {"dry_rss_kb": dry, "real_rss_kb": real}
+
+    # --- part 5 ------------------------------------------------------------------------------
+
+    def history_runs(self, repeat: int) -> dict[str, object]:
+        """The real run with the history on (every removed item recorded) and off, each on a
+        restored tree, alternating; each checked like part 2, and each history run's
+        recorded items checked against what it removed."""
+        t = self.tree
+        on = Contestant("history on", [*self.engine_cmd, "--force"], self.env)
+        off = Contestant("history off", [*self.engine_off_cmd, "--force"], self.env)
+        recorded: list[dict[str, int]] = []
+        cap = self.conf_dir / "engine-out.json"
+        for i in range(repeat):
+            for c in (on, off) if i % 2 == 0 else (off, on):
+                t.refresh_fresh()
+                sync()
+                r = run(c.cmd, env=c.env, capture=cap)
+                c.runs.append(r)
+                ok, why = t.check_after_delete()
+                if not ok:
+                    raise RuntimeError(f"{c.name} did not delete exactly the old files: {why}")
+                if c is on:
+                    recorded.append(self._recorded(json.loads(r.out)["stats"]))
+                self.log(f"  round {i + 1}/{repeat}: {c.name} {r.wall:.2f}s, "
+                         f"{r.rss_kb / 1024:.1f} MB; checked: {why}")
+        return {"files": t.counts.files, "deleted": t.counts.old, "caches": t.counts.caches,
+                "on": on.summary(), "off": off.summary(), "recorded": recorded,
+                "ratio": median(on.walls()) / median(off.walls()),
+                "cpu_ratio": median([r.cpu for r in on.runs]) / median([r.cpu for r in off.runs]),
+                "max_rss_kb": max(r.rss_kb for r in on.runs)}
+
+    def _recorded(self, stats: dict[str, int]) -> dict[str, int]:
+        """The newest run's recorded items by target, checked: one per removed log file, and
+        for temp one per file plus one per whole directory (whose files it counts)."""
+        import sqlite3
+
+        db = self.conf_dir / "state" / "history.sqlite3"
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            run_id, first, n = con.execute(
+                "SELECT id, first_item, items_recorded FROM runs ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            per = dict(con.execute(
+                "SELECT k.target, count(*) FROM items i JOIN kinds k ON k.id = i.kind "
+                "WHERE i.id >= ? AND i.id < ? GROUP BY k.target", (first, first + n)))
+            dirs = con.execute(
+                "SELECT count(*) FROM items WHERE id >= ? AND id < ? AND name = ''",
+                (first, first + n)).fetchone()[0]
+        finally:
+            con.close()
+        logs, temp = per.get("logs", 0), per.get("temp", 0)
+        if logs != stats["logs_deleted"] or dirs != self.tree.counts.caches or \
+                n != logs + temp or temp > stats["temp_files_deleted"] or \
+                n < stats["logs_deleted"] + stats["temp_files_deleted"] - 100 * dirs:
+            raise RuntimeError(f"run {run_id} recorded {per} ({dirs} directories) for "
+                               f"{stats['logs_deleted']} logs, {stats['temp_files_deleted']} "
+                               "temp files removed")
+        return {"run": run_id, "items": n, "logs": logs, "temp": temp, "directories": dirs}

@@ -8,7 +8,10 @@ beside each figure, and writes the same as JSON (.cache/bench/results.json).
   1. dry run of the logs/temp rules vs the equivalent ``find`` expression (wall time ratio);
   2. real run deleting the old files vs ``find ... -delete`` and ``systemd-tmpfiles --clean``;
   3. peak RSS of the engine at the small and the full tree size;
-  4. the tasks purge vs one plain DELETE while a simulated dashboard inserts every 10 ms.
+  4. the tasks purge vs one plain DELETE while a simulated dashboard inserts every 10 ms;
+  5. the history: the real run of part 2 with the history on vs off (every removed item
+     recorded: time ratio and peak RSS), and the history writer alone recording as many items
+     as the tree has files (tests/bench/history.py).
 
 Exit status: 0 when every goal is met, 1 when one is not, 2 when the benchmark itself failed.
 """
@@ -22,6 +25,7 @@ import traceback
 from pathlib import Path
 
 from files import FileBench
+from proc import run
 from report import REPO, Report, machine
 from tree import Tree
 
@@ -30,6 +34,8 @@ MB = 1024.0
 DRY_GOAL = 1.25
 REAL_GOAL = 1.10
 RSS_GOAL_MB = 40.0
+#: what the history's writes may add to a real run's time
+HISTORY_GOAL = 1.10
 #: "the same at 1M as at 100k": equal within this (a few MB of allocator noise)
 RSS_SAME_MB = 2.0
 
@@ -50,7 +56,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "quick 3)")
     p.add_argument("--real-repeat", type=int, help="rounds of the real runs (default 3, quick "
                    "1; each round deletes the old files three times and restores them)")
-    p.add_argument("--parts", default="1,2,3,4", help="which parts to run (default all)")
+    p.add_argument("--parts", default="1,2,3,4,5", help="which parts to run (default all)")
     p.add_argument("--dir", type=Path, default=REPO / ".cache" / "bench",
                    help="where generated data lives (default .cache/bench)")
     p.add_argument("--json", type=Path, help="results file (default DIR/results.json)")
@@ -118,6 +124,38 @@ def file_parts(a: argparse.Namespace, rep: Report) -> None:
                     f"{RSS_SAME_MB:.0f})", ok, b)
 
 
+def history_part(a: argparse.Namespace, rep: Report) -> None:
+    """5: what the history costs a real run (on vs off, same tree, same bench run), and
+    recording as many items as the big tree has files through the writer alone."""
+    big = Tree(a.dir / f"files-{a.files}", a.files)
+    big.ensure(log)
+    rounds = max(3, a.real_repeat)
+    log(f"== 5. history: real run with the history on vs off ({rounds} rounds, alternating)")
+    d = FileBench(a.dir, big, log).history_runs(rounds)
+    rep.details["5_history"] = d
+    ratio = float(d["ratio"])
+    on, off = d["on"], d["off"]
+    items = d["recorded"][-1]["items"]  # type: ignore[index]
+    rep.add("5", f"real run deleting {big.counts.old:,}, recording {items:,} items",
+            f"{on['median_s']:.1f}s vs {off['median_s']:.1f}s without = {ratio:.2f}x "
+            f"(cpu {float(d['cpu_ratio']):.2f}x)", f"<= {HISTORY_GOAL}x", ratio <= HISTORY_GOAL,
+            ratio)
+    rss = int(d["max_rss_kb"]) / MB
+    rep.add("5", "peak RSS of that run with the history", f"{rss:.1f} MB",
+            f"<= {RSS_GOAL_MB:.0f} MB", rss <= RSS_GOAL_MB, rss)
+    log(f"== 5b. history writer alone: {a.files:,} items")
+    script = Path(__file__).resolve().parent / "history.py"
+    out = a.dir / "history-writer.txt"
+    r = run([sys.executable, str(script), "--items", str(a.files)], capture=out, check=False)
+    text = out.read_text()
+    log(text.rstrip())
+    rep.details["5_history_writer"] = text.splitlines()
+    peak = next((x.split()[-2] for x in text.splitlines()
+                 if x.startswith("peak RSS, making and recording them")), "?")
+    rep.add("5", f"recording {a.files:,} removed items (the writer alone)", f"{peak} MB",
+            f"<= {RSS_GOAL_MB:.0f} MB", r.rc == 0)
+
+
 def _max_rss(detail: object, name: str) -> int | None:
     if not isinstance(detail, dict) or name not in detail:
         return None
@@ -148,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             file_parts(a, rep)
         if "4" in a.parts:
             task_part(a, rep)
+        if "5" in a.parts:
+            history_part(a, rep)
     except Exception:
         traceback.print_exc()
         rep.meta["error"] = traceback.format_exc()

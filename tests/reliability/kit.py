@@ -141,7 +141,8 @@ class Arena:
                if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID",
                             "PYTEST_CURRENT_TEST")}
         env.update(STATE_DIRECTORY=str(self.state), RUNTIME_DIRECTORY=str(self.run),
-                   ARCHITECT_CLEANUP_CONFIG=str(self.config), PYTHONDONTWRITEBYTECODE="1")
+                   ARCHITECT_CLEANUP_CONFIG=str(self.config), PYTHONDONTWRITEBYTECODE="1",
+                   ARCHITECT_CLEANUP_TEXTFILE_DIR=str(self.state) + "-textfile")
         env.update(extra)
         return env
 

@@ -207,7 +207,7 @@ def test_report_lists_the_history(demo: tuple[Path, Path, Path]) -> None:
     cli("run", "--force")
     code, out = cli("report")
     assert code == 0
-    rows = out.splitlines()[1:]
+    rows = out.split("Freed per day")[0].strip().splitlines()[2:]
     assert len(rows) == 2 and " dry " in rows[0] and " real " in rows[1]
     doc = json.loads(cli("report", "--json")[1])
     assert len(doc["history"]) == 2

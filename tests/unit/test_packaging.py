@@ -69,6 +69,9 @@ def test_the_shipped_config_lists_every_key_with_its_default_value() -> None:
     retention = _commented_retention(text)
     assert retention == dict(Config().backups.retention)
     shipped["backups"]["retention"] = retention
+    # the notification channels are arrays of tables an operator adds (shown commented)
+    shipped["notify"] |= {"email": [], "webhook": [], "apprise": []}
+    assert "#   [[notify.webhook]]" in text
     # the rules and the orphans' references are shipped as commented examples
     assert "#[[rules.files]]" in text and "#[[rules.tables]]" in text
     assert "\n#references = [" in text

@@ -82,7 +82,9 @@ def test_the_service_is_a_oneshot_with_notify_state_and_runtime_directories() ->
 def test_the_service_writes_only_to_the_data_roots_and_sees_the_real_tmp() -> None:
     s = _unit(check_units.SERVICE)
     assert s["Service.ProtectSystem"] == ["strict"]
-    assert s["Service.ReadWritePaths"] == ["-/srv/architect -/tmp"]
+    # and the metrics file for node_exporter's textfile collector, when it is installed
+    assert s["Service.ReadWritePaths"] == ["-/srv/architect -/tmp",
+                                           "-/var/lib/prometheus/node-exporter"]
     assert s.get("Service.PrivateTmp", ["no"]) == ["no"]
 
 
@@ -152,3 +154,65 @@ def test_check_units_script_passes_on_the_repository() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "architect-cleanup.service 2.0 <= 2.0" in proc.stdout
     assert "architect-cleanup-api.service" in proc.stdout
+
+
+# --- notifications: the units that deliver (the cleanup service itself has no network) -------
+
+NOTIFY_UNITS = (check_units.NOTIFY_SERVICE, check_units.FAILURE_SERVICE)
+
+
+def test_the_service_queues_notifications_and_hands_them_to_the_notify_units() -> None:
+    s = _unit(check_units.SERVICE)
+    assert s["Unit.OnFailure"] == ["architect-cleanup-failure@%n.service"]
+    assert s["Unit.OnSuccess"] == ["architect-cleanup-notify.service"]
+    assert s["Service.Environment"] == ["ARCHITECT_CLEANUP_NOTIFY=queue"]
+    assert s["Service.PrivateNetwork"] == ["yes"], "the cleanup itself never reaches the network"
+
+
+@pytest.mark.parametrize("name", NOTIFY_UNITS)
+def test_each_notify_unit_scores_at_most_2_0_in_systemd_analyze_security(name: str) -> None:
+    score, report = check_units.security(SYSTEMD / name)
+    assert score <= check_units.MAX_EXPOSURE, report
+
+
+def test_the_failure_unit_reports_the_failed_unit_named_by_its_instance() -> None:
+    s = _unit(check_units.FAILURE_SERVICE)
+    assert s["Service.ExecStart"] == ["/usr/bin/architect-cleanup notify --unit-failed %i"]
+    assert s["Service.Type"] == ["oneshot"]
+    assert "Install.WantedBy" not in s, "started by OnFailure=, never enabled"
+
+
+def test_the_notify_unit_delivers_the_outbox_only_when_it_holds_something() -> None:
+    s = _unit(check_units.NOTIFY_SERVICE)
+    assert s["Service.ExecStart"] == ["/usr/bin/architect-cleanup notify --deliver"]
+    assert s["Unit.ConditionDirectoryNotEmpty"] == ["/var/lib/architect-cleanup/outbox"]
+    assert "Install.WantedBy" not in s
+
+
+@pytest.mark.parametrize("name", NOTIFY_UNITS)
+def test_the_notify_units_reach_the_network_and_the_state_directory_only(name: str) -> None:
+    s = _unit(name)
+    assert s["Service.PrivateNetwork"] == ["no"]
+    assert s["Service.RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    assert s["Service.StateDirectory"] == ["architect-cleanup"]
+    assert s["Service.ProtectSystem"] == ["strict"]
+    assert s["Service.CapabilityBoundingSet"] == ["CAP_DAC_OVERRIDE"]
+    assert s["Service.NoNewPrivileges"] == ["yes"]
+    text = (SYSTEMD / name).read_text().splitlines()
+    for setting in ("PrivateNetwork=no", "CapabilityBoundingSet=", "ReadWritePaths="):
+        at = next(i for i, line in enumerate(text) if line.startswith(setting))
+        comment = []
+        for line in reversed(text[:at]):
+            if not line.startswith("#"):
+                break
+            comment.append(line)
+        assert any("Relaxed on purpose" in c for c in comment), (name, setting)
+
+
+def test_the_package_installs_the_notify_units_but_enables_only_the_timer() -> None:
+    install = (REPO / "packaging/debian/architect-cleanup.install").read_text()
+    for name in NOTIFY_UNITS:
+        assert f"systemd/{name} lib/systemd/system/" in install
+    rules = (REPO / "packaging/debian/rules").read_text()
+    line = next(x for x in rules.splitlines() if "dh_installsystemd -parchitect-cleanup " in x)
+    assert line.split()[2:] == ["architect-cleanup.timer"]

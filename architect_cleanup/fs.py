@@ -779,6 +779,11 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
                             unlink_checked(d, entry.name, st)
                         except FileNotFoundError:
                             continue
+                        except Changed as exc:  # replaced since the listing: kept
+                            kept[0] = True
+                            res.kept += 1
+                            res.errors.append(str(exc))
+                            continue
                         except OSError as exc:
                             if exc.errno == errno.EROFS:
                                 res.readonly = res.readonly or d.join(entry.name)
@@ -786,7 +791,7 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
                             kept[0] = True
                             res.kept += 1
                             res.errors.append(f"{display(d.join(entry.name))}: "
-                                              f"{getattr(exc, 'strerror', None) or exc}")
+                                              f"{exc.strerror or exc}")
                             continue
                     res.files += 1
                     res.bytes += nbytes

@@ -324,10 +324,12 @@ class FileTarget(Target):
 
     def _kept_at_last_moment(self, ctx: RunContext, result: TargetResult, path: str,
                              st: os.stat_result, why_keep: Hold, rule: str,
-                             part: str | None = None) -> None:
-        """Count and report a file a rule would remove that a last-moment reason keeps."""
+                             part: str | None = None,
+                             culprit: tuple[str, os.stat_result] | None = None) -> None:
+        """Count and report a file a rule would remove that a last-moment reason keeps
+        (*culprit*: the sibling the reason is about, when it is not the file itself)."""
         if why_keep is Hold.FUTURE:
-            self._warn_future(path, st, ctx)
+            self._warn_future(*(culprit or (path, st)), ctx)
         result.skipped += 1
         self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {rule}", part)
 
@@ -362,11 +364,14 @@ class FileTarget(Target):
         files must not pay for a million formatted strings). Counts the file in *result*
         (also in a dry run); returns True when it is (would be) gone."""
         why_keep = self.last_moment_keep(ctx, st)
-        for _, sib_st in siblings:
-            why_keep = why_keep or self.last_moment_keep(ctx, sib_st)
+        culprit = None
+        for sib_name, sib_st in siblings:
+            if why_keep is None:
+                why_keep = self.last_moment_keep(ctx, sib_st)
+                culprit = (d.join(sib_name), sib_st)
         if why_keep is not None:
             self._kept_at_last_moment(ctx, result, d.join(name), st, why_keep, _text(reason),
-                                      part)
+                                      part, culprit)
             return False
         size = freed_bytes(st)
         for _, sib_st in siblings:
@@ -431,7 +436,9 @@ def on_readonly_fs(path: str) -> bool:
 def unique_dirs(dirs: tuple[str, ...]) -> list[str]:
     """Configured relative directories without duplicates or ones nested in another listed one
     (a file must be judged once, or a dry run would count it twice)."""
-    norm = sorted({os.path.normpath(x) for x in dirs}, key=lambda p: (p.count("/"), p))
+    # "." (the whole root) first: it holds every other one ("-x" sorts before ".")
+    norm = sorted({os.path.normpath(x) for x in dirs},
+                  key=lambda p: (p != ".", p.count("/"), p))
     out: list[str] = []
     for p in norm:
         if any(q in (".", p) or p.startswith(q + "/") for q in out):

@@ -1,0 +1,270 @@
+"""Every way the per-file judgement (targets/base.py, through the logs target) can decide, in
+one directory, with the exact decision, reason and count of each: old, young, in the future,
+not a regular file, protected, owned by the backups target, held open, vanished, replaced and
+refused at the last moment. Written against the mutation run of issue 24 (tests/mutation):
+a run that crashes, miscounts or words a reason differently fails here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from architect_cleanup import worker as worker_mod
+from architect_cleanup.fs import OpenFiles
+from architect_cleanup.journal import MESSAGE_IDS
+from architect_cleanup.targets.base import READONLY_HINT, Decision, on_readonly_fs
+from architect_cleanup.worker import CleanupWorker
+
+from conftest import DAY, HOUR, NOW, make_config, touch
+
+#: file name -> what happens to it at the last moment (right before its unlink)
+LastMoment = dict[str, Callable[[Path], None]]
+
+
+@pytest.fixture
+def last_moment(monkeypatch: pytest.MonkeyPatch) -> LastMoment:
+    """Actions run by the open-file check, which runs right before each unlink."""
+    actions: LastMoment = {}
+
+    class Hook(OpenFiles):
+        def is_open(self, st: os.stat_result) -> bool:
+            for name, act in list(actions.items()):
+                p = Path(act.__dict__.get("dir", "")) / name
+                try:
+                    if os.lstat(p).st_ino == st.st_ino:
+                        del actions[name]
+                        act(p)
+                except FileNotFoundError:
+                    pass
+            return super().is_open(st)
+
+    monkeypatch.setattr(worker_mod, "OpenFiles", Hook)
+    return actions
+
+
+def at(d: Path, act: Callable[[Path], None]) -> Callable[[Path], None]:
+    act.__dict__["dir"] = str(d)
+    return act
+
+
+def vanish(p: Path) -> None:
+    os.unlink(p)
+
+
+def replace(p: Path) -> None:
+    touch(p.with_name(".new"), 0, data=b"new")
+    os.rename(p.with_name(".new"), p)
+
+
+def run(cfg: Any, *, dry: bool = False) -> tuple[Any, dict[str, Decision]]:
+    seen: list[Decision] = []
+    stats = CleanupWorker(dry_run=dry, config=cfg, now=NOW, only=["logs"],
+                          on_decision=seen.append).run_cleanup()
+    return stats, {os.path.basename(d.path): d for d in seen}
+
+
+def test_each_kind_of_file_gets_its_decision_reason_and_count(
+        srv: Path, last_moment: LastMoment, caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "logs"
+    touch(d / "old.log", 40 * DAY, size=5)
+    touch(d / "old2.log.1", 3 * DAY + 1, size=7)
+    touch(d / "young.log", DAY)
+    touch(d / "ahead.log", -2 * HOUR)  # two hours in the future
+    touch(d / "architect_worker.log", 400 * DAY)
+    os.mkfifo(d / "pipe.log")
+    touch(d / "held.log", 40 * DAY, size=11)
+    touch(d / "held2.log", 40 * DAY, size=11)
+    touch(d / "gone.log", 40 * DAY, size=13)
+    touch(d / "swapped.log", 40 * DAY, size=17)
+    touch(srv / "data" / "prod" / "backups" / "x.log.bak", 400 * DAY)  # the backups'
+    last_moment["gone.log"] = at(d, vanish)
+    last_moment["swapped.log"] = at(d, replace)
+    fds = [os.open(d / n, os.O_RDONLY) for n in ("held.log", "held2.log")]
+    caplog.set_level(logging.WARNING, logger="architect_cleanup")
+    try:
+        stats, got = run(make_config(srv, logs={"max_age": "3d"}))
+    finally:
+        for fd in fds:
+            os.close(fd)
+    t = stats.targets["logs"]
+    assert t.status == "ok"
+    assert {n: (dec.remove, dec.reason) for n, dec in got.items()} == {
+        "old.log": (True, "40 days old > 3d"),
+        "old2.log.1": (True, "3 days old > 3d"),
+        "young.log": (False, "24 hours old, within 3d"),
+        "ahead.log": (False, "modified in the future"),
+        "architect_worker.log": (False, "active worker log (logs.protect)"),
+        "pipe.log": (False, "not a regular file"),
+        "held.log": (False, "open by a running process; a rule would remove it: "
+                            "40 days old > 3d"),
+        "held2.log": (False, "open by a running process; a rule would remove it: "
+                             "40 days old > 3d"),
+        "gone.log": (False, "vanished before removal"),
+        "swapped.log": (False, "changed since it was checked"),
+    }
+    assert (t.removed, t.bytes, t.kept, t.skipped) == (2, 12, 6, 4)
+    assert {dec.target for dec in got.values()} == {"logs"}
+    assert t.errors == [f"{d}/swapped.log: changed since it was checked"]
+    assert sorted(os.listdir(d)) == ["ahead.log", "architect_worker.log", "held.log",
+                                     "held2.log", "pipe.log", "swapped.log", "young.log"]
+    assert (srv / "data" / "prod" / "backups" / "x.log.bak").exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                and "in the future" in r.getMessage()]
+    assert warnings == [f"logs: {d}/ahead.log is modified 2h in the future; kept"]
+
+
+def test_a_dry_run_decides_the_same_without_the_last_moment(srv: Path) -> None:
+    d = srv / "logs"
+    touch(d / "old.log", 40 * DAY, size=5)
+    touch(d / "young.log", DAY)
+    stats, got = run(make_config(srv), dry=True)
+    assert {n: (dec.remove, dec.reason, dec.size) for n, dec in got.items()} == {
+        "old.log": (True, "40 days old > 30d", 5),
+        "young.log": (False, "24 hours old, within 30d", 0),
+    }
+    assert str(got["old.log"]) == f"remove logs    {d}/old.log (40 days old > 30d)"
+    assert str(got["young.log"]) == f"keep   logs    {d}/young.log (24 hours old, within 30d)"
+    t = stats.targets["logs"]
+    assert (t.removed, t.bytes, t.kept, t.skipped, t.status) == (1, 5, 1, 0, "ok")
+    assert (d / "old.log").exists()
+
+
+def test_a_file_held_open_at_the_last_moment_is_kept_in_every_mode(srv: Path) -> None:
+    d = srv / "logs"
+    touch(d / "held.log", 40 * DAY, size=3)
+    fd = os.open(d / "held.log", os.O_RDONLY)
+    try:
+        for dry in (True, False):
+            stats, got = run(make_config(srv), dry=dry)
+            assert not got["held.log"].remove
+            assert stats.targets["logs"].skipped == 1
+    finally:
+        os.close(fd)
+    assert (d / "held.log").exists()
+
+
+def test_with_skip_open_files_off_an_open_file_goes(srv: Path) -> None:
+    d = srv / "logs"
+    touch(d / "held.log", 40 * DAY, size=3)
+    fd = os.open(d / "held.log", os.O_RDONLY)
+    try:
+        _, got = run(make_config(srv, safety={"skip_open_files": False}))
+    finally:
+        os.close(fd)
+    assert got["held.log"].remove and not (d / "held.log").exists()
+
+
+def test_only_the_first_ten_future_files_are_warned_about(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "logs"
+    for i in range(12):
+        touch(d / f"ahead{i:02d}.log", -DAY)
+    caplog.set_level(logging.WARNING, logger="architect_cleanup")
+    stats, _ = run(make_config(srv))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 10
+    assert all(w.endswith(" is modified 1d in the future; kept") for w in warnings)
+    assert stats.targets["logs"].kept == 12
+
+
+def test_a_file_a_few_minutes_ahead_is_judged_like_any_young_file(srv: Path) -> None:
+    d = srv / "logs"
+    touch(d / "skew.log", -299)  # within the 5 minutes of slack
+    touch(d / "ahead.log", -301)
+    _, got = run(make_config(srv))
+    assert got["skew.log"].reason == "-5 minutes old, within 30d" or \
+        got["skew.log"].reason == "0 minutes old, within 30d"
+    assert got["ahead.log"].reason == "modified in the future"
+
+
+# --- a read-only file system -----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_root(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    mnt = tmp_path / "srv"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_read_only_file_system_is_reported_once_with_the_hint(
+        small_root: Path, last_moment: LastMoment, caplog: pytest.LogCaptureFixture) -> None:
+    """The file system turns read-only during the run (as under ProtectSystem=strict when a
+    path is outside ReadWritePaths=): each refused unlink is an error, the first with the
+    hint, and one readonly_path journal entry is written."""
+    d = small_root / "logs"
+    for i in range(3):
+        touch(d / f"old{i}.log", 40 * DAY, size=1)
+
+    def remount(_p: Path) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_root)], check=True)
+
+    last_moment["old0.log"] = at(d, remount)
+    caplog.set_level(logging.ERROR, logger="architect_cleanup")
+    stats, got = run(make_config(small_root))
+    assert on_readonly_fs(str(small_root))
+    t = stats.targets["logs"]
+    assert t.status == "failed"
+    assert t.message == ("3 item(s) not removed: read-only file system, outside the "
+                         "service's writable paths (ReadWritePaths=)")
+    assert (t.removed, t.skipped) == (0, 3)
+    assert [got[f"old{i}.log"].remove for i in range(3)] == [False] * 3
+    assert {got[f"old{i}.log"].target for i in range(3)} == {"logs"}
+    first = t.errors[0].split(": ")[0]  # the first refused unlink (in listing order)
+    assert sorted(t.errors) == sorted(
+        f"{d}/old{i}.log: Read-only file system"
+        + (READONLY_HINT if f"{d}/old{i}.log" == first else "") for i in range(3))
+    assert {got[f"old{i}.log"].reason for i in range(3)} == {
+        "removal failed: Read-only file system"}
+    entries = [r for r in caplog.records if r.name == "architect_cleanup.targets.base"]
+    assert len(entries) == 1
+    assert entries[0].getMessage() == f"logs: {first} is on a read-only file system" \
+        + READONLY_HINT
+    assert ("logs", first) == (entries[0].CLEANUP_TARGET, entries[0].CLEANUP_PATH)
+    assert MESSAGE_IDS["readonly_path"].hex == entries[0].MESSAGE_ID
+
+
+def test_on_readonly_fs_tells_a_read_only_mount(tmp_path: Path) -> None:
+    assert not on_readonly_fs(str(tmp_path))
+    assert not on_readonly_fs(str(tmp_path / "missing"))
+
+
+@pytest.fixture
+def bind_mounted(tmp_path: Path) -> Iterator[list[Path]]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    mounted: list[Path] = []
+    yield mounted
+    for p in mounted:
+        subprocess.run(["umount", str(p)], check=False)
+
+
+def test_a_refused_unlink_is_an_error_with_its_reason_and_no_hint(
+        srv: Path, bind_mounted: list[Path]) -> None:
+    """A file something is mounted over cannot be unlinked (EBUSY): counted as skipped, an
+    error naming it, and no read-only hint."""
+    d = srv / "logs"
+    busy = touch(d / "busy.log", 40 * DAY, size=1)
+    source = touch(srv / "elsewhere.txt", 40 * DAY, size=2)
+    subprocess.run(["mount", "--bind", str(source), str(busy)], check=True)
+    bind_mounted.append(busy)
+    touch(d / "plain.log", 40 * DAY, size=4)
+    stats, got = run(make_config(srv))
+    t = stats.targets["logs"]
+    assert t.errors == [f"{busy}: Device or resource busy"]
+    assert (got["busy.log"].remove, got["busy.log"].reason, got["busy.log"].target) == (
+        False, "removal failed: Device or resource busy", "logs")
+    assert (t.removed, t.bytes, t.skipped) == (1, 4, 1)
+    assert busy.exists()

@@ -24,7 +24,8 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
 	restic python3-cryptography time findutils \
 	python3-zstandard python3-boto3 zstd \
-	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all help2man \
+	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all groff-base man-db \
+	bash-completion \
 	lintian fakeroot systemd systemd-container mmdebstrap \
 	python3-prometheus-client prometheus \
 	python3-aiosmtpd msmtp openssl

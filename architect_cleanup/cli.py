@@ -1,7 +1,13 @@
 """The ``architect-cleanup`` command: argparse, exit codes, and the only place that prints.
 
+A person can never delete by looking (SPEC 4.1): ``run`` and ``plan`` are previews whatever
+the configuration says; only ``run --force`` cleans, and on a terminal it shows the preview
+and asks first (``--yes`` skips the question). The service passes ``--scheduled``: only
+then does the configuration's ``dry_run`` decide.
+
 Exit codes: 0 every target ok; 1 some target failed (or the state could not be written);
-2 usage or configuration error; 75 another run holds the lock (EX_TEMPFAIL).
+2 usage or configuration error; 75 another run holds the lock (EX_TEMPFAIL); 77 not permitted
+(run by a user who may not take the run lock, e.g. the dashboard's: EX_NOPERM).
 """
 
 from __future__ import annotations
@@ -13,27 +19,37 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 import tomli_w
 
-from architect_cleanup import __version__, alerts, history, migrate, quarantine, reports, systemctl
+from architect_cleanup import (
+    __version__,
+    alerts,
+    backup_cli,
+    history,
+    migrate,
+    preflight,
+    quarantine,
+    reports,
+    systemctl,
+)
 from architect_cleanup.config import Config, ConfigError, load_config, parse_duration
 from architect_cleanup.fs import FsError, display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
 from architect_cleanup.lock import LockHeld, LockUnusable, RunLock, lock_path
 from architect_cleanup.state import StateStore, state_dir
-from architect_cleanup.stats import CleanupStats
+from architect_cleanup.stats import CleanupStats, action, mib
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import REGISTRY, Decision, ordered
 from architect_cleanup.targets.rules import describe_rules
-from architect_cleanup.worker import CleanupWorker
+from architect_cleanup.worker import ROW_TARGETS, CleanupWorker
 
 log = logging.getLogger("architect_cleanup.cli")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 75
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_NOPERM = 0, 1, 2, 75, 77
 
 
 def _positive(text: str) -> int:
@@ -63,15 +79,26 @@ def _targets(text: str) -> list[str]:
     return names
 
 
-def _run_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: str = ""
-                 ) -> None:
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", dest=prefix + "dry_run", action="store_true", default=None,
-                      help="only report what would be removed (the default)")
-    mode.add_argument("--force", dest=prefix + "force", action="store_true", default=None,
-                      help="really remove (overrides dry_run in the config)")
+def _run_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: str = "",
+                 *, modes: bool = True) -> None:
+    if modes:
+        mode = p.add_mutually_exclusive_group()
+        mode.add_argument("--dry-run", dest=prefix + "dry_run", action="store_true",
+                          default=None,
+                          help="only show what would be removed (the default, whatever the "
+                               "configuration says)")
+        mode.add_argument("--force", dest=prefix + "force", action="store_true", default=None,
+                          help="really remove; on a terminal the preview is shown and you "
+                               "are asked first")
+        mode.add_argument("--scheduled", dest=prefix + "scheduled", action="store_true",
+                          default=None,
+                          help="a scheduled run (the service passes it): the configuration's "
+                               "dry_run decides")
+        p.add_argument("-y", "--yes", dest=prefix + "yes", action="store_true",
+                       help="with --force: do not ask for confirmation")
     p.add_argument("--keep", dest=prefix + "keep", type=_positive, metavar="N",
-                   help="keep the newest N backups in every environment")
+                   help="keep the newest N backups in every environment (replaces any "
+                        "backups.policy for this run)")
     p.add_argument("--days", dest=prefix + "days", type=_positive, metavar="N",
                    help="age limit in days for logs and tasks")
     p.add_argument("--json", dest=prefix + "json", action="store_true",
@@ -83,7 +110,8 @@ def _run_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: s
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="architect-cleanup",
-        description="Storage retention for Architect Dashboard servers (dry run by default).",
+        description="Storage retention for Architect Dashboard servers. `run` and `plan` only "
+                    "preview; `run --force` cleans.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="PATH",
                    help="configuration file (default $ARCHITECT_CLEANUP_CONFIG or "
@@ -99,13 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="disable and stop architect-cleanup.timer")
 
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", help="run the cleanup once",
-                         description="run the cleanup once")
+    run = sub.add_parser("run", help="preview the cleanup; with --force, clean",
+                         description="preview the cleanup (nothing is changed); with --force, "
+                                     "clean")
     _run_options(run)
-    run.add_argument("--only", type=_targets, metavar="TARGET,...",
-                     help=f"run only these targets ({', '.join(ordered())})")
-    run.add_argument("--source", choices=("cli", "timer"), default="cli",
-                     help=argparse.SUPPRESS)
+    plan = sub.add_parser("plan", help="preview the cleanup (same as `run` without --force)",
+                          description="preview the cleanup: what a real run would remove, "
+                                      "and why; nothing is changed")
+    _run_options(plan, modes=False)
+    for sp in (run, plan):
+        sp.add_argument("--only", type=_targets, metavar="TARGET,...",
+                        help=f"only these targets ({', '.join(ordered())})")
     st = sub.add_parser("status", help="last run, timer and a run in progress",
                         description="last run, timer and a run in progress")
     st.add_argument("--json", action="store_true")
@@ -143,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--json", action="store_true")
     mig.add_argument("--rootdir", default="/", metavar="DIR",
                      help="look for the original worker's files below DIR (default /)")
+    backups = backup_cli.add_parser(sub)
     ntf = sub.add_parser(
         "notify", help="send notifications ([notify] in the configuration)",
         description="send notifications: a test message, a failed unit's, or the outbox")
@@ -156,10 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     quar = _quarantine_parser(sub)
     # `--help` (and the manual page, made from it by help2man) lists each command's options.
     lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
-             f"      {sp.description}\n" for sp in (run, st, chk, rep, mig, ntf, *quar)]
+             f"      {sp.description}\n" for sp in (run, plan, st, chk, rep, mig, ntf,
+                                                       *backups, *quar)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
-                "75 already running")
+                "75 already running, 77 not permitted (run as root)")
     return p
 
 
@@ -179,10 +213,68 @@ class _Stop:
         return self.signum != 0
 
 
+def run_mode(args: argparse.Namespace, cfg: Config,
+             environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
+    """(dry run?, source) of a run command.
+
+    A person's ``run`` previews unless ``--force`` (SPEC 4.1: the configuration's ``dry_run``
+    never makes a typed command delete). ``--scheduled`` (the service's flag) follows the
+    configuration; the source is "timer" when a timer started the service (systemd sets
+    ``$TRIGGER_UNIT`` then), else "systemctl" (``systemctl start``)."""
+    if getattr(args, "scheduled", None):
+        environ = os.environ if environ is None else environ
+        trigger = environ.get("TRIGGER_UNIT", "")
+        return cfg.dry_run, "timer" if trigger.endswith(".timer") else "systemctl"
+    return not getattr(args, "force", None), "cli"
+
+
+def _interactive(out: TextIO) -> bool:
+    try:
+        return sys.stdin.isatty() and out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
-    dry = True if args.dry_run else False if args.force else cfg.dry_run
+    dry, source = run_mode(args, cfg)
+    if not dry and source == "cli" and not getattr(args, "yes", False) and _interactive(out):
+        code = _preview_and_confirm(args, cfg, out)
+        if code is not None:
+            return code
+    return _run(args, cfg, out, dry=dry, source=source)
+
+
+def _preview_and_confirm(args: argparse.Namespace, cfg: Config, out: TextIO) -> int | None:
+    """``run --force`` on a terminal: the preview, then a question. None to go ahead, else
+    the exit code (nothing was changed)."""
+    print("Preview (nothing is changed yet):", file=out)
+    code = _run(args, cfg, out, dry=True, source="cli", record=False, hint=False)
+    stats = _LAST.get("stats")
+    if code == EXIT_LOCKED or stats is None:
+        return code
+    items = sum(t.removed for t in stats.targets.values())
+    if not items:
+        print("\nNothing to remove: nothing was changed.", file=out)
+        return code
+    out.write(f"\nRemove these {items:,} items ({mib(stats.space_freed)}) now? "
+              "Each is checked again first. [y/N] ")
+    out.flush()
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        print("Nothing was removed.", file=out)
+        return EXIT_OK
+    return None
+
+
+#: the stats of the last run of _run (for the confirmation, which reads the preview's)
+_LAST: dict[str, CleanupStats] = {}
+
+
+def _run(args: argparse.Namespace, cfg: Config, out: TextIO, *, dry: bool, source: str,
+         record: bool = True, hint: bool = True) -> int:
     to_journal = stream_is_journal(out)
     verbose_out = sys.stderr if args.json else out
+    _LAST.clear()
 
     def show_decision(d: Decision) -> None:
         # Flushed at once into the journal, or the buffered lines would land after the
@@ -194,9 +286,9 @@ def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     try:
         worker = CleanupWorker(dry_run=dry, backup_retention=args.keep, log_age_days=args.days,
                                task_age_days=args.days, config=cfg, only=args.only,
-                               source=args.source,
+                               source=source, record_state=record,
                                on_decision=show_decision if args.verbose else None,
-                               should_stop=stop.requested)
+                               should_stop=stop.requested, collect_items=args.json)
         stats = worker.run_cleanup()
     except ConfigError as exc:
         _error("\n".join(exc.lines()))
@@ -211,13 +303,16 @@ def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
             print(json.dumps({"success": False, "dry_run": dry, "message": str(exc),
                               "locked_by": exc.pid}), file=out)
         return EXIT_LOCKED
+    except PermissionError as exc:  # e.g. the lock, run as the dashboard's user
+        return _permission_error(exc, args, dry, out)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    _LAST["stats"] = stats
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2), file=out)
     elif not to_journal:
-        print_summary(stats, out)
+        print_summary(stats, out, replaced=_replaced_policies(cfg, args.keep), hint=hint)
     code = EXIT_OK if stats.success and not stats.state_error else EXIT_FAILED
     if stop.signum:
         # Stopped cleanly between items: die by the same signal, as systemd expects.
@@ -227,38 +322,79 @@ def cmd_run(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     return code
 
 
-def print_summary(stats: CleanupStats, out: TextIO) -> None:
-    verb = "would remove" if stats.dry_run else "removed"
+def _permission_error(exc: PermissionError, args: argparse.Namespace, dry: bool,
+                      out: TextIO) -> int:
+    where = f" {exc.filename}" if exc.filename else ""
+    text = (f"cannot take the run lock{where}: {exc.strerror or exc}; run it as root "
+            "(sudo architect-cleanup ...), as the service does")
+    _error(text)
+    if args.json:
+        print(json.dumps({"success": False, "dry_run": dry, "message": text}), file=out)
+    return EXIT_NOPERM
+
+
+def _replaced_policies(cfg: Config, keep: int | None) -> list[str]:
+    """The environments whose backups.policy table ``--keep`` replaces for this run."""
+    return [] if keep is None else sorted(cfg.backups.policy)
+
+
+def print_summary(stats: CleanupStats, out: TextIO, *, replaced: Sequence[str] = (),
+                  hint: bool = True) -> None:
+    failures: dict[str, str] = {}  # message -> the first target that failed with it
+    said: set[str] = set()  # notes and errors already printed (a missing database: 3 targets)
     for name, t in stats.targets.items():
-        if t.status in ("ok", "failed"):
-            line = (f"  {name:<8} {t.status:<7} {verb} {t.removed:,} "
-                    f"({t.bytes / 1048576:.1f} MB), kept {t.kept:,}")
+        verb = action(name, stats.dry_run)
+        if t.status in ("ok", "failed", "stopped"):
+            size = f" ({mib(t.bytes)})" if t.bytes or name not in ROW_TARGETS else ""
+            line = f"  {name:<8} {t.status:<7} {verb} {t.removed:,}{size}, kept {t.kept:,}"
             if t.errors:
                 line += f", {len(t.errors)} errors"
             if t.failed:
-                line = f"  {name:<8} FAILED  {display(t.message)}"
+                first = failures.setdefault(t.message, name)
+                line = (f"  {name:<8} FAILED  {display(t.message)}" if first == name
+                        else f"  {name:<8} FAILED  (as {first})")
         else:
             line = f"  {name:<8} {t.status:<7} {display(t.message)}"
         print(line, file=out)
-        for note in t.notes[:5]:
+        notes = [n for n in t.notes if n not in said]
+        said.update(notes)
+        for note in notes[:5]:
             print(f"           note: {display(note)}", file=out)
-        for err in t.errors[:5]:
+        if len(notes) > 5:
+            print(f"           ({len(notes) - 5} more notes: --json lists them)", file=out)
+        errors = [e for e in t.errors if e not in said and e != t.message]
+        said.update(errors)
+        for err in errors[:5]:
             print(f"           error: {display(err)}", file=out)
+    for env in replaced:
+        print(f"  note: --keep replaced backups.policy.{env} for this run", file=out)
     print(file=out)
     print("Cleanup Summary:", file=out)
     if stats.dry_run:
-        print("  Mode: DRY RUN - nothing was changed (use --force to clean)", file=out)
-    print(f"  Backups deleted: {stats.backups_deleted}", file=out)
-    print(f"  Logs deleted: {stats.logs_deleted}", file=out)
-    print(f"  Tasks deleted: {stats.tasks_deleted}", file=out)
-    print(f"  Errors deleted: {stats.errors_deleted}", file=out)
-    print(f"  Prompts deleted: {stats.prompts_deleted}", file=out)
-    print(f"  Temp files deleted: {stats.temp_files_deleted}", file=out)
-    print(f"  Space freed: {stats.space_freed_mb} MB", file=out)
+        print("  Mode: PREVIEW (dry run) - nothing was changed", file=out)
+        print(f"  Would delete backups: {stats.backups_deleted}", file=out)
+        print(f"  Would delete logs: {stats.logs_deleted}", file=out)
+        print(f"  Would delete tasks: {stats.tasks_deleted}", file=out)
+        print(f"  Would delete errors: {stats.errors_deleted}", file=out)
+        print(f"  Would archive prompts: {stats.prompts_deleted}", file=out)
+        print(f"  Would delete temp files: {stats.temp_files_deleted}", file=out)
+        print(f"  Would free: {mib(stats.space_freed)}", file=out)
+    else:
+        print(f"  Backups deleted: {stats.backups_deleted}", file=out)
+        print(f"  Logs deleted: {stats.logs_deleted}", file=out)
+        print(f"  Tasks deleted: {stats.tasks_deleted}", file=out)
+        print(f"  Errors deleted: {stats.errors_deleted}", file=out)
+        print(f"  Prompts archived: {stats.prompts_deleted}", file=out)
+        print(f"  Temp files deleted: {stats.temp_files_deleted}", file=out)
+        print(f"  Space freed: {mib(stats.space_freed)}", file=out)
     if stats.state_error:
         print(f"  State: {display(stats.state_error)}", file=out)
-    if not stats.success:
+    if stats.stopped:
+        print("  Stopped on request before the end", file=out)
+    if stats.failed_targets:
         print(f"  Failed: {', '.join(stats.failed_targets)}", file=out)
+    if stats.dry_run and hint:
+        print("  To clean: architect-cleanup run --force", file=out)
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
@@ -285,6 +421,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
               file=out)
         print(f"Service:     {sd['service_state']} (last result: {sd['service_result']})",
               file=out)
+    for warning in doc["warnings"]:
+        print(f"Warning:     {display(warning)}", file=out)
     pid = doc["daemon_pid"]
     print(f"Running now: {f'yes, PID {pid}' if pid else 'no'}", file=out)
     for i, fc in enumerate(doc["forecast"]):
@@ -319,12 +457,24 @@ def dashboard_lock_lines(locks: object) -> list[str]:
 
 
 def cmd_config_check(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    """The effective configuration, after the checks a run would otherwise meet late: the
+    root exists, the databases exist, the root lies in the service's ReadWritePaths=."""
     doc = cfg.to_dict()
     rules = describe_rules(cfg)
+    findings = preflight.check(cfg, preflight.service_writable_paths())
+    errors = [f.text for f in findings if f.level == "error"]
+    warnings = [f.text for f in findings if f.level == "warning"]
     if args.json:
-        print(json.dumps({"valid": True, "sources": list(cfg.sources), "config": doc,
-                          "rules": rules}, indent=2), file=out)
-        return EXIT_OK
+        print(json.dumps({"valid": not errors, "sources": list(cfg.sources), "config": doc,
+                          "errors": errors, "warnings": warnings, "rules": rules},
+                         indent=2), file=out)
+        return EXIT_USAGE if errors else EXIT_OK
+    for text in errors:
+        _error(text)
+    for text in warnings:
+        print(f"architect-cleanup: warning: {display(text)}", file=sys.stderr)
+    if errors:
+        return EXIT_USAGE
     srcs = ", ".join(cfg.sources) or "built-in defaults (no configuration file found)"
     print(f"# configuration is valid; read from: {srcs}", file=out)
     print(tomli_w.dumps(doc), end="", file=out)
@@ -392,25 +542,27 @@ def _report_runs(args: argparse.Namespace, conn: sqlite3.Connection, since: date
     if not runs:
         print("  none", file=out)
     else:
-        print(f"  {'started (UTC)':<26}{'mode':<6}{'source':<9}{'result':<12}{'items':>9}"
-              f"{'MB':>10}  {'kept':>8}", file=out)
+        print(f"  {'started (UTC)':<26}{'mode':<9}{'source':<10}{'result':<12}{'items':>9}"
+              f"{'freed MiB':>11}{'would free MiB':>16}  {'kept':>8}", file=out)
         for r in runs:
-            print(f"  {r.started_at:<26}{'dry' if r.dry_run else 'real':<6}"
-                  f"{_cell(r.source):<9}{_cell(r.status):<12}{r.removed:>9,}"
-                  f"{r.bytes / 1048576:>10.1f}  {r.kept:>8,}", file=out)
+            size = f"{r.bytes / 1048576:.1f}"
+            real, preview = ("", size) if r.dry_run else (size, "")
+            print(f"  {r.started_at:<26}{'preview' if r.dry_run else 'real':<9}"
+                  f"{_cell(r.source):<10}{_cell(r.status):<12}{r.removed:>9,}"
+                  f"{real:>11}{preview:>16}  {r.kept:>8,}", file=out)
     print(f"\nFreed per {args.per} (real runs):", file=out)
     if not freed:
         print("  nothing", file=out)
     for f in freed:
         print(f"  {f.period:<12}{f.target:<9}{f.runs:>4} runs{f.items:>10,} items"
-              f"{f.bytes / 1048576:>10.1f} MB", file=out)
+              f"{f.bytes / 1048576:>10.1f} MiB", file=out)
     print("\nGrowth per day:", file=out)
     if not growth:
         print("  no samples", file=out)
     for g in growth:
         change = ("" if g.growth_per_day is None
-                  else f"{g.growth_per_day / 1048576:+10.1f} MB/day")
-        print(f"  {g.day:<12}{_cell(g.category):<24}{g.bytes / 1048576:>10.1f} MB{change}",
+                  else f"{g.growth_per_day / 1048576:+10.1f} MiB/day")
+        print(f"  {g.day:<12}{_cell(g.category):<24}{g.bytes / 1048576:>10.1f} MiB{change}",
               file=out)
     print("\nForecast:", file=out)
     if not forecasts:
@@ -418,6 +570,10 @@ def _report_runs(args: argparse.Namespace, conn: sqlite3.Connection, since: date
     for fc in forecasts:
         print(f"  {_cell(fc.line())}", file=out)
     return EXIT_OK
+
+
+#: what a preview's recorded item says it would have done
+_WOULD = {"removed": "would remove", "archived": "would archive"}
 
 
 def _report_items(args: argparse.Namespace, conn: sqlite3.Connection, since: datetime,
@@ -437,11 +593,12 @@ def _report_items(args: argparse.Namespace, conn: sqlite3.Connection, since: dat
     n = 0
     for row in rows:
         if not n:
-            print(f"{'run started (UTC)':<26}{'mode':<6}{'action':<9}{'target':<9}"
+            print(f"{'run started (UTC)':<26}{'mode':<9}{'action':<14}{'target':<9}"
                   f"{'env':<9}{'size':>12}  path  (reason)", file=out)
         n += 1
-        print(f"{row.run_started_at:<26}{'dry' if row.dry_run else 'real':<6}"
-              f"{'would' if row.dry_run and row.action == 'removed' else row.action:<9}"
+        verb = _WOULD.get(row.action, row.action) if row.dry_run else row.action
+        print(f"{row.run_started_at:<26}{'preview' if row.dry_run else 'real':<9}"
+              f"{verb:<14}"
               f"{row.target:<9}{_cell(row.env, '-'):<9}{row.size:>12,}  "
               f"{display(row.path)}  ({display(row.reason)})", file=out)
     if not n:
@@ -465,14 +622,16 @@ def _report_state(args: argparse.Namespace, store: StateStore, why: str, out: Te
     if not history:
         print(f"No runs recorded ({_cell(store.problem or 'empty history')}).", file=out)
         return EXIT_OK
-    print(f"{'started (UTC)':<26}{'mode':<6}{'source':<9}{'result':<8}{'freed MB':>10}  "
-          "summary", file=out)
+    print(f"{'started (UTC)':<26}{'mode':<9}{'source':<10}{'result':<9}{'freed MiB':>10}"
+          f"{'would free MiB':>16}  summary", file=out)
     for h in history:
         s = h.get("stats")
-        freed = s.get("space_freed_mb") if isinstance(s, dict) else None
-        print(f"{_cell(h.get('started_at')):<26}{'dry' if h.get('dry_run') else 'real':<6}"
-              f"{_cell(h.get('source')):<9}{_cell(h.get('result')):<8}"
-              f"{_cell(freed):>10}  {_cell(h.get('summary'), '')}", file=out)
+        size = s.get("space_freed_mb") if isinstance(s, dict) else None
+        dry = h.get("dry_run") is not False
+        freed, would = ("", _cell(size)) if dry else (_cell(size), "")
+        print(f"{_cell(h.get('started_at')):<26}{'preview' if dry else 'real':<9}"
+              f"{_cell(h.get('source')):<10}{_cell(h.get('result')):<9}"
+              f"{freed:>10}{would:>16}  {_cell(h.get('summary'), '')}", file=out)
     return EXIT_OK
 
 
@@ -603,10 +762,9 @@ def _error(text: str) -> None:
 
 
 def _legacy_to_run(args: argparse.Namespace) -> None:
-    for key in ("dry_run", "force", "keep", "days", "json", "verbose"):
+    for key in ("dry_run", "force", "scheduled", "yes", "keep", "days", "json", "verbose"):
         setattr(args, key, getattr(args, "legacy_" + key))
     args.only = None
-    args.source = "cli"
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -647,6 +805,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_migrate(args, cfg, out)
     if command == "quarantine":
         return cmd_quarantine(args, cfg, out)
+    if command == "backups":
+        return backup_cli.cmd_backups(args, cfg, out)
     if command == "notify":
         return cmd_notify(args, cfg, out)
+    if command == "plan":
+        args.dry_run, args.force, args.scheduled, args.yes = True, None, None, False
     return cmd_run(args, cfg, out)

@@ -11,6 +11,7 @@ safety rule off.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -361,6 +362,81 @@ DEFAULT_RETENTION = {"prod": 10, "qa": 5, "dev": 5, "test": 3, "default": 5}
 _RELATIVE_DIRS = strings(nonempty=False, what="directory", each=_relative)
 
 
+def _one_of(*choices: str) -> Check:
+    def check(v: str) -> str | None:
+        return None if v in choices else (
+            f"{v!r}: must be " + " or ".join(f'"{c}"' for c in choices))
+    return check
+
+
+def _s3_url(v: str) -> str | None:
+    if not v:
+        return None
+    from architect_cleanup.offload import OffloadError, parse_url  # noqa: PLC0415
+
+    try:
+        parse_url(v)
+    except OffloadError as exc:
+        return str(exc)
+    return None
+
+
+def _http_url(v: str) -> str | None:
+    if not v or re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
+        return None
+    return f"{v!r}: must be an http:// or https:// URL (the S3 service's endpoint)"
+
+
+def _absolute(v: str) -> str | None:
+    return None if v.startswith("/") else f"{v!r}: must be an absolute path"
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    check: str = key(text(_one_of("quick", "full", "off")), "quick",
+                     "quick (PRAGMA quick_check), full (integrity_check) or off")
+    remove_corrupt_after: timedelta | None = key(
+        duration(), None, "corrupt backups older than this are removed (unset: kept)")
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    after: timedelta | None = key(duration(positive=False), None,
+                                  "compress kept backups older than this (unset: never)")
+    level: int = key(whole(1, 19), 3, "zstd level (1-19)")
+
+
+#: Where the unit's LoadCredential= reads the offload credentials from (the documented path).
+DEFAULT_CREDENTIALS = "/etc/architect-cleanup/credentials/s3"
+
+
+@dataclass(frozen=True)
+class OffloadConfig:
+    READ_FIRST: ClassVar[tuple[str, ...]] = ("url",)
+
+    url: str = key(text(_s3_url), "", "s3://BUCKET/PREFIX (\"\": no offload)")
+    endpoint: str = key(text(_http_url), "", "the S3-compatible service (\"\": AWS S3)")
+    region: str = key(text(), "", "the bucket's region (\"\": us-east-1)")
+    credentials: str = key(text(_absolute), DEFAULT_CREDENTIALS,
+                           "AWS shared-credentials file, root-only (the unit's LoadCredential=)")
+    upload: str = key(text(_one_of("before_delete", "all")), "before_delete",
+                      "before_delete: what local retention removes; all: every good backup")
+    bandwidth: int | None = key(parse_size, None, "upload limit in bytes per second (\"10M\")")
+    policy: Mapping[str, Policy] = key(None, {}, "[backups.offload.policy.<env>]: remote "
+                                                 "retention (none: remote copies are kept)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def policy_for(self, env: str) -> tuple[Policy, str] | None:
+        """The remote policy of *env* (or ``default``), None: remote copies are never deleted."""
+        for name in (env, "default"):
+            if name in self.policy:
+                return self.policy[name], f"backups.offload.policy.{name}"
+        return None
+
+
 @dataclass(frozen=True)
 class BackupsConfig:
     READ_FIRST: ClassVar[tuple[str, ...]] = ("dir", "shared_dir")
@@ -371,13 +447,17 @@ class BackupsConfig:
     shared_dir: str = key(text(lambda v: _relative(v) if v else None), "data/backups",
                           "backups of no environment (policy \"default\"); \"\" for none")
     patterns: tuple[str, ...] = key(file_patterns(), (
-        "*.db", "*.sqlite", "*.sqlite3", "*.bak", "*.db.gz", "*.sql.gz", "*.db.backup.*"),
+        "*.db", "*.sqlite", "*.sqlite3", "*.bak", "*.db.gz", "*.sql.gz", "*.db.backup.*",
+        "*.db.zst", "*.sqlite.zst", "*.sqlite3.zst", "*.bak.zst"),
         "names of backup files")
     min_age: timedelta = key(duration(positive=False), timedelta(hours=1),
                              "younger backups may still be being written: kept, not counted")
     retention: Mapping[str, int] = key(None, DEFAULT_RETENTION,
                                        "newest N kept per environment (and default)")
     policy: Mapping[str, Policy] = key(None, {}, "[backups.policy.<env>] tables (and default)")
+    verify: VerifyConfig = key(None, VerifyConfig(), "[backups.verify]")
+    compress: CompressConfig = key(None, CompressConfig(), "[backups.compress]")
+    offload: OffloadConfig = key(None, OffloadConfig(), "[backups.offload]")
 
     def keep_for(self, env: str) -> int:
         """How many backups the policy keeps for *env* (``default`` when not listed)."""
@@ -674,10 +754,6 @@ class AppriseChannel:
 Channel = EmailChannel | WebhookChannel | AppriseChannel
 
 
-def _absolute(v: str) -> str | None:
-    return None if v.startswith("/") else f"{v!r}: must be an absolute path"
-
-
 def _on(v: Any) -> tuple[str, ...]:
     events: tuple[str, ...] = strings()(v)
     bad = [e for e in events if e not in NOTIFY_EVENTS]
@@ -841,8 +917,8 @@ class Config:
             if isinstance(value, Mapping):
                 return {k: conv(v) for k, v in value.items()}
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
-                return {f.name: conv(v) for f in dataclasses.fields(value)
-                        if (v := getattr(value, f.name)) is not None}
+                return {f.name: conv(getattr(value, f.name)) for f in dataclasses.fields(value)
+                        if getattr(value, f.name) is not None}
             return value
         out = conv(self)
         out.pop("sources", None)
@@ -902,8 +978,10 @@ class _Table:
         return out
 
     def finish(self) -> None:
+        known = sorted(self.seen)
         for k in sorted(set(self.raw) - self.seen):
-            self.error(k, "unknown key")
+            close = difflib.get_close_matches(k, known, n=1, cutoff=0.6)
+            self.error(k, "unknown key" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
 def _readers(cls: type[Any], names: Iterable[str] | None = None) -> dict[str, Reader]:
@@ -922,6 +1000,9 @@ def _parse_section(cls: type[Any], t: _Table, environments: tuple[str, ...]) -> 
         values["retention"] = MappingProxyType(
             _parse_retention(t.table("retention"), environments, policies))
         values["policy"] = MappingProxyType(policies)
+        values["verify"] = _parse_plain(VerifyConfig, t.table("verify"))
+        values["compress"] = _parse_plain(CompressConfig, t.table("compress"))
+        values["offload"] = _parse_offload(t.table("offload"), environments)
     if cls is RulesConfig:
         values["files"] = tuple(_parse_list(FileRule, t, "files"))
         values["tables"] = tuple(_parse_list(TableRule, t, "tables"))
@@ -987,6 +1068,64 @@ def _parse_where(t: _Table) -> list[Condition]:
         if "column" in read and "in" in read:
             out.append(Condition(read["column"], read["in"]))
     return out
+
+
+def _parse_plain(cls: type[Any], t: _Table) -> Any:
+    values = t.read(_readers(cls, getattr(cls, "READ_FIRST", ())))
+    values |= t.read(_readers(cls))
+    t.finish()
+    return cls(**values)
+
+
+def _parse_offload(t: _Table, environments: tuple[str, ...]) -> OffloadConfig:
+    """``[backups.offload]`` and its remote policies; a configured offload also needs boto3
+    and a credentials file that only root can read."""
+    before = len(t.problems)
+    policies = _parse_policies(t.table("policy"), environments)
+    values = t.read(_readers(OffloadConfig, OffloadConfig.READ_FIRST))
+    values |= t.read(_readers(OffloadConfig))
+    t.finish()
+    cfg = OffloadConfig(**values, policy=MappingProxyType(policies))
+    if cfg.enabled and len(t.problems) == before:
+        problem = offload_problem(cfg)
+        if problem is not None:
+            t.problems.append(problem)
+    return cfg
+
+
+def offload_problem(cfg: OffloadConfig, environ: Mapping[str, str] | None = None
+                    ) -> Problem | None:
+    """What keeps a configured offload from working before any request is made: boto3
+    missing, or a credentials file that is missing or readable by others."""
+    from architect_cleanup.offload import (  # noqa: PLC0415
+        OffloadError,
+        credentials_path,
+        require_boto3,
+    )
+
+    try:
+        require_boto3()
+    except OffloadError as exc:
+        return Problem("backups.offload.url", str(exc))
+    path = credentials_path(cfg.credentials, environ)
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return Problem("backups.offload.credentials",
+                       f"{path}: no such file (an AWS shared-credentials file, mode 0600, "
+                       "owned by root)")
+    except OSError:
+        return None  # not ours to read here (e.g. `config check` as another user)
+    if not stat.S_ISREG(st.st_mode):
+        return Problem("backups.offload.credentials", f"{path}: not a regular file")
+    if st.st_uid not in (0, os.geteuid()):
+        return Problem("backups.offload.credentials",
+                       f"{path}: owned by uid {st.st_uid}, not by root; refused")
+    if st.st_mode & 0o077:
+        return Problem("backups.offload.credentials",
+                       f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others "
+                       "read it; refused (chmod 600)")
+    return None
 
 
 def _parse_retention(rt: _Table, environments: tuple[str, ...],
@@ -1215,6 +1354,7 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     merged: dict[str, Any] = {}
     sources = []
     dropins = Path(chosen).parent / "config.d"
+    docs: list[tuple[str, dict[str, Any]]] = []
     for f in config_files(chosen):
         if f.parent == dropins:
             _check_trusted(dropins, "its directory")
@@ -1230,7 +1370,30 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
             raise ConfigError([Problem(str(f), f"cannot read: {exc.strerror}")]) from None
         merged = merge(merged, doc)
         sources.append(str(f))
-    return parse_config(merged, tuple(sources))
+        docs.append((str(f), doc))
+    try:
+        return parse_config(merged, tuple(sources))
+    except ConfigError as exc:
+        if len(docs) < 2:
+            raise
+        # with drop-ins, name the file that holds each unknown key
+        raise ConfigError([_where(p, docs) for p in exc.problems], exc.source) from None
+
+
+def _where(problem: str, docs: list[tuple[str, dict[str, Any]]]) -> str:
+    """*problem* ("a.b: unknown key ...") with the file that sets a.b, the last one wins."""
+    key, _, rest = problem.partition(": ")
+    if not rest.startswith("unknown key"):
+        return problem
+    for name, doc in reversed(docs):
+        node: Any = doc
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return f"{problem} (in {name})"
+    return problem
 
 
 def _check_trusted(path: Path, what: str) -> None:

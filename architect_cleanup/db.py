@@ -191,6 +191,13 @@ def find_databases(cfg: Config) -> tuple[list[DbFile], list[str]]:
     return out, notes
 
 
+def _read_only_fs(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def glob_below(root: str, pattern: str) -> list[str]:
     """``glob.glob(pattern, root_dir=root)``, but listed from the root's descriptor: a
     symlinked directory is never followed and a mount never crossed, so no directory outside
@@ -460,6 +467,12 @@ class Database:
         self._close_guard()
         self._unpin()
         if owner is not None and isinstance(exc, sqlite3.OperationalError):
+            if _read_only_fs(os.path.dirname(self.file.path)):
+                # under the service: outside its ReadWritePaths=, not a question of owners
+                raise DbError(f"{describe(exc)}: {os.path.dirname(self.file.path)} is on a "
+                              "read-only file system (outside the service's writable paths: "
+                              "add it with `systemctl edit architect-cleanup.service` "
+                              "(ReadWritePaths=))") from exc
             raise DbError(f"{describe(exc)} (opened as its owner, uid {owner}, as the "
                           "dashboard would: may that user reach and write it?)") from exc
 

@@ -872,11 +872,11 @@ class OpenFiles:
 
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
-        self._ids: set[tuple[int, int]] | None = None
+        self._ids: dict[tuple[int, int], int] | None = None
         self.unreadable = 0
 
-    def _scan(self) -> set[tuple[int, int]]:
-        ids: set[tuple[int, int]] = set()
+    def _scan(self) -> dict[tuple[int, int], int]:
+        ids: dict[tuple[int, int], int] = {}
         try:
             pids = [p for p in os.listdir(self.proc) if p.isdigit()]
         except OSError:
@@ -896,10 +896,26 @@ class OpenFiles:
                 except OSError:
                     continue
                 if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
-                    ids.add((st.st_dev, st.st_ino))
+                    ids.setdefault((st.st_dev, st.st_ino), int(pid))
         return ids
 
     def is_open(self, st: os.stat_result) -> bool:
+        return self.holder(st) is not None
+
+    def holder(self, st: os.stat_result) -> int | None:
+        """The PID of a process that holds the file open (the first one found), or None."""
         if self._ids is None:
             self._ids = self._scan()
-        return (st.st_dev, st.st_ino) in self._ids
+        return self._ids.get((st.st_dev, st.st_ino))
+
+    def describe(self, st: os.stat_result) -> str | None:
+        """"open by PID 1234 (gunicorn)" for a file some process holds open, else None."""
+        if not self.is_open(st):
+            return None
+        pid = self.holder(st) or 0
+        try:
+            with open(f"{self.proc}/{pid}/comm", encoding="utf-8", errors="replace") as fh:
+                comm = fh.read().strip()
+        except OSError:
+            comm = ""
+        return f"open by PID {pid} ({display(comm)})" if comm else f"open by PID {pid}"

@@ -21,11 +21,21 @@ The fields each kind carries (all values are text in the journal; booleans are 0
 * ``lock_held``: CLEANUP_LOCK_PID, CLEANUP_LOCK_PATH
 * ``state_error``: CLEANUP_STATE_FILE, CLEANUP_ERROR
 * ``config_error``: CLEANUP_ERROR
+* ``backup_corrupt``: CLEANUP_TARGET, CLEANUP_ENV, CLEANUP_PATH, CLEANUP_ERROR (the check's
+  detail, e.g. ``quick_check: ...``)
 * ``db_lock_lost``: CLEANUP_PATH (the database), CLEANUP_PID, CLEANUP_COMMAND
 * ``notify_sent``, ``notify_failed``, ``notify_dropped`` (one per delivery attempt, and per
   message given up): CLEANUP_CHANNEL, CLEANUP_CHANNEL_KIND, CLEANUP_EVENT, CLEANUP_NOTIFY_ID
   (the webhook-id), CLEANUP_ATTEMPT, CLEANUP_ANSWER (sent), CLEANUP_ERROR (failed, dropped),
   CLEANUP_NEXT_ATTEMPT (failed, when it is retried)
+* ``item_removed`` (a real run only, debug priority): CLEANUP_TARGET, CLEANUP_PATH,
+  CLEANUP_BYTES, CLEANUP_REASON
+
+``target_done`` and ``run_summary`` carry CLEANUP_ACTION besides: what the run did in words
+("would remove" or "removed", "would archive" or "archived"; "would free" or "freed"), so
+the catalog never says "removed" of a dry run. ``target_done`` has CLEANUP_RESULT=stopped
+(warning priority) when ``systemctl stop`` ended the run while the target worked, and the
+summary CLEANUP_RESULT=stopped.
 """
 
 from __future__ import annotations
@@ -53,10 +63,12 @@ MESSAGE_IDS = {
     "readonly_path": uuid.UUID("5b0de9e7c3254aca9adb54a98a727329"),
     "api_call": uuid.UUID("bef959ae69254897a309128aad8b07f8"),
     "config_error": uuid.UUID("eb4c3d8cb37f49c5a990127e178581e5"),
+    "backup_corrupt": uuid.UUID("283d9071c3664858af45810a38e90773"),
     "db_lock_lost": uuid.UUID("8f629d281003442f8d7717efe2119e0d"),
     "notify_sent": uuid.UUID("a9a855e71cb844f3a7b1c4f2b2848089"),
     "notify_failed": uuid.UUID("8fb56140e9e348a88a76ed0d02e19bb0"),
     "notify_dropped": uuid.UUID("c56725c1ce3d4d788e3fe9e2d7d2509f"),
+    "item_removed": uuid.UUID("9a6582e0492c4a0c840e99f198fc3af2"),
 }
 
 #: Sends one journal entry: ``sender(MESSAGE, **FIELDS)`` (python3-systemd's journal.send).
@@ -193,6 +205,27 @@ class JournalHandler(logging.Handler):
             self.handleError(record)
 
 
+class OncePerRun(logging.Filter):
+    """For a terminal: an error every target hits alike (a missing root) is shown once, and
+    the summary entry not at all (the command prints its summary); the journal still gets
+    every entry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "MESSAGE_ID", None) == MESSAGE_IDS["run_summary"].hex:
+            return False  # the command prints the summary itself (or its JSON)
+        error = getattr(record, "CLEANUP_ERROR", None)
+        if error is None:
+            return True
+        if error in self.seen:
+            return False
+        self.seen.add(str(error))
+        return True
+
+
 def setup_logging(level: int = logging.INFO, *, journal: bool | None = None,
                   stderr: TextIO | None = None, stderr_level: int = logging.WARNING,
                   sender: Sender | None = None) -> str:
@@ -220,6 +253,7 @@ def setup_logging(level: int = logging.INFO, *, journal: bool | None = None,
         handler = logging.StreamHandler(stderr)
         handler.setFormatter(EscapingFormatter("%(levelname)s: %(message)s"))
         handler.setLevel(stderr_level)
+        handler.addFilter(OncePerRun())
         logger.addHandler(handler)
         where.append("stderr")
     return "+".join(where)

@@ -105,8 +105,8 @@ class RunLock:
             try:
                 fd = os.open(os.path.basename(self.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
                              | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, 0o644, dir_fd=dfd)
-            except PermissionError:
-                raise
+            except PermissionError as exc:  # named by its whole path (opened by dir_fd)
+                raise PermissionError(exc.errno, exc.strerror, self.path) from None
             except OSError as exc:
                 what = "a symlink, not followed" if exc.errno == errno.ELOOP else exc.strerror
                 raise LockUnusable(self.path, what or str(exc)) from None

@@ -198,8 +198,8 @@ class Policy:
 
 
 def format_size(n: float) -> str:
-    """Bytes for people, in binary units as the rest of the output: ``5.0 GB``, ``512.0 MB``."""
-    for unit, div in (("TB", KIB**4), ("GB", KIB**3), ("MB", KIB**2), ("KB", KIB)):
+    """Bytes for people, in binary units as the rest of the output: ``5.0 GiB``, ``512.0 MiB``."""
+    for unit, div in (("TiB", KIB**4), ("GiB", KIB**3), ("MiB", KIB**2), ("KiB", KIB)):
         if abs(n) >= div:
             return f"{n / div:.1f} {unit}"
     return f"{int(n)} B"

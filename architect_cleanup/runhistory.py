@@ -176,7 +176,8 @@ def backup_records(stats: CleanupStats) -> list[BackupRecord]:
         if stats.dry_run:
             count += int(part.get("removed", 0))
             nbytes += int(part.get("bytes", 0))
-        out.append(BackupRecord(env, count, nbytes))
+        ok = part.get("newest_ok")  # the backups target's verdict on the newest (issue 15)
+        out.append(BackupRecord(env, count, nbytes, ok if isinstance(ok, bool) else None))
     return out
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MB = 1024 * 1024
+#: at most this many items in ``--json``'s ``items`` (the rest are counted in items_omitted)
+ITEMS_LIMIT = 100_000
 
 #: target name -> the seed's stats field, in the order runs and summaries list them.
 STAT_FIELDS = {
@@ -31,6 +33,26 @@ _NOUNS = {
 _MORE_NOUNS = {"rules": "by rules", "orphans": "orphans quarantined"}
 
 
+#: target -> (dry-run verb, real-run verb) for what it does to an item.
+_ACTIONS = {
+    "prompts": ("would archive", "archived"),
+    "tasks": ("would delete", "deleted"),
+    "errors": ("would delete", "deleted"),
+}
+
+
+def action(target: str, dry_run: bool) -> str:
+    """What a run does to *target*'s items, said so that a preview never reads as done:
+    "would remove" / "removed" ("would archive" / "archived" for prompts)."""
+    dry, real = _ACTIONS.get(target, ("would remove", "removed"))
+    return dry if dry_run else real
+
+
+def mib(n: int) -> str:
+    """Bytes as MiB for people: "12.3 MiB"."""
+    return f"{n / MB:.1f} MiB"
+
+
 @dataclass
 class TargetResult:
     """The outcome of one target.
@@ -40,7 +62,7 @@ class TargetResult:
     remove but that were protected at the last moment (open, vanished, refused)."""
 
     name: str
-    status: str = "ok"  # ok | failed | skipped | disabled
+    status: str = "ok"  # ok | failed | stopped | skipped | disabled
     removed: int = 0
     bytes: int = 0
     kept: int = 0
@@ -66,6 +88,11 @@ class TargetResult:
     def fail(self, text: str) -> None:
         """The whole target could not do its work."""
         self.status = "failed"
+        self.message = text
+
+    def stop(self, text: str = "stopped on request") -> None:
+        """The run was asked to stop (SIGTERM: `systemctl stop`) while this target worked."""
+        self.status = "stopped"
         self.message = text
 
     def part(self, key: str) -> dict[str, Any]:
@@ -118,6 +145,11 @@ class CleanupStats:
     #: [...], "unknown_more": n}`` (see dblocks.LockWatch.to_dict)
     dashboard_locks: dict[str, Any] = field(default_factory=lambda: {
         "lost": [], "unknown": [], "unknown_more": 0})
+    #: the items removed (or that would be), for ``--json``: target -> [{path, reason, bytes}]
+    #: (filled only when the caller collects decisions; at most ITEMS_LIMIT in all)
+    items: dict[str, list[dict[str, Any]]] | None = None
+    items_omitted: int = 0
+    items_listed: int = 0
 
     @property
     def space_freed_mb(self) -> float:
@@ -128,8 +160,20 @@ class CleanupStats:
         return [name for name, t in self.targets.items() if t.failed]
 
     @property
+    def stopped(self) -> bool:
+        """The run was asked to stop (SIGTERM) before it was done."""
+        return any(t.status == "stopped" for t in self.targets.values())
+
+    @property
     def success(self) -> bool:
-        return not self.failed_targets
+        return not self.failed_targets and not self.stopped
+
+    @property
+    def result(self) -> str:
+        """success, failed or stopped: what the state file and the journal record."""
+        if self.failed_targets:
+            return "failed"
+        return "stopped" if self.stopped else "success"
 
     def add(self, result: TargetResult) -> None:
         """Fold one target's result into the totals."""
@@ -138,8 +182,22 @@ class CleanupStats:
         if stat_field is not None:
             setattr(self, stat_field, getattr(self, stat_field) + result.removed)
         self.space_freed += result.bytes
-        if result.failed:
+        if result.failed or result.status == "stopped":
             self.errors.append(f"{result.name}: {result.message}")
+
+    def add_item(self, target: str, path: str, reason: str, size: int,
+                 siblings: tuple[str, ...] = ()) -> None:
+        """Record one item removed (or that a real run would remove), for ``--json``."""
+        if self.items is None:
+            self.items = {}
+        if self.items_listed >= ITEMS_LIMIT:
+            self.items_omitted += 1
+            return
+        self.items_listed += 1
+        item: dict[str, Any] = {"path": path, "reason": reason, "bytes": size}
+        if siblings:
+            item["siblings"] = list(siblings)
+        self.items.setdefault(target, []).append(item)
 
     def counts(self) -> dict[str, Any]:
         """The seed's ``stats`` object (with ``space_freed`` in bytes besides)."""
@@ -149,23 +207,39 @@ class CleanupStats:
         return out
 
     def summary_line(self) -> str:
-        """The one line ``systemctl status`` shows: "Freed 271.9 MB: 84 backups, …"."""
-        parts = [f"{getattr(self, STAT_FIELDS[n])} {_NOUNS[n]}" for n in STAT_FIELDS]
+        """The one line ``systemctl status`` shows: "Freed 271.9 MiB: 84 backups, …", or
+        "Dry run: would free 271.9 MiB: 84 backups, …, 95 prompts to archive, …"."""
+        nouns = dict(_NOUNS, prompts="prompts to archive") if self.dry_run else _NOUNS
+        parts = [f"{getattr(self, STAT_FIELDS[n])} {nouns[n]}" for n in STAT_FIELDS]
         parts += [f"{t.removed} {_MORE_NOUNS[n]}" for n, t in self.targets.items()
                   if n in _MORE_NOUNS and t.removed]
-        mb = self.space_freed / MB
-        head = f"Dry run: would free {mb:.1f} MB" if self.dry_run else f"Freed {mb:.1f} MB"
+        size = mib(self.space_freed)
+        head = f"Dry run: would free {size}" if self.dry_run else f"Freed {size}"
         line = f"{head}: {', '.join(parts)}"
         if self.failed_targets:
+            # targets that failed alike (a missing root) are named together, the reason once
+            by_reason: dict[str, list[str]] = {}
+            for n in self.failed_targets:
+                by_reason.setdefault(self.targets[n].message, []).append(n)
             line += "; failed: " + ", ".join(
-                f"{n} ({self.targets[n].message})" for n in self.failed_targets)
+                f"{', '.join(names)} ({reason})" for reason, names in by_reason.items())
+        if self.stopped:
+            line += "; stopped on request before the end"
         return line
 
     @property
     def message(self) -> str:
+        if self.stopped and not self.failed_targets:
+            return "Cleanup stopped on request" + (" (dry run)" if self.dry_run else "")
         if self.success:
             return "Cleanup completed" + (" (dry run)" if self.dry_run else "")
         return "Cleanup completed with errors: " + "; ".join(self.errors)
+
+    def warnings(self) -> list[str]:
+        """What a person must look at though the run succeeded: a corrupt newest backup
+        ("prod: newest backup X is corrupt (quick_check: ...); newest good one is from ...")."""
+        return [str(part["warning"]) for t in self.targets.values()
+                for part in t.detail.values() if part.get("warning")]
 
     def to_dict(self) -> dict[str, Any]:
         """The CLI's ``--json`` object and the API's response: the seed's shape, and more."""
@@ -180,8 +254,11 @@ class CleanupStats:
             "duration_s": round(self.duration, 3),
             "source": self.source,
             "failed_targets": self.failed_targets,
+            "warnings": self.warnings(),
             "errors": self.errors,
             "state_error": self.state_error,
             "dashboard_locks": self.dashboard_locks,
             "targets": {n: t.to_dict() for n, t in self.targets.items()},
+            **({"items": self.items, "items_omitted": self.items_omitted}
+               if self.items is not None else {}),
         }

@@ -39,6 +39,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "systemd": (dict,),
     "state_file": (str,),
     "state_problem": (str, type(None)),
+    "warnings": (list,),
     "forecast": (list,),
 }
 
@@ -67,6 +68,9 @@ def status_doc() -> dict[str, Any]:
         "systemd": sd.to_dict(),
         "state_file": store.path,
         "state_problem": store.problem,
+        # the last run's warnings: a corrupt newest backup ("prod: newest backup ... is corrupt")
+        "warnings": [w for w in (last or {}).get("warnings", ()) if isinstance(w, str)]
+        if isinstance((last or {}).get("warnings"), list) else [],
         "forecast": _forecast(state.get("forecast")),
     }
 

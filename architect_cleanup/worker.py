@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from architect_cleanup import activity, alerts
+from architect_cleanup import activity, alerts, preflight
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
 from architect_cleanup.history import Item
@@ -33,13 +33,18 @@ from architect_cleanup.notify import Notifier
 from architect_cleanup.runhistory import RunHistory, forecast_state
 from architect_cleanup.runplan import FinalStep, NotRun, RunPlan, Step, plan_run
 from architect_cleanup.state import StateStore
-from architect_cleanup.stats import CleanupStats, TargetResult
+from architect_cleanup.stats import CleanupStats, TargetResult, action, mib
 from architect_cleanup.targets import REGISTRY, Actor, Decision, Interrupted, RunContext, ordered
 from architect_cleanup.targets.base import on_readonly_fs
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CleanupWorker", "LockHeld", "LockUnusable"]
+
+#: Journal entries of removed items per target and run (the rest are counted in one entry).
+ITEM_LOG_LIMIT = 10_000
+#: Targets that change database rows: their results have no size worth showing.
+ROW_TARGETS = frozenset({"tasks", "errors", "prompts"})
 
 #: A step after the targets (``after_run=``): it gets the context and the finished stats.
 AfterRun = Callable[[RunContext, CleanupStats], None]
@@ -83,6 +88,7 @@ class CleanupWorker:
         record_state: bool = True,
         should_stop: Callable[[], bool] | None = None,
         after_run: Sequence[AfterRun] = (),
+        collect_items: bool = False,
     ) -> None:
         base = config if config is not None else load_config()
         self.config = with_overrides(
@@ -108,6 +114,8 @@ class CleanupWorker:
         self.record_state = record_state
         self.should_stop = should_stop or (lambda: False)
         self.after_run = tuple(after_run)
+        self.collect_items = collect_items
+        self._items_logged: dict[str, int] = {}
         self.last_stats: CleanupStats | None = None
         #: the history steps of the current (or last) run
         self._history: RunHistory | None = None
@@ -178,8 +186,10 @@ class CleanupWorker:
         self._started = time.monotonic()
         stats = CleanupStats(dry_run=self.dry_run, source=self.source,
                              started_at=utc_iso(now))
+        if self.collect_items:
+            stats.items = {}
         ctx = RunContext(config=self.config, now=now, dry_run=self.dry_run, source=self.source,
-                         actor=self.actor, on_decision=self.on_decision,
+                         actor=self.actor, on_decision=self._decisions(stats),
                          on_status=self.notifier.status, should_stop=self.should_stop,
                          on_item=on_item,
                          open_files=OpenFiles() if self.config.safety.skip_open_files else None)
@@ -187,12 +197,13 @@ class CleanupWorker:
         log.info("Starting cleanup (%s, from %s) of %s", mode, self.source, self.config.root,
                  extra=fields("run_started", cleanup_dry_run=self.dry_run,
                               cleanup_source=self.source, cleanup_root=self.config.root))
+        self._preflight()
         return ctx, stats
 
     def _run_slots(self, ctx: RunContext, plan: RunPlan, stats: CleanupStats) -> None:
         """Each target's slot in run order: its step runs once (a shared walk at its first
         member; the later members report what it did). A stop (SIGTERM) between two steps
-        fails the slot where it landed; the steps not yet run are skipped."""
+        marks the slot where it landed "stopped"; the steps not yet run are skipped."""
         stopped = False
         done: set[Step] = set()
         for slot in plan.slots:
@@ -202,7 +213,7 @@ class CleanupWorker:
                     NotRun.INTERRUPTED.mark(result)
                 else:  # the run is not reported as complete
                     stopped = True
-                    result.fail("stopped on request")
+                    result.stop()
                     self._report_target(ctx, result)
             elif slot.not_run is not None:
                 slot.not_run.mark(result)
@@ -223,7 +234,7 @@ class CleanupWorker:
             step.work(ctx, results)
         except Interrupted as exc:
             for name in step.names:
-                results[name].fail(str(exc))
+                results[name].stop(str(exc))
             stopped = True
         except Exception as exc:  # one failing step must not stop the others
             for name in step.names:
@@ -247,6 +258,52 @@ class CleanupWorker:
                 log.error("after-run hook %s failed: %s", step.name, exc)
         self.last_stats = stats
 
+    def _preflight(self) -> None:
+        """Say once, at the start, what every target would otherwise run into: a missing
+        root, missing databases, a root the service may not write."""
+        for finding in preflight.check(self.config):
+            if finding.level == "error":
+                log.error("%s", finding.text, extra=fields(
+                    "config_error", cleanup_error=f"{finding.text}; nothing to clean"))
+            else:
+                log.warning("%s", finding.text)
+        # A real run reports a read-only root per target, with the hint, when a removal is
+        # refused; a dry run removes nothing, so it says at its start what a real one would meet.
+        if self.dry_run and os.path.isdir(self.config.root) and on_readonly_fs(
+                self.config.root):
+            log.warning("root %s is on a read-only file system: a real run could not clean it "
+                        "(outside the service's writable paths? %s)", self.config.root,
+                        preflight.READ_WRITE_HINT)
+
+    def _decisions(self, stats: CleanupStats) -> Callable[[Decision], None] | None:
+        """What a run does with each judged item: the caller's on_decision (``-v``), the
+        items list of ``--json``, and in a real run one journal entry per removed item (at
+        debug priority, so `journalctl -p info` is not flooded; at most ITEM_LOG_LIMIT per
+        target, then one entry with the count not listed). None when nobody reads them."""
+        caller = self.on_decision
+        collect = self.collect_items
+        journal = not self.dry_run
+        if caller is None and not collect and not journal:
+            return None
+        logged: dict[str, int] = {}
+
+        def on_decision(d: Decision) -> None:
+            if caller is not None:
+                caller(d)
+            if not d.remove:
+                return
+            if collect:
+                stats.add_item(d.target, d.path, d.reason, d.size, d.siblings)
+            if journal:
+                n = logged[d.target] = logged.get(d.target, 0) + 1
+                if n <= ITEM_LOG_LIMIT:
+                    log.info("%s", d, extra=fields(
+                        "item_removed", cleanup_target=d.target, cleanup_path=d.path,
+                        cleanup_bytes=d.size, cleanup_reason=d.reason, priority="7"))
+
+        self._items_logged = logged
+        return on_decision
+
     def _report_target(self, ctx: RunContext, result: TargetResult) -> None:
         name = result.name
         refused = ctx.readonly_refused.get(name, 0)
@@ -256,18 +313,30 @@ class CleanupWorker:
             # item's error carry the whole hint.
             result.fail(f"{refused} item(s) not removed: read-only file system, outside the "
                         "service's writable paths (ReadWritePaths=)")
-        verb = "would remove" if ctx.dry_run else "removed"
-        if result.failed:
+        verb = action(name, ctx.dry_run)
+        size = f" ({mib(result.bytes)})" if result.bytes or name not in ROW_TARGETS else ""
+        more = self._items_logged.get(name, 0) - ITEM_LOG_LIMIT
+        if more > 0:
+            log.info("%s: %d more removed items not listed in the journal", name, more)
+        if result.status == "stopped":
+            log.warning("%s: stopped on request after it %s %d%s", name, verb, result.removed,
+                        size, extra=fields("target_done", cleanup_target=name,
+                                           cleanup_result="stopped", cleanup_action=verb,
+                                           cleanup_dry_run=ctx.dry_run,
+                                           cleanup_items=result.removed,
+                                           cleanup_bytes=result.bytes))
+        elif result.failed:
             log.error("%s: failed: %s", name, result.message,
                       extra=fields("target_failed", cleanup_target=name,
                                    cleanup_result="failed", cleanup_dry_run=ctx.dry_run,
                                    cleanup_error=result.message,
                                    cleanup_items=result.removed, cleanup_bytes=result.bytes))
         else:
-            log.info("%s: %s %d (%.1f MB), kept %d, %d errors, in %.1fs", name, verb,
-                     result.removed, result.bytes / 1048576, result.kept, len(result.errors),
+            log.info("%s: %s %d%s, kept %d, %d errors, in %.1fs", name, verb,
+                     result.removed, size, result.kept, len(result.errors),
                      result.duration,
                      extra=fields("target_done", cleanup_target=name, cleanup_result="ok",
+                                  cleanup_action=verb,
                                   cleanup_items=result.removed, cleanup_bytes=result.bytes,
                                   cleanup_kept=result.kept, cleanup_skipped=result.skipped,
                                   cleanup_errors=len(result.errors),
@@ -275,7 +344,8 @@ class CleanupWorker:
                                   cleanup_dry_run=ctx.dry_run,
                                   cleanup_duration=f"{result.duration:.3f}"))
         for err in result.errors[:20]:
-            log.warning("%s: %s", name, err)
+            if err != result.message:  # (the failed entry says it already)
+                log.warning("%s: %s", name, err)
         if len(result.errors) > 20:
             log.warning("%s: %d more errors not shown", name, len(result.errors) - 20)
 
@@ -284,7 +354,7 @@ class CleanupWorker:
             "started_at": stats.started_at,
             "finished_at": stats.finished_at,
             "dry_run": stats.dry_run,
-            "result": "success" if stats.success else "failed",
+            "result": stats.result,
             "duration_s": round(stats.duration, 3),
             "source": stats.source,
             "pid": os.getpid(),
@@ -292,6 +362,7 @@ class CleanupWorker:
             "failed_targets": stats.failed_targets,
             "message": stats.message,
             "summary": stats.summary_line(),
+            "warnings": stats.warnings(),
             "dashboard_locks": stats.dashboard_locks,
             # which service run this was: `notify --unit-failed` tells a run that reported
             # itself from one that died before it could
@@ -325,8 +396,9 @@ class CleanupWorker:
 
     def _summary(self, stats: CleanupStats) -> None:
         line = stats.summary_line()
-        result = "success" if stats.success and not stats.state_error else "failed"
+        result = "failed" if stats.state_error else stats.result
         extra = fields("run_summary", cleanup_dry_run=stats.dry_run, cleanup_result=result,
+                       cleanup_action="would free" if stats.dry_run else "freed",
                        cleanup_bytes=stats.space_freed,
                        cleanup_items=sum(t.removed for t in stats.targets.values()),
                        cleanup_duration=f"{stats.duration:.3f}", cleanup_source=stats.source,
@@ -335,6 +407,8 @@ class CleanupWorker:
         self.notifier.status(line)
         if result == "success":
             log.info("%s", line, extra=extra)
+        elif result == "stopped":  # `systemctl stop`: asked for, not a failure
+            log.warning("%s", line, extra=extra)
         else:
             log.error("%s", line, extra=extra)
 

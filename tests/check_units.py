@@ -8,7 +8,7 @@ service and its notification units, 2.5 for the REST API's).
 architect-cleanup-api when given). verify runs against a scratch root (``--root``) holding the
 host's own units, ours, the commands the services run and the manual page, so that it checks
 ExecStart= and Documentation= for real: from the repository that is the venv's
-``architect-cleanup`` and a page help2man makes from it; from packages, their own files. The
+``architect-cleanup`` and packaging/architect-cleanup.1; from packages, their own files. The
 API service runs Debian's /usr/bin/gunicorn (a dependency), copied from the host.
 """
 
@@ -47,7 +47,7 @@ def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 def root_from_repo(root: Path, command: Path) -> None:
     """A scratch root with the host's units, the repository's units, *command* as
-    /usr/bin/architect-cleanup (and the host's gunicorn) and a help2man page made from it."""
+    /usr/bin/architect-cleanup (and the host's gunicorn) and the hand-written manual page."""
     _host_units(root)
     for unit in UNITS:
         shutil.copy2(REPO / "systemd" / unit, root / "usr/lib/systemd/system" / unit)
@@ -56,10 +56,7 @@ def root_from_repo(root: Path, command: Path) -> None:
     _gunicorn(root)
     man1 = root / "usr/share/man/man1"
     man1.mkdir(parents=True)
-    proc = _run(["help2man", "--no-info", "--name=storage retention",
-                 f"--output={man1 / 'architect-cleanup.1'}", str(command)])
-    if proc.returncode != 0:
-        raise SystemExit(f"help2man failed: {proc.stderr}")
+    shutil.copy2(REPO / "packaging" / "architect-cleanup.1", man1 / "architect-cleanup.1")
 
 
 def root_from_deb(root: Path, *debs: Path) -> None:

@@ -14,6 +14,7 @@ dry run, a real run, and a second real run that frees nothing (the seed's mainte
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import shutil
@@ -29,12 +30,27 @@ DAY = 86400
 ENVS = {"prod": 93, "qa": 12, "dev": 9, "test": 6}
 
 
+@functools.cache
+def sqlite_bytes() -> bytes:
+    """A small, good SQLite database: the demo's backups start with it (the rest of their
+    apparent size is a sparse hole), so verification finds them good, as real ones are."""
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE backup_marker (id INTEGER PRIMARY KEY, note TEXT)")
+    con.execute("INSERT INTO backup_marker (note) VALUES ('demo backup')")
+    con.commit()
+    data = con.serialize()
+    con.close()
+    return data
+
+
 def _touch(path: Path, mtime: float, size: int = 0, data: bytes | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         if data is not None:
             fh.write(data)
-        elif size:
+        elif path.name.endswith(".db"):
+            fh.write(sqlite_bytes())
+        if size and data is None:
             fh.truncate(size)  # sparse: the demo's apparent sizes cost no disk
     os.utime(path, (mtime, mtime))
     return path
@@ -185,8 +201,9 @@ def run_demo(base: Path) -> int:
     cli = [sys.executable, "-m", "architect_cleanup"]
     steps = [
         ("1. dry run (the default): nothing changes", ["run"]),
-        ("2. real run (--force)", ["run", "--force"]),
-        ("3. second real run: retention holds, nothing more to free", ["run", "--force"]),
+        ("2. real run (--force; --yes: no question)", ["run", "--force", "--yes"]),
+        ("3. second real run: retention holds, nothing more to free",
+         ["run", "--force", "--yes"]),
         ("4. history", ["report"]),
     ]
     print(f"Demo tree: {root}  (its /tmp: {tmp})\n")

@@ -9,6 +9,25 @@ A backup's ``-wal``, ``-shm`` and ``-journal`` siblings go with it and count in 
 sibling whose backup is gone is left alone and reported. Backups younger than ``min_age`` may
 still be being written, and files modified in the future have a wrong clock: both are kept and
 do not count in any rule, budget or floor.
+
+**Known good** (``[backups.verify]``, :mod:`architect_cleanup.backup_verify`, cached per file
+identity in the state directory): a *corrupt* backup takes no part in any rule, budget or
+floor, so it is never "the newest backup" that is always kept and never uses up a keep rule's
+count; the newest *good* one is what is protected. A corrupt backup is reported (a
+``backup_corrupt`` journal warning, a note, the status) and kept, unless
+``remove_corrupt_after`` says otherwise. "Unverified" backups (other kinds of files, or
+``check = "off"``) count as before.
+
+**Compressed** backups (``architect_X.db.zst``, from ``[backups.compress]``) are the same
+backup as ``architect_X.db``: same time, same rules, same reasons; when a crash left both, the
+``.zst`` goes with the original as one of its siblings. Kept backups older than ``after`` are
+compressed (good or unverified ones; the copy is proven before the original goes).
+
+**Offload** (``[backups.offload]``): a backup local retention removes is uploaded and its
+copy verified first; when that fails, the backup is kept and the target fails, naming it and
+why. With ``upload = "all"`` every good kept backup is uploaded once too. Remote retention
+(``[backups.offload.policy.<env>]``) is applied to the bucket's listing; without one, remote
+copies are never deleted.
 """
 
 from __future__ import annotations
@@ -18,11 +37,17 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from architect_cleanup.config import Config
-from architect_cleanup.fs import Dir, FsError, compile_patterns, display, free_space
+from architect_cleanup import backup_compress as bc
+from architect_cleanup.backup_offload import OffloadCache, make_offload
+from architect_cleanup.backup_verify import State, Verification, VerifyCache, verify_cached
+from architect_cleanup.config import Config, format_duration
+from architect_cleanup.fs import Dir, FsError, compile_patterns, display, free_space, unlink_all
+from architect_cleanup.journal import fields
+from architect_cleanup.offload import DL_TMP_PREFIX, Offload, OffloadError
+from architect_cleanup.offload import Stopped as UploadStopped
 from architect_cleanup.retention import (
     Backup,
     FloorGroup,
@@ -37,19 +62,22 @@ from architect_cleanup.retention import (
     select,
 )
 from architect_cleanup.retention import free_space_pass as floor_pass
+from architect_cleanup.state import state_dir
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets.base import (
     FileTarget,
     Hold,
+    Interrupted,
     RunContext,
     age_text,
+    future_text,
     register,
 )
 
 log = logging.getLogger(__name__)
 
 SIBLING_SUFFIXES = ("-wal", "-shm", "-journal")
-SHARED = "shared"
+SHARED = "default"  # the shared directory, named as its config entries
 LOCALTIME = "/etc/localtime"
 
 
@@ -96,15 +124,32 @@ class _Plan:
     held: list[tuple[str, str]] = field(default_factory=list)  # kept before any rule
     verdicts: list[Verdict[str]] = field(default_factory=list)
     problem: str | None = None
+    checks: dict[str, Verification] = field(default_factory=dict)
+    corrupt: list[tuple[str, Verification]] = field(default_factory=list)
 
 
 @register
 class Backups(FileTarget):
     name = "backups"
+    #: ``backups list`` sets False: no request to the bucket unless asked (--remote)
+    remote = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: one row per backup judged in the last run (``backups list`` reads them)
+        self.inventory: list[dict[str, object]] = []
+        self._offload: Offload | OffloadError | None = None
+        self._uploaded: OffloadCache | None = None
 
     def run(self, ctx: RunContext, result: TargetResult) -> None:
         root = ctx.root()
-        self._is_backup = compile_patterns(ctx.config.backups.patterns)
+        cfg = ctx.config.backups
+        self._is_backup = compile_patterns(cfg.patterns)
+        self._verify_cache = VerifyCache(state_dir()) if cfg.verify.check != "off" else None
+        self._uploaded = OffloadCache(state_dir()) if cfg.offload.enabled else None
+        self._failures: list[str] = []
+        self._would_compress: set[str] = set()
+        self._url = cfg.offload.url
         tz = local_zone()
         plans: list[_Plan] = []
         try:
@@ -118,7 +163,7 @@ class Backups(FileTarget):
                 except FsError as exc:
                     result.error(f"{label}: {exc}")
                     continue
-                policy, source = ctx.config.backups.policy_for(policy_name)
+                policy, source = cfg.policy_for(policy_name)
                 plan = _Plan(label, d, policy, source)
                 plans.append(plan)
                 self._plan(ctx, result, plan, tz)
@@ -127,12 +172,26 @@ class Backups(FileTarget):
                 ctx.check_stop()
                 self._apply(ctx, result, plan)
                 ctx.status(f"backups: {plan.label} done, {result.removed:,} to remove so far")
+            if cfg.offload.enabled and self.remote:
+                for plan in plans:
+                    ctx.check_stop()
+                    self._remote_retention(ctx, result, plan, tz)
         finally:
             for plan in plans:
                 plan.d.close()
-        problems = [p.problem for p in plans if p.problem]
+            self._save_caches(result)
+        problems = [p.problem for p in plans if p.problem] + self._failures
         if problems:
             result.fail("; ".join(problems))
+
+    def _save_caches(self, result: TargetResult) -> None:
+        for cache in (self._verify_cache, self._uploaded):
+            if cache is None:
+                continue
+            try:
+                cache.save()
+            except OSError as exc:
+                result.note(f"cannot save {cache.path}: {exc.strerror}")
 
     # --- plan ---------------------------------------------------------------------------------
 
@@ -143,24 +202,37 @@ class Backups(FileTarget):
         with os.scandir(d.fd) as it:
             for entry in it:
                 name = entry.name
+                if bc.is_temporary(name) or name.startswith(DL_TMP_PREFIX):
+                    continue  # an unfinished copy of ours: compression sweeps it
                 if self._is_backup(name):
                     candidates.append(name)
-                elif not name.endswith(SIBLING_SUFFIXES):
+                elif bc.sibling_of(name) is None:
                     continue
                 try:
                     files[name] = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
         result.checked += len(files)
+        chosen = set(candidates)
+        # a crash between compressing and removing the original leaves X.db and X.db.zst:
+        # one backup, the .zst going with the original
+        for name in list(candidates):
+            if bc.is_compressed(name) and bc.original_name(name) in chosen and name in files:
+                chosen.discard(name)
+                siblings.setdefault(bc.original_name(name), []).append((name, files[name]))
         for name, st in files.items():
-            for suffix in SIBLING_SUFFIXES:
-                if name.endswith(suffix):
-                    base = name[: -len(suffix)]
-                    if base in files and base in candidates:
-                        siblings.setdefault(base, []).append((name, st))
-                    elif self._is_backup(base) or base.endswith((".db", ".sqlite")):
-                        result.note(f"{display(d.join(name))}: its backup is gone; left alone")
+            sib = bc.sibling_of(name)
+            if sib is None or (name in chosen and sib[0] not in chosen):
+                continue
+            base = sib[0]
+            for owner in (base, bc.original_name(base), bc.compressed_name(base)):
+                if owner in chosen and owner in files:
+                    siblings.setdefault(owner, []).append((name, st))
                     break
+            else:
+                if self._is_backup(base) or bc.original_name(base).endswith((".db", ".sqlite")):
+                    result.note(f"{display(d.join(name))}: its backup is gone; left alone")
+        candidates = [n for n in candidates if n in chosen]
 
         ready: list[Backup[str]] = []
         for name in candidates:
@@ -177,12 +249,21 @@ class Backups(FileTarget):
                 continue
             if self.last_moment_keep(ctx, st) is Hold.FUTURE:
                 self._warn_future(d.join(name), st, ctx)
-                plan.held.append((name, f"{Hold.FUTURE} (not counted)"))
+                plan.held.append((name, f"{future_text(st.st_mtime - ctx.now_ts)} "
+                                        "(not counted)"))
+                continue
+            ctx.check_stop()
+            check = verify_cached(self._verify_cache, d.fd, name, d.join(name),
+                                  check=cfg.verify.check)  # type: ignore[arg-type]
+            plan.checks[name] = check
+            if check.state is State.CORRUPT:
+                plan.corrupt.append((name, check))
                 continue
             sibs = [s for _, s in siblings.get(name, ())]
             size = st.st_size + sum(s.st_size for s in sibs)
             frees = sum(_allocated(s) for s in (st, *sibs))
-            ready.append(Backup(name, st.st_mtime, size, name, frees))
+            ready.append(Backup(bc.original_name(name), st.st_mtime, size, name, frees))
+        self._report_corrupt(ctx, result, plan, ready)
 
         if plan.policy.kind is PolicyKind.NEWEST:
             # the plain number keeps its original code path and reasons, exactly as before
@@ -192,8 +273,44 @@ class Backups(FileTarget):
             plan.verdicts = select(ready, plan.policy, tz, plan.label)
         except PolicyError as exc:
             plan.problem = str(exc)
-            log.error("backups: %s: nothing removed in %s", exc, plan.label)
+            log.debug("backups: %s: nothing removed in %s", exc, plan.label)  # the worker says it
             plan.verdicts = [Verdict(b, True, f"not judged: {exc}") for b in newest_first(ready)]
+
+    def _report_corrupt(self, ctx: RunContext, result: TargetResult, plan: _Plan,
+                        ready: list[Backup[str]]) -> None:
+        """A corrupt backup newer than the newest good one: the warning of issue 15."""
+        judged = [(plan.files[b.ref].st_mtime, b.ref) for b in ready]
+        judged += [(plan.files[n].st_mtime, n) for n, _ in plan.corrupt]
+        if judged and ctx.config.backups.verify.check != "off":
+            # for the history and the backup_newest_ok metric: True good, False corrupt,
+            # None unverified (and nothing at all while verification is off)
+            state = plan.checks[max(judged)[1]].state
+            result.part(plan.label)["newest_ok"] = (
+                True if state is State.GOOD else False if state is State.CORRUPT else None)
+        if not plan.corrupt:
+            return
+        newest_good = max((b.mtime for b in ready
+                           if plan.checks[b.ref].state is State.GOOD), default=None)
+        newer = [(n, v) for n, v in plan.corrupt
+                 if newest_good is None or plan.files[n].st_mtime > newest_good]
+        part = result.part(plan.label)
+        part["corrupt"] = len(plan.corrupt)
+        if not newer:
+            return
+        name, check = max(newer, key=lambda nv: (plan.files[nv[0]].st_mtime, nv[0]))
+        if newest_good is None:
+            good = "there is no good backup"
+        else:
+            when = datetime.fromtimestamp(newest_good, UTC).astimezone()
+            good = f"newest good one is from {when:%Y-%m-%d %H:%M:%S %Z}"
+        text = (f"{plan.label}: newest backup {display(name)} is corrupt ({check.detail}); "
+                f"{good}")
+        part["warning"] = text
+        result.note(text)
+        log.warning("backups: %s", text,
+                    extra=fields("backup_corrupt", cleanup_target="backups",
+                                 cleanup_env=plan.label, cleanup_path=plan.d.join(name),
+                                 cleanup_error=check.detail))
 
     # --- free-space floor ---------------------------------------------------------------------
 
@@ -249,35 +366,315 @@ class Backups(FileTarget):
 
     def _apply(self, ctx: RunContext, result: TargetResult, plan: _Plan) -> None:
         d, label = plan.d, plan.label
+        cfg = ctx.config.backups
         for name, reason in plan.held:
             self._kept_bytes(result, label, plan.files[name].st_size)
             self.keep(ctx, result, d.join(name), reason, label)
+            self._row(plan, name, "keep", reason)
+        self._apply_corrupt(ctx, result, plan)
+        doomed = [v for v in plan.verdicts if not v.keep]
+        keep = [v for v in plan.verdicts if v.keep]
+        renamed = self._compress(ctx, result, plan, keep) if cfg.compress.after is not None else {}
+        safe: set[str] = {v.backup.ref for v in doomed}
+        if cfg.offload.enabled:
+            wanted = list(doomed)
+            if cfg.offload.upload == "all":
+                wanted += [v for v in keep if plan.checks.get(v.backup.ref) is not None
+                           and plan.checks[v.backup.ref].state is State.GOOD]
+            safe = self._upload(ctx, result, plan, wanted, {v.backup.ref for v in doomed},
+                                renamed)
         kept = removed = 0
-        verb = "would remove" if ctx.dry_run else "removing"
         for v in plan.verdicts:
-            name = v.backup.ref
+            name = renamed.get(v.backup.ref, v.backup.ref)
             if v.keep:
                 kept += 1
                 self._kept_bytes(result, label, v.backup.size)
                 self.keep(ctx, result, d.join(name), v.reason, label)
+                self._row(plan, name, "keep", v.reason + (
+                    "; would be compressed" if name in self._would_compress else ""))
+            elif name not in safe:
+                kept += 1
+                self._kept_bytes(result, label, v.backup.size)
+                reason = f"{v.reason}; kept: no verified copy in the bucket"
+                self.keep(ctx, result, d.join(name), reason, label)
+                self._row(plan, name, "keep", reason)
             elif self.remove(ctx, result, d, name, plan.files[name], v.reason, part=label,
                              siblings=tuple(plan.siblings.get(name, ()))):
-                removed += 1
-                log.info("backups: %s %s (%s)", verb, display(d.join(name)), v.reason)
+                removed += 1  # (a real run's journal gets one entry per item: the worker)
+                self._row(plan, name, "remove", v.reason)
             else:
                 kept += 1
                 self._kept_bytes(result, label, v.backup.size)
+                self._row(plan, name, "keep", f"{v.reason}; kept at the last moment")
         if plan.verdicts:
             log.info("backups: %s: kept %d, %s %d by %s (%s)", label, kept,
                      "would remove" if ctx.dry_run else "removed", removed, plan.source,
                      plan.policy.describe())
 
+    def _apply_corrupt(self, ctx: RunContext, result: TargetResult, plan: _Plan) -> None:
+        after = ctx.config.backups.verify.remove_corrupt_after
+        for name, check in plan.corrupt:
+            st = plan.files[name]
+            age = ctx.now_ts - st.st_mtime
+            if after is None or age <= after.total_seconds():
+                why = ("remove_corrupt_after is not set" if after is None else
+                       f"younger than remove_corrupt_after {format_duration(after)}")
+                reason = f"corrupt ({check.detail}): not counted, kept ({why})"
+                self._kept_bytes(result, plan.label, st.st_size)
+                self.keep(ctx, result, plan.d.join(name), reason, plan.label)
+                self._row(plan, name, "keep", reason)
+                continue
+            reason = (f"corrupt ({check.detail}), {age_text(age)} > remove_corrupt_after "
+                      f"{format_duration(after)}")
+            gone = self.remove(ctx, result, plan.d, name, st, reason, part=plan.label,
+                               siblings=tuple(plan.siblings.get(name, ())))
+            if not gone:
+                self._kept_bytes(result, plan.label, st.st_size)
+            self._row(plan, name, "remove" if gone else "keep", reason)
+
+    def _row(self, plan: _Plan, name: str, verdict: str, reason: str) -> None:
+        st = plan.files.get(name)
+        check = plan.checks.get(name)
+        self.inventory.append({
+            "env": plan.label, "name": name, "backup": bc.original_name(name),
+            "path": plan.d.join(name),
+            "mtime": st.st_mtime if st is not None else None,
+            "size": (st.st_size + sum(s.st_size for _, s in plan.siblings.get(name, ())))
+            if st is not None else None,
+            "files": [name, *(n for n, _ in plan.siblings.get(name, ()))],
+            "state": check.state.value if check is not None else "unverified",
+            "detail": check.detail if check is not None else "not checked",
+            "compressed": bc.is_compressed(name),
+            **self._known_upload(st),
+            "verdict": verdict, "reason": reason,
+        })
+
+    def _known_upload(self, st: os.stat_result | None) -> dict[str, object]:
+        """``uploaded`` (the key of a verified copy, or None) and its SHA-256."""
+        e = (self._uploaded.lookup(st, self._url)
+             if self._uploaded is not None and st is not None else None)
+        return {"uploaded": str(e["key"]) if e else None,
+                "uploaded_sha256": str(e["sha256"]) if e else None}
+
+    # --- compression --------------------------------------------------------------------------
+
+    def _compress(self, ctx: RunContext, result: TargetResult, plan: _Plan,
+                  keep: list[Verdict[str]]) -> dict[str, str]:
+        """Compress kept backups older than ``after``; the names they have now."""
+        cfg = ctx.config.backups.compress
+        assert cfg.after is not None
+        d = plan.d
+        renamed: dict[str, str] = {}
+        todo = [v.backup.ref for v in keep
+                if not bc.is_compressed(v.backup.ref)
+                and ctx.now_ts - plan.files[v.backup.ref].st_mtime > cfg.after.total_seconds()
+                and (plan.checks.get(v.backup.ref) is None
+                     or plan.checks[v.backup.ref].kind not in ("gzip", "zstd"))]
+        if ctx.dry_run:
+            for name in todo:
+                self._would_compress.add(name)
+                result.part(plan.label).setdefault("compressed", 0)
+                result.part(plan.label)["compressed"] += 1
+                log.info("backups: would compress %s (older than %s)", display(d.join(name)),
+                         format_duration(cfg.after))
+            return renamed
+        for i, name in enumerate(todo, 1):
+            ctx.check_stop()
+            ctx.status(f"backups: {plan.label}: compressing {i}/{len(todo)}")
+            if self.last_moment_keep(ctx, plan.files[name]) is not None:
+                continue
+            try:
+                done = bc.compress_backup(d.fd, name, level=cfg.level,
+                                          should_stop=ctx.should_stop)
+            except bc.Stopped:
+                raise Interrupted("stopped on request") from None
+            except (bc.CompressError, OSError) as exc:
+                text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                result.error(f"{label_of(plan)}: {display(name)}: not compressed: {text}")
+                continue
+            outcomes = unlink_all(d, list(done.remove))
+            failed = [str(e) for e in outcomes if e is not None]
+            if failed:
+                result.error(f"{display(name)}: compressed, but the original stays: "
+                             f"{failed[0]}")
+                continue
+            new = done.name
+            st = os.stat(new, dir_fd=d.fd, follow_symlinks=False)
+            plan.files[new] = st
+            plan.siblings[new] = [(f.target, os.stat(f.target, dir_fd=d.fd,
+                                                     follow_symlinks=False))
+                                  for f in done.files if f.target != new]
+            check = verify_cached(self._verify_cache, d.fd, new, d.join(new),
+                                  check=ctx.config.backups.verify.check)  # type: ignore[arg-type]
+            plan.checks[new] = check
+            renamed[name] = new
+            part = result.part(plan.label)
+            part["compressed"] = part.get("compressed", 0) + 1
+            log.info("backups: compressed %s to %s (%s -> %s)", display(d.join(name)), new,
+                     format_size(done.size), format_size(done.compressed_size))
+        return renamed
+
+    # --- offload ------------------------------------------------------------------------------
+
+    def _client(self, ctx: RunContext) -> Offload:
+        if self._offload is None:
+            try:
+                self._offload = make_offload(ctx.config.backups.offload)
+            except OffloadError as exc:
+                self._offload = exc
+        if isinstance(self._offload, OffloadError):
+            raise self._offload
+        return self._offload
+
+    def _upload(self, ctx: RunContext, result: TargetResult, plan: _Plan,
+                wanted: list[Verdict[str]], doomed: set[str],
+                renamed: dict[str, str]) -> set[str]:
+        """Upload and verify each wanted backup's data files; the names (of *doomed*) that
+        have a verified copy and so may be removed."""
+        d, label = plan.d, plan.label
+        names = [renamed.get(v.backup.ref, v.backup.ref) for v in wanted]
+        url = self._url
+        jobs: list[tuple[str, list[tuple[str, os.stat_result]]]] = []
+        for name in names:
+            parts = [(n, st) for n, st in plan.siblings.get(name, ()) if _data_side(n)]
+            parts.append((name, plan.files[name]))
+            if name not in doomed and self._uploaded is not None and all(
+                    self._uploaded.lookup(st, url) for _, st in parts):
+                continue  # upload = "all": this one went up (and was verified) before
+            jobs.append((name, parts))
+        if not jobs:
+            return set()
+        if ctx.dry_run:
+            for name, _ in jobs:
+                log.info("backups: would upload %s to %s and verify it%s", display(d.join(name)),
+                         url, ", then remove it" if name in doomed else "")
+            result.part(label)["to_upload"] = len(jobs)
+            return {name for name, _ in jobs if name in doomed}
+        try:
+            client = self._client(ctx)
+        except OffloadError as exc:
+            n = sum(1 for name, _ in jobs if name in doomed)
+            self._failures.append(f"{label}: offload unavailable, {n} backup(s) kept: {exc}")
+            log.error("backups: %s: offload unavailable: %s", label, exc)
+            return set()
+        try:  # unfinished multipart uploads a crash left (we hold the run lock)
+            client.abort_stale_uploads(label)
+        except OffloadError as exc:
+            log.warning("backups: %s: %s", label, exc)
+        total = sum(st.st_size for _, parts in jobs for _, st in parts)
+        done_bytes = 0
+        safe: set[str] = set()
+        part = result.part(label)
+        for i, (name, parts) in enumerate(jobs, 1):
+            ctx.check_stop()
+            base = done_bytes
+            ctx.status(f"backups: uploading {i}/{len(jobs)}, {base / 1024**3:.1f} of "
+                       f"{total / 1024**3:.1f} GB", force=True)
+
+            def progress(sent: int, _all: int, i: int = i, base: int = base) -> None:
+                ctx.status(f"backups: uploading {i}/{len(jobs)}, "
+                           f"{(base + sent) / 1024**3:.1f} of {total / 1024**3:.1f} GB")
+
+            try:
+                for fname, st in parts:
+                    up = client.upload(d.fd, fname, label, should_stop=ctx.should_stop,
+                                       progress=progress)
+                    if up.skipped and name in doomed:
+                        # the copy is from an earlier run: before the local one goes, read
+                        # it back whole (damage at rest does not show in a stored checksum)
+                        client.verify_remote(label, fname, should_stop=ctx.should_stop)
+                    base += st.st_size
+                    if self._uploaded is not None:
+                        self._uploaded.store(d.join(fname), st, url, up.key, up.sha256)
+            except UploadStopped:
+                raise Interrupted("stopped on request") from None
+            except (OffloadError, OSError) as exc:
+                text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                why = "kept" if name in doomed else "not uploaded"
+                msg = f"{label}: {display(name)}: upload failed, {why}: {text}"
+                result.error(msg)
+                self._failures.append(msg)
+                log.error("backups: %s", msg)
+                continue
+            finally:
+                done_bytes += sum(st.st_size for _, st in parts)
+            part["uploaded"] = part.get("uploaded", 0) + 1
+            if name in doomed:
+                safe.add(name)
+        return safe
+
+    def _remote_retention(self, ctx: RunContext, result: TargetResult, plan: _Plan,
+                          tz: tzinfo) -> None:
+        """``[backups.offload.policy.<env>]`` over the bucket's copies of one directory."""
+        chosen = ctx.config.backups.offload.policy_for(plan.label)
+        if chosen is None:
+            return
+        policy, source = chosen
+        try:
+            client = self._client(ctx)
+            objects = client.list(plan.label, metadata=True)
+        except OffloadError as exc:
+            self._failures.append(f"{plan.label}: remote retention: {exc}")
+            return
+        groups: dict[str, list[str]] = {}
+        mains: dict[str, Backup[str]] = {}
+        by_name = {o.name: o for o in objects}
+        for o in objects:
+            sib = bc.sibling_of(o.name)
+            owner = sib[0] if sib is not None and sib[0] in by_name else o.name
+            groups.setdefault(owner, []).append(o.name)
+        for owner, members in groups.items():
+            o = by_name[owner]
+            mtime = o.mtime_ns / 1e9 if o.mtime_ns is not None else o.last_modified
+            size = sum(by_name[m].size for m in members)
+            mains[owner] = Backup(bc.original_name(owner), mtime, size, owner)
+        label = f"{plan.label} (bucket)"
+        try:
+            verdicts = (keep_newest(list(mains.values()), policy.keep_last, label)
+                        if policy.kind is PolicyKind.NEWEST
+                        else select(list(mains.values()), policy, tz, label))
+        except PolicyError as exc:
+            self._failures.append(f"{plan.label}: remote retention: {exc}")
+            return
+        removed = 0
+        for v in verdicts:
+            if v.keep:
+                continue
+            for member in sorted(groups[v.backup.ref], key=lambda m: m == v.backup.ref):
+                if ctx.dry_run:
+                    continue
+                try:
+                    client.delete(plan.label, member)
+                except OffloadError as exc:
+                    result.error(f"{label}: {member}: not deleted: {exc}")
+                    break
+            else:
+                removed += 1
+                log.info("backups: %s %s from the bucket (%s)",
+                         "would delete" if ctx.dry_run else "deleted", v.backup.ref, v.reason)
+                self.inventory.append({"env": plan.label, "name": v.backup.ref,
+                                       "remote": True, "verdict": "remove",
+                                       "reason": v.reason})
+        result.part(plan.label)["remote_removed"] = removed
+        result.part(plan.label)["remote_kept"] = sum(1 for v in verdicts if v.keep)
+        log.info("backups: %s: %s %d of %d by %s", label,
+                 "would delete" if ctx.dry_run else "deleted", removed, len(verdicts), source)
 
     @staticmethod
     def _kept_bytes(result: TargetResult, label: str, size: int) -> None:
         """The bytes of the backups an environment keeps (the history's samples)."""
         part = result.part(label)
         part["kept_bytes"] = part.get("kept_bytes", 0) + size
+
+
+def label_of(plan: _Plan) -> str:
+    return plan.label
+
+
+def _data_side(name: str) -> bool:
+    """A side file a restore needs (``-wal``, ``-journal``, compressed or not)."""
+    sib = bc.sibling_of(name)
+    return sib is not None and sib[1] in bc.DATA_SIDES
 
 
 def _allocated(st: os.stat_result) -> int:

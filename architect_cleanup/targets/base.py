@@ -8,12 +8,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from stat import S_ISLNK, S_ISREG
 from typing import ClassVar, TypedDict
 
-from architect_cleanup.config import Config, format_duration
+from architect_cleanup.config import Config
 from architect_cleanup.dblocks import LockWatch
 from architect_cleanup.fs import (
     Changed,
@@ -28,7 +28,7 @@ from architect_cleanup.fs import (
 )
 from architect_cleanup.history import Item
 from architect_cleanup.journal import fields
-from architect_cleanup.stats import TargetResult
+from architect_cleanup.stats import TargetResult, action
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,17 @@ class Decision:
     remove: bool
     reason: str
     size: int = 0
+    #: set by the run (RunContext.decide): a removal is "would remove" or "removed"
+    dry_run: bool = True
+    #: names removed with the item (a backup's -wal/-shm/-journal)
+    siblings: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        verb = "remove" if self.remove else "keep  "
-        return f"{verb} {self.target:<7} {display(self.path)} ({display(self.reason)})"
+        verb = action(self.target, self.dry_run) if self.remove else "keep"
+        line = f"{verb:<12} {self.target:<7} {display(self.path)} ({display(self.reason)})"
+        if self.siblings:
+            line += f" with {', '.join(display(s) for s in self.siblings)}"
+        return line
 
 
 class Actor(TypedDict, total=False):
@@ -173,6 +180,7 @@ class RunContext:
         return READONLY_HINT
 
     def decide(self, d: Decision) -> None:
+        d.dry_run = self.dry_run
         if self.on_decision is not None:
             self.on_decision(d)
         if log.isEnabledFor(logging.DEBUG):
@@ -212,6 +220,35 @@ def register(cls: type[Target]) -> type[Target]:
 
 
 # --- helpers for the file targets ------------------------------------------------------------
+
+
+_SPANS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
+          ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def human_duration(seconds: float) -> str:
+    """A span for people, in its largest whole unit: "4 months", "1 day", "45 seconds"."""
+    secs = max(int(seconds), 0)
+    for unit, size in _SPANS:
+        if secs >= size or unit == "second":
+            n = secs // size
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    raise AssertionError("unreachable")
+
+
+def hold_text(ctx: RunContext, st: os.stat_result, why: Hold) -> str:
+    """A last-moment reason said exactly: "modified 4 months in the future", "open by PID
+    1234 (gunicorn)"."""
+    if why is Hold.FUTURE:
+        return future_text(st.st_mtime - ctx.now_ts)
+    if why is Hold.OPEN and ctx.open_files is not None:
+        return ctx.open_files.describe(st) or str(why)
+    return str(why)
+
+
+def future_text(ahead: float) -> str:
+    """The reason a file with a future mtime is kept: "modified 4 months in the future"."""
+    return f"modified {human_duration(ahead)} in the future"
 
 
 def age_text(seconds: float) -> str:
@@ -273,7 +310,7 @@ class FileTarget(Target):
                 young_bytes += st.st_size
                 if st.st_mtime > future:
                     self._warn_future(d.join(name), st, ctx)
-                    self.keep(ctx, result, d.join(name), Hold.FUTURE)
+                    self.keep(ctx, result, d.join(name), future_text(st.st_mtime - now))
                 elif wants:
                     self.keep(ctx, result, d.join(name),
                               f"{age_text(max(age, 0))}, {young} {limit}")
@@ -331,7 +368,8 @@ class FileTarget(Target):
         if why_keep is Hold.FUTURE:
             self._warn_future(*(culprit or (path, st)), ctx)
         result.skipped += 1
-        self.keep(ctx, result, path, f"{why_keep}; a rule would remove it: {rule}", part)
+        self.keep(ctx, result, path, f"{hold_text(ctx, st, why_keep)}; a rule would remove it: "
+                  f"{rule}", part)
 
     def _not_removed(self, ctx: RunContext, result: TargetResult, path: str,
                      exc: Exception) -> None:
@@ -393,7 +431,8 @@ class FileTarget(Target):
         if ctx.wants_decisions or ctx.on_item is not None:
             why = _text(reason)
             if ctx.wants_decisions:
-                ctx.decide(Decision(self.name, d.join(name), True, why, size))
+                ctx.decide(Decision(self.name, d.join(name), True, why, size,
+                                    siblings=tuple(s for s, _ in siblings)))
             if ctx.on_item is not None:
                 ctx.on_item(Item(self.name, d.join(name), size, st.st_mtime, why, part))
         return True
@@ -402,8 +441,7 @@ class FileTarget(Target):
         self._warned_future += 1
         if self._warned_future <= 10:
             ahead = st.st_mtime - ctx.now_ts
-            log.warning("%s: %s is modified %s in the future; kept", self.name, display(path),
-                        format_duration_short(ahead))
+            log.warning("%s: %s is %s; kept", self.name, display(path), future_text(ahead))
 
 
 #: A reason, or a function that builds it only when someone reads it.
@@ -412,10 +450,6 @@ Reason = str | Callable[[], str]
 
 def _text(reason: Reason) -> str:
     return reason if isinstance(reason, str) else reason()
-
-
-def format_duration_short(seconds: float) -> str:
-    return format_duration(timedelta(seconds=int(seconds)))
 
 
 #: What to do about EROFS under the service (ProtectSystem=strict makes everything read-only

@@ -11,6 +11,7 @@ databases still run, and the target is marked failed (exit status 1) once any da
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,13 @@ from architect_cleanup.db import (
 )
 from architect_cleanup.history import Item
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.base import Decision, RunContext, Target
+from architect_cleanup.targets.base import (
+    READONLY_HINT,
+    Decision,
+    RunContext,
+    Target,
+    on_readonly_fs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,7 @@ class DatabaseTarget(Target):
         for note in notes:
             result.note(note)
         failed: list[str] = []
+        reasons: list[str] = []
         for f in files:
             ctx.check_stop()
             part = result.part(f.label)
@@ -70,13 +78,24 @@ class DatabaseTarget(Target):
                 self._one(ctx, result, f, part)
             except (sqlite3.Error, DbError) as exc:
                 msg = describe(exc)
+                where = os.path.dirname(f.path)
+                if "ReadWritePaths=" not in msg and on_readonly_fs(where):
+                    # under the service: outside its ReadWritePaths= (said once per target)
+                    ctx.readonly(self.name, where)
+                    msg += READONLY_HINT
                 part["error"] = msg
                 failed.append(f.label)
+                reasons.append(msg)
                 result.error(f"{f.rel}: {msg}")
                 log.debug("%s: %s failed", self.name, f.rel, exc_info=True)
         if failed:
-            result.fail(f"{len(failed)} of {len(files)} databases failed: "
-                        + ", ".join(failed))
+            text = f"{len(failed)} of {len(files)} databases failed: " + ", ".join(failed)
+            if len(set(reasons)) == 1:
+                text += f" ({reasons[0]})"
+            elif any("ReadWritePaths=" in r for r in reasons):
+                text += (" (read-only file system, outside the service's writable paths "
+                         "(ReadWritePaths=))")
+            result.fail(text)
 
     def _one(self, ctx: RunContext, result: TargetResult, f: DbFile,
              part: dict[str, Any]) -> None:

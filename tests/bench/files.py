@@ -104,7 +104,7 @@ class FileBench:
 
     def engine(self, *, force: bool) -> Contestant:
         return Contestant("architect-cleanup",
-                          self.engine_cmd + (["--force"] if force else []), self.env)
+                          self.engine_cmd + (["--force", "--yes"] if force else []), self.env)
 
     def find(self, *, delete: bool) -> Contestant:
         action = "-delete" if delete else "-print"

@@ -11,7 +11,9 @@ beside each figure, and writes the same as JSON (.cache/bench/results.json).
   4. the tasks purge vs one plain DELETE while a simulated dashboard inserts every 10 ms;
   5. the history: the real run of part 2 with the history on vs off (every removed item
      recorded: time ratio and peak RSS), and the history writer alone recording as many items
-     as the tree has files (tests/bench/history.py).
+     as the tree has files (tests/bench/history.py);
+  6. backups (issue 15, tests/bench/backups.py): compression beside ``zstd -3 -T0`` (goal
+     >= 0.8x), verification MB/s, upload beside a plain boto3 ``upload_file`` (goal >= 0.9x).
 
 Exit status: 0 when every goal is met, 1 when one is not, 2 when the benchmark itself failed.
 """
@@ -19,6 +21,8 @@ Exit status: 0 when every goal is met, 1 when one is not, 2 when the benchmark i
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 import traceback
@@ -56,7 +60,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "quick 3)")
     p.add_argument("--real-repeat", type=int, help="rounds of the real runs (default 3, quick "
                    "1; each round deletes the old files three times and restores them)")
-    p.add_argument("--parts", default="1,2,3,4,5", help="which parts to run (default all)")
+    p.add_argument("--parts", default="1,2,3,4,5,6", help="which parts to run (default all)")
     p.add_argument("--dir", type=Path, default=REPO / ".cache" / "bench",
                    help="where generated data lives (default .cache/bench)")
     p.add_argument("--json", type=Path, help="results file (default DIR/results.json)")
@@ -171,6 +175,32 @@ def task_part(a: argparse.Namespace, rep: Report) -> None:
     tasks.bench(a, rep, log)
 
 
+def backups_part(a: argparse.Namespace, rep: Report) -> None:
+    """tests/bench/backups.py in its own process (it starts a SeaweedFS server), its figures
+    added to the table."""
+    out = a.dir / "backups.json"
+    out.unlink(missing_ok=True)
+    mb = 64 if a.quick else 256
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("backups.py")),
+                           "--mb", str(mb), "--rounds", "2" if a.quick else "3",
+                           "--json", str(out)], check=False)
+    if not out.exists():
+        rep.add("6", "backups bench", f"not run (exit {proc.returncode})", "", False)
+        return
+    f = json.loads(out.read_text())
+    rep.details["backups"] = f
+    rep.add("6", f"backup compression, {f['data_mib']:.0f} MiB of databases",
+            f"{f['compress_mib_s']:.0f} MiB/s vs zstd -3 -T0 {f['zstd_cli_mib_s']:.0f} MiB/s "
+            f"= {f['compress_ratio']:.2f}x", ">= 0.8x", f["compress_ratio"] >= 0.8,
+            f["compress_ratio"])
+    rep.add("6", "backup verification (quick_check / zstd checksum)",
+            f"{f['quick_check_mib_s']:.0f} / {f['zstd_check_mib_s']:.0f} MiB/s", "", None)
+    rep.add("6", "backup upload to SeaweedFS, verified",
+            f"{f['upload_mib_s']:.0f} MiB/s vs boto3 upload_file {f['upload_plain_mib_s']:.0f} "
+            f"MiB/s = {f['upload_ratio']:.2f}x", ">= 0.9x", f["upload_ratio"] >= 0.9,
+            f["upload_ratio"])
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     a.dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             task_part(a, rep)
         if "5" in a.parts:
             history_part(a, rep)
+        if "6" in a.parts:
+            backups_part(a, rep)
     except Exception:
         traceback.print_exc()
         rep.meta["error"] = traceback.format_exc()

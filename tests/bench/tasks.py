@@ -228,7 +228,7 @@ def bench(a: Namespace, rep: Report, log: Callable[[str], None]) -> None:
     for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID", "ARCHITECT_CLEANUP_CONFIG"):
         env.pop(var, None)
     exe = str(Path(sys.executable).parent / "architect-cleanup")
-    engine = [exe, "--config", str(conf), "run", "--only", "tasks", "--force", "--json"]
+    engine = [exe, "--config", str(conf), "run", "--only", "tasks", "--force", "--yes", "--json"]
     rounds = max(2, a.real_repeat)
     results: dict[str, list[dict[str, Any]]] = {"architect-cleanup": [], "plain DELETE": []}
     for i in range(rounds):

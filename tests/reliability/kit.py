@@ -10,6 +10,7 @@ real files, real SQLite databases, real mounts and a real unprivileged user.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import ctypes.util
@@ -45,6 +46,8 @@ DATA = TESTS / "data"
 VENV_PY = str(REPO / ".venv" / "bin" / "python")
 #: Debian's interpreter for the attacker (an unprivileged user must be able to run it).
 SYSTEM_PY = "/usr/bin/python3"
+#: Where the package is staged for an unprivileged run (see :func:`staged_package`).
+_STAGED: list[str] = []
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -156,6 +159,11 @@ class Arena:
             else:
                 raw[key] = value
         raw["logs"] = logs
+        # Trees here hold placeholder backups, which verification would rightly call corrupt;
+        # build_world's are real databases and turn it on.
+        backups = dict(raw.get("backups", {}))
+        backups.setdefault("verify", {"check": "off"})
+        raw["backups"] = backups
         self.config.write_text(tomli_w.dumps(raw))
         return self.config
 
@@ -491,7 +499,10 @@ class Attacker:
 
     def __init__(self, user: User, mode: str, *args: str) -> None:
         self.report = tempfile.mktemp(prefix="ac-rel-attacker-", dir="/tmp")
-        cmd = [SYSTEM_PY, str(HERE / "attacker.py"), mode, self.report, *args]
+        # The script goes as -c text: a checkout may live where only root can enter
+        # (a clone under /root or in `mktemp -d`, mode 0700).
+        source = (HERE / "attacker.py").read_text(encoding="utf-8")
+        cmd = [SYSTEM_PY, "-c", source, mode, self.report, *args]
         self.proc = subprocess.Popen(cmd, user=user.uid, group=user.gid, extra_groups=[],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      cwd="/", env={"PATH": "/usr/bin:/bin"})
@@ -642,12 +653,37 @@ def cli_cmd(*args: str) -> list[str]:
     return [VENV_PY, "-m", "architect_cleanup", *args]
 
 
+def staged_package() -> str:
+    """A copy of ``architect_cleanup`` in a directory every user can read, made once per
+    session and removed at exit: an unprivileged run cannot use the checkout's .venv or
+    package when the checkout lives where only root can enter (a clone under /root or in
+    ``mktemp -d``). Debian's python3 has the runtime dependencies (python3-systemd,
+    python3-tomli-w) the venv uses too."""
+    if not _STAGED:
+        stage = tempfile.mkdtemp(prefix="ac-rel-package-", dir="/tmp")
+        os.chmod(stage, 0o755)
+        shutil.copytree(REPO / "architect_cleanup", Path(stage) / "architect_cleanup",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for dirpath, dirnames, filenames in os.walk(stage):
+            for d in dirnames:
+                os.chmod(os.path.join(dirpath, d), 0o755)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        atexit.register(shutil.rmtree, stage, True)
+        _STAGED.append(stage)
+    return _STAGED[0]
+
+
 def run_cli(arena: Arena, *args: str, timeout: float = 300, user: User | None = None,
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     kw: dict[str, Any] = {}
+    cmd = cli_cmd(*args)
+    run_env = dict(env or arena.env())
     if user is not None:
         kw.update(user=user.uid, group=user.gid, extra_groups=[])
-    return subprocess.run(cli_cmd(*args), env=dict(env or arena.env()), capture_output=True,
+        cmd = [SYSTEM_PY, "-m", "architect_cleanup", *args]
+        run_env["PYTHONPATH"] = staged_package()
+    return subprocess.run(cmd, env=run_env, capture_output=True,
                           text=True, timeout=timeout, check=False, cwd="/",
                           errors="backslashreplace", **kw)
 
@@ -771,7 +807,7 @@ def build_world(arena: Arena, now: float, *, backups: int = 20, logs: int = 100,
         for i in range(backups):
             t = old + i * 60
             tag = "keep" if i >= backups - keep else "doomed"
-            b = touch(bdir / f"architect_{i:06d}_{tag}.db", t, b"b" * 64)
+            b = touch(bdir / f"architect_{i:06d}_{tag}.db", t, backup_bytes(i))
             w.keep.append(b) if tag == "keep" else w.doom("backups", b)
             if i % 7 == 3:
                 for side in ("-wal", "-shm"):
@@ -808,8 +844,19 @@ def build_world(arena: Arena, now: float, *, backups: int = 20, logs: int = 100,
     make_assigner_db(w.assigner, now, doomed=prompts, keep=keep_rows)
     w.prompts_keep = keep_rows
     arena.write_config(environments=["prod", "qa"],
-                       backups={"retention": {"prod": 3, "qa": 2}})
+                       backups={"retention": {"prod": 3, "qa": 2}, "verify": {"check": "quick"}})
     return w
+
+
+def backup_bytes(i: int) -> bytes:
+    """A small, good database (one row telling *i*): a backup that verifies as good."""
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE backup(i INTEGER)")
+    con.execute("INSERT INTO backup VALUES (?)", (i,))
+    con.commit()
+    data = con.serialize()
+    con.close()
+    return data
 
 
 def watch_deletes(dirs: Iterable[Path]) -> Inotify:

@@ -78,7 +78,9 @@ def test_a_state_directory_that_cannot_be_written_still_gives_the_summary_and_ex
     assert proc.returncode == 1
     # the work was done and reported; only the record failed
     assert w.doomed_left() == [] and w.missing_keepers() == []
-    assert "Freed" in proc.stderr  # the summary line (the journal's last line)
+    # the summary, once: printed on stdout (the journal gets its summary entry; a terminal's
+    # stderr does not repeat it)
+    assert "Space freed:" in proc.stdout and "Freed" not in proc.stderr
     assert "cannot write" in proc.stderr + proc.stdout
     assert (arena.state / "state.json").read_bytes() == before  # old state intact
     assert kit.leftovers(arena) == []
@@ -359,9 +361,9 @@ def test_sigterm_stops_a_run_cleanly_between_batches_and_loses_nothing(
     assert stopped_in < 10
     doc = json.loads(out)
     t = doc["targets"][target]
-    assert t["status"] == "failed" and "stopped" in t["message"]
+    assert t["status"] == "stopped" and "stopped" in t["message"]  # asked for: not "failed"
     state = kit.state_doc(arena)
-    assert state is not None and state["last_run"]["result"] == "failed"
+    assert state is not None and state["last_run"]["result"] == "stopped"
     assert holder(arena.lock) is None and kit.leftovers(arena) == []
     assert w.missing_keepers() == []
     FIGURES.lost(w.rows_lost())

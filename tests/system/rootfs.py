@@ -53,12 +53,16 @@ MIRRORS = (
 #: A booted systemd, and the runtime dependencies of architect-cleanup and architect-cleanup-api
 #: (python3-flask, gunicorn; curl to call the API), so one tarball serves both packages; the
 #: metrics' Recommends: (python3-prometheus-client) and Debian's node_exporter, whose textfile
-#: collector the system test scrapes. A change here changes the cache key: a new tarball.
+#: collector the system test scrapes.
+#: The backups' Recommends (python3-zstandard, python3-boto3) serve the offload test. A
+#: change here changes the cache key: a new tarball.
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus",
     "python3", "python3-systemd", "python3-tomli-w",
     "python3-flask", "gunicorn", "curl",
     "python3-prometheus-client", "prometheus-node-exporter",
+    # Recommends of architect-cleanup: backup compression and offload (issue 15)
+    "python3-zstandard", "python3-boto3",
 )
 DEFAULT_CACHE = "/var/cache/architect-cleanup-tests"
 #: Tarballs of other package lists unused for this long are removed after a build.

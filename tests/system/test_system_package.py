@@ -26,7 +26,7 @@ CONFFILE = "/etc/architect-cleanup/config.toml"
 STATE = "/var/lib/architect-cleanup/state.json"
 CATALOG = "/usr/lib/systemd/catalog/architect-cleanup.catalog"
 ROOT = "/srv/architect"
-SUMMARY = re.compile(r"(Dry run: would free|Freed) \d+\.\d MB: \d+ backups, \d+ logs")
+SUMMARY = re.compile(r"(Dry run: would free|Freed) \d+\.\d MiB: \d+ backups, \d+ logs")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def test_systemctl_start_is_a_dry_run_until_the_conffile_says_otherwise(
         assert real["stats"][key] == dry["stats"][key], key  # the dry run told the truth
     (details,), = sql(box, prod, cleanup_rows)  # the real run is in the dashboard's log
     logged = json.loads(str(details))
-    assert logged["dry_run"] is False and logged["source"] == "timer"
+    assert logged["dry_run"] is False and logged["source"] == "systemctl"
     old_done = ("SELECT count(*) FROM task_queue WHERE status IN ('completed', 'cancelled', "
                 "'failed') AND completed_at < datetime('now', '-7 days')")
     assert sql(box, prod, old_done) == [[0]]
@@ -249,7 +249,8 @@ def test_the_state_file_records_each_run(installed: Container) -> None:
     box = installed
     start(box)
     first = state(box)
-    assert first["last_run"]["source"] == "timer"  # the service passes --source timer
+    # `systemctl start` by hand: no timer triggered it ($TRIGGER_UNIT unset)
+    assert first["last_run"]["source"] == "systemctl"
     assert len(first["history"]) == 1 and first["history"][-1] == first["last_run"]
     set_conf(box, "dry_run", "true", "false")
     start(box)
@@ -348,6 +349,12 @@ def test_a_root_outside_read_write_paths_gives_the_drop_in_hint(installed: Conta
     box.write_file("/etc/architect-cleanup/config.d/50-root.toml",
                    f'root = "{root}"\ndry_run = false\n')
     before = tree_fingerprint(box, root)
+    # `config check` says so before any run, once, reading the installed unit's paths
+    check = box.run("architect-cleanup config check", check=False)
+    assert check.returncode == 0
+    warned = [ln for ln in check.stderr.splitlines() if "ReadWritePaths=" in ln]
+    assert len(warned) == 1 and f"root {root} is outside the writable paths" in warned[0]
+    assert "ReadWritePaths=/srv/architect /tmp" in warned[0], warned
     assert start(box, check=False) != 0  # SPEC 7: a path outside them must fail ...
     assert box.run(["systemctl", "is-failed", SERVICE], check=False).stdout.strip() == "failed"
     assert tree_fingerprint(box, root) == before  # the sandbox held: nothing removed
@@ -355,6 +362,13 @@ def test_a_root_outside_read_write_paths_gives_the_drop_in_hint(installed: Conta
     assert hints, "no readonly_path entry in the journal"
     assert all("systemctl edit architect-cleanup.service" in h["MESSAGE"] for h in hints)
     assert any(root in h["MESSAGE"] for h in hints)
+    # the database targets give the same hint, not a question about the owner
+    db_failed = [e for e in by_id(journal(box), "target_failed")
+                 if e["CLEANUP_TARGET"] in ("tasks", "errors", "prompts")]
+    assert db_failed
+    for e in db_failed:
+        assert "ReadWritePaths=" in e["CLEANUP_ERROR"], e["CLEANUP_ERROR"]
+        assert "may that user" not in e["CLEANUP_ERROR"], e["CLEANUP_ERROR"]
     status = box.run(["systemctl", "status", "--no-pager", "--lines=50", SERVICE],
                      check=False).stdout
     assert "systemctl edit architect-cleanup.service" in status

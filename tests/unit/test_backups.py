@@ -56,7 +56,7 @@ def test_the_shared_directory_uses_the_default_number(srv: Path) -> None:
     cfg = make_config(srv, backups={"retention": {"default": 6}})
     stats, _ = run(cfg, dry_run=False)
     assert [p.exists() for p in shared] == [True] * 6 + [False] * 2
-    assert stats.targets["backups"].detail["shared"]["removed"] == 2  # type: ignore[attr-defined]
+    assert stats.targets["backups"].detail["default"]["removed"] == 2  # type: ignore[attr-defined]
 
 
 def test_an_unlisted_environment_uses_the_default_number(srv: Path) -> None:

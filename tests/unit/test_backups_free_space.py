@@ -98,8 +98,8 @@ def test_the_floor_stops_at_the_threshold_and_the_dry_run_predicts_the_real_run(
     assert detail["removed_for_space"] == 4 and not detail["stopped_at_keep_min"]
     (note,) = [n for n in stats.targets["backups"].notes if "min_free_space" in n]
     assert note.startswith("prod: free space ")
-    assert "is below min_free_space 45% (3.6 MB): 4 backup(s) beyond the rules would go, " \
-        "reaching 4.0 MB (50.0%)" in note
+    assert "is below min_free_space 45% (3.6 MiB): 4 backup(s) beyond the rules would go, " \
+        "reaching 4.0 MiB (50.0%)" in note
 
     real, stats = run(cfg, dry=False)
     assert removed(real) == removed(dry)

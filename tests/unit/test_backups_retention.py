@@ -110,7 +110,7 @@ def test_the_budget_removes_the_oldest_survivors_and_says_so(srv: Path) -> None:
     assert sorted(n for n, d in seen.items() if not d.remove) == [
         f"architect_202611{d}_030000.db" for d in (22, 23, 24, 25)]
     assert seen["architect_20261121_030000.db"].reason == (
-        "over max_total_size 4.0 MB (kept set 5.0 MB)")
+        "over max_total_size 4.0 MiB (kept set 5.0 MiB)")
 
 
 def test_siblings_count_in_the_budget_and_go_with_their_backup(srv: Path) -> None:
@@ -118,7 +118,7 @@ def test_siblings_count_in_the_budget_and_go_with_their_backup(srv: Path) -> Non
     backup(srv, "prod", "2026-11-25 03:00", 300)
     cfg = with_policy(srv, prod={"keep_last": 5, "max_total_size": "1000"})
     seen, stats = run(cfg, dry=False)
-    assert seen[old.name].reason == "over max_total_size 1000 B (kept set 1.2 KB)"
+    assert seen[old.name].reason == "over max_total_size 1000 B (kept set 1.2 KiB)"
     assert not any(p.name.startswith(old.name) for p in old.parent.iterdir())
     assert stats.space_freed == 900  # type: ignore[attr-defined]
 
@@ -146,7 +146,7 @@ def test_a_budget_below_the_newest_backup_fails_the_target_and_spares_that_envir
     result = stats.targets["backups"]  # type: ignore[attr-defined]
     assert result.status == "failed"
     assert result.message == ("max_total_size 1000 B of prod is smaller than its newest backup "
-                              "architect_20261125_030000.db (2.0 KB); raise it or drop it")
+                              "architect_20261125_030000.db (2.0 KiB); raise it or drop it")
     assert seen[big[0].name].reason.startswith("not judged: max_total_size 1000 B of prod")
 
 
@@ -170,7 +170,7 @@ def test_the_shared_directory_follows_the_default_policy(srv: Path) -> None:
     seen, _ = run(cfg, dry=True, where="backups")
     assert seen["architect_20261125_030000.db"].reason == "daily 2026-11-25"
     assert seen["architect_20261123_030000.db"].reason == (
-        "no rule of shared keeps it (daily 2)")
+        "no rule of default keeps it (daily 2)")
 
 
 def test_buckets_follow_the_servers_time_zone(srv: Path,
@@ -211,20 +211,22 @@ def backups_log() -> Iterator[list[str]]:
     logger.setLevel(old)
 
 
-def test_the_journal_gets_each_removal_with_its_reason_and_a_line_per_environment(
+def test_a_dry_run_logs_a_line_per_environment_and_no_line_per_backup(
         srv: Path, backups_log: list[str]) -> None:
+    """Issue 21: the hourly dry run wrote 163 "would remove" lines to the journal every hour;
+    a real run's removals are journaled one by one by the worker (test_journal)."""
     dailies(srv, "prod", "2026-11-22", "2026-11-25")
     run(with_policy(srv, prod={"keep_daily": 2}), dry=True)
-    assert any(line.startswith("backups: would remove ") and "architect_20261122_030000.db "
-               "(no rule of prod keeps it (daily 2))" in line for line in backups_log)
-    assert "backups: prod: kept 2, would remove 2 by backups.policy.prod (daily 2)" in backups_log
+    assert not any("architect_20261122_030000.db" in line for line in backups_log)
+    assert backups_log == [
+        "backups: prod: kept 2, would remove 2 by backups.policy.prod (daily 2)"]
 
 
 def test_verbose_output_lists_every_backup_with_the_rules_that_keep_it(srv: Path,
                                                                        tmp_path: Path) -> None:
     dailies(srv, "prod", "2026-11-01", "2026-11-25")
     conf = tmp_path / "config.toml"
-    conf.write_text(f'root = "{srv}"\n[logs]\ntmp_dir = ""\n'
+    conf.write_text(f'root = "{srv}"\n[logs]\ntmp_dir = ""\n[backups.verify]\ncheck = "off"\n'
                     '[backups.policy.prod]\nkeep_daily = 2\nkeep_weekly = 2\n'
                     'max_total_size = "300"\n')
     out = io.StringIO()

@@ -44,28 +44,132 @@ def test_run_without_force_is_a_dry_run_with_the_seed_summary(demo: tuple[Path, 
     assert code == 0
     assert snapshot(root, tmp) == before
     tail = out[out.index("Cleanup Summary:"):].splitlines()
-    assert tail[1] == "  Mode: DRY RUN - nothing was changed (use --force to clean)"
+    assert tail[1] == "  Mode: PREVIEW (dry run) - nothing was changed"
     assert [line.split(":")[0].strip() for line in tail[2:9]] == [
-        "Backups deleted", "Logs deleted", "Tasks deleted", "Errors deleted",
-        "Prompts deleted", "Temp files deleted", "Space freed"]
+        "Would delete backups", "Would delete logs", "Would delete tasks",
+        "Would delete errors", "Would archive prompts", "Would delete temp files",
+        "Would free"]
+    assert tail[-1] == "  To clean: architect-cleanup run --force"
 
 
 def test_force_cleans_and_a_second_run_frees_nothing(demo: tuple[Path, Path, Path]) -> None:
     code, out = cli("run", "--force")
-    assert code == 0 and "Mode: DRY RUN" not in out
+    assert code == 0 and "PREVIEW" not in out and "would" not in out.lower()
+    tail = out[out.index("Cleanup Summary:"):].splitlines()
+    assert [line.split(":")[0].strip() for line in tail[1:8]] == [
+        "Backups deleted", "Logs deleted", "Tasks deleted", "Errors deleted",
+        "Prompts archived", "Temp files deleted", "Space freed"]
     code, out = cli("run", "--force")
-    assert "  Space freed: 0.0 MB" in out and "  Backups deleted: 0" in out
+    assert "  Space freed: 0.0 MiB" in out and "  Backups deleted: 0" in out
 
 
-def test_config_dry_run_false_makes_run_clean_and_dry_run_flag_still_previews(
+def test_with_dry_run_false_in_the_config_every_typed_preview_still_removes_nothing(
         demo: tuple[Path, Path, Path]) -> None:
+    """SPEC 4.1: the config's dry_run = false is for the timer's runs; the README's preview
+    commands (issue 21: they once deleted 51 production backups) stay previews."""
     root, tmp, cfg = demo
     cfg.write_text(cfg.read_text().replace("[logs]", "dry_run = false\n[logs]"))
     before = snapshot(root, tmp)
-    cli("run", "--dry-run")
-    assert snapshot(root, tmp) == before
-    code, _ = cli("run")
+    for args in (["run"], ["run", "-v"], ["run", "--json", "--only", "backups"],
+                 ["run", "-v", "--only", "backups"], ["run", "--dry-run"], ["plan"],
+                 ["plan", "-v", "--json"], ["--keep", "2"], []):
+        code, out = cli(*args)
+        assert code == 0, args
+        assert snapshot(root, tmp) == before, args
+        if "--json" in args:
+            assert json.loads(out)["dry_run"] is True, args
+        else:
+            assert "PREVIEW (dry run)" in out, args
+    # --scheduled (the service's flag) follows the configuration
+    code, out = cli("run", "--scheduled")
     assert code == 0 and snapshot(root, tmp) != before
+    assert "Backups deleted:" in out
+
+
+def test_scheduled_follows_the_config_and_names_the_trigger(
+        demo: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, tmp, _ = demo
+    before = snapshot(root, tmp)
+    monkeypatch.setenv("TRIGGER_UNIT", "architect-cleanup.timer")
+    code, out = cli("run", "--scheduled", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["dry_run"] is True and doc["source"] == "timer"
+    assert snapshot(root, tmp) == before  # the shipped default: a dry run
+    monkeypatch.delenv("TRIGGER_UNIT")
+    _, out = cli("run", "--scheduled", "--json")
+    assert json.loads(out)["source"] == "systemctl"  # `systemctl start`, no timer
+    _, out = cli("run", "--json")
+    assert json.loads(out)["source"] == "cli"
+
+
+def test_every_item_line_says_would_remove_in_a_preview_and_removed_in_a_real_run(
+        demo: tuple[Path, Path, Path]) -> None:
+    _, out = cli("run", "-v")
+    removals = [ln for ln in out.splitlines()
+                if " backups " in ln and not ln.startswith((" ", "keep"))]
+    assert removals and all(ln.startswith("would remove backups ") for ln in removals)
+    assert not any(ln.startswith(("remove ", "removed ")) for ln in out.splitlines())
+    _, out = cli("run", "--force", "-v")
+    removals = [ln for ln in out.splitlines()
+                if " backups " in ln and not ln.startswith((" ", "keep"))]
+    assert removals and all(ln.startswith("removed      backups ") for ln in removals)
+    assert "would" not in out.lower()
+
+
+def test_json_lists_each_item_with_its_reason(demo: tuple[Path, Path, Path]) -> None:
+    root, _, _ = demo
+    _, out = cli("run", "--json", "--only", "backups,logs")
+    doc = json.loads(out)
+    items = doc["items"]
+    assert len(items["backups"]) == doc["stats"]["backups_deleted"] > 0
+    assert len(items["logs"]) == doc["stats"]["logs_deleted"] > 0
+    first = items["backups"][0]
+    assert first["path"].startswith(str(root)) and first["reason"] and first["bytes"] >= 0
+    assert doc["items_omitted"] == 0
+
+
+def test_force_on_a_terminal_previews_and_asks_first(demo: tuple[Path, Path, Path]) -> None:
+    """run --force on a terminal: the preview, a question; "n" removes nothing, "y" cleans;
+    --yes does not ask."""
+    import pty
+    root, tmp, _ = demo
+    before = snapshot(root, tmp)
+
+    def on_tty(answer: bytes, *args: str) -> str:
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "architect_cleanup", *args],
+                                stdin=follower, stdout=follower, stderr=follower,
+                                env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        os.close(follower)
+        seen = b""
+        try:
+            while b"[y/N]" not in seen and b"Space freed" not in seen:
+                chunk = os.read(leader, 65536)
+                if not chunk:
+                    break
+                seen += chunk
+            if b"[y/N]" in seen:
+                os.write(leader, answer + b"\n")
+            while True:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        finally:
+            assert proc.wait(60) == 0
+            os.close(leader)
+        return seen.decode(errors="replace")
+
+    out = on_tty(b"n", "run", "--force")
+    assert "Preview (nothing is changed yet):" in out and "[y/N]" in out
+    assert "Nothing was removed." in out and snapshot(root, tmp) == before
+    out = on_tty(b"y", "run", "--force")
+    assert "[y/N]" in out and "Backups deleted:" in out and snapshot(root, tmp) != before
+    out = on_tty(b"", "run", "--force", "--yes")
+    assert "[y/N]" not in out and "Backups deleted: 0" in out
 
 
 def test_json_prints_one_object_in_the_seed_shape(demo: tuple[Path, Path, Path]) -> None:
@@ -81,10 +185,10 @@ def test_json_prints_one_object_in_the_seed_shape(demo: tuple[Path, Path, Path])
 def test_verbose_lists_every_decision_with_its_reason(demo: tuple[Path, Path, Path]) -> None:
     _, out = cli("run", "-v")
     lines = out.splitlines()
-    assert any(line.startswith("keep   backups") and "(newest backup of prod)" in line
+    assert any(line.startswith("keep         backups") and "(newest backup of prod)" in line
                for line in lines)
-    assert any(line.startswith("remove backups") and "beyond the newest 10 of prod" in line
-               for line in lines)
+    assert any(line.startswith("would remove backups") and "beyond the newest 10 of prod"
+               in line for line in lines)
     assert any("architect_worker.log (active worker log (logs.protect))" in line
                for line in lines)
 
@@ -207,8 +311,15 @@ def test_report_lists_the_history(demo: tuple[Path, Path, Path]) -> None:
     cli("run", "--force")
     code, out = cli("report")
     assert code == 0
-    rows = out.split("Freed per day")[0].strip().splitlines()[2:]
-    assert len(rows) == 2 and " dry " in rows[0] and " real " in rows[1]
+    table = out.split("Freed per day")[0].strip().splitlines()
+    header, rows = table[1], table[2:]
+    assert "freed MiB" in header and "would free MiB" in header
+    assert len(rows) == 2 and " preview " in rows[0] and " real " in rows[1]
+    # a preview's figure stands under "would free", a real run's under "freed"
+    col = header.index("would free MiB") + len("would free MiB")
+    freed_end = header.index("freed MiB") + len("freed MiB")
+    assert rows[0][:col].rstrip()[-1].isdigit() and rows[0][freed_end - 9:freed_end].strip() == ""
+    assert rows[1][:freed_end].rstrip()[-1].isdigit() and rows[1][freed_end:col].strip() == ""
     doc = json.loads(cli("report", "--json")[1])
     assert len(doc["history"]) == 2
 
@@ -234,7 +345,7 @@ def test_sigterm_stops_a_run_between_items_and_dies_by_the_signal(
     assert proc.returncode == -15
     from architect_cleanup.state import StateStore
     last = StateStore().load()["last_run"]
-    assert last["result"] == "failed" and "stopped on request" in last["message"]
+    assert last["result"] == "stopped" and "stopped on request" in last["message"]
 
 
 @pytest.mark.parametrize("state", [

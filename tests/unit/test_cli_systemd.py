@@ -43,9 +43,12 @@ def test_sigterm_stops_the_run_between_items_records_it_and_dies_by_the_signal(
         p.touch()
         os.utime(p, (old, old))
     with notify_socket() as rx:
+        env = _env(tmp_path, NOTIFY_SOCKET=rx.path, TRIGGER_UNIT="architect-cleanup.timer")
+        conf = tmp_path / "config.toml"
+        conf.write_text("dry_run = false\n" + conf.read_text())
         proc = subprocess.Popen(
-            [sys.executable, "-m", "architect_cleanup", "run", "--force", "--source", "timer"],
-            env=_env(tmp_path, NOTIFY_SOCKET=rx.path), stdout=subprocess.PIPE,
+            [sys.executable, "-m", "architect_cleanup", "run", "--scheduled"],
+            env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         assert rx.wait_for(lambda m: m == "STATUS=logs/temp: starting"), rx.messages
         proc.send_signal(signal.SIGTERM)
@@ -55,8 +58,8 @@ def test_sigterm_stops_the_run_between_items_records_it_and_dies_by_the_signal(
     assert 0 < left < 30000, "stopped part-way through the directory, between two files"
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     run = state["last_run"]
-    assert run["source"] == "timer" and run["result"] == "failed"
-    assert "temp" in run["failed_targets"]
+    assert run["source"] == "timer" and run["result"] == "stopped"  # not "failed"
+    assert run["failed_targets"] == []
     assert "stopped on request" in run["summary"]
     assert run["stats"]["temp_files_deleted"] == 30000 - left, "what it removed is counted"
     assert "Cleanup Summary:" in out

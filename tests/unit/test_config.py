@@ -84,9 +84,24 @@ def test_every_problem_is_reported_at_once_as_section_key() -> None:
 
 
 def test_a_typo_in_a_key_is_an_error_not_a_silent_default() -> None:
-    assert problems({"logs": {"max_agee": "3d"}}) == ["logs.max_agee: unknown key"]
+    assert problems({"logs": {"max_agee": "3d"}}) == [
+        "logs.max_agee: unknown key (did you mean max_age?)"]
     assert problems({"safety": {"skip_open_file": False}}) == [
-        "safety.skip_open_file: unknown key"]
+        "safety.skip_open_file: unknown key (did you mean skip_open_files?)"]
+    assert problems({"logs": {"colour": "red"}}) == ["logs.colour: unknown key"]
+
+
+def test_an_unknown_key_in_a_drop_in_names_that_file(tmp_path: Path) -> None:
+    main = tmp_path / "config.toml"
+    main.write_text('root = "/srv/architect"\n[logs]\nmax_age = "30d"\n')
+    (tmp_path / "config.d").mkdir()
+    drop_in = tmp_path / "config.d" / "50-local.toml"
+    drop_in.write_text('dry_runn = false\n[logs]\nmax_agee = "3d"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(main), environ={})
+    assert sorted(err.value.problems) == [
+        f"dry_runn: unknown key (did you mean dry_run?) (in {drop_in})",
+        f"logs.max_agee: unknown key (did you mean max_age?) (in {drop_in})"]
 
 
 def test_retention_for_an_unknown_environment_is_an_error() -> None:

@@ -129,7 +129,7 @@ def test_every_policy_problem_is_reported_at_once() -> None:
         "100%",
         "backups.policy.prod.keep_min: 0 would let min_free_space delete every backup; must be "
         ">= 1 (the newest backup is always kept)",
-        "backups.policy.prod.keep_dayly: unknown key",
+        "backups.policy.prod.keep_dayly: unknown key (did you mean keep_daily?)",
         "backups.policy.staging: not a configured environment (environments = "
         "['prod', 'qa', 'dev', 'test'])",
         "backups.policy.qa.keep_last: must be a whole number, not a string",

@@ -267,7 +267,7 @@ def test_a_stopped_run_reports_what_it_did(tmp_path: Path, monkeypatch):
     stats = run(config(root, database={"batch_size": 10}), tmp_path, dry_run=False,
                 should_stop=should_stop)
     t = stats.targets["tasks"]
-    assert t.failed and t.message == "stopped on request"
+    assert t.status == "stopped" and t.message == "stopped on request"
     assert stats.tasks_deleted == 20
     assert len(ids(con, "task_queue")) == 30
 
@@ -488,7 +488,7 @@ def test_a_write_lock_held_past_busy_timeout_fails_that_database_alone(tmp_path:
     assert time.monotonic() - t0 >= 2.0           # tasks and errors each waited 1s
     t = stats.targets["tasks"]
     assert t.failed
-    assert t.message == "1 of 2 databases failed: prod"
+    assert t.message.startswith("1 of 2 databases failed: prod (database is locked")
     assert "database is locked" in t.detail["prod"]["error"]
     assert "busy_timeout (1s)" in t.detail["prod"]["error"]
     assert t.detail["qa"]["removed"] == 5

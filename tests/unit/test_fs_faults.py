@@ -391,8 +391,9 @@ def test_the_longest_name_that_fits_the_private_prefix_still_gets_the_private_re
     d = tmp_path / "d"
     d.mkdir()
     d.chmod(0o1777)
-    fits = "x" * (255 - len(fs.QUARANTINE))
-    too_long = "y" * (256 - len(fs.QUARANTINE))
+    # the private name is the prefix, 16 random hex digits and a dot, then the name
+    fits = "x" * (255 - len(fs.QUARANTINE) - 17)
+    too_long = "y" * (256 - len(fs.QUARANTINE) - 17)
     touch(d / fits, age=100)
     touch(d / too_long, age=100)
     swap = _Replace(monkeypatch, lambda: None)

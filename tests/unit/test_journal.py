@@ -130,6 +130,31 @@ def test_a_run_logs_start_one_entry_per_target_and_the_summary_last(tmp_path: Pa
     assert last["PRIORITY"] == "6"
 
 
+def test_a_real_run_journals_each_removed_item_at_debug_priority_and_a_dry_run_none(
+        tmp_path: Path) -> None:
+    """Issue 21: what a real run removed is recorded item by item (logs, temp files and
+    backups alike), without flooding `journalctl -p info`; the hourly dry run adds no
+    per-item entries. The entries say what the run did, in words fit for a dry run too."""
+    stats, journal = _run(tmp_path / "dry")
+    assert journal.by_id(ID["item_removed"]) == []
+    assert all(e.get("CLEANUP_ACTION", "would").startswith("would")
+               for e in journal.by_id(ID["target_done"]) + journal.by_id(ID["run_summary"]))
+    stats, journal = _run(tmp_path / "real", dry_run=False)
+    items = journal.by_id(ID["item_removed"])
+    per_target = {t: sum(1 for e in items if e["CLEANUP_TARGET"] == t) for t in stats.targets}
+    assert per_target["backups"] == stats.backups_deleted > 0
+    assert per_target["logs"] == stats.logs_deleted > 0
+    # a whole __pycache__/ is one item (its reason counts the files in it)
+    assert 0 < per_target["temp"] <= stats.temp_files_deleted
+    assert all(" files" in e["CLEANUP_REASON"] for e in items
+               if e["CLEANUP_PATH"].endswith("/"))
+    assert all(e["PRIORITY"] == "7" and e["CLEANUP_PATH"] and e["CLEANUP_REASON"]
+               and e["MESSAGE"].startswith("removed ") for e in items)
+    done = {e["CLEANUP_TARGET"]: e for e in journal.by_id(ID["target_done"])}
+    assert done["backups"]["CLEANUP_ACTION"] == "removed"
+    assert journal.entries[-1]["CLEANUP_ACTION"] == "freed"
+
+
 def test_a_failed_target_is_an_error_entry_and_the_summary_says_failed(tmp_path: Path) -> None:
     stats, journal = _run(tmp_path, root=tmp_path / "missing-root")
     failed = journal.by_id(ID["target_failed"])
@@ -196,11 +221,12 @@ def test_the_cli_prints_no_summary_block_into_the_journal_so_the_summary_stays_l
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
     monkeypatch.setattr(cli, "setup_logging", lambda *a, **k: "journal")
+    monkeypatch.setenv("TRIGGER_UNIT", "architect-cleanup.timer")
     with open(tmp_path / "stdout", "w+") as out:
         st = os.fstat(out.fileno())
         monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
         with journal_collector() as journal:
-            code = cli.main(["--config", str(conf), "run", "--source", "timer"], out=out)
+            code = cli.main(["--config", str(conf), "run", "--scheduled"], out=out)
         out.seek(0)
         printed = out.read()
     assert code == 0

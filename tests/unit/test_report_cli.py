@@ -47,7 +47,7 @@ def test_report_shows_the_runs_the_freed_space_the_growth_and_the_forecast(
     code, out = cli("report")
     assert code == 0
     runs = out.split("Freed per day")[0].strip().splitlines()[2:]
-    assert len(runs) == 2 and " dry " in runs[0] and " real " in runs[1]
+    assert len(runs) == 2 and " preview " in runs[0] and " real " in runs[1]
     freed = out.split("Freed per day (real runs):")[1].split("Growth per day:")[0]
     assert " logs " in freed and " backups " in freed
     assert "backups:prod" in out.split("Growth per day:")[1]
@@ -90,7 +90,8 @@ def test_report_items_grep_says_what_removed_a_file_and_why(demo: tuple[Path, Pa
     lines = out.splitlines()
     assert lines[0].startswith("run started (UTC)")
     dry, real = lines[1:]
-    assert " dry " in dry and " would " in dry and " real " in real and " removed " in real
+    assert " preview " in dry and " would remove " in dry and " real " in real
+    assert " removed " in real
     assert f"{root}/data/dashboard_5.log" in real and "> 30d" in real and " logs " in real
     code, out = cli("report", "--items", "--grep", "no-such-file")
     assert code == 0 and "No items recorded with 'no-such-file' in their path" in out
@@ -121,7 +122,7 @@ def test_report_without_a_history_database_shows_the_state_files_runs(
         p.unlink()
     code, out = cli("report")
     assert code == 0 and "no history database yet" in out
-    assert len([x for x in out.splitlines() if " dry " in x or " real " in x]) == 2
+    assert len([x for x in out.splitlines() if " preview " in x or " real " in x]) == 2
     code, _ = cli("report", "--items")
     assert code == 1
 

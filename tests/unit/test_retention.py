@@ -123,11 +123,11 @@ def sized(*sizes_mb: float) -> list[Backup[str]]:
 
 
 def test_the_budget_removes_the_oldest_kept_until_the_rest_fits() -> None:
-    bs = sized(3, 3, 3, 3, 3)  # 15 MB kept by keep_last 5
+    bs = sized(3, 3, 3, 3, 3)  # 15 MiB kept by keep_last 5
     out = select(bs, Policy(keep_last=5, max_total_size=10 * MB), UTC, "prod")
     assert [v.keep for v in out] == [True, True, True, False, False]
-    assert out[4].reason == "over max_total_size 10.0 MB (kept set 15.0 MB)"
-    assert out[3].reason == "over max_total_size 10.0 MB (kept set 12.0 MB)"
+    assert out[4].reason == "over max_total_size 10.0 MiB (kept set 15.0 MiB)"
+    assert out[3].reason == "over max_total_size 10.0 MiB (kept set 12.0 MiB)"
     assert out[0].reason == "last 1 of 5"
 
 
@@ -149,8 +149,8 @@ def test_the_budget_never_removes_the_newest() -> None:
 
 
 def test_a_budget_smaller_than_the_newest_backup_is_an_error_naming_both() -> None:
-    with pytest.raises(PolicyError, match=r"max_total_size 5.0 MB of prod is smaller than its "
-                                          r"newest backup b0 \(6.0 MB\)"):
+    with pytest.raises(PolicyError, match=r"max_total_size 5.0 MiB of prod is smaller than its "
+                                          r"newest backup b0 \(6.0 MiB\)"):
         select(sized(6, 1), Policy(keep_last=2, max_total_size=5 * MB), UTC, "prod")
 
 
@@ -177,12 +177,12 @@ def group(label: str, sizes_mb: list[float], floor: FreeFloor | None, keep_min: 
 def test_the_floor_removes_oldest_first_and_stops_at_the_threshold() -> None:
     g = group("prod", [10] * 8, FreeFloor(percent=20))
     out = free_space_pass([g], free=5 * MB, total=100 * MB)
-    # need 20 MB: 5 + 10 + 10 = 25 after two removals
+    # need 20 MiB: 5 + 10 + 10 = 25 after two removals
     assert [v.keep for v in g.verdicts] == [True] * 6 + [False] * 2
     assert g.removed == 2 and not g.at_keep_min
     assert out.free_after == 25 * MB and out.free_before == 5 * MB
-    assert g.verdicts[7].reason == "free space 5.0 MB (5.0%) below min_free_space 20%"
-    assert g.verdicts[6].reason == "free space 15.0 MB (15.0%) below min_free_space 20%"
+    assert g.verdicts[7].reason == "free space 5.0 MiB (5.0%) below min_free_space 20%"
+    assert g.verdicts[6].reason == "free space 15.0 MiB (15.0%) below min_free_space 20%"
 
 
 def test_the_floor_stops_at_keep_min_and_says_so() -> None:

@@ -39,6 +39,7 @@ PINNED: dict[str, tuple[type, ...]] = {
     "systemd": (dict,),
     "state_file": (str,),
     "state_problem": (str, type(None)),
+    "warnings": (list,),
     "forecast": (list,),
 }
 

@@ -70,7 +70,7 @@ def test_the_service_is_a_oneshot_with_notify_state_and_runtime_directories() ->
     s = _unit(check_units.SERVICE)
     assert s["Service.Type"] == ["oneshot"]
     assert s["Service.NotifyAccess"] == ["main"]
-    assert s["Service.ExecStart"] == ["/usr/bin/architect-cleanup run --source timer"]
+    assert s["Service.ExecStart"] == ["/usr/bin/architect-cleanup run --scheduled"]
     assert s["Service.StateDirectory"] == ["architect-cleanup"]
     assert s["Service.RuntimeDirectory"] == ["architect-cleanup"]
     assert s["Service.RuntimeDirectoryPreserve"] == ["yes"], "a CLI run may hold the lock"
@@ -154,6 +154,21 @@ def test_check_units_script_passes_on_the_repository() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "architect-cleanup.service 2.0 <= 2.0" in proc.stdout
     assert "architect-cleanup-api.service" in proc.stdout
+
+
+def test_the_offload_drop_in_adds_only_network_and_credentials_and_scores_at_most_3_0(
+        tmp_path: Path) -> None:
+    dropin = (Path(__file__).resolve().parents[2] / "packaging/examples/offload.conf")
+    body = dropin.read_text().split("[Service]\n", 1)[1]
+    keys = {line.split("=", 1)[0] for line in body.splitlines()
+            if line and not line.startswith("#")}
+    assert keys == {"PrivateNetwork", "RestrictAddressFamilies", "IPAddressAllow",
+                    "LoadCredential"}
+    assert "LoadCredential=offload-s3:/etc/architect-cleanup/credentials/s3" in body
+    combined = tmp_path / check_units.SERVICE
+    combined.write_text((SYSTEMD / check_units.SERVICE).read_text() + body)
+    score, report = check_units.security(combined)
+    assert score <= 3.0, report
 
 
 # --- notifications: the units that deliver (the cleanup service itself has no network) -------

@@ -266,10 +266,10 @@ def test_a_full_disk_for_state_still_reports_and_fails(demo: tuple[Path, Path], 
         subprocess.run(["umount", str(full)], check=True)
 
 
-def test_a_stop_between_two_targets_fails_the_run_where_it_landed(
+def test_a_stop_between_two_targets_stops_the_run_where_it_landed(
         demo: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM right after one target finished: the next target reports "stopped on
-    request" (failed), the others were not started, and the run is not a success."""
+    request" (stopped, not failed), the others were not started, and the run is not a success."""
     from architect_cleanup.targets.base import REGISTRY
     stop = [False]
     backups = REGISTRY["backups"]
@@ -287,7 +287,8 @@ def test_a_stop_between_two_targets_fails_the_run_where_it_landed(
     assert not stats.success
     after = [t for n, t in stats.targets.items() if n != "backups"]
     assert [t.message for t in after].count("stopped on request") == 1
-    assert after[0].failed and after[0].message == "stopped on request"
+    assert after[0].status == "stopped" and after[0].message == "stopped on request"
+    assert stats.failed_targets == [] and stats.result == "stopped"
     assert all(t.status == "skipped" for t in after[1:]
                if t.message != "stopped on request"), [t.status for t in after]
 

@@ -1,0 +1,404 @@
+"""backups with offload, against a real S3 server (SeaweedFS on loopback): nothing is deleted
+locally before its copy in the bucket is verified; remote retention; list and restore."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from backupkit import backup_with_wal, make_db, rows_in, sha256, zstd_test
+from seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, credentials_file
+
+from architect_cleanup import cli
+from architect_cleanup.notify import Notifier
+from architect_cleanup.offload import Credentials, Offload, Settings
+from architect_cleanup.worker import CleanupWorker
+
+from conftest import DAY, NOW, NOW_TS, make_config
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    sw = Seaweed(str(tmp_path_factory.mktemp("seaweed"))).start()
+    try:
+        yield sw
+    finally:
+        sw.stop()
+
+
+@pytest.fixture(scope="module")
+def good_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_db(tmp_path_factory.mktemp("tpl") / "good.db", rows=1500)
+
+
+def client(endpoint: str, bucket: str) -> Offload:
+    return Offload(Settings(url=f"s3://{bucket}/arch", credentials=Credentials(
+        ACCESS_KEY, SECRET_KEY), endpoint=endpoint, max_attempts=1), hostname="web1")
+
+
+@pytest.fixture
+def bucket(server: Seaweed) -> str:
+    name = f"i15-{next(_ids)}"
+    client(server.endpoint, name).client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def creds(tmp_path: Path) -> str:
+    return credentials_file(str(tmp_path / "s3"))
+
+
+@pytest.fixture(autouse=True)
+def _hostname(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "web1")
+
+
+def put(src: Path, d: Path, name: str, age: float) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / name
+    shutil.copyfile(src, p)
+    os.utime(p, (NOW_TS - age, NOW_TS - age))
+    return p
+
+
+def name(i: int) -> str:
+    return f"architect_202611{26 - i:02d}_030000.db"
+
+
+def config(srv: Path, server: Seaweed, bucket: str, creds: str, **kw: object) -> object:
+    offload: dict[str, object] = {"url": f"s3://{bucket}/arch", "endpoint": server.endpoint,
+                                  "credentials": creds}
+    offload.update(kw.pop("offload", {}))  # type: ignore[call-overload]
+    backups: dict[str, object] = {"verify": {"check": "quick"}, "retention": {"prod": 2},
+                                  "offload": offload}
+    backups.update(kw)
+    return make_config(srv, backups=backups)
+
+
+def run(cfg: object, dry_run: bool = False) -> object:
+    return CleanupWorker(dry_run=dry_run, config=cfg, now=NOW,  # type: ignore[arg-type]
+                         only=["backups"]).run_cleanup()
+
+
+def keys(server: Seaweed, bucket: str) -> list[str]:
+    c = client(server.endpoint, bucket)
+    return sorted(o.name for o in c.list("prod"))
+
+
+def test_a_backup_retention_removes_is_uploaded_verified_then_removed(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(4)]
+    digests = {p.name: sha256(p) for p in files}
+    cfg = config(srv, server, bucket, creds)
+    stats = run(cfg, dry_run=True)
+    assert all(p.exists() for p in files) and keys(server, bucket) == []
+    stats = run(cfg)
+    assert stats.success and stats.backups_deleted == 2  # type: ignore[attr-defined]
+    assert [p.exists() for p in files] == [True, True, False, False]
+    assert keys(server, bucket) == sorted([files[2].name, files[3].name])
+    c = client(server.endpoint, bucket)
+    for p in files[2:]:
+        assert c.verify_remote("prod", p.name).sha256 == digests[p.name]
+
+
+def test_a_failed_upload_verification_keeps_the_local_backup_and_fails_the_target(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    # another content already at the oldest backup's key: its copy cannot be verified
+    c = client(server.endpoint, bucket)
+    c.client.put_object(Bucket=bucket, Key=c.key("prod", files[2].name), Body=b"not it",
+                        Metadata={"sha256": "0" * 64})
+    conf = srv.parent / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds))
+    code = cli.main(["--config", str(conf), "run", "--force", "--only", "backups"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert files[2].exists()  # the invariant: no verified copy, no delete
+    assert files[2].name in err and "upload failed" in err
+    assert [p.exists() for p in files[:2]] == [True, True]
+
+
+def test_a_server_that_is_down_keeps_every_backup_and_a_rerun_completes(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        tmp_path: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    down = config(srv, server, bucket, creds, offload={"endpoint": "http://127.0.0.1:9"})
+    stats = run(down)
+    assert not stats.success and all(p.exists() for p in files)  # type: ignore[attr-defined]
+    assert name(2) in stats.targets["backups"].message  # type: ignore[attr-defined]
+    stats = run(config(srv, server, bucket, creds))
+    assert stats.success and not files[2].exists()  # type: ignore[attr-defined]
+    assert keys(server, bucket) == [files[2].name]
+
+
+def test_wrong_credentials_keep_every_backup(
+        srv: Path, server: Seaweed, bucket: str, good_db: Path, tmp_path: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    bad = credentials_file(str(tmp_path / "bad"), secret="wrong-secret")
+    stats = run(config(srv, server, bucket, bad))
+    assert not stats.success and all(p.exists() for p in files)  # type: ignore[attr-defined]
+    assert "access denied" in stats.targets["backups"].message  # type: ignore[attr-defined]
+
+
+def test_upload_all_sends_every_good_backup_once_with_its_wal(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    d.mkdir(parents=True)
+    db, wal = backup_with_wal(d, name(1), rows=300)
+    for p in (db, wal):
+        os.utime(p, (NOW_TS - DAY, NOW_TS - DAY))
+    put(good_db, d, name(0), DAY / 2)
+    cfg = config(srv, server, bucket, creds, offload={"upload": "all"}, retention={"prod": 5})
+    assert run(cfg).success  # type: ignore[attr-defined]
+    assert keys(server, bucket) == sorted([name(0), name(1), name(1) + "-wal"])
+    # the second run uploads nothing (cached as verified), and nothing local changed
+    c = client(server.endpoint, bucket)
+    before = {o.name: o.last_modified for o in c.list("prod")}
+    assert run(cfg).success and db.exists() and wal.exists()  # type: ignore[attr-defined]
+    assert {o.name: o.last_modified for o in c.list("prod")} == before
+
+
+def test_remote_retention_applies_the_offload_policy_after_a_dry_run(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    for i in range(4):
+        put(good_db, d, name(i), DAY * (i + 1))
+    keep_all = config(srv, server, bucket, creds, offload={"upload": "all"},
+                      retention={"prod": 10})
+    assert run(keep_all).success  # type: ignore[attr-defined]
+    assert len(keys(server, bucket)) == 4
+    remote = config(srv, server, bucket, creds, retention={"prod": 10},
+                    offload={"upload": "all", "policy": {"prod": {"keep_last": 2}}})
+    stats = run(remote, dry_run=True)
+    assert len(keys(server, bucket)) == 4
+    assert stats.targets["backups"].detail["prod"]["remote_removed"] == 2  # type: ignore[attr-defined]
+    run(remote)
+    assert keys(server, bucket) == sorted([name(0), name(1)])
+    assert len(list(d.iterdir())) == 4  # local copies untouched by remote retention
+
+
+def test_without_a_remote_policy_remote_copies_are_never_deleted(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(5)]
+    run(config(srv, server, bucket, creds, retention={"prod": 1}))
+    assert keys(server, bucket) == sorted(p.name for p in files[1:])
+    run(config(srv, server, bucket, creds, retention={"prod": 1}))
+    assert len(keys(server, bucket)) == 4
+
+
+def test_backups_list_shows_state_compression_upload_and_verdict(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    d = srv / "data/prod/backups"
+    for i in range(3):
+        put(good_db, d, name(i), DAY * (i + 1))
+    (d / name(5)).write_bytes(b"torn copy")
+    os.utime(d / name(5), (NOW_TS - 6 * DAY,) * 2)
+    conf = srv.parent / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds, upload="all"))
+    assert cli.main(["--config", str(conf), "run", "--force", "--only", "backups"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--config", str(conf), "backups", "list", "--json", "--remote"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["backups"]}
+    assert rows[name(0)]["state"] == "good" and rows[name(0)]["verdict"] == "keep"
+    assert rows[name(0)]["uploaded"] and rows[name(0)]["remote_verified"] is True
+    assert rows[name(5)]["state"] == "corrupt" and "not counted" in rows[name(5)]["reason"]
+    assert rows[name(2)]["where"] == "bucket"  # removed locally, still in the bucket
+    assert cli.main(["--config", str(conf), "backups", "list", "--env", "prod"]) == 0
+    text = capsys.readouterr().out
+    assert name(0) in text and "corrupt" in text
+
+
+def test_restore_from_the_bucket_gives_back_the_backup_with_its_wal(
+        srv: Path, server: Seaweed, bucket: str, creds: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    d = srv / "data/prod/backups"
+    d.mkdir(parents=True)
+    db, wal = backup_with_wal(d, name(3), rows=500)
+    for p in (db, wal):
+        os.utime(p, (NOW_TS - 4 * DAY,) * 2)
+    put(make_db(tmp_path / "x.db", rows=10), d, name(0), DAY)
+    digests = {p.name: sha256(p) for p in (db, wal)}
+    conf = srv.parent / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds, keep=1, after="1d"))
+    assert cli.main(["--config", str(conf), "run", "--force", "--only", "backups"]) == 0
+    assert not db.exists() and not wal.exists()
+    out_dir = tmp_path / "restored"
+    out_dir.mkdir()
+    capsys.readouterr()
+    assert cli.main(["--config", str(conf), "backups", "restore", name(3),
+                     "--to", str(out_dir)]) == 0
+    assert {p.name: sha256(p) for p in out_dir.iterdir()} == digests
+    assert rows_in(out_dir / name(3)) == 500
+    # never over an existing file
+    assert cli.main(["--config", str(conf), "backups", "restore", name(3),
+                     "--to", str(out_dir)]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_restore_of_a_compressed_local_backup_decompresses_and_checks_it(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    d = srv / "data/prod/backups"
+    old = put(good_db, d, name(2), 3 * DAY)
+    put(good_db, d, name(0), DAY / 2)
+    digest = sha256(old)
+    conf = srv.parent / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds, keep=5, after="1d"))
+    assert cli.main(["--config", str(conf), "run", "--force", "--only", "backups"]) == 0
+    zst = Path(str(old) + ".zst")
+    assert zst.exists() and not old.exists()
+    zstd_test(zst)
+    assert cli.main(["--config", str(conf), "backups", "restore", zst.name]) == 0
+    assert sha256(old) == digest and zst.exists()  # restored beside it, in its directory
+    live = srv / "data/prod/architect.db"
+    make_db(live, rows=5)
+    shutil.copyfile(good_db, tmp_path / "architect.db")
+    assert cli.main(["--config", str(conf), "backups", "restore", "architect.db",
+                     "--to", str(live.parent)]) == 1
+    assert sqlite3.connect(live).execute("select count(*) from t").fetchone()[0] == 5
+
+
+def json_toml(srv: Path, server: Seaweed, bucket: str, creds: str, *, upload: str =
+              "before_delete", keep: int = 2, after: str | None = None) -> str:
+    text = (f'root = "{srv}"\n[logs]\ntmp_dir = ""\n[backups.retention]\nprod = {keep}\n'
+            f'[backups.offload]\nurl = "s3://{bucket}/arch"\nendpoint = "{server.endpoint}"\n'
+            f'credentials = "{creds}"\nupload = "{upload}"\n')
+    if after:
+        text += f'[backups.compress]\nafter = "{after}"\n'
+    return text
+
+
+
+
+class Recorder(Notifier):
+    def __init__(self, stop_at: str | None = None) -> None:
+        super().__init__(environ={})
+        self.lines: list[str] = []
+        self.stop_at = stop_at
+        self.stop = False
+
+    def status(self, text: str) -> None:
+        self.lines.append(text)
+        if self.stop_at is not None and self.stop_at in text:
+            self.stop = True
+
+
+def test_uploads_show_progress_in_status_and_a_stop_between_files_loses_nothing(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(4)]
+    rec = Recorder(stop_at="uploading 2/2")
+    stats = CleanupWorker(dry_run=False, config=config(srv, server, bucket, creds),  # type: ignore[arg-type]
+                          now=NOW, only=["backups"], notifier=rec,
+                          should_stop=lambda: rec.stop).run_cleanup()
+    assert any(line.startswith("backups: uploading 1/2, 0.0 of 0.0 GB") for line in rec.lines)
+    assert stats.targets["backups"].status != "ok"  # stopped
+    assert all(p.exists() for p in files)  # the uploaded one waits for the next run
+    assert keys(server, bucket) == [files[3].name] or keys(server, bucket) == [files[2].name]
+    assert run(config(srv, server, bucket, creds)).success  # type: ignore[attr-defined]
+    assert [p.exists() for p in files] == [True, True, False, False]
+    assert keys(server, bucket) == sorted([files[2].name, files[3].name])
+
+
+def test_a_copy_damaged_in_the_bucket_since_its_upload_keeps_the_local_backup(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # SeaweedFS notices the damage (its needle CRC) and stalls the GET: a short read timeout
+    monkeypatch.setattr("architect_cleanup.backup_offload.Settings",
+                        functools.partial(Settings, read_timeout=2.0, max_attempts=1))
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    for p in files:  # one content per backup, so the damaged bytes are this one's
+        con = sqlite3.connect(p)
+        con.execute("CREATE TABLE marker(v)")
+        con.execute("INSERT INTO marker VALUES (?)", (p.name * 50,))
+        con.commit()
+        con.close()
+        os.utime(p, (NOW_TS - DAY * (files.index(p) + 1),) * 2)
+    assert run(config(srv, server, bucket, creds, retention={"prod": 5},
+                      offload={"upload": "all"})).success  # type: ignore[attr-defined]
+    content = files[2].read_bytes()
+    needle = (files[2].name * 50).encode()
+    at = content.find(needle)
+    assert at >= 0
+    flip_in_store(server, content[at:at + 64])
+    stats = run(config(srv, server, bucket, creds, retention={"prod": 2}))
+    assert not stats.success and files[2].exists()  # type: ignore[attr-defined]
+    assert files[2].name in stats.targets["backups"].message  # type: ignore[attr-defined]
+
+
+def flip_in_store(sw: Seaweed, needle: bytes) -> None:
+    for p in sorted(Path(sw.dir, "data").glob("*.dat")):
+        data = p.read_bytes()
+        at = data.find(needle)
+        if at >= 0:
+            with open(p, "r+b") as fh:
+                fh.seek(at + len(needle) // 2)
+                fh.write(bytes([needle[len(needle) // 2] ^ 0xFF]))
+            return
+    raise AssertionError("the object's bytes were not found in the server's volumes")
+
+
+def test_a_sigkill_during_an_upload_loses_nothing_and_the_rerun_completes(
+        srv: Path, server: Seaweed, bucket: str, creds: str, tmp_path: Path) -> None:
+    d = srv / "data/prod/backups"
+    d.mkdir(parents=True)
+    big = d / name(3)
+    con = sqlite3.connect(big)
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    with con:
+        con.executemany("INSERT INTO t(v) VALUES (?)",
+                        ((os.urandom(4096),) for _ in range(10_000)))  # 40 MB: three parts
+    con.close()
+    os.utime(big, (time.time() - 4 * DAY,) * 2)
+    digest = sha256(big)
+    newer = [put(make_db(tmp_path / f"n{i}.db", rows=10), d, name(i), DAY * (i + 1) - 3600)
+             for i in range(2)]
+    for p in newer:
+        os.utime(p, (time.time() - DAY * (newer.index(p) + 1),) * 2)
+    conf = tmp_path / "config.toml"
+    conf.write_text(json_toml(srv, server, bucket, creds).replace(
+        'upload = "before_delete"\n', 'upload = "before_delete"\nbandwidth = "2M"\n'))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "architect_cleanup", "--config", str(conf),
+                             "run", "--force", "--only", "backups"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # at 2 MB/s the 40 MB upload takes about 20 s: kill it in the middle
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not client(server.endpoint, bucket).client.\
+            list_multipart_uploads(Bucket=bucket).get("Uploads"):
+        time.sleep(0.2)
+    time.sleep(2.0)
+    assert proc.poll() is None, "the run ended before it could be killed mid-upload"
+    proc.kill()
+    proc.wait(timeout=30)
+    assert big.exists() and sha256(big) == digest  # nothing lost
+    conf.write_text(json_toml(srv, server, bucket, creds))
+    rerun = subprocess.run([sys.executable, "-m", "architect_cleanup", "--config", str(conf),
+                            "run", "--force", "--only", "backups"], env=env, check=False,
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not big.exists()
+    c = client(server.endpoint, bucket)
+    c.hostname = os.uname().nodename  # the runs' own host name (not this process's patch)
+    assert c.verify_remote("prod", big.name).sha256 == digest
+    assert not c.client.list_multipart_uploads(Bucket=bucket).get("Uploads")  # cleaned up

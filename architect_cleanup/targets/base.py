@@ -368,8 +368,8 @@ class FileTarget(Target):
         if why_keep is Hold.FUTURE:
             self._warn_future(*(culprit or (path, st)), ctx)
         result.skipped += 1
-        self.keep(ctx, result, path, f"{hold_text(ctx, st, why_keep)}; a rule would remove it: "
-                  f"{rule}", part)
+        why = hold_text(ctx, culprit[1] if culprit else st, why_keep)  # the sibling's, if it
+        self.keep(ctx, result, path, f"{why}; a rule would remove it: {rule}", part)
 
     def _not_removed(self, ctx: RunContext, result: TargetResult, path: str,
                      exc: Exception) -> None:

@@ -27,6 +27,13 @@ from conftest import DAY, HOUR, NOW, make_config, touch
 LastMoment = dict[str, Callable[[Path], None]]
 
 
+def me() -> str:
+    """How the open-files rule names this test process (it holds the files open)."""
+    from architect_cleanup.dblocks import command_line
+
+    return f"PID {os.getpid()} ({command_line(os.getpid()).split()[0].rsplit('/', 1)[-1]})"
+
+
 @pytest.fixture
 def last_moment(monkeypatch: pytest.MonkeyPatch) -> LastMoment:
     """Actions run by the open-file check, which runs right before each unlink."""
@@ -98,12 +105,12 @@ def test_each_kind_of_file_gets_its_decision_reason_and_count(
         "old.log": (True, "40 days old > 3d"),
         "old2.log.1": (True, "3 days old > 3d"),
         "young.log": (False, "24 hours old, within 3d"),
-        "ahead.log": (False, "modified in the future"),
+        "ahead.log": (False, "modified 2 hours in the future"),
         "architect_worker.log": (False, "active worker log (logs.protect)"),
         "pipe.log": (False, "not a regular file"),
-        "held.log": (False, "open by a running process; a rule would remove it: "
+        "held.log": (False, f"open by {me()}; a rule would remove it: "
                             "40 days old > 3d"),
-        "held2.log": (False, "open by a running process; a rule would remove it: "
+        "held2.log": (False, f"open by {me()}; a rule would remove it: "
                              "40 days old > 3d"),
         "gone.log": (False, "vanished before removal"),
         "swapped.log": (False, "changed since it was checked"),
@@ -116,7 +123,7 @@ def test_each_kind_of_file_gets_its_decision_reason_and_count(
     assert (srv / "data" / "prod" / "backups" / "x.log.bak").exists()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
                 and "in the future" in r.getMessage()]
-    assert warnings == [f"logs: {d}/ahead.log is modified 2h in the future; kept"]
+    assert warnings == [f"logs: {d}/ahead.log is modified 2 hours in the future; kept"]
 
 
 def test_a_dry_run_decides_the_same_without_the_last_moment(srv: Path) -> None:
@@ -128,8 +135,9 @@ def test_a_dry_run_decides_the_same_without_the_last_moment(srv: Path) -> None:
         "old.log": (True, "40 days old > 30d", 5),
         "young.log": (False, "24 hours old, within 30d", 0),
     }
-    assert str(got["old.log"]) == f"remove logs    {d}/old.log (40 days old > 30d)"
-    assert str(got["young.log"]) == f"keep   logs    {d}/young.log (24 hours old, within 30d)"
+    assert str(got["old.log"]) == f"would remove logs    {d}/old.log (40 days old > 30d)"
+    assert str(got["young.log"]) == (f"keep         logs    {d}/young.log "
+                                      "(24 hours old, within 30d)")
     t = stats.targets["logs"]
     assert (t.removed, t.bytes, t.kept, t.skipped, t.status) == (1, 5, 1, 0, "ok")
     assert (d / "old.log").exists()
@@ -167,9 +175,10 @@ def test_only_the_first_ten_future_files_are_warned_about(
         touch(d / f"ahead{i:02d}.log", -DAY)
     caplog.set_level(logging.WARNING, logger="architect_cleanup")
     stats, _ = run(make_config(srv))
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and "in the future" in r.getMessage()]
     assert len(warnings) == 10
-    assert all(w.endswith(" is modified 1d in the future; kept") for w in warnings)
+    assert all(w.endswith(" is modified 1 day in the future; kept") for w in warnings)
     assert stats.targets["logs"].kept == 12
 
 
@@ -180,7 +189,7 @@ def test_a_file_a_few_minutes_ahead_is_judged_like_any_young_file(srv: Path) -> 
     _, got = run(make_config(srv))
     assert got["skew.log"].reason == "-5 minutes old, within 30d" or \
         got["skew.log"].reason == "0 minutes old, within 30d"
-    assert got["ahead.log"].reason == "modified in the future"
+    assert got["ahead.log"].reason == "modified 5 minutes in the future"
 
 
 # --- a read-only file system -----------------------------------------------------------------

@@ -35,9 +35,9 @@ def backups(n: int, size: int = 100, name: str = "b") -> list[Backup[str]]:
 
 
 @pytest.mark.parametrize("n, text", [
-    (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KB"), (1536, "1.5 KB"),
-    (KIB**2, "1.0 MB"), (KIB**2 - 1, "1024.0 KB"), (5 * KIB**3, "5.0 GB"),
-    (KIB**3 - 1, "1024.0 MB"), (2 * KIB**4, "2.0 TB"), (-2048, "-2.0 KB")])
+    (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
+    (KIB**2, "1.0 MiB"), (KIB**2 - 1, "1024.0 KiB"), (5 * KIB**3, "5.0 GiB"),
+    (KIB**3 - 1, "1024.0 MiB"), (2 * KIB**4, "2.0 TiB"), (-2048, "-2.0 KiB")])
 def test_sizes_read_in_binary_units(n: int, text: str) -> None:
     assert format_size(n) == text
 
@@ -55,7 +55,7 @@ def test_a_floor_asks_for_a_rounded_up_share_or_its_bytes() -> None:
     assert FreeFloor(bytes=123).need(10**9) == 123
     assert (str(FreeFloor(percent=15)), FreeFloor(percent=15).to_config()) == ("15%", "15%")
     assert (str(FreeFloor(bytes=20 * KIB**3)), FreeFloor(bytes=20 * KIB**3).to_config()) == (
-        "20.0 GB", "20G")
+        "20.0 GiB", "20G")
 
 
 def test_free_space_reads_as_a_share_of_the_filesystem() -> None:
@@ -79,12 +79,12 @@ def test_a_policy_describes_its_rules_budget_and_floor() -> None:
     assert Policy().describe() == "no rules"
     p = Policy(keep_last=10, keep_daily=7, keep_within=Span(2, 0))
     assert p.describe() == p.describe_rules() == "last 10, daily 7, within 2d"
-    assert Policy(max_total_size=5 * KIB**3).describe() == "max_total_size 5.0 GB"
+    assert Policy(max_total_size=5 * KIB**3).describe() == "max_total_size 5.0 GiB"
     full = Policy(keep_weekly=4, keep_monthly=12, keep_yearly=2, keep_hourly=24,
                   max_total_size=500 * KIB**2, min_free_space=FreeFloor(percent=15),
                   keep_min=5)
     assert full.describe() == ("hourly 24, weekly 4, monthly 12, yearly 2, "
-                               "max_total_size 500.0 MB, min_free_space 15% (keep_min 5)")
+                               "max_total_size 500.0 MiB, min_free_space 15% (keep_min 5)")
 
 
 def test_a_policy_writes_back_only_what_differs_from_the_defaults() -> None:
@@ -129,7 +129,7 @@ def test_a_directory_without_a_floor_does_not_stop_the_pass_for_the_next() -> No
     out = free_space_pass([first, second], free=1000, total=10_000)
     assert [v.keep for v in first.verdicts] == [True, True, True]
     assert [v.keep for v in second.verdicts] == [True, True, False]
-    assert second.verdicts[2].reason == "free space 1000 B (10.0%) below min_free_space 1.1 KB"
+    assert second.verdicts[2].reason == "free space 1000 B (10.0%) below min_free_space 1.1 KiB"
     assert (second.removed, second.need, second.at_keep_min) == (1, 1100, False)
     assert (first.removed, first.need, first.at_keep_min) == (0, 0, False)
     assert (out.free_before, out.free_after, out.total) == (1000, 1100, 10_000)

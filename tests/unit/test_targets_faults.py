@@ -238,7 +238,7 @@ def test_a_log_exactly_at_the_future_limit_is_young_not_in_the_future(srv: Path)
     _, seen = run(srv, "logs")
     got = by_name(seen)
     assert got["edge.log"].reason == "0 minutes old, within 30d"
-    assert got["beyond.log"].reason == "modified in the future"
+    assert got["beyond.log"].reason == "modified 5 minutes in the future"
 
 
 def test_names_the_backups_target_owns_are_passed_over_and_the_rest_judged(

@@ -32,17 +32,19 @@ from architect_cleanup import (
     history,
     migrate,
     preflight,
+    quarantine,
     reports,
     systemctl,
 )
 from architect_cleanup.config import Config, ConfigError, load_config, parse_duration
-from architect_cleanup.fs import display
+from architect_cleanup.fs import FsError, display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
-from architect_cleanup.lock import LockHeld, LockUnusable
+from architect_cleanup.lock import LockHeld, LockUnusable, RunLock, lock_path
 from architect_cleanup.state import StateStore, state_dir
 from architect_cleanup.stats import CleanupStats, action, mib
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import REGISTRY, Decision, ordered
+from architect_cleanup.targets.rules import describe_rules
 from architect_cleanup.worker import ROW_TARGETS, CleanupWorker
 
 log = logging.getLogger("architect_cleanup.cli")
@@ -184,10 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="UNIT failed: report it unless its run did (OnFailure=)")
     what.add_argument("--deliver", action="store_true",
                       help="deliver what waits in the outbox")
+    quar = _quarantine_parser(sub)
     # `--help` (and the manual page, made from it by help2man) lists each command's options.
     lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
              f"      {sp.description}\n" for sp in (run, plan, st, chk, rep, mig, ntf,
-                                                       *backups)]
+                                                       *backups, *quar)]
     p.epilog = ("command options:\n" + "".join(lines)
                 + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
                 "75 already running, 77 not permitted (run as root)")
@@ -457,12 +460,14 @@ def cmd_config_check(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     """The effective configuration, after the checks a run would otherwise meet late: the
     root exists, the databases exist, the root lies in the service's ReadWritePaths=."""
     doc = cfg.to_dict()
+    rules = describe_rules(cfg)
     findings = preflight.check(cfg, preflight.service_writable_paths())
     errors = [f.text for f in findings if f.level == "error"]
     warnings = [f.text for f in findings if f.level == "warning"]
     if args.json:
         print(json.dumps({"valid": not errors, "sources": list(cfg.sources), "config": doc,
-                          "errors": errors, "warnings": warnings}, indent=2), file=out)
+                          "errors": errors, "warnings": warnings, "rules": rules},
+                         indent=2), file=out)
         return EXIT_USAGE if errors else EXIT_OK
     for text in errors:
         _error(text)
@@ -473,7 +478,16 @@ def cmd_config_check(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     srcs = ", ".join(cfg.sources) or "built-in defaults (no configuration file found)"
     print(f"# configuration is valid; read from: {srcs}", file=out)
     print(tomli_w.dumps(doc), end="", file=out)
+    _print_rules(rules, out)
     return EXIT_OK
+
+
+def _print_rules(rules: list[str], out: TextIO) -> None:
+    """``config check``: every rule with what it owns, as comments after the TOML."""
+    if rules:
+        print("\n# rules, in the order they own names (after the built-in targets):", file=out)
+    for line in rules:
+        print(f"# {display(line)}", file=out)
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
@@ -644,6 +658,65 @@ def cmd_migrate(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     return EXIT_FAILED if report.problems else EXIT_OK
 
 
+def _quarantine_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
+                       ) -> tuple[argparse.ArgumentParser, ...]:
+    """``quarantine list|restore NAME``: the orphans' quarantine (issue 19)."""
+    q = sub.add_parser("quarantine", help="uploads the orphans target moved aside",
+                       description="uploads the orphans target moved aside")
+    q_sub = q.add_subparsers(dest="quarantine_command", metavar="list|restore", required=True)
+    ql = q_sub.add_parser("list", help="list quarantined files",
+                          description="list quarantined files (oldest first)")
+    ql.add_argument("--json", action="store_true")
+    qr = q_sub.add_parser("restore", help="move a quarantined file back",
+                          description="move a quarantined file back to its place")
+    qr.add_argument("name", metavar="NAME",
+                    help="its original path (relative to root, as `quarantine list` shows)")
+    return ql, qr
+
+
+def cmd_quarantine(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
+    """``quarantine list``: every quarantined file, when it was moved and its size;
+    ``quarantine restore NAME``: move it back (under the run lock, so no run moves files
+    meanwhile)."""
+    qrel = cfg.orphans.quarantine_dir
+    try:
+        if args.quarantine_command == "list":
+            found = quarantine.list_entries(cfg.root, qrel)
+            if args.json:
+                print(json.dumps([{"original": e.original, "quarantined_at":
+                                   e.moved_at.isoformat(), "path": e.path, "size": e.size}
+                                  for e in found], indent=2), file=out)
+                return EXIT_OK
+            if not found:
+                print(f"quarantine ({display(qrel)}) is empty", file=out)
+            for e in found:
+                print(f"{e.moved_at:%Y-%m-%d %H:%M}Z {e.size:>12,}  {display(e.original)}",
+                      file=out)
+            return EXIT_OK
+        lock = RunLock(lock_path())
+        try:
+            lock.acquire()
+        except (LockHeld, LockUnusable) as exc:
+            _error(f"quarantine restore: {exc}")
+            return EXIT_LOCKED if isinstance(exc, LockHeld) else EXIT_USAGE
+        try:
+            e = quarantine.restore_named(cfg.root, qrel, args.name)
+        finally:
+            lock.release()
+    except quarantine.NotQuarantined as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    except FileExistsError:
+        _error(f"{display(args.name)}: a file of that name is in its place again; "
+               "both are left as they are")
+        return EXIT_FAILED
+    except (OSError, FsError) as exc:
+        _error(f"quarantine {args.quarantine_command}: "
+               f"{display(getattr(exc, 'strerror', None) or str(exc))}")
+        return EXIT_FAILED
+    print(f"restored {display(e.original)} (quarantined {e.moved_at:%Y-%m-%d %H:%M}Z)",
+          file=out)
+    return EXIT_OK
 def cmd_notify(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     directory = state_dir()
     if args.test is None and not cfg.notify.channels:
@@ -733,6 +806,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_config_check(args, cfg, out)
     if command == "migrate":
         return cmd_migrate(args, cfg, out)
+    if command == "quarantine":
+        return cmd_quarantine(args, cfg, out)
     if command == "backups":
         return backup_cli.cmd_backups(args, cfg, out)
     if command == "notify":

@@ -559,6 +559,137 @@ class SafetyConfig:
                        "threads that list, check and delete files (1: one at a time)")
 
 
+#: What a file rule's ``type`` and ``action`` and a table rule's ``action`` may say.
+FILE_TYPES = ("file", "dir", "any")
+FILE_ACTIONS = ("delete", "compress")
+TABLE_ACTIONS = ("delete", "archive")
+
+
+def one_of(*choices: str) -> Reader:
+    def read(v: Any) -> str:
+        if v not in choices:
+            raise Invalid(f"{v!r}: must be one of {', '.join(repr(c) for c in choices)}")
+        return str(v)
+    return read
+
+
+def _rule_dir(v: str) -> str | None:
+    """A rule's directory: relative to root, or absolute (allowed when also listed in
+    ``rules.allowed_outside_root``, checked with the whole configuration)."""
+    if ".." in v.split("/"):
+        return f"{v!r}: '..' is not allowed"
+    return None
+
+
+def _outside_dir(v: str) -> str | None:
+    """``rules.allowed_outside_root``: absolute, and never a system directory or tree (the
+    checks ``root`` gets)."""
+    if not v.startswith("/"):
+        return f"{v!r}: must be an absolute path"
+    if ".." in v.split("/"):
+        return f"{v!r}: '..' is not allowed"
+    if is_forbidden_root(v) or is_forbidden_root(os.path.realpath(v)):
+        return f"{v!r}: a system directory may not be cleaned"
+    if (tree := system_tree(v) or system_tree(os.path.realpath(v))) is not None:
+        return f"{v!r}: lies in the system tree {tree}, which belongs to the system"
+    return None
+
+
+@dataclass(frozen=True)
+class FileRule:
+    """One ``[[rules.files]]`` entry: files (or directories) below *dirs* whose names match
+    *patterns*, judged per directory: the newest ``keep_newest`` stay, then whatever is older
+    than ``max_age`` or beyond ``max_total_size`` (newest first) goes."""
+
+    name: str = key(text(lambda v: None if _ENV_NAME_RX.fullmatch(v)
+                         else f"{v!r} is not a valid rule name"), "", "the rule's name")
+    dirs: tuple[str, ...] = key(strings(what="directory", each=_rule_dir), (),
+                                "where: below root, or absolute when in allowed_outside_root")
+    patterns: tuple[str, ...] = key(file_patterns(), (), "names the rule is about")
+    type: str = key(one_of(*FILE_TYPES), "file", "file, dir (removed whole) or any")
+    max_age: timedelta | None = key(duration(), None, "older ones go")
+    keep_newest: int = key(whole(0), 0, "the newest N per directory always stay")
+    max_total_size: int | None = key(parse_size, None,
+                                     "per directory: the oldest go until the rest fit")
+    action: str = key(one_of(*FILE_ACTIONS), "delete",
+                      "delete, or compress (zstd, verified, mtime kept)")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One ``where`` entry of a table rule: ``column IN (values)``."""
+
+    column: str = key(text(_identifier), "", "a column of the table")
+    values: tuple[str | int, ...] = ()
+
+    def to_config(self) -> dict[str, Any]:
+        return {"column": self.column, "in": list(self.values)}
+
+
+def _condition_values(v: Any) -> tuple[str | int, ...]:
+    if (not isinstance(v, list) or not v
+            or not all(isinstance(x, str | int) and not isinstance(x, bool) for x in v)):
+        raise Invalid("must be a non-empty list of strings or whole numbers")
+    return tuple(v)
+
+
+@dataclass(frozen=True)
+class TableRule:
+    """One ``[[rules.tables]]`` entry: rows of *table* in *database* whose *time_column* is
+    older than *max_age* (and that match every ``where`` condition) are deleted, or archived
+    by setting ``archive_column = 1`` (and ``archive_time_column`` = now), as prompts are."""
+
+    name: str = key(text(lambda v: None if _ENV_NAME_RX.fullmatch(v)
+                         else f"{v!r} is not a valid rule name"), "", "the rule's name")
+    database: str = key(text(), "", "one of database.paths")
+    table: str = key(text(_identifier), "", "the table")
+    time_column: str = key(text(_identifier), "", "the column whose age decides")
+    max_age: timedelta = key(duration(), timedelta(days=30), "older rows go")
+    where: tuple[Condition, ...] = key(None, (), "conditions: [{column, in = [...]}]")
+    action: str = key(one_of(*TABLE_ACTIONS), "delete", "delete, or archive")
+    archive_column: str = key(text(_identifier), "", "archive: the column set to 1")
+    archive_time_column: str = key(text(_identifier), "", "archive: the column set to now")
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """``[rules]``: user-defined targets run through the same engine as the built-in ones."""
+
+    enabled: bool = key(boolean, True, "run the [[rules.files]] and [[rules.tables]]")
+    allowed_outside_root: tuple[str, ...] = key(
+        strings(nonempty=False, what="directory", each=_outside_dir), (),
+        "absolute directories a file rule may name (never a system tree)")
+    files: tuple[FileRule, ...] = key(None, (), "[[rules.files]]")
+    tables: tuple[TableRule, ...] = key(None, (), "[[rules.tables]]")
+
+
+@dataclass(frozen=True)
+class UploadReference:
+    """``[[orphans.references]]``: a column whose values name upload files."""
+
+    table: str = key(text(_identifier), "", "the table")
+    column: str = key(text(_identifier), "", "the column holding a file's name or path")
+
+
+@dataclass(frozen=True)
+class OrphansConfig:
+    """``[orphans]``: uploads no row references, moved to a quarantine first."""
+
+    READ_FIRST: ClassVar[tuple[str, ...]] = ("enabled", "dirs", "database")
+
+    enabled: bool = key(boolean, False, "quarantine unreferenced uploads")
+    dirs: tuple[str, ...] = key(strings(nonempty=False, what="directory", each=_relative),
+                                ("data/{env}/uploads",), "upload directories, below root")
+    database: str = key(text(), "data/{env}/architect.db",
+                        "one of database.paths: where the references are")
+    references: tuple[UploadReference, ...] = key(None, (), "[[orphans.references]] table/column")
+    grace: timedelta = key(duration(), timedelta(days=1), "younger files are never orphans")
+    quarantine_dir: str = key(text(_relative), "data/.architect-cleanup-quarantine",
+                              "below root, on the uploads' file system")
+    quarantine_for: timedelta = key(duration(), timedelta(days=7),
+                                    "quarantined files are deleted after this")
+
+
 # --- [notify]: who hears about what (SPEC section 11) ----------------------------------------
 
 #: The events a channel can subscribe to with ``on = [...]``.
@@ -758,6 +889,8 @@ class Config:
     errors: ErrorsConfig = section(ErrorsConfig, "error rows")
     prompts: PromptsConfig = section(PromptsConfig, "finished prompt rows")
     safety: SafetyConfig = section(SafetyConfig, "rules above every target")
+    rules: RulesConfig = section(RulesConfig, "user-defined file and table rules")
+    orphans: OrphansConfig = section(OrphansConfig, "unreferenced uploads")
     history: HistoryConfig = section(HistoryConfig, "the run history, reports and metrics")
     notify: NotifyConfig = section(NotifyConfig, "notifications: e-mail, webhooks, apprise")
     #: Files the configuration was read from, in order (for ``config check``).
@@ -874,9 +1007,71 @@ def _parse_section(cls: type[Any], t: _Table, environments: tuple[str, ...]) -> 
         values["verify"] = _parse_plain(VerifyConfig, t.table("verify"))
         values["compress"] = _parse_plain(CompressConfig, t.table("compress"))
         values["offload"] = _parse_offload(t.table("offload"), environments)
+    if cls is RulesConfig:
+        values["files"] = tuple(_parse_list(FileRule, t, "files"))
+        values["tables"] = tuple(_parse_list(TableRule, t, "tables"))
+    if cls is OrphansConfig:
+        values["references"] = tuple(_parse_list(UploadReference, t, "references"))
     values |= t.read(_readers(cls))
     t.finish()
     return cls(**values)
+
+
+#: The keys each list entry must have.
+_RULE_REQUIRED: dict[type[Any], tuple[str, ...]] = {
+    FileRule: ("name", "dirs", "patterns"),
+    TableRule: ("name", "database", "table", "time_column", "max_age"),
+    UploadReference: ("table", "column"),
+}
+
+
+def _parse_list(cls: type[Any], t: _Table, name: str) -> list[Any]:
+    """An array of tables (``[[rules.files]]``): each entry read by *cls*'s declared keys;
+    an entry with a problem is recorded and left out."""
+    raw = t.get(name)
+    if raw is _MISSING:
+        return []
+    if not isinstance(raw, list):
+        t.error(name, f"must be an array of tables ([[{t.key(name)}]]), not {_tname(raw)}")
+        return []
+    out = []
+    for i, item in enumerate(raw):
+        sub = _Table(item, f"{t.key(name)}[{i}]", t.problems)
+        if not isinstance(item, dict):
+            continue
+        before = len(t.problems)
+        values = sub.read(_readers(cls))
+        if cls is TableRule:
+            values["where"] = tuple(_parse_where(sub))
+        sub.finish()
+        for k in _RULE_REQUIRED[cls]:
+            if k not in item:
+                sub.error(k, "missing (required)")
+        if len(t.problems) == before:
+            out.append(cls(**values))
+    return out
+
+
+def _parse_where(t: _Table) -> list[Condition]:
+    raw = t.get("where")
+    if raw is _MISSING:
+        return []
+    if not isinstance(raw, list):
+        t.error("where", 'must be a list of tables: [{column = "status", in = ["done"]}]')
+        return []
+    out = []
+    for i, item in enumerate(raw):
+        sub = _Table(item, f"{t.key('where')}[{i}]", t.problems)
+        if not isinstance(item, dict):
+            continue
+        read = sub.read({"column": text(_identifier), "in": _condition_values})
+        sub.finish()
+        for k in ("column", "in"):
+            if k not in item:
+                sub.error(k, "missing (required)")
+        if "column" in read and "in" in read:
+            out.append(Condition(read["column"], read["in"]))
+    return out
 
 
 def _parse_plain(cls: type[Any], t: _Table) -> Any:
@@ -1007,6 +1202,7 @@ def parse_config(raw: Mapping[str, Any], sources: tuple[str, ...] = ()) -> Confi
     top.finish()
     cfg = Config(**values, sources=sources)
     problems.extend(_broad_patterns(cfg))
+    problems.extend(_rule_problems(cfg))
     if problems:
         raise ConfigError(problems, ", ".join(sources) or None)
     return cfg
@@ -1055,6 +1251,75 @@ def _broad_patterns(cfg: Config) -> list[Problem]:
                     f"{' ...' if len(hits) > 4 else ''}, names the product must never remove "
                     "wholesale; name the temporary files or directories themselves "
                     '(e.g. "*.tmp", "__pycache__")'))
+    return problems
+
+
+def _rule_problems(cfg: Config) -> list[Problem]:
+    """What a rule or [orphans] says that the rest of the configuration contradicts: a
+    directory outside root not listed in ``rules.allowed_outside_root``, a database not in
+    ``database.paths``, a removing pattern as broad as :func:`_broad_patterns` refuses, a
+    name used twice, an action a rule's type cannot do."""
+    problems: list[Problem] = []
+    names = _never_match(cfg)
+    allowed = {os.path.normpath(a) for a in cfg.rules.allowed_outside_root}
+    seen: set[str] = set()
+    for i, rule in enumerate(cfg.rules.files):
+        at = f"rules.files[{i}]"
+        if rule.name in seen:
+            problems.append(Problem(f"{at}.name", f"{rule.name!r} is used by an earlier rule"))
+        seen.add(rule.name)
+        for d in rule.dirs:
+            if d.startswith("/") and os.path.normpath(d) not in allowed:
+                problems.append(Problem(f"{at}.dirs", f"{d!r} is outside root: list it in "
+                                        "rules.allowed_outside_root to allow it"))
+        for pattern in rule.patterns:
+            rx = re.compile(translate(pattern))
+            hits = [n for n in names if rx.match(n)]
+            if hits:
+                problems.append(Problem(
+                    f"{at}.patterns", f"{pattern!r} matches "
+                    f"{', '.join(repr(h) for h in hits[:4])}{' ...' if len(hits) > 4 else ''}, "
+                    "names the product must never remove wholesale; name the files themselves "
+                    '(e.g. "architect.db.backup.*", "* 2.db")'))
+        if rule.max_age is None and rule.max_total_size is None:
+            problems.append(Problem(at, "set max_age or max_total_size (a rule with neither "
+                                        "would remove nothing, or everything)"))
+        if rule.type != "file" and (rule.action == "compress" or rule.max_total_size):
+            problems.append(Problem(at, f'type = "{rule.type}": only type = "file" may use '
+                                        'action = "compress" or max_total_size'))
+    for i, trule in enumerate(cfg.rules.tables):
+        at = f"rules.tables[{i}]"
+        if trule.name in seen:
+            problems.append(Problem(f"{at}.name", f"{trule.name!r} is used by an earlier rule"))
+        seen.add(trule.name)
+        if trule.database not in cfg.database.paths:
+            problems.append(Problem(f"{at}.database", f"{trule.database!r} is not one of "
+                                    f"database.paths ({list(cfg.database.paths)})"))
+        if trule.action == "archive" and not trule.archive_column:
+            problems.append(Problem(f"{at}.archive_column",
+                                    'action = "archive" needs the column to set'))
+        if trule.action == "delete" and (trule.archive_column or trule.archive_time_column):
+            problems.append(Problem(at, 'archive_column is for action = "archive"'))
+    o = cfg.orphans
+    if o.enabled:
+        if o.database not in cfg.database.paths:
+            problems.append(Problem("orphans.database", f"{o.database!r} is not one of "
+                                    f"database.paths ({list(cfg.database.paths)})"))
+        if not o.references:
+            problems.append(Problem("orphans.references", "at least one table and column "
+                                    "that names uploads is needed"))
+        if not o.dirs:
+            problems.append(Problem("orphans.dirs", "no upload directory"))
+        if "{env}" in o.database and any("{env}" not in d for d in o.dirs):
+            problems.append(Problem("orphans.dirs", "with a per-environment database every "
+                                    "upload directory must contain {env}"))
+        q = os.path.normpath(o.quarantine_dir)
+        for d in o.dirs:
+            for _env, raw_rel in cfg.expand_env(d):
+                rel = os.path.normpath(raw_rel)
+                if q == rel or q.startswith(rel + "/") or rel.startswith(q + "/"):
+                    problems.append(Problem("orphans.quarantine_dir",
+                                            f"{o.quarantine_dir!r} overlaps {rel!r}"))
     return problems
 
 

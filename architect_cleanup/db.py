@@ -63,7 +63,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -596,6 +596,14 @@ class Database:
                 out.append(Reference(child, cols, parent, str(rows[0][5]).upper(),
                                      self._indexed(child, cols), self.has_rowid(child)))
         return out
+
+    def column_values(self, table: str, column: str) -> Iterator[str]:
+        """Every non-NULL value of *column* in *table*, as text (the orphans' references):
+        read through this connection, so the guard of the dashboard's WAL holds."""
+        cur = self.con.execute(f"SELECT {quote(column)} FROM main.{quote(table)} "
+                               f"WHERE {quote(column)} IS NOT NULL")
+        for (value,) in cur:
+            yield value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
     # --- changing rows --------------------------------------------------------------------
 

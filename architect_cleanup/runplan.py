@@ -28,6 +28,8 @@ class NotRun(Enum):
 
     NOT_SELECTED = ("skipped", "not selected")
     DISABLED = ("disabled", "{name}.enabled = false")
+    #: enabled, but there is nothing to do: no rule written ([[rules.files]], ...)
+    NOT_CONFIGURED = ("disabled", "nothing configured")
     #: a stop (SIGTERM) landed earlier in the run
     INTERRUPTED = ("skipped", "run interrupted")
 
@@ -96,6 +98,8 @@ def plan_run(cfg: Config, only: Collection[str] | None,
             slots.append(Slot(name, not_run=NotRun.NOT_SELECTED))
         elif name not in enabled:
             slots.append(Slot(name, not_run=NotRun.DISABLED))
+        elif not target.configured(cfg):
+            slots.append(Slot(name, not_run=NotRun.NOT_CONFIGURED))
         elif walk is not None and name in walk.names:
             slots.append(Slot(name, step=walk))
         else:

@@ -29,6 +29,9 @@ _NOUNS = {
     "temp": "temp files",
 }
 
+#: Targets outside the seed's stats, named in the summary only when they did something.
+_MORE_NOUNS = {"rules": "by rules", "orphans": "orphans quarantined"}
+
 
 #: target -> (dry-run verb, real-run verb) for what it does to an item.
 _ACTIONS = {
@@ -208,6 +211,8 @@ class CleanupStats:
         "Dry run: would free 271.9 MiB: 84 backups, …, 95 prompts to archive, …"."""
         nouns = dict(_NOUNS, prompts="prompts to archive") if self.dry_run else _NOUNS
         parts = [f"{getattr(self, STAT_FIELDS[n])} {nouns[n]}" for n in STAT_FIELDS]
+        parts += [f"{t.removed} {_MORE_NOUNS[n]}" for n, t in self.targets.items()
+                  if n in _MORE_NOUNS and t.removed]
         size = mib(self.space_freed)
         head = f"Dry run: would free {size}" if self.dry_run else f"Freed {size}"
         line = f"{head}: {', '.join(parts)}"

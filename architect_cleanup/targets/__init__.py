@@ -8,7 +8,9 @@ from architect_cleanup.targets import (  # noqa: F401  (registration)
     backups,
     errors,
     logs,
+    orphans,
     prompts,
+    rules,
     tasks,
     temp,
 )
@@ -22,7 +24,7 @@ from architect_cleanup.targets.base import (
 )
 from architect_cleanup.targets.tree import TreeTarget, scan_tree
 
-ORDER = ("backups", "logs", "tasks", "errors", "prompts", "temp")
+ORDER = ("backups", "logs", "tasks", "errors", "prompts", "temp", "rules", "orphans")
 
 
 def ordered() -> list[str]:

@@ -201,6 +201,11 @@ class Target:
         section = getattr(cfg, self.name, None)
         return bool(getattr(section, "enabled", True))
 
+    def configured(self, cfg: Config) -> bool:
+        """False when the configuration gives this target nothing to do (no rule written):
+        the plan then does not run it."""
+        return True
+
     def run(self, ctx: RunContext, result: TargetResult) -> None:
         raise NotImplementedError
 

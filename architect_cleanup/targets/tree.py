@@ -42,7 +42,7 @@ from architect_cleanup.targets.base import (
     under,
     unique_dirs,
 )
-from architect_cleanup.targets.owners import BackupNames, Owners, not_backups
+from architect_cleanup.targets.owners import BackupNames, Owners, not_backups, walk_exclusions
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def scan_tree(ctx: RunContext, owners: Owners, results: Mapping[str, TargetResul
         starts = frozenset(ctx.config.resolve(s) for s in unique_dirs(target.starts(ctx)))
         members.append(_Member(target, result, starts, f"t{i}", passive=is_passive))
     by_group = {m.group: m for m in members}
-    excl = ctx.config.safety.exclude_dirs
+    excl = walk_exclusions(ctx.config)
     scopes = _Scopes(members, re.compile(patterns_regex(excl)) if excl else None, ctx)
     all_starts = unique_dirs(tuple(
         os.path.relpath(s, root.dir.path) for m in members for s in m.starts))

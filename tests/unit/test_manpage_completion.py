@@ -93,6 +93,6 @@ def test_bash_completion_completes_commands_options_and_targets() -> None:
     assert "--force" not in complete("architect-cleanup plan --")
     assert complete("architect-cleanup config ") == ["check"]
     assert complete("architect-cleanup run --only ") == sorted(
-        ["backups", "logs", "tasks", "errors", "prompts", "temp"])
+        ["backups", "logs", "tasks", "errors", "prompts", "temp", "rules", "orphans"])
     assert complete("architect-cleanup run --only logs,t") == ["logs,tasks", "logs,temp"]
     assert complete("architect-cleanup --config /etc/x.toml st") == ["status"]

@@ -15,10 +15,24 @@ import pytest
 from sd_helpers import REPO
 
 from architect_cleanup import __version__
-from architect_cleanup.config import Config, load_config
+from architect_cleanup.config import Config, load_config, parse_config
 
 SHIPPED = REPO / "packaging" / "config.toml"
 DEBIAN = REPO / "packaging" / "debian"
+
+
+def test_the_shipped_rule_examples_parse_when_uncommented() -> None:
+    text = SHIPPED.read_text()
+    rules = text.split("[rules]", 1)[1].split("\n[orphans]", 1)[0]
+    uncommented = "\n".join(line[1:] if line.startswith("#") and not line.startswith("# ")
+                            and line != "#" else line for line in rules.splitlines())
+    doc = tomllib.loads(text.split("[rules]", 1)[0] + "[rules]" + uncommented)
+    parsed = parse_config(doc)  # valid against the built-in database paths
+    assert [r.name for r in parsed.rules.files] == ["db-copies", "finder-duplicates",
+                                                    "request-log", "request-log-compressed"]
+    assert {r.table for r in parsed.rules.tables} >= {
+        "activity_log", "resource_consumption", "llm_provider_health", "notifications",
+        "claude_interactions", "sessions"}
 
 
 def test_the_shipped_config_parses_to_exactly_the_built_in_defaults() -> None:
@@ -58,7 +72,11 @@ def test_the_shipped_config_lists_every_key_with_its_default_value() -> None:
     # the notification channels are arrays of tables an operator adds (shown commented)
     shipped["notify"] |= {"email": [], "webhook": [], "apprise": []}
     assert "#   [[notify.webhook]]" in text
-    assert _keys(shipped) == _keys(Config().to_dict())
+    # the rules and the orphans' references are shipped as commented examples
+    assert "#[[rules.files]]" in text and "#[[rules.tables]]" in text
+    assert "\n#references = [" in text
+    expected = _keys(Config().to_dict()) - {"rules.files", "rules.tables", "orphans.references"}
+    assert _keys(shipped) == expected
 
 
 def test_every_table_and_key_group_of_the_shipped_config_has_a_comment() -> None:

@@ -18,6 +18,7 @@ import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,6 +74,25 @@ def doomed_rows(w: World, target: str) -> int:
     return sum(getattr(rows[p], f"{target}_doomed") for p in w.databases)
 
 
+def touched_dir(path: Path, since: float) -> Path | None:
+    """The ``__pycache__`` directory holding (or being) *path* if a killed run changed it
+    at or after *since*: its mtime is then younger than ``temp.min_age``, and a directory
+    changed within ``min_age`` is kept whole until it is older (the documented rule)."""
+    for p in (path, *path.parents):
+        if p.name == "__pycache__":
+            try:
+                return p if p.stat().st_mtime >= since - 1 else None
+            except FileNotFoundError:
+                return None
+    return None
+
+
+def left_unexplained(w: World, since: float, target: str | None = None) -> list[Path]:
+    """What a rule selects and is still there, less what sits in a cache directory the killed
+    run itself emptied part of (kept by the age rule, removed by the first run an hour on)."""
+    return [p for p in w.doomed_left(target) if touched_dir(p, since) is None]
+
+
 def run_and_kill(arena: Arena, w: World, target: str, args: list[str]) -> float:
     """Start the CLI, wait for the middle of *target*, SIGKILL it; seconds it had run."""
     counter = (kit.watch_deletes(p.parent for p in w.by_target[target])
@@ -107,6 +127,7 @@ def test_sigkill_in_the_middle_of_a_target_then_a_rerun_completes_and_nothing_is
     w = world_for(arena, target)
     before_files = len(w.doomed_left(target)) if target in w.by_target else 0
     before_rows = doomed_rows(w, target) if target not in w.by_target else 0
+    since = time.time()
     ran = run_and_kill(arena, w, target, ["--force", "--only", target])
     FIGURES.fault(f"SIGKILL in the middle of {target}")
     FIGURES.measure(f"SIGKILL during {target}: after, s", round(ran, 2))
@@ -120,7 +141,7 @@ def test_sigkill_in_the_middle_of_a_target_then_a_rerun_completes_and_nothing_is
     assert code == 0, doc
     check_after_crash(arena, w)
     if target in w.by_target:
-        assert w.doomed_left(target) == []
+        assert left_unexplained(w, since, target) == []
     else:
         assert doomed_rows(w, target) == 0
     state = kit.state_doc(arena)
@@ -144,6 +165,7 @@ def test_sigkill_at_random_moments_of_full_runs_never_corrupts_or_loses_anything
     assert full.returncode == 0
     span = max(time.monotonic() - t0, 0.5) * 2  # a real run takes longer than a dry one
     kills = 0
+    since = time.time()
     for _ in range(iterations):
         proc = subprocess.Popen(kit.cli_cmd("run", "--force"), env=arena.env(), cwd="/",
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -158,5 +180,5 @@ def test_sigkill_at_random_moments_of_full_runs_never_corrupts_or_loses_anything
     code, doc = kit.run_json(arena, "--force")
     assert code == 0, json.dumps(doc)[:3000]
     check_after_crash(arena, w)
-    assert w.doomed_left() == []
+    assert left_unexplained(w, since) == []
     assert sum(doomed_rows(w, t) for t in ("tasks", "errors", "prompts")) == 0

@@ -128,6 +128,14 @@ def test_the_package_ships_the_units_catalog_and_conffile() -> None:
     assert "packaging/config.toml etc/architect-cleanup/" in install
 
 
+def test_every_subpackage_is_listed_for_setuptools_so_the_package_ships_it() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts)
+             for p in (REPO / "architect_cleanup").rglob("__init__.py")}
+    assert found - listed == set()
+
+
 def test_only_the_timer_and_the_api_socket_are_handed_to_dh_installsystemd() -> None:
     rules = (DEBIAN / "rules").read_text()
     calls = [line.strip() for line in rules.splitlines()

@@ -345,6 +345,27 @@ def bearer_matches(header: str | None, token: bytes) -> bool:
     return hmac.compare_digest(given.strip(_OWS).encode("utf-8", "replace"), token)
 
 
+def _token_check(secret: bytes) -> Callable[[], Response | None]:
+    """The standalone app's ``before_request``: every call but the panel's (which has its
+    own login, a session from the token) carries ``Authorization: Bearer <token>``."""
+
+    def require_token() -> Response | None:
+        if request.path == PANEL_PATH or request.path.startswith(PANEL_PATH + "/"):
+            return None  # the panel's own login (a session from the token), not a header
+        if not bearer_matches(request.headers.get("Authorization"), secret):
+            _call().update(actor=_peer_actor(), outcome="missing or invalid bearer token")
+            error = ', error="invalid_token"' if request.headers.get("Authorization") else ""
+            return _json({"success": False, "message": "missing or invalid bearer token"},
+                         401, {"WWW-Authenticate": f'Bearer realm="architect-cleanup"{error}'})
+        g.architect_cleanup_actor = Actor(user_id=None, user=TOKEN_USER,
+                                          ip_address=request.remote_addr)
+        # for the journal entry of a call the blueprint does not route (404, 405)
+        _call()["actor"] = g.architect_cleanup_actor
+        return None
+
+    return require_token
+
+
 def create_app(*, token: str | None = None, config_path: str | None = None,
                environ: Mapping[str, str] | None = None,
                configure_logging: bool = True) -> Flask:
@@ -367,20 +388,7 @@ def create_app(*, token: str | None = None, config_path: str | None = None,
         actor=lambda: Actor(user_id=None, user=PANEL_USER, ip_address=request.remote_addr),
         config_path=config_path, should_stop=stop)
 
-    @app.before_request
-    def require_token() -> Response | None:
-        if request.path == PANEL_PATH or request.path.startswith(PANEL_PATH + "/"):
-            return None  # the panel's own login (a session from the token), not a header
-        if not bearer_matches(request.headers.get("Authorization"), secret):
-            _call().update(actor=_peer_actor(), outcome="missing or invalid bearer token")
-            error = ', error="invalid_token"' if request.headers.get("Authorization") else ""
-            return _json({"success": False, "message": "missing or invalid bearer token"},
-                         401, {"WWW-Authenticate": f'Bearer realm="architect-cleanup"{error}'})
-        g.architect_cleanup_actor = Actor(user_id=None, user=TOKEN_USER,
-                                          ip_address=request.remote_addr)
-        # for the journal entry of a call the blueprint does not route (404, 405)
-        _call()["actor"] = g.architect_cleanup_actor
-        return None
+    app.before_request(_token_check(secret))
 
     @app.after_request
     def log_other_calls(response: Response) -> Response:

@@ -258,7 +258,30 @@ def restore(cfg: Config, name: str, *, to: str | None = None, env: str | None = 
     if not base or base != os.path.basename(name).removesuffix(bc.SUFFIX):
         raise RestoreError(f"{name!r}: give the backup's file name")
     src = _find(cfg, base, env)
-    dest = to if to is not None else src.directory
+    dest = _destination(cfg, base, to if to is not None else src.directory)
+    work = tempfile.mkdtemp(prefix=RESTORE_TMP, dir=dest)
+    try:
+        wfd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            how = _fetch(src, wfd)
+            check = verify(wfd, base, check="quick", scratch=work)
+            if check.state is State.CORRUPT:
+                raise RestoreError(f"{base}: restored content fails its check "
+                                   f"({check.detail}); nothing written")
+            how.append(check.detail)
+            _install(wfd, dest, base)
+        finally:
+            os.close(wfd)
+    except OSError as exc:
+        raise RestoreError(f"{base}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return os.path.join(dest, base), "; ".join(how)
+
+
+def _destination(cfg: Config, base: str, dest: str | None) -> str:
+    """The directory to restore *base* into (absolute): one that exists, where none of the
+    backup's names is taken and which is not where a live database of the dashboard is."""
     if dest is None:
         raise RestoreError(f"{base}: its backup directory does not exist; give --to DIR")
     dest = os.path.abspath(dest)
@@ -273,33 +296,22 @@ def restore(cfg: Config, name: str, *, to: str | None = None, env: str | None = 
                                "dashboard stopped)")
         if os.path.lexists(target):
             raise RestoreError(f"{target}: already exists; not overwritten (use --to DIR)")
-    work = tempfile.mkdtemp(prefix=RESTORE_TMP, dir=dest)
+    return dest
+
+
+def _install(wfd: int, dest: str, base: str) -> None:
+    """Move the checked files from the work directory into *dest*, the main file last
+    (never the ``-shm``, never over a file)."""
+    dfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        wfd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            how = _fetch(src, wfd)
-            check = verify(wfd, base, check="quick", scratch=work)
-            if check.state is State.CORRUPT:
-                raise RestoreError(f"{base}: restored content fails its check "
-                                   f"({check.detail}); nothing written")
-            how.append(check.detail)
-            dfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                produced = sorted(os.listdir(wfd), key=lambda n: n == base)
-                for n in produced:
-                    if n.endswith("-shm") or n.startswith("."):
-                        continue
-                    _move(wfd, dfd, n)
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        finally:
-            os.close(wfd)
-    except OSError as exc:
-        raise RestoreError(f"{base}: {exc.strerror or exc}") from None
+        produced = sorted(os.listdir(wfd), key=lambda n: n == base)
+        for n in produced:
+            if n.endswith("-shm") or n.startswith("."):
+                continue
+            _move(wfd, dfd, n)
+        os.fsync(dfd)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return os.path.join(dest, base), "; ".join(how)
+        os.close(dfd)
 
 
 def _move(src_fd: int, dest_fd: int, name: str) -> None:
@@ -312,26 +324,9 @@ def _move(src_fd: int, dest_fd: int, name: str) -> None:
 
 def _fetch(src: _Source, wfd: int) -> list[str]:
     """The backup's files, decompressed, in the work directory *wfd*; how each was checked."""
-    how: list[str] = []
-    if src.remote is not None:
-        for n in src.names:
-            there = src.remote.download(src.label, n, wfd, n)
-            how.append(f"{there.key}: SHA-256 {there.sha256[:12] if there.sha256 else '?'} "
-                       "verified")
-    else:
-        assert src.directory is not None
-        sfd = os.open(src.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            for n in src.names:
-                if bc.is_compressed(n):
-                    bc.decompress_to(sfd, n, wfd, bc.original_name(n))
-                    how.append(f"{n}: zstd frame checksum verified")
-                else:
-                    digest = _copy(sfd, n, wfd)
-                    how.append(f"{n}: copied (SHA-256 {digest[:12]})")
-        finally:
-            os.close(sfd)
-        return how
+    if src.remote is None:
+        return _fetch_from_disk(src, wfd)
+    how = _download(src, src.remote, wfd)
     for n in src.names:
         if bc.is_compressed(n):
             try:
@@ -339,6 +334,34 @@ def _fetch(src: _Source, wfd: int) -> list[str]:
             except bc.CompressError as exc:
                 raise RestoreError(str(exc)) from None
             os.unlink(n, dir_fd=wfd)
+    return how
+
+
+def _download(src: _Source, remote: Offload, wfd: int) -> list[str]:
+    """The backup's objects, as they are in the bucket (SHA-256 checked), into *wfd*."""
+    how: list[str] = []
+    for n in src.names:
+        there = remote.download(src.label, n, wfd, n)
+        how.append(f"{there.key}: SHA-256 {there.sha256[:12] if there.sha256 else '?'} "
+                   "verified")
+    return how
+
+
+def _fetch_from_disk(src: _Source, wfd: int) -> list[str]:
+    """The backup's files from its directory into *wfd*: decompressed, or copied."""
+    how: list[str] = []
+    assert src.directory is not None
+    sfd = os.open(src.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for n in src.names:
+            if bc.is_compressed(n):
+                bc.decompress_to(sfd, n, wfd, bc.original_name(n))
+                how.append(f"{n}: zstd frame checksum verified")
+            else:
+                digest = _copy(sfd, n, wfd)
+                how.append(f"{n}: copied (SHA-256 {digest[:12]})")
+    finally:
+        os.close(sfd)
     return how
 
 

@@ -36,7 +36,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -214,16 +214,30 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
             == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns))
 
 
-class _HashingReader:
-    """A file's bytes as read by the compressor, hashed on the way; asks *should_stop*.
+class _Hashed:
+    """The SHA-256 and length of the bytes that went through."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def _count(self, data: bytes) -> None:
+        self.sha.update(data)
+        self.size += len(data)
+
+    def digest(self) -> tuple[int, bytes]:
+        return self.size, self.sha.digest()
+
+
+class _HashingReader(_Hashed):
+    """A file's bytes as read by the (de)compressor, hashed on the way; asks *should_stop*.
     Never reads past *limit* bytes (the size it was judged with: a file growing meanwhile
     is caught by its identity afterwards, not read for ever)."""
 
-    def __init__(self, fh: BinaryIO, should_stop: Callable[[], bool] | None,
+    def __init__(self, fh: BinaryIO, should_stop: Callable[[], bool] | None = None,
                  limit: int | None = None) -> None:
+        super().__init__()
         self.fh = fh
-        self.sha = hashlib.sha256()
-        self.size = 0
         self.should_stop = should_stop
         self.limit = limit
 
@@ -236,80 +250,84 @@ class _HashingReader:
             if n <= 0:
                 return b""
         data = self.fh.read(n)
-        self.sha.update(data)
-        self.size += len(data)
+        self._count(data)
         return data
 
+    def read_all(self) -> _HashingReader:
+        """Read (and hash) the rest of the file; itself."""
+        while self.read(CHUNK):
+            pass
+        return self
 
-class _HashingWriter:
+
+class _HashingWriter(_Hashed):
     """A sink that hashes and counts what is written to it (and optionally passes it on)."""
 
     def __init__(self, out: BinaryIO | None = None) -> None:
+        super().__init__()
         self.out = out
-        self.sha = hashlib.sha256()
-        self.size = 0
 
     def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.size += len(data)
+        self._count(data)
         if self.out is not None:
             self.out.write(data)
         return len(data)
 
 
+def _decompressed(zstandard: Any, fh: Any) -> tuple[int, bytes]:
+    """What *fh* decompresses to: (length, SHA-256). Raises ``zstandard.ZstdError``."""
+    sink = _HashingWriter()
+    zstandard.ZstdDecompressor().copy_stream(fh, sink, read_size=CHUNK, write_size=CHUNK)
+    return sink.digest()
+
+
+@contextlib.contextmanager
+def _removed_on_failure(dir_fd: int, tmp: str) -> Iterator[None]:
+    """Whatever stops the block (an error, a stop request, a full disk), temporary file
+    *tmp* of *dir_fd* is gone after it."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def _temporary_name(target: str) -> str:
+    tmp = f"{TMP_PREFIX}{os.urandom(4).hex()}.{target}"
+    if len(os.fsencode(tmp)) > 255:
+        tmp = f"{TMP_PREFIX}{os.urandom(8).hex()}{SUFFIX}"
+    return tmp
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _compress_one(zstandard: Any, dir_fd: int, src: str, st: os.stat_result, level: int,
                   threads: int, should_stop: Callable[[], bool] | None) -> CompressedFile:
+    """*src* into its verified ``.zst`` (or the one an interrupted run left, proven)."""
     target = compressed_name(src)
-    try:
-        os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        pass
-    else:
+    if _exists(dir_fd, target):
         return _reuse(zstandard, dir_fd, src, st, target)
-    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    with os.fdopen(fd, "rb", buffering=0) as raw:
+    with _open_at(dir_fd, src, buffering=0) as raw:
         if not _same(os.fstat(raw.fileno()), st):
             raise CompressError(f"{display(src)}: changed since it was judged; left as it is")
-        tmp = f"{TMP_PREFIX}{os.urandom(4).hex()}.{target}"
-        if len(os.fsencode(tmp)) > 255:
-            tmp = f"{TMP_PREFIX}{os.urandom(8).hex()}{SUFFIX}"
+        tmp = _temporary_name(target)
         out_fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=dir_fd)
-        try:
+        with _removed_on_failure(dir_fd, tmp):
             with os.fdopen(out_fd, "w+b") as out:
                 reader = _HashingReader(raw, should_stop, st.st_size)
-                cctx = zstandard.ZstdCompressor(level=level, write_checksum=True,
-                                                write_content_size=True, threads=threads)
-                zsink = _HashingWriter(out)
-                try:
-                    cctx.copy_stream(reader, zsink, size=st.st_size, read_size=CHUNK,
-                                     write_size=CHUNK)
-                except zstandard.ZstdError as exc:  # "Src size is incorrect": it grew
-                    raise CompressError(f"{display(src)}: changed while it was being "
-                                        f"compressed ({exc}); left as it is") from None
-                out.flush()
-                if reader.size != st.st_size or not _same(os.fstat(raw.fileno()), st):
-                    raise CompressError(f"{display(src)}: changed while it was being "
-                                        "compressed; left as it is")
+                zsink = _compress_stream(zstandard, reader, out, src, st, level, threads)
                 _copy_metadata(out.fileno(), st)
                 os.fsync(out.fileno())
-                # read back what is on disk and prove it gives the original
-                out.seek(0)
-                check = _HashingWriter()
-                try:
-                    zstandard.ZstdDecompressor().copy_stream(out, check, read_size=CHUNK,
-                                                             write_size=CHUNK)
-                except zstandard.ZstdError as exc:
-                    raise CompressError(f"{display(src)}: the compressed copy does not read "
-                                        f"back ({exc}); left as it is") from None
-                if (check.size, check.sha.digest()) != (reader.size, reader.sha.digest()):
-                    raise CompressError(f"{display(src)}: the compressed copy does not give "
-                                        "back the original; left as it is")
+                _prove_copy(zstandard, out, src, reader)
             rename_noreplace(dir_fd, tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
     os.fsync(dir_fd)
     log.info("compress: %s -> %s (%d -> %d bytes, verified)", display(src), display(target),
              st.st_size, zsink.size)
@@ -317,30 +335,57 @@ def _compress_one(zstandard: Any, dir_fd: int, src: str, st: os.stat_result, lev
                           zsink.sha.hexdigest(), False)
 
 
+def _compress_stream(zstandard: Any, reader: _HashingReader, out: BinaryIO, src: str,
+                     st: os.stat_result, level: int, threads: int) -> _HashingWriter:
+    """Compress what *reader* gives into *out*; the original must not change meanwhile.
+    Returns what was written (its length and hash)."""
+    zsink = _HashingWriter(out)
+    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True,
+                                    write_content_size=True, threads=threads)
+    try:
+        cctx.copy_stream(reader, zsink, size=st.st_size, read_size=CHUNK, write_size=CHUNK)
+    except zstandard.ZstdError as exc:  # "Src size is incorrect": it grew
+        raise CompressError(f"{display(src)}: changed while it was being "
+                            f"compressed ({exc}); left as it is") from None
+    out.flush()
+    if reader.size != st.st_size or not _same(os.fstat(reader.fh.fileno()), st):
+        raise CompressError(f"{display(src)}: changed while it was being "
+                            "compressed; left as it is")
+    return zsink
+
+
+def _prove_copy(zstandard: Any, out: BinaryIO, src: str, original: _HashingReader) -> None:
+    """Read back what is on disk and prove it gives the original."""
+    out.seek(0)
+    try:
+        copy = _decompressed(zstandard, out)
+    except zstandard.ZstdError as exc:
+        raise CompressError(f"{display(src)}: the compressed copy does not read "
+                            f"back ({exc}); left as it is") from None
+    if copy != original.digest():
+        raise CompressError(f"{display(src)}: the compressed copy does not give "
+                            "back the original; left as it is")
+
+
 def _reuse(zstandard: Any, dir_fd: int, src: str, st: os.stat_result,
            target: str) -> CompressedFile:
     """*target* exists already: accept it only when it decompresses to *src* exactly."""
-    orig = _HashingWriter()
     with _open_at(dir_fd, src) as fh:
         if not _same(os.fstat(fh.fileno()), st):
             raise CompressError(f"{display(src)}: changed since it was judged; left as it is")
-        while chunk := fh.read(CHUNK):
-            orig.write(chunk)
-    copy = _HashingWriter()
-    zsha = _HashingWriter()
+        orig = _HashingReader(fh).read_all()
     try:
         with _open_at(dir_fd, target) as zf:
             tst = os.fstat(zf.fileno())
             if not stat.S_ISREG(tst.st_mode):
                 raise CompressError(f"{display(target)}: in the way and not a regular file; "
                                     f"{display(src)} left as it is")
-            tee = _TeeReader(zf, zsha)
-            zstandard.ZstdDecompressor().copy_stream(tee, copy, read_size=CHUNK,
-                                                     write_size=CHUNK)
+            zsha = _HashingReader(zf)
+            copy = _decompressed(zstandard, zsha)
     except zstandard.ZstdError as exc:
         raise CompressError(f"{display(target)}: in the way and not a good zstd file ({exc}); "
                             f"{display(src)} left as it is") from None
-    if (copy.size, copy.sha.digest()) != (orig.size, orig.sha.digest()):
+    if copy != orig.digest():
         raise CompressError(f"{display(target)}: in the way and not a copy of {display(src)}; "
                             "both left as they are")
     log.info("compress: %s: found a verified %s from an interrupted run", display(src),
@@ -349,20 +394,9 @@ def _reuse(zstandard: Any, dir_fd: int, src: str, st: os.stat_result,
                           zsha.sha.hexdigest(), True)
 
 
-class _TeeReader:
-    def __init__(self, fh: BinaryIO, sink: _HashingWriter) -> None:
-        self.fh = fh
-        self.sink = sink
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.fh.read(n)
-        self.sink.write(data)
-        return data
-
-
-def _open_at(dir_fd: int, name: str) -> BinaryIO:
+def _open_at(dir_fd: int, name: str, buffering: int = -1) -> BinaryIO:
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    return os.fdopen(fd, "rb")
+    return os.fdopen(fd, "rb", buffering=buffering)
 
 
 def _copy_metadata(fd: int, st: os.stat_result) -> None:
@@ -403,7 +437,7 @@ def decompress_to(src_dir_fd: int, name: str, dest_dir_fd: int, dest_name: str, 
         st = os.fstat(zf.fileno())
         out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=dest_dir_fd)
-        try:
+        with _removed_on_failure(dest_dir_fd, tmp):
             with os.fdopen(out_fd, "wb") as out:
                 sink = _HashingWriter(out)
                 reader = _HashingReader(zf, should_stop)
@@ -417,9 +451,5 @@ def decompress_to(src_dir_fd: int, name: str, dest_dir_fd: int, dest_name: str, 
                 _copy_metadata(out.fileno(), st)
                 os.fsync(out.fileno())
             rename_noreplace(dest_dir_fd, tmp, dest_name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dest_dir_fd)
-            raise
     os.fsync(dest_dir_fd)
     return sink.sha.hexdigest()

@@ -151,36 +151,48 @@ def verify(dir_fd: int, name: str, *, check: Check = "quick", scratch: str | Non
     except OSError as exc:
         return Verification(State.UNVERIFIED, "other", f"cannot open: {exc.strerror}", check)
     try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            return Verification(State.UNVERIFIED, "other", "not a regular file", check)
-        head = os.pread(fd, len(SQLITE_MAGIC), 0)
-        kind = kind_of(name, head)
-        if sides is None:
-            sides = side_files(dir_fd, name) if kind == "sqlite" else {}
-        try:
-            if kind == "sqlite":
-                result = _check_sqlite(dir_fd, name, fd, head, check, scratch, sides)
-            elif kind == "gzip":
-                result = _check_gzip(fd, check)
-            elif kind == "zstd":
-                result = _check_zstd(fd, check)
-            else:
-                result = Verification(State.UNVERIFIED, kind, "no check for this kind of file",
-                                      check)
-            if not _same(before, os.fstat(fd)) or not _still(dir_fd, name, before):
-                raise _Changed
-            for suffix, was in sides.items():
-                if not _still(dir_fd, name + suffix, was):
-                    raise _Changed
-        except _Changed:
-            return Verification(State.UNVERIFIED, kind, "changed while it was being checked",
-                                check)
-        except OSError as exc:
-            return Verification(State.UNVERIFIED, kind, f"cannot read: {exc.strerror}", check)
-        return result
+        return _verify_open(dir_fd, name, fd, check, scratch, sides)
     finally:
         os.close(fd)
+
+
+def _verify_open(dir_fd: int, name: str, fd: int, check: Check, scratch: str | None,
+                 sides: Mapping[str, os.stat_result] | None) -> Verification:
+    """:func:`verify` on the open file *fd*: check it by its kind, then make sure neither
+    it nor its side files changed meanwhile."""
+    before = os.fstat(fd)
+    if not stat.S_ISREG(before.st_mode):
+        return Verification(State.UNVERIFIED, "other", "not a regular file", check)
+    head = os.pread(fd, len(SQLITE_MAGIC), 0)
+    kind = kind_of(name, head)
+    if sides is None:
+        sides = side_files(dir_fd, name) if kind == "sqlite" else {}
+    try:
+        if kind == "sqlite":
+            result = _check_sqlite(dir_fd, name, fd, head, check, scratch, sides)
+        elif kind == "gzip":
+            result = _check_gzip(fd, check)
+        elif kind == "zstd":
+            result = _check_zstd(fd, check)
+        else:
+            result = Verification(State.UNVERIFIED, kind, "no check for this kind of file",
+                                  check)
+        if not _unchanged(dir_fd, name, fd, before, sides):
+            raise _Changed
+    except _Changed:
+        return Verification(State.UNVERIFIED, kind, "changed while it was being checked",
+                            check)
+    except OSError as exc:
+        return Verification(State.UNVERIFIED, kind, f"cannot read: {exc.strerror}", check)
+    return result
+
+
+def _unchanged(dir_fd: int, name: str, fd: int, before: os.stat_result,
+               sides: Mapping[str, os.stat_result]) -> bool:
+    """The file (open as *fd* and by its name) and its side files are as they were."""
+    if not _same(before, os.fstat(fd)) or not _still(dir_fd, name, before):
+        return False
+    return all(_still(dir_fd, name + suffix, was) for suffix, was in sides.items())
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:

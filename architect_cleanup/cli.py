@@ -19,9 +19,9 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
 import tomli_w
 
@@ -41,7 +41,7 @@ from architect_cleanup.fs import FsError, display
 from architect_cleanup.journal import fields, setup_logging, stream_is_journal
 from architect_cleanup.lock import LockHeld, LockUnusable, RunLock, lock_path
 from architect_cleanup.state import StateStore, state_dir
-from architect_cleanup.stats import CleanupStats, action, mib
+from architect_cleanup.stats import CleanupStats, TargetResult, action, mib
 from architect_cleanup.status import status_doc
 from architect_cleanup.targets import REGISTRY, Decision, ordered
 from architect_cleanup.targets.rules import describe_rules
@@ -107,6 +107,10 @@ def _run_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: s
                    help="list every item with the reason it is kept or removed")
 
 
+if TYPE_CHECKING:
+    _SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="architect-cleanup",
@@ -117,6 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="configuration file (default $ARCHITECT_CLEANUP_CONFIG or "
                         "/etc/architect-cleanup/config.toml); config.d/ beside it is merged")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _legacy_options(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    commands = [_run_parser(sub), _plan_parser(sub), _status_parser(sub), _config_parser(sub),
+                _report_parser(sub), _migrate_parser(sub)]
+    backups = backup_cli.add_parser(sub)  # listed after notify in the epilog, before it here
+    commands += [_notify_parser(sub), *backups, *_quarantine_parser(sub)]
+    p.epilog = _epilog(commands)
+    return p
+
+
+def _epilog(commands: Sequence[argparse.ArgumentParser]) -> str:
+    """`--help`'s list of each command's options (the manual page, made from it by help2man,
+    shows them too) and the exit codes."""
+    lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
+             f"      {sp.description}\n" for sp in commands]
+    return ("command options:\n" + "".join(lines)
+            + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
+            "75 already running, 77 not permitted (run as root)")
+
+
+def _legacy_options(p: argparse.ArgumentParser) -> None:
     legacy = p.add_argument_group("legacy options (the original worker's flags)")
     _run_options(legacy, prefix="legacy_")
     legacy.add_argument("--status", dest="legacy_status", action="store_true",
@@ -126,26 +151,48 @@ def build_parser() -> argparse.ArgumentParser:
     legacy.add_argument("--stop", dest="legacy_stop", action="store_true",
                         help="disable and stop architect-cleanup.timer")
 
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+def _only_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", type=_targets, metavar="TARGET,...",
+                   help=f"only these targets ({', '.join(ordered())})")
+
+
+def _run_parser(sub: _SubParsers) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="preview the cleanup; with --force, clean",
                          description="preview the cleanup (nothing is changed); with --force, "
                                      "clean")
     _run_options(run)
+    _only_option(run)
+    return run
+
+
+def _plan_parser(sub: _SubParsers) -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="preview the cleanup (same as `run` without --force)",
                           description="preview the cleanup: what a real run would remove, "
                                       "and why; nothing is changed")
     _run_options(plan, modes=False)
-    for sp in (run, plan):
-        sp.add_argument("--only", type=_targets, metavar="TARGET,...",
-                        help=f"only these targets ({', '.join(ordered())})")
+    _only_option(plan)
+    return plan
+
+
+def _status_parser(sub: _SubParsers) -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="last run, timer and a run in progress",
                         description="last run, timer and a run in progress")
     st.add_argument("--json", action="store_true")
+    return st
+
+
+def _config_parser(sub: _SubParsers) -> argparse.ArgumentParser:
+    """``config check``; the check's parser is returned for the epilog."""
     cfg = sub.add_parser("config", help="configuration commands")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="check", required=True)
     chk = cfg_sub.add_parser("check", help="validate and print the effective configuration",
                              description="validate and print the effective configuration")
     chk.add_argument("--json", action="store_true")
+    return chk
+
+
+def _report_parser(sub: _SubParsers) -> argparse.ArgumentParser:
     rep = sub.add_parser(
         "report", help="runs, removed items, trends and the fill forecast",
         description="runs, removed items, trends and the fill forecast (from the history "
@@ -166,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="the runs (or items) as CSV")
     rep.add_argument("-n", "--limit", type=_positive, metavar="N",
                      help="at most N rows (default: the newest 20 runs; every item)")
+    return rep
+
+
+def _migrate_parser(sub: _SubParsers) -> argparse.ArgumentParser:
     mig = sub.add_parser(
         "migrate", help="move from the original workers/cleanup_worker.py",
         description="move from the original workers/cleanup_worker.py (dry run unless "
@@ -175,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--json", action="store_true")
     mig.add_argument("--rootdir", default="/", metavar="DIR",
                      help="look for the original worker's files below DIR (default /)")
-    backups = backup_cli.add_parser(sub)
+    return mig
+
+
+def _notify_parser(sub: _SubParsers) -> argparse.ArgumentParser:
     ntf = sub.add_parser(
         "notify", help="send notifications ([notify] in the configuration)",
         description="send notifications: a test message, a failed unit's, or the outbox")
@@ -186,31 +240,56 @@ def build_parser() -> argparse.ArgumentParser:
                       help="UNIT failed: report it unless its run did (OnFailure=)")
     what.add_argument("--deliver", action="store_true",
                       help="deliver what waits in the outbox")
-    quar = _quarantine_parser(sub)
-    # `--help` (and the manual page, made from it by help2man) lists each command's options.
-    lines = [f"  {' '.join(sp.format_usage().split()[2:]).replace(' [-h]', '')}\n"
-             f"      {sp.description}\n" for sp in (run, plan, st, chk, rep, mig, ntf,
-                                                       *backups, *quar)]
-    p.epilog = ("command options:\n" + "".join(lines)
-                + "\nexit codes: 0 ok, 1 a target failed, 2 usage or config error, "
-                "75 already running, 77 not permitted (run as root)")
-    return p
+    return ntf
+
+
+def _quarantine_parser(sub: _SubParsers) -> tuple[argparse.ArgumentParser, ...]:
+    """``quarantine list|restore NAME``: the orphans' quarantine (issue 19)."""
+    q = sub.add_parser("quarantine", help="uploads the orphans target moved aside",
+                       description="uploads the orphans target moved aside")
+    q_sub = q.add_subparsers(dest="quarantine_command", metavar="list|restore", required=True)
+    ql = q_sub.add_parser("list", help="list quarantined files",
+                          description="list quarantined files (oldest first)")
+    ql.add_argument("--json", action="store_true")
+    qr = q_sub.add_parser("restore", help="move a quarantined file back",
+                          description="move a quarantined file back to its place")
+    qr.add_argument("name", metavar="NAME",
+                    help="its original path (relative to root, as `quarantine list` shows)")
+    return ql, qr
 
 
 # --- commands --------------------------------------------------------------------------------
 
 
 class _Stop:
-    """SIGTERM/SIGINT ask the run to stop between items; the handler only sets a flag."""
+    """SIGTERM/SIGINT ask the run to stop between items; the handler only sets a flag.
+
+    A context manager: the handlers are ours inside the ``with``, the previous ones after."""
 
     def __init__(self) -> None:
         self.signum = 0
+        self._previous: dict[int, Any] = {}
 
     def __call__(self, signum: int, _frame: object) -> None:
         self.signum = signum
 
+    def __enter__(self) -> _Stop:
+        self._previous = {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
     def requested(self) -> bool:
         return self.signum != 0
+
+    def die_if_requested(self, out: TextIO) -> None:
+        """Stopped cleanly between items: die by the same signal, as systemd expects."""
+        if self.signum:
+            out.flush()
+            signal.signal(self.signum, signal.SIG_DFL)
+            os.kill(os.getpid(), self.signum)
 
 
 def run_mode(args: argparse.Namespace, cfg: Config,
@@ -273,53 +352,60 @@ _LAST: dict[str, CleanupStats] = {}
 def _run(args: argparse.Namespace, cfg: Config, out: TextIO, *, dry: bool, source: str,
          record: bool = True, hint: bool = True) -> int:
     to_journal = stream_is_journal(out)
-    verbose_out = sys.stderr if args.json else out
     _LAST.clear()
-
-    def show_decision(d: Decision) -> None:
-        # Flushed at once into the journal, or the buffered lines would land after the
-        # summary, which must stay the run's last line.
-        print(str(d), file=verbose_out, flush=to_journal)
-
-    stop = _Stop()
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        worker = CleanupWorker(dry_run=dry, backup_retention=args.keep, log_age_days=args.days,
-                               task_age_days=args.days, config=cfg, only=args.only,
-                               source=source, record_state=record,
-                               on_decision=show_decision if args.verbose else None,
-                               should_stop=stop.requested, collect_items=args.json)
-        stats = worker.run_cleanup()
-    except ConfigError as exc:
-        _error("\n".join(exc.lines()))
-        return EXIT_USAGE
-    except LockUnusable as exc:  # the worker has logged it
-        if args.json:
-            print(json.dumps({"success": False, "dry_run": dry, "message": str(exc)}),
-                  file=out)
-        return EXIT_USAGE
-    except LockHeld as exc:  # the worker has logged it (stderr and/or the journal)
-        if args.json:
-            print(json.dumps({"success": False, "dry_run": dry, "message": str(exc),
-                              "locked_by": exc.pid}), file=out)
-        return EXIT_LOCKED
-    except PermissionError as exc:  # e.g. the lock, run as the dashboard's user
-        return _permission_error(exc, args, dry, out)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    with _Stop() as stop:
+        try:
+            worker = CleanupWorker(dry_run=dry, backup_retention=args.keep,
+                                   log_age_days=args.days, task_age_days=args.days, config=cfg,
+                                   only=args.only, source=source, record_state=record,
+                                   on_decision=_decision_printer(args, out, to_journal),
+                                   should_stop=stop.requested, collect_items=args.json)
+            stats = worker.run_cleanup()
+        except (ConfigError, LockUnusable, LockHeld, PermissionError) as exc:
+            return _run_refused(exc, args, dry, out)
     _LAST["stats"] = stats
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2), file=out)
     elif not to_journal:
         print_summary(stats, out, replaced=_replaced_policies(cfg, args.keep), hint=hint)
     code = EXIT_OK if stats.success and not stats.state_error else EXIT_FAILED
-    if stop.signum:
-        # Stopped cleanly between items: die by the same signal, as systemd expects.
-        out.flush()
-        signal.signal(stop.signum, signal.SIG_DFL)
-        os.kill(os.getpid(), stop.signum)
+    stop.die_if_requested(out)
     return code
+
+
+def _decision_printer(args: argparse.Namespace, out: TextIO, to_journal: bool
+                      ) -> Callable[[Decision], None] | None:
+    """``-v``: print every decision (to stderr beside ``--json``); None without it."""
+    if not args.verbose:
+        return None
+    verbose_out = sys.stderr if args.json else out
+
+    def show_decision(d: Decision) -> None:
+        # Flushed at once into the journal, or the buffered lines would land after the
+        # summary, which must stay the run's last line.
+        print(str(d), file=verbose_out, flush=to_journal)
+
+    return show_decision
+
+
+def _run_refused(exc: Exception, args: argparse.Namespace, dry: bool, out: TextIO) -> int:
+    """The exit code (and ``--json`` answer) of a run that could not start."""
+    if isinstance(exc, ConfigError):
+        _error("\n".join(exc.lines()))
+        return EXIT_USAGE
+    if isinstance(exc, LockUnusable):  # the worker has logged it
+        if args.json:
+            print(json.dumps({"success": False, "dry_run": dry, "message": str(exc)}),
+                  file=out)
+        return EXIT_USAGE
+    if isinstance(exc, LockHeld):  # the worker has logged it (stderr and/or the journal)
+        if args.json:
+            print(json.dumps({"success": False, "dry_run": dry, "message": str(exc),
+                              "locked_by": exc.pid}), file=out)
+        return EXIT_LOCKED
+    if isinstance(exc, PermissionError):  # e.g. the lock, run as the dashboard's user
+        return _permission_error(exc, args, dry, out)
+    raise exc
 
 
 def _permission_error(exc: PermissionError, args: argparse.Namespace, dry: bool,
@@ -340,22 +426,19 @@ def _replaced_policies(cfg: Config, keep: int | None) -> list[str]:
 
 def print_summary(stats: CleanupStats, out: TextIO, *, replaced: Sequence[str] = (),
                   hint: bool = True) -> None:
+    """A line per target (with its first notes and errors), then the "Cleanup Summary"."""
+    _print_target_lines(stats, out)
+    for env in replaced:
+        print(f"  note: --keep replaced backups.policy.{env} for this run", file=out)
+    print(file=out)
+    _print_totals(stats, out, hint=hint)
+
+
+def _print_target_lines(stats: CleanupStats, out: TextIO) -> None:
     failures: dict[str, str] = {}  # message -> the first target that failed with it
     said: set[str] = set()  # notes and errors already printed (a missing database: 3 targets)
     for name, t in stats.targets.items():
-        verb = action(name, stats.dry_run)
-        if t.status in ("ok", "failed", "stopped"):
-            size = f" ({mib(t.bytes)})" if t.bytes or name not in ROW_TARGETS else ""
-            line = f"  {name:<8} {t.status:<7} {verb} {t.removed:,}{size}, kept {t.kept:,}"
-            if t.errors:
-                line += f", {len(t.errors)} errors"
-            if t.failed:
-                first = failures.setdefault(t.message, name)
-                line = (f"  {name:<8} FAILED  {display(t.message)}" if first == name
-                        else f"  {name:<8} FAILED  (as {first})")
-        else:
-            line = f"  {name:<8} {t.status:<7} {display(t.message)}"
-        print(line, file=out)
+        print(_target_line(name, t, stats.dry_run, failures), file=out)
         notes = [n for n in t.notes if n not in said]
         said.update(notes)
         for note in notes[:5]:
@@ -366,34 +449,47 @@ def print_summary(stats: CleanupStats, out: TextIO, *, replaced: Sequence[str] =
         said.update(errors)
         for err in errors[:5]:
             print(f"           error: {display(err)}", file=out)
-    for env in replaced:
-        print(f"  note: --keep replaced backups.policy.{env} for this run", file=out)
-    print(file=out)
+
+
+def _target_line(name: str, t: TargetResult, dry_run: bool, failures: dict[str, str]) -> str:
+    """A target's summary line; a failure already said by another target is not repeated
+    (*failures*: message -> the first target that failed with it, updated here)."""
+    if t.status not in ("ok", "failed", "stopped"):
+        return f"  {name:<8} {t.status:<7} {display(t.message)}"
+    if t.failed:
+        first = failures.setdefault(t.message, name)
+        return (f"  {name:<8} FAILED  {display(t.message)}" if first == name
+                else f"  {name:<8} FAILED  (as {first})")
+    size = f" ({mib(t.bytes)})" if t.bytes or name not in ROW_TARGETS else ""
+    line = f"  {name:<8} {t.status:<7} {action(name, dry_run)} {t.removed:,}{size}, kept {t.kept:,}"
+    return line + (f", {len(t.errors)} errors" if t.errors else "")
+
+
+#: The "Cleanup Summary" counts: (a preview's label, a real run's label, the stats attribute).
+_TOTALS = (("Would delete backups", "Backups deleted", "backups_deleted"),
+           ("Would delete logs", "Logs deleted", "logs_deleted"),
+           ("Would delete tasks", "Tasks deleted", "tasks_deleted"),
+           ("Would delete errors", "Errors deleted", "errors_deleted"),
+           ("Would archive prompts", "Prompts archived", "prompts_deleted"),
+           ("Would delete temp files", "Temp files deleted", "temp_files_deleted"))
+
+
+def _print_totals(stats: CleanupStats, out: TextIO, *, hint: bool) -> None:
+    """The "Cleanup Summary" block, worded for a preview or a real run."""
+    dry = stats.dry_run
     print("Cleanup Summary:", file=out)
-    if stats.dry_run:
+    if dry:
         print("  Mode: PREVIEW (dry run) - nothing was changed", file=out)
-        print(f"  Would delete backups: {stats.backups_deleted}", file=out)
-        print(f"  Would delete logs: {stats.logs_deleted}", file=out)
-        print(f"  Would delete tasks: {stats.tasks_deleted}", file=out)
-        print(f"  Would delete errors: {stats.errors_deleted}", file=out)
-        print(f"  Would archive prompts: {stats.prompts_deleted}", file=out)
-        print(f"  Would delete temp files: {stats.temp_files_deleted}", file=out)
-        print(f"  Would free: {mib(stats.space_freed)}", file=out)
-    else:
-        print(f"  Backups deleted: {stats.backups_deleted}", file=out)
-        print(f"  Logs deleted: {stats.logs_deleted}", file=out)
-        print(f"  Tasks deleted: {stats.tasks_deleted}", file=out)
-        print(f"  Errors deleted: {stats.errors_deleted}", file=out)
-        print(f"  Prompts archived: {stats.prompts_deleted}", file=out)
-        print(f"  Temp files deleted: {stats.temp_files_deleted}", file=out)
-        print(f"  Space freed: {mib(stats.space_freed)}", file=out)
+    for would, did, attr in _TOTALS:
+        print(f"  {would if dry else did}: {getattr(stats, attr)}", file=out)
+    print(f"  {'Would free' if dry else 'Space freed'}: {mib(stats.space_freed)}", file=out)
     if stats.state_error:
         print(f"  State: {display(stats.state_error)}", file=out)
     if stats.stopped:
         print("  Stopped on request before the end", file=out)
     if stats.failed_targets:
         print(f"  Failed: {', '.join(stats.failed_targets)}", file=out)
-    if stats.dry_run and hint:
+    if dry and hint:
         print("  To clean: architect-cleanup run --force", file=out)
 
 
@@ -536,34 +632,9 @@ def _report_runs(args: argparse.Namespace, conn: sqlite3.Connection, since: date
                "state_problem": store.problem}
         print(json.dumps(doc, indent=2), file=out)
         return EXIT_OK
-    what = " ".join(x for x in (args.target, f"env {args.env}" if args.env else None) if x)
-    print(f"Runs since {_cell(reports.iso(since.timestamp()))}"
-          f"{f' ({what})' if what else ''}:", file=out)
-    if not runs:
-        print("  none", file=out)
-    else:
-        print(f"  {'started (UTC)':<26}{'mode':<9}{'source':<10}{'result':<12}{'items':>9}"
-              f"{'freed MiB':>11}{'would free MiB':>16}  {'kept':>8}", file=out)
-        for r in runs:
-            size = f"{r.bytes / 1048576:.1f}"
-            real, preview = ("", size) if r.dry_run else (size, "")
-            print(f"  {r.started_at:<26}{'preview' if r.dry_run else 'real':<9}"
-                  f"{_cell(r.source):<10}{_cell(r.status):<12}{r.removed:>9,}"
-                  f"{real:>11}{preview:>16}  {r.kept:>8,}", file=out)
-    print(f"\nFreed per {args.per} (real runs):", file=out)
-    if not freed:
-        print("  nothing", file=out)
-    for f in freed:
-        print(f"  {f.period:<12}{f.target:<9}{f.runs:>4} runs{f.items:>10,} items"
-              f"{f.bytes / 1048576:>10.1f} MiB", file=out)
-    print("\nGrowth per day:", file=out)
-    if not growth:
-        print("  no samples", file=out)
-    for g in growth:
-        change = ("" if g.growth_per_day is None
-                  else f"{g.growth_per_day / 1048576:+10.1f} MiB/day")
-        print(f"  {g.day:<12}{_cell(g.category):<24}{g.bytes / 1048576:>10.1f} MiB{change}",
-              file=out)
+    _print_runs(args, since, runs, out)
+    _print_freed(args.per, freed, out)
+    _print_growth(growth, out)
     store.load()  # a state file that cannot be read (e.g. a symlink: never followed) is said
     if store.problem and os.path.lexists(store.path):
         print(f"\nState: {_cell(store.problem)}", file=out)
@@ -573,6 +644,45 @@ def _report_runs(args: argparse.Namespace, conn: sqlite3.Connection, since: date
     for fc in forecasts:
         print(f"  {_cell(fc.line())}", file=out)
     return EXIT_OK
+
+
+def _print_runs(args: argparse.Namespace, since: datetime, runs: Sequence[reports.RunRow],
+                out: TextIO) -> None:
+    """``report``'s table of runs (with the target and environment it is limited to)."""
+    what = " ".join(x for x in (args.target, f"env {args.env}" if args.env else None) if x)
+    print(f"Runs since {_cell(reports.iso(since.timestamp()))}"
+          f"{f' ({what})' if what else ''}:", file=out)
+    if not runs:
+        print("  none", file=out)
+        return
+    print(f"  {'started (UTC)':<26}{'mode':<9}{'source':<10}{'result':<12}{'items':>9}"
+          f"{'freed MiB':>11}{'would free MiB':>16}  {'kept':>8}", file=out)
+    for r in runs:
+        size = f"{r.bytes / 1048576:.1f}"
+        real, preview = ("", size) if r.dry_run else (size, "")
+        print(f"  {r.started_at:<26}{'preview' if r.dry_run else 'real':<9}"
+              f"{_cell(r.source):<10}{_cell(r.status):<12}{r.removed:>9,}"
+              f"{real:>11}{preview:>16}  {r.kept:>8,}", file=out)
+
+
+def _print_freed(per: str, freed: Sequence[reports.FreedRow], out: TextIO) -> None:
+    print(f"\nFreed per {per} (real runs):", file=out)
+    if not freed:
+        print("  nothing", file=out)
+    for f in freed:
+        print(f"  {f.period:<12}{f.target:<9}{f.runs:>4} runs{f.items:>10,} items"
+              f"{f.bytes / 1048576:>10.1f} MiB", file=out)
+
+
+def _print_growth(growth: Sequence[reports.GrowthRow], out: TextIO) -> None:
+    print("\nGrowth per day:", file=out)
+    if not growth:
+        print("  no samples", file=out)
+    for g in growth:
+        change = ("" if g.growth_per_day is None
+                  else f"{g.growth_per_day / 1048576:+10.1f} MiB/day")
+        print(f"  {g.day:<12}{_cell(g.category):<24}{g.bytes / 1048576:>10.1f} MiB{change}",
+              file=out)
 
 
 #: what a preview's recorded item says it would have done
@@ -658,22 +768,6 @@ def cmd_migrate(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     return EXIT_FAILED if report.problems else EXIT_OK
 
 
-def _quarantine_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
-                       ) -> tuple[argparse.ArgumentParser, ...]:
-    """``quarantine list|restore NAME``: the orphans' quarantine (issue 19)."""
-    q = sub.add_parser("quarantine", help="uploads the orphans target moved aside",
-                       description="uploads the orphans target moved aside")
-    q_sub = q.add_subparsers(dest="quarantine_command", metavar="list|restore", required=True)
-    ql = q_sub.add_parser("list", help="list quarantined files",
-                          description="list quarantined files (oldest first)")
-    ql.add_argument("--json", action="store_true")
-    qr = q_sub.add_parser("restore", help="move a quarantined file back",
-                          description="move a quarantined file back to its place")
-    qr.add_argument("name", metavar="NAME",
-                    help="its original path (relative to root, as `quarantine list` shows)")
-    return ql, qr
-
-
 def cmd_quarantine(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     """``quarantine list``: every quarantined file, when it was moved and its size;
     ``quarantine restore NAME``: move it back (under the run lock, so no run moves files
@@ -717,6 +811,8 @@ def cmd_quarantine(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     print(f"restored {display(e.original)} (quarantined {e.moved_at:%Y-%m-%d %H:%M}Z)",
           file=out)
     return EXIT_OK
+
+
 def cmd_notify(args: argparse.Namespace, cfg: Config, out: TextIO) -> int:
     directory = state_dir()
     if args.test is None and not cfg.notify.channels:
@@ -770,6 +866,13 @@ def _legacy_to_run(args: argparse.Namespace) -> None:
     args.only = None
 
 
+#: The commands that need the configuration, by name (``run`` and ``plan`` are the default).
+_WITH_CONFIG: dict[str, Callable[[argparse.Namespace, Config, TextIO], int]] = {
+    "config": cmd_config_check, "migrate": cmd_migrate, "quarantine": cmd_quarantine,
+    "backups": backup_cli.cmd_backups, "notify": cmd_notify,
+}
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = build_parser()
@@ -777,18 +880,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     setup_logging(logging.INFO)
     command = args.command
     if command is None:
-        if args.legacy_status:
-            command = "status"
-            args.json = args.legacy_json
-        elif args.legacy_daemon or args.legacy_stop:
-            if args.legacy_daemon and args.legacy_stop:
-                parser.error("--daemon and --stop exclude each other")
-            ok, msg = systemctl.set_timer(args.legacy_daemon)
-            print(msg, file=out if ok else sys.stderr)
-            return EXIT_OK if ok else EXIT_FAILED
-        else:
-            command = "run"
-            _legacy_to_run(args)
+        if not args.legacy_status and (args.legacy_daemon or args.legacy_stop):
+            return _legacy_timer(parser, args, out)
+        command = _legacy_command(args)
     if command == "status":
         return cmd_status(args, out)
     if command == "report":
@@ -802,16 +896,28 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             print(json.dumps({"valid": False, "success": False, "errors": exc.problems}),
                   file=out)
         return EXIT_USAGE
-    if command == "config":
-        return cmd_config_check(args, cfg, out)
-    if command == "migrate":
-        return cmd_migrate(args, cfg, out)
-    if command == "quarantine":
-        return cmd_quarantine(args, cfg, out)
-    if command == "backups":
-        return backup_cli.cmd_backups(args, cfg, out)
-    if command == "notify":
-        return cmd_notify(args, cfg, out)
+    if command in _WITH_CONFIG:
+        return _WITH_CONFIG[command](args, cfg, out)
     if command == "plan":
         args.dry_run, args.force, args.scheduled, args.yes = True, None, None, False
     return cmd_run(args, cfg, out)
+
+
+def _legacy_command(args: argparse.Namespace) -> str:
+    """The command the original worker's flags name (no COMMAND given): ``--status`` or a
+    run; the run options are moved to where ``run`` keeps them."""
+    if args.legacy_status:
+        args.json = args.legacy_json
+        return "status"
+    _legacy_to_run(args)
+    return "run"
+
+
+def _legacy_timer(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  out: TextIO) -> int:
+    """``--daemon`` / ``--stop``: enable and start, or disable and stop, the timer."""
+    if args.legacy_daemon and args.legacy_stop:
+        parser.error("--daemon and --stop exclude each other")
+    ok, msg = systemctl.set_timer(args.legacy_daemon)
+    print(msg, file=out if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILED

@@ -158,6 +158,25 @@ def write_textfile(snap: Snapshot, directory: str = TEXTFILE_DIR) -> str | None:
     return path
 
 
+class _Gauges:
+    """Gauge families by name, in the order they first got a value; called as
+    ``gauge(name, doc, value, **labels)`` (a value of None adds nothing)."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, Any] = {}
+
+    def __call__(self, name: str, doc: str, value: float | None, **labels: str) -> None:
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+        if value is None:
+            return
+        fam = self.families.get(name)
+        if fam is None:
+            fam = self.families[name] = GaugeMetricFamily(PREFIX + name, doc,
+                                                          labels=list(labels))
+        fam.add_metric(list(labels.values()), float(value))
+
+
 class _Families:
     """The metric families of one snapshot."""
 
@@ -165,20 +184,17 @@ class _Families:
         self.snap = snap
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
-
-        families: dict[str, GaugeMetricFamily] = {}
-
-        def gauge(name: str, doc: str, value: float | None, **labels: str) -> None:
-            if value is None:
-                return
-            fam = families.get(name)
-            if fam is None:
-                fam = families[name] = GaugeMetricFamily(PREFIX + name, doc,
-                                                         labels=list(labels))
-            fam.add_metric(list(labels.values()), float(value))
-
+        gauge = _Gauges()
         s = self.snap
+        self._last_run(gauge, s)
+        self._targets(gauge, s)
+        self._backups(gauge, s.backups)
+        self._samples(gauge, s.samples)
+        self._forecasts(gauge, s.forecasts)
+        yield from gauge.families.values()
+
+    @staticmethod
+    def _last_run(gauge: _Gauges, s: Snapshot) -> None:
         gauge("last_run_timestamp_seconds", "End of the newest finished cleanup run.",
               s.last_run_at)
         gauge("last_success_timestamp_seconds", "End of the newest successful cleanup run.",
@@ -188,24 +204,34 @@ class _Families:
               _flag(s.success))
         gauge("last_run_dry_run", "1 when the newest cleanup run was a dry run.",
               _flag(s.dry_run))
+
+    @classmethod
+    def _targets(cls, gauge: _Gauges, s: Snapshot) -> None:
+        """Each target's success and figures (per environment or database when it has
+        parts)."""
         with_parts = {p.target for p in s.parts}
         for t in s.targets:
             if t.status in ("ok", "failed"):
                 gauge("target_success", "1 when the target succeeded in the newest run.",
                       _flag(t.status == "ok"), target=t.target)
             if t.target not in with_parts and t.status in ("ok", "failed"):
-                self._figures(gauge, t.target, "", t.removed, t.bytes, t.kept)
+                cls._figures(gauge, t.target, "", t.removed, t.bytes, t.kept)
         for p in s.parts:
-            self._figures(gauge, p.target, p.part, p.removed, p.bytes, p.kept)
-        for b in s.backups:
+            cls._figures(gauge, p.target, p.part, p.removed, p.bytes, p.kept)
+
+    @staticmethod
+    def _backups(gauge: _Gauges, backups: Sequence[BackupRecord]) -> None:
+        for b in backups:
             gauge("backups", "Backups of the environment after the newest run.", b.count,
                   env=b.env)
             gauge("backups_bytes", "Bytes of the environment's backups after the newest run.",
                   b.bytes, env=b.env)
             gauge("backup_newest_ok", "1 when the newest backup verified good, 0 when not.",
                   _flag(b.newest_ok), env=b.env)
-        self._samples(gauge, s.samples)
-        for f in s.forecasts:
+
+    @staticmethod
+    def _forecasts(gauge: _Gauges, forecasts: Sequence[Forecast]) -> None:
+        for f in forecasts:
             if f.state == "too_few_samples":
                 continue
             gauge("filesystem_filling", "1 when the file system's free space is shrinking "
@@ -215,10 +241,9 @@ class _Families:
                 gauge("filesystem_full_in_seconds", "Forecast time until the file system is "
                       "full, at the growth of the last 14 days.", value, path=f.name,
                       estimate=estimate)
-        yield from families.values()
 
     @staticmethod
-    def _figures(gauge: Any, target: str, env: str, removed: int, nbytes: int,
+    def _figures(gauge: _Gauges, target: str, env: str, removed: int, nbytes: int,
                  kept: int) -> None:
         gauge("last_run_removed_items", "Items removed (or that a dry run would remove) by "
               "the newest run.", removed, target=target, env=env)
@@ -228,7 +253,7 @@ class _Families:
               target=target, env=env)
 
     @staticmethod
-    def _samples(gauge: Any, samples: Sequence[Sample]) -> None:
+    def _samples(gauge: _Gauges, samples: Sequence[Sample]) -> None:
         for x in samples:
             if x.kind == "fs_free":
                 gauge("filesystem_avail_bytes", "Free bytes for unprivileged users.", x.value,

@@ -490,32 +490,53 @@ def compare_config(cfg: Config, runs: Sequence[tuple[str, Invocation]], roots: S
                    ) -> list[Difference]:
     """Every place where *cfg* and our rules differ from what the original did: its defaults,
     or what each of *runs* (``(where, invocation)``: the commands its schedules ran) told it."""
-    out: list[Difference] = []
-    if roots and cfg.root not in roots:
-        out.append(Difference(
-            "root", f"cleaned {', '.join(roots)}", f"root = {cfg.root!r}", "action",
-            f'set root = "{roots[0]}" in /etc/architect-cleanup/config.toml'))
-    elif roots:
-        out.append(Difference("root", cfg.root, cfg.root, "same"))
+    out = _root_differences(cfg, roots)
     cleaning = [(where, inv) for where, inv in runs if inv.cleans]
-    if cleaning and cfg.dry_run:
-        out.append(Difference(
-            "dry_run", "cleaned for real (" + "; ".join(w for w, _ in cleaning) + ")",
-            "dry_run = true: the timer only previews", "action",
-            "check `architect-cleanup run` (a preview), then set dry_run = false"))
-    else:
-        out.append(Difference("dry_run", "real runs" if cleaning else "dry run unless --force",
-                              f"dry_run = {str(cfg.dry_run).lower()}",
-                              "same" if bool(cleaning) != cfg.dry_run else "default"))
+    out.append(_mode_difference(cfg, cleaning))
     envs = tuple(cfg.environments)
     if envs != ORIGINAL_ENVIRONMENTS:
         out.append(Difference("environments", ", ".join(ORIGINAL_ENVIRONMENTS),
                               ", ".join(envs), "default"))
     sources: list[tuple[str, Invocation | None]] = [*cleaning] or [("its defaults", None)]
+    out += _retention_differences(cfg, sources)
+    out += _age_differences(cfg, sources)
+    out += _rules(cfg)
+    return out
 
-    def told(value: Any) -> str:
-        return "; ".join(f"{v} ({where})" for where, v in value)
 
+def _root_differences(cfg: Config, roots: Sequence[str]) -> list[Difference]:
+    """The dashboard directory the original cleaned against our ``root`` (none: unknown)."""
+    if roots and cfg.root not in roots:
+        return [Difference(
+            "root", f"cleaned {', '.join(roots)}", f"root = {cfg.root!r}", "action",
+            f'set root = "{roots[0]}" in /etc/architect-cleanup/config.toml')]
+    if roots:
+        return [Difference("root", cfg.root, cfg.root, "same")]
+    return []
+
+
+def _mode_difference(cfg: Config, cleaning: Sequence[tuple[str, Invocation]]) -> Difference:
+    """Real runs against previews: *cleaning* are the original's runs that cleaned."""
+    if cleaning and cfg.dry_run:
+        return Difference(
+            "dry_run", "cleaned for real (" + "; ".join(w for w, _ in cleaning) + ")",
+            "dry_run = true: the timer only previews", "action",
+            "check `architect-cleanup run` (a preview), then set dry_run = false")
+    return Difference("dry_run", "real runs" if cleaning else "dry run unless --force",
+                      f"dry_run = {str(cfg.dry_run).lower()}",
+                      "same" if bool(cleaning) != cfg.dry_run else "default")
+
+
+def _told(value: Iterable[tuple[str, Any]]) -> str:
+    """What each of the original's runs was told: ``value (where); ...``."""
+    return "; ".join(f"{v} ({where})" for where, v in value)
+
+
+def _retention_differences(cfg: Config, sources: Sequence[tuple[str, Invocation | None]]
+                           ) -> list[Difference]:
+    """The backups each environment keeps, against what each of *sources* kept."""
+    out = []
+    envs = tuple(cfg.environments)
     for env in (*dict.fromkeys((*ORIGINAL_ENVIRONMENTS, *envs)), "default"):
         if env != "default" and env not in envs:
             continue
@@ -526,24 +547,38 @@ def compare_config(cfg: Config, runs: Sequence[tuple[str, Invocation]], roots: S
             env, ORIGINAL_RETENTION["default"])) for where, inv in sources]
         same = all(policy == Policy.newest(n) for _, n in kept)
         out.append(Difference(f"backups kept ({env})",
-                              told([(w, f"newest {n}") for w, n in kept]), ours,
+                              _told([(w, f"newest {n}") for w, n in kept]), ours,
                               "same" if same else "default"))
+    return out
+
+
+def _age_differences(cfg: Config, sources: Sequence[tuple[str, Invocation | None]]
+                     ) -> list[Difference]:
+    """The age limits of logs, tasks, errors and prompts, against what *sources* used."""
+    out = []
     for name, current in (("logs", cfg.logs.max_age), ("tasks", cfg.tasks.max_age),
                           ("errors", cfg.errors.max_age), ("prompts", cfg.prompts.max_age)):
         ages = [(where, (inv.ages() if inv else ORIGINAL_AGES)[name]) for where, inv in sources]
         same = all(current.total_seconds() == d * 86400 for _, d in ages)
-        out.append(Difference(f"{name}.max_age", told([(w, f"{d} days") for w, d in ages]),
+        out.append(Difference(f"{name}.max_age", _told([(w, f"{d} days") for w, d in ages]),
                               f'"{format_duration(current)}"', "same" if same else "default"))
-    out += _rules(cfg)
     return out
+
+
+#: A safety rule or behaviour that differs: (topic, what the original did, what we do).
+_Rule = tuple[str, str, str]
 
 
 def _rules(cfg: Config) -> list[Difference]:
     """The safety rules and behaviours that differ from the original's, whatever the config."""
-    b, lg, t = cfg.backups, cfg.logs, cfg.temp
-    tmp = (f"only the top level of {lg.tmp_dir}, only {', '.join(lg.tmp_patterns)}"
-           if lg.tmp_dir else "not cleaned (logs.tmp_dir is empty)")
-    rows = [
+    rows = [*_backup_rules(cfg), *_log_rules(cfg), *_database_rules(cfg), *_file_rules(cfg),
+            *_run_rules()]
+    return [Difference(topic, orig, ours, "rule") for topic, orig, ours in rows]
+
+
+def _backup_rules(cfg: Config) -> list[_Rule]:
+    b = cfg.backups
+    return [
         ("backups: which files", "*.db only",
          "backups.patterns: " + ", ".join(b.patterns)
          + "; a backup's -wal, -shm and -journal files go with it"),
@@ -555,12 +590,25 @@ def _rules(cfg: Config) -> list[Difference]:
          "configuration error"),
         ("backups: directories", "data/{prod,qa,dev,test}/backups and data/backups",
          f"{b.dir} for each of {', '.join(cfg.environments)}, and {b.shared_dir}"),
+    ]
+
+
+def _log_rules(cfg: Config) -> list[_Rule]:
+    lg = cfg.logs
+    tmp = (f"only the top level of {lg.tmp_dir}, only {', '.join(lg.tmp_patterns)}"
+           if lg.tmp_dir else "not cleaned (logs.tmp_dir is empty)")
+    return [
         ("logs in /tmp", "every *.log and *.log.* below /tmp, recursively", tmp),
         ("logs: protected", "4 named worker logs",
          "logs.protect: " + ", ".join(lg.protect) + "; and any file a process has open"
          if cfg.safety.skip_open_files else "logs.protect: " + ", ".join(lg.protect)),
         ("logs in a dry run", "a dry run reported logs_deleted 0 whatever it would delete",
          "a dry run counts the logs a real run would delete"),
+    ]
+
+
+def _database_rules(cfg: Config) -> list[_Rule]:
+    return [
         ("tasks: age", "by created_at (a long task that finished yesterday was deleted)",
          "by the finish time: completed_at, else updated_at, else created_at; a finished "
          "task without a finish time is kept"),
@@ -573,6 +621,12 @@ def _rules(cfg: Config) -> list[Difference]:
          f"resolved errors older than {format_duration(cfg.errors.max_age)}"),
         ("prompts", "prompts table", f"{' or '.join(cfg.prompts.tables)}; archived, never "
          "deleted, as before; skipped without the archive columns"),
+    ]
+
+
+def _file_rules(cfg: Config) -> list[_Rule]:
+    t = cfg.temp
+    return [
         ("temp files: age", "none (a file being written was deleted)",
          f"temp.min_age = \"{format_duration(t.min_age)}\""),
         ("temp files: where", "below data/",
@@ -584,6 +638,11 @@ def _rules(cfg: Config) -> list[Difference]:
         ("traversal", "followed symlinks, crossed mount points",
          "never follows a symlink, stays on the root's file system, re-checks each file "
          "right before removing it, keeps files modified in the future"),
+    ]
+
+
+def _run_rules() -> list[_Rule]:
+    return [
         ("--days", "set the age of logs, tasks, errors and prompts",
          "sets logs and tasks (errors.max_age and prompts.max_age stay as configured)"),
         ("--keep 0", "ignored (defaults used)", "refused: --keep must be at least 1"),
@@ -598,7 +657,6 @@ def _rules(cfg: Config) -> list[Difference]:
          "/var/lib/architect-cleanup/state.json (every run, with a history) and the journal "
          "(`journalctl -u architect-cleanup`); a real run writes the dashboard's activity_log"),
     ]
-    return [Difference(topic, orig, ours, "rule") for topic, orig, ours in rows]
 
 
 # --- the survey and what --force applies ------------------------------------------------------
@@ -668,41 +726,51 @@ def apply(report: Report, places: Places | None = None, store: StateStore | None
     old = report.old_state
     if old.last_run is not None and not report.imported:
         with RunLock(lock_file or lock_path()):
-            doc = store.load()
-            if store.problem and os.path.exists(store.path):
-                report.problems.append(f"not imported: {store.problem} (fix or move it away "
-                                       "first)")
-            elif already_imported(doc["history"], old):
-                report.imported = True
-            else:
-                history = [*doc["history"], old.run_record()]
-                # chronological, so `report` lists it where it happened
-                history.sort(key=lambda h: str(h.get("started_at") or ""))
-                history = history[-HISTORY_LIMIT:]
-                doc = {**doc, "history": history, "last_run": history[-1]}
-                try:
-                    store.write(doc)
-                except OSError as exc:
-                    report.problems.append(f"not imported: cannot write {store.path}: "
-                                           f"{exc.strerror or exc}")
-                else:
-                    report.imported = True
-                    report.applied.append(f"imported the last run of {old.last_run} from "
-                                          f"{old.path} into {store.path}")
-                    log.info("migrate: imported the original worker's last run (%s)",
-                             old.last_run)
+            _import_state(report, store, old)
             if report.imported:
                 _import_history(report, store, old)
-    pf = report.pid_file
     if stale_pid_file(report):
-        try:
-            os.unlink(pf.path)
-        except OSError as exc:
-            report.problems.append(f"cannot remove the stale {pf.path}: {exc.strerror}")
-        else:
-            report.applied.append(f"removed the stale PID file {pf.path} ({pf.problem})")
-            report.pid_file = PidFile(pf.path, exists=False)
+        _remove_pid_file(report)
     return report
+
+
+def _import_state(report: Report, store: StateStore, old: OldState) -> None:
+    """The original's last run into state.json's history (chronologically), once."""
+    doc = store.load()
+    if store.problem and os.path.exists(store.path):
+        report.problems.append(f"not imported: {store.problem} (fix or move it away "
+                               "first)")
+        return
+    if already_imported(doc["history"], old):
+        report.imported = True
+        return
+    history = [*doc["history"], old.run_record()]
+    # chronological, so `report` lists it where it happened
+    history.sort(key=lambda h: str(h.get("started_at") or ""))
+    history = history[-HISTORY_LIMIT:]
+    doc = {**doc, "history": history, "last_run": history[-1]}
+    try:
+        store.write(doc)
+    except OSError as exc:
+        report.problems.append(f"not imported: cannot write {store.path}: "
+                               f"{exc.strerror or exc}")
+        return
+    report.imported = True
+    report.applied.append(f"imported the last run of {old.last_run} from "
+                          f"{old.path} into {store.path}")
+    log.info("migrate: imported the original worker's last run (%s)", old.last_run)
+
+
+def _remove_pid_file(report: Report) -> None:
+    """Remove the stale PID file (see :func:`stale_pid_file`)."""
+    pf = report.pid_file
+    try:
+        os.unlink(pf.path)
+    except OSError as exc:
+        report.problems.append(f"cannot remove the stale {pf.path}: {exc.strerror}")
+    else:
+        report.applied.append(f"removed the stale PID file {pf.path} ({pf.problem})")
+        report.pid_file = PidFile(pf.path, exists=False)
 
 
 def _import_history(report: Report, store: StateStore, old: OldState) -> None:
@@ -762,11 +830,20 @@ def steps(report: Report) -> list[str]:
 
 
 def render(report: Report) -> list[str]:
-    """The report as text lines, for the terminal."""
+    """The report as text lines, for the terminal: a heading, the five findings, then what
+    was done and what is left."""
     mode = ("--force: what can be done here is done" if report.forced else
             "dry run, nothing changed (--force imports the state, removes a stale PID file)")
     out = [f"Migrating from workers/{SCRIPT}: {mode}", ""]
-    out.append("1. The original worker's process")
+    for section in (_render_process, _render_schedules, _render_state, _render_imports,
+                    _render_config):
+        out += [*section(report), ""]
+    out += _render_outcome(report)
+    return out
+
+
+def _render_process(report: Report) -> list[str]:
+    out = ["1. The original worker's process"]
     pf = report.pid_file
     if not pf.exists:
         out.append(f"   PID file: none ({pf.path})")
@@ -779,8 +856,11 @@ def render(report: Report) -> list[str]:
         out.append(f"   running: PID {p.pid} ({kind}): {p.command}")
     if not report.processes:
         out.append(f"   running: no process runs {SCRIPT}")
-    out.append("")
-    out.append("2. What started it")
+    return out
+
+
+def _render_schedules(report: Report) -> list[str]:
+    out = ["2. What started it"]
     for s in report.schedules:
         who = f" as {s.user}" if s.user else ""
         what = s.invocation.describe() if s.invocation else "?"
@@ -789,23 +869,26 @@ def render(report: Report) -> list[str]:
     if not report.schedules:
         out.append("   no cron line, run-parts script, unit or supervisor file names "
                    f"{SCRIPT}")
-    out.append("")
-    out.append("3. Its state")
+    return out
+
+
+def _render_state(report: Report) -> list[str]:
     old = report.old_state
     if not old.exists:
-        out.append(f"   {old.path}: none")
-    elif old.problem:
-        out.append(f"   {old.path}: not imported: {old.problem}")
-    else:
-        assert old.stats is not None
-        stats = ", ".join(f"{k} {v}" for k, v in old.stats.items())
-        out.append(f"   {old.path}: last run {old.last_run}: {stats}")
-        where = report.state_file
-        out.append(f"   imported into {where} (source \"imported\")" if report.imported
-                   else f"   would be imported into {where} as a run with source "
-                        "\"imported\" (`report` and `status` show it)")
-    out.append("")
-    out.append("4. The dashboard's code")
+        return ["3. Its state", f"   {old.path}: none"]
+    if old.problem:
+        return ["3. Its state", f"   {old.path}: not imported: {old.problem}"]
+    assert old.stats is not None
+    stats = ", ".join(f"{k} {v}" for k, v in old.stats.items())
+    where = report.state_file
+    return ["3. Its state", f"   {old.path}: last run {old.last_run}: {stats}",
+            f"   imported into {where} (source \"imported\")" if report.imported
+            else f"   would be imported into {where} as a run with source "
+                 "\"imported\" (`report` and `status` show it)"]
+
+
+def _render_imports(report: Report) -> list[str]:
+    out = ["4. The dashboard's code"]
     for i in report.imports:
         out.append(f"   {i.path}:{i.lineno}: {i.text.strip()}")
         if i.replacement:
@@ -820,8 +903,11 @@ def render(report: Report) -> list[str]:
                "DEFAULT_BACKUP_RETENTION, PID_FILE, load_state")
     out.append("   or replace its two /api/system/cleanup routes with the blueprint:")
     out += [f"      {line}" for line in BLUEPRINT_SNIPPET.splitlines()]
-    out.append("")
-    out.append("5. Configuration against the original")
+    return out
+
+
+def _render_config(report: Report) -> list[str]:
+    out = ["5. Configuration against the original"]
     for d in report.differences:
         if d.kind == "rule":
             continue
@@ -830,12 +916,14 @@ def render(report: Report) -> list[str]:
         if d.advice:
             out.append(f"           -> {d.advice}")
     out.append("   Safety rules and behaviour that differ:")
-    for d in report.differences:
-        if d.kind == "rule":
-            out.append(f"   - {d.topic}: original {d.original}; now {d.ours}")
-    out.append("")
-    for a in report.applied:
-        out.append(f"Done: {a}")
+    out += [f"   - {d.topic}: original {d.original}; now {d.ours}"
+            for d in report.differences if d.kind == "rule"]
+    return out
+
+
+def _render_outcome(report: Report) -> list[str]:
+    """What ``--force`` did, its problems, and the steps left for the operator."""
+    out = [f"Done: {a}" for a in report.applied]
     out += [f"Problem: {p}" for p in report.problems]
     todo = steps(report)
     out.append("Steps left:" if todo else "Nothing left to do.")

@@ -46,7 +46,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -335,6 +335,38 @@ class _Throttle:
 # --- the adapter -----------------------------------------------------------------------------
 
 
+class _PartSender:
+    """Sends one part of a multipart upload (called from the upload's worker threads): read
+    again from the file and checked against the part's SHA-256 taken before, so a file that
+    changed during its upload never completes; reports the bytes done to *progress*."""
+
+    def __init__(self, offload: Offload, fd: int, key: str, upload_id: str, dig: Digests,
+                 progress: Progress | None) -> None:
+        self.offload = offload
+        self.fd = fd
+        self.key = key
+        self.upload_id = upload_id
+        self.dig = dig
+        self.progress = progress
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, number: int, off: int, digest: bytes) -> dict[str, Any]:
+        dig, key = self.dig, self.key
+        body = os.pread(self.fd, min(dig.part_size, dig.size - off), off)
+        if hashlib.sha256(body).digest() != digest:
+            raise OffloadError(f"{key}: the file changed during its upload")
+        with self.offload._calls(f"uploading {key} part {number}"):
+            r = self.offload.client.upload_part(
+                Bucket=self.offload.location.bucket, Key=key, UploadId=self.upload_id,
+                PartNumber=number, Body=body, ChecksumSHA256=_b64(digest))
+        with self._lock:
+            self.done += len(body)
+            if self.progress is not None:
+                self.progress(self.done, dig.size)
+        return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": _b64(digest)}
+
+
 class Offload:
     """One bucket location, one host: upload, verify, list, delete and download backups."""
 
@@ -516,42 +548,9 @@ class Offload:
         with self._calls(f"uploading {key}"):
             upload_id = self.client.create_multipart_upload(
                 Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", Metadata=meta)["UploadId"]
-        done = 0
-        lock = threading.Lock()
-
-        def send(number: int, off: int, digest: bytes) -> dict[str, Any]:
-            nonlocal done
-            body = os.pread(fd, min(dig.part_size, dig.size - off), off)
-            if hashlib.sha256(body).digest() != digest:
-                raise OffloadError(f"{key}: the file changed during its upload")
-            with self._calls(f"uploading {key} part {number}"):
-                r = self.client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
-                                            PartNumber=number, Body=body,
-                                            ChecksumSHA256=_b64(digest))
-            with lock:
-                done += len(body)
-                if progress is not None:
-                    progress(done, dig.size)
-            return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": _b64(digest)}
-
-        workers = max(1, self.settings.concurrency)
         try:
-            with ThreadPoolExecutor(max_workers=workers,
-                                    thread_name_prefix="offload") as pool:
-                running: list[Future[dict[str, Any]]] = []
-                for i, digest in enumerate(dig.parts):
-                    if should_stop is not None and should_stop():
-                        raise Stopped("stop requested")
-                    off = i * dig.part_size
-                    self._throttle.take(min(dig.part_size, dig.size - off), should_stop)
-                    pending = [f for f in running if not f.done()]
-                    if len(pending) >= workers:
-                        wait(pending, return_when=FIRST_COMPLETED)
-                    for f in running:
-                        if f.done():
-                            f.result()  # a failed part stops the upload here
-                    running.append(pool.submit(send, i + 1, off, digest))
-                parts = [f.result() for f in running]
+            parts = self._upload_parts(
+                _PartSender(self, fd, key, upload_id, dig, progress), dig, should_stop)
             with self._calls(f"completing the upload of {key}"):
                 self.client.complete_multipart_upload(
                     Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
@@ -559,6 +558,28 @@ class Offload:
             with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             raise
+
+    def _upload_parts(self, send: _PartSender, dig: Digests,
+                      should_stop: ShouldStop | None) -> Sequence[dict[str, Any]]:
+        """Every part through *send*, at most ``concurrency`` at a time, within the bandwidth;
+        a failed part or a stop request ends the upload at the next part. The parts' list
+        for ``complete_multipart_upload``."""
+        workers = max(1, self.settings.concurrency)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="offload") as pool:
+            running: list[Future[dict[str, Any]]] = []
+            for i, digest in enumerate(dig.parts):
+                if should_stop is not None and should_stop():
+                    raise Stopped("stop requested")
+                off = i * dig.part_size
+                self._throttle.take(min(dig.part_size, dig.size - off), should_stop)
+                pending = [f for f in running if not f.done()]
+                if len(pending) >= workers:
+                    wait(pending, return_when=FIRST_COMPLETED)
+                for f in running:
+                    if f.done():
+                        f.result()  # a failed part stops the upload here
+                running.append(pool.submit(send, i + 1, off, digest))
+            return [f.result() for f in running]
 
     # verifying
 

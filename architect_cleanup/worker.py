@@ -54,6 +54,18 @@ def utc_iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="seconds")
 
 
+def _selected_targets(only: Iterable[str] | None) -> frozenset[str] | None:
+    """``only=``'s targets (None: every one); ValueError naming an unknown one."""
+    if only is None:
+        return None
+    chosen = list(only)
+    unknown = [n for n in chosen if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown target(s): {', '.join(unknown)} "
+                         f"(known: {', '.join(ordered())})")
+    return frozenset(chosen)
+
+
 class CleanupWorker:
     """Runs the cleanup targets once, safely. Dry run unless told ``dry_run=False``.
 
@@ -95,15 +107,7 @@ class CleanupWorker:
             base, keep=backup_retention, log_days=log_age_days, task_days=task_age_days,
             error_days=error_age_days, prompt_days=prompt_age_days)
         self.dry_run = bool(dry_run) if isinstance(dry_run, bool) else True
-        if only is not None:
-            chosen = list(only)
-            unknown = [n for n in chosen if n not in REGISTRY]
-            if unknown:
-                raise ValueError(f"unknown target(s): {', '.join(unknown)} "
-                                 f"(known: {', '.join(ordered())})")
-            self.only: frozenset[str] | None = frozenset(chosen)
-        else:
-            self.only = None
+        self.only = _selected_targets(only)
         self.source = source
         self.actor: Actor | None = actor.copy() if actor is not None else None
         self.now = now

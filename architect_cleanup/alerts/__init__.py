@@ -18,7 +18,7 @@ import os
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -167,68 +167,92 @@ def _enqueue(box: Outbox, cfg: Config, msg: Message, now: datetime) -> None:
         _drop(box, entry, f"the outbox holds more than {MAX_ENTRIES} messages")
 
 
+#: Why a channel's messages are dropped after its receiver answered 410 Gone.
+_GONE = "the receiver answered 410 Gone; change its configuration to enable it again"
+
+
 def _deliver(box: Outbox, cfg: Config, now: datetime) -> Delivery:
+    """One delivery pass over the outbox, within ``notify.max_time``."""
     state = box.load_state()
     gone: dict[str, Any] = state.setdefault("gone", {})
     channels = {c.name: c for c in cfg.notify.channels}
     live = {channel_fingerprint(c) for c in channels.values()}
     for fp in [fp for fp in gone if fp not in live]:
         del gone[fp]  # its configuration changed: enabled again
-    deadline = time.monotonic() + cfg.notify.max_time.total_seconds()
-    timeout = cfg.notify.timeout.total_seconds()
-    done = Delivery()
-    t_now = now.timestamp()
+    courier = _Courier(box, channels, gone, now,
+                       deadline=time.monotonic() + cfg.notify.max_time.total_seconds(),
+                       timeout=cfg.notify.timeout.total_seconds())
     for entry in box.entries():
-        channel = channels.get(entry.channel)
+        courier.handle(entry)
+    box.save_state(state)
+    return courier.done
+
+
+@dataclass
+class _Courier:
+    """One delivery pass: each entry is dropped (its channel gone, or too old), left
+    waiting (not due, or out of time), or sent; *done* counts them."""
+
+    box: Outbox
+    channels: dict[str, Channel]
+    gone: dict[str, Any]  # fingerprint -> when and where the receiver answered 410 Gone
+    now: datetime
+    deadline: float  # time.monotonic()'s
+    timeout: float
+    done: Delivery = field(default_factory=Delivery)
+
+    def handle(self, entry: Entry) -> None:
+        channel = self.channels.get(entry.channel)
         if channel is None:
-            _drop(box, entry, "the channel is no longer configured")
-            done.dropped += 1
-            continue
-        entry.fingerprint = channel_fingerprint(channel)
-        if entry.fingerprint in gone:
-            _drop(box, entry, "the receiver answered 410 Gone; change its configuration "
-                              "to enable it again")
-            done.dropped += 1
-            continue
-        if t_now - entry.created > MAX_AGE_S:
-            _drop(box, entry, f"undelivered for 3 days ({entry.last_error})")
-            done.dropped += 1
-            continue
-        left = deadline - time.monotonic()
-        if entry.next_at > t_now or left <= 0:
-            done.waiting += 1
-            continue
+            self.drop(entry, "the channel is no longer configured")
+            return
+        why = self.undeliverable(entry, channel)
+        if why is not None:
+            self.drop(entry, why)
+            return
+        left = self.deadline - time.monotonic()
+        if entry.next_at > self.now.timestamp() or left <= 0:
+            self.done.waiting += 1
+            return
         entry.attempts += 1
         try:
-            answer = send(channel, entry.message, min(timeout, max(1.0, left)))
+            answer = send(channel, entry.message, min(self.timeout, max(1.0, left)))
         except DeliveryError as exc:
-            if exc.gone:
-                gone[entry.fingerprint] = {"at": now.isoformat(timespec="seconds"),
-                                           "url": getattr(channel, "url", "")}
-                _log_attempt("notify_failed", channel, entry.message, entry.attempts,
-                             str(exc))
-                _drop(box, entry, "the receiver answered 410 Gone; change its "
-                                  "configuration to enable it again")
-                done.dropped += 1
-                continue
-            if not exc.retry:
-                _log_attempt("notify_failed", channel, entry.message, entry.attempts,
-                             str(exc))
-                _drop(box, entry, str(exc))
-                done.dropped += 1
-                continue
-            entry.last_error = str(exc)
-            entry.next_at = t_now + backoff(entry.attempts)
-            box.save(entry)
-            _log_attempt("notify_failed", channel, entry.message, entry.attempts, str(exc),
-                         next_at=entry.next_at)
-            done.failed += 1
-            continue
-        box.remove(entry)
+            self.failed(entry, channel, exc)
+            return
+        self.box.remove(entry)
         _log_attempt("notify_sent", channel, entry.message, entry.attempts, answer)
-        done.sent += 1
-    box.save_state(state)
-    return done
+        self.done.sent += 1
+
+    def undeliverable(self, entry: Entry, channel: Channel) -> str | None:
+        """Why *entry* is dropped before any attempt (None: it may be sent)."""
+        entry.fingerprint = channel_fingerprint(channel)
+        if entry.fingerprint in self.gone:
+            return _GONE
+        if self.now.timestamp() - entry.created > MAX_AGE_S:
+            return f"undelivered for 3 days ({entry.last_error})"
+        return None
+
+    def failed(self, entry: Entry, channel: Channel, exc: DeliveryError) -> None:
+        """A failed attempt: the channel is gone (410), the error is final, or a retry is
+        scheduled after the backoff."""
+        if exc.gone:
+            self.gone[entry.fingerprint] = {"at": self.now.isoformat(timespec="seconds"),
+                                            "url": getattr(channel, "url", "")}
+        if exc.gone or not exc.retry:
+            _log_attempt("notify_failed", channel, entry.message, entry.attempts, str(exc))
+            self.drop(entry, _GONE if exc.gone else str(exc))
+            return
+        entry.last_error = str(exc)
+        entry.next_at = self.now.timestamp() + backoff(entry.attempts)
+        self.box.save(entry)
+        _log_attempt("notify_failed", channel, entry.message, entry.attempts, str(exc),
+                     next_at=entry.next_at)
+        self.done.failed += 1
+
+    def drop(self, entry: Entry, why: str) -> None:
+        _drop(self.box, entry, why)
+        self.done.dropped += 1
 
 
 def _drop(box: Outbox, entry: Entry, why: str) -> None:

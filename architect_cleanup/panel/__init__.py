@@ -126,116 +126,153 @@ def panel_blueprint(*, actor: Callable[[], Actor] | None = None,
     host's check with ``bp.before_request`` (standalone: :func:`install_standalone`)."""
     bp = Blueprint(name, __name__, url_prefix=PANEL_PATH, template_folder="templates",
                    static_folder="static", static_url_path="/static")
-    runs = Runs(should_stop=should_stop)
-    get_actor = actor or (lambda: Actor(user_id=None, ip_address=request.remote_addr))
+    _Panel(bp, actor=actor, config_path=config_path, should_stop=should_stop).register()
+    return bp
 
-    def who() -> str:
-        a = get_actor()
+
+def _check_csrf() -> Response | None:
+    """Refuse a changing request that is too large or lacks this session's CSRF token."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _json({"ok": False, "message": "request body too large"}, 413)
+    if not _csrf_ok():
+        log.warning("panel: %s %s refused: missing or wrong CSRF token (from %s)",
+                    request.method, request.path, request.remote_addr)
+        return _json({"ok": False, "message": "missing or wrong CSRF token: reload the "
+                      "page"}, 403)
+    return None
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Frame-Options"] = "DENY"
+    if response.mimetype in ("text/html", "application/json"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    return _json({"ok": False, "message": exc.description or exc.name}, exc.code or 500)
+
+
+def _page_window() -> tuple[int, int]:
+    """The items page's ``offset`` and ``limit`` query arguments, bounded."""
+    try:
+        offset = max(0, int(request.args.get("offset", "0")))
+        limit = min(200, max(1, int(request.args.get("limit", "25"))))
+    except ValueError:
+        abort(400, "offset and limit are whole numbers")
+    return offset, limit
+
+
+def chart_js() -> Response:
+    """Debian's Chart.js, served by the panel itself (no CDN)."""
+    path = os.environ.get("ARCHITECT_CLEANUP_CHART_JS", CHART_JS)
+    if not os.path.isfile(path):
+        abort(404, f"{path} is missing: install libjs-chart.js")
+    return send_file(path, mimetype="text/javascript", max_age=86400)
+
+
+class _Panel:
+    """The views of one panel blueprint: who uses it, which config it reads, its runs.
+
+    Each public method below is one endpoint, registered by :meth:`register` under the
+    method's name (the templates' ``url_for`` names)."""
+
+    def __init__(self, bp: Blueprint, *, actor: Callable[[], Actor] | None,
+                 config_path: str | None, should_stop: Callable[[], bool] | None) -> None:
+        self.bp = bp
+        self.config_path = config_path
+        self.runs = Runs(should_stop=should_stop)
+        self.get_actor = actor or (lambda: Actor(user_id=None, ip_address=request.remote_addr))
+
+    def register(self) -> None:
+        """Hook the checks and every page and endpoint onto the blueprint."""
+        bp = self.bp
+        bp.before_request(_check_csrf)
+        bp.after_request(_security_headers)
+        bp.register_error_handler(HTTPException, _http_error)
+        routes: list[tuple[str, str, Callable[[], Any]]] = [
+            ("GET", "/", self.page_status), ("GET", "/charts", self.page_charts),
+            ("GET", "/items", self.page_items), ("GET", "/config", self.page_config),
+            ("GET", "/vendor/chart.js", chart_js),
+            ("GET", "/api/status", self.api_status), ("GET", "/api/charts", self.api_charts),
+            ("GET", "/api/items", self.api_items), ("GET", "/api/backups", self.api_backups),
+            ("GET", "/api/config", self.api_config),
+            ("POST", "/api/validate", self.api_validate),
+            ("POST", "/api/preview", self.api_preview), ("POST", "/api/save", self.api_save),
+            ("POST", "/api/plan", self.api_plan), ("POST", "/api/run", self.api_run),
+            ("GET", "/api/run", self.api_run_state),
+        ]
+        for method, rule, view in routes:
+            bp.add_url_rule(rule, view_func=view, methods=[method])
+
+    def who(self) -> str:
+        a = self.get_actor()
         return str(a.get("user") or (f"user {a['user_id']}" if a.get("user_id") else "?"))
 
-    @bp.before_request
-    def check_csrf() -> Response | None:
-        if request.method in ("GET", "HEAD", "OPTIONS"):
-            return None
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return _json({"ok": False, "message": "request body too large"}, 413)
-        if not _csrf_ok():
-            log.warning("panel: %s %s refused: missing or wrong CSRF token (from %s)",
-                        request.method, request.path, request.remote_addr)
-            return _json({"ok": False, "message": "missing or wrong CSRF token: reload the "
-                          "page"}, 403)
-        return None
+    def load(self) -> tuple[Config | None, list[str]]:
+        return _load(self.config_path)
 
-    @bp.after_request
-    def headers(response: Response) -> Response:
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["X-Frame-Options"] = "DENY"
-        if response.mimetype in ("text/html", "application/json"):
-            response.headers["Cache-Control"] = "no-store"
-        return response
-
-    @bp.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        return _json({"ok": False, "message": exc.description or exc.name}, exc.code or 500)
-
-    def render(template: str, page: str) -> str:
-        return render_template(template, page=page, csrf=csrf_token(), bp=bp.name,
-                               user=who(), logout=USER_SESSION_KEY in session)
+    def render(self, template: str, page: str) -> str:
+        return render_template(template, page=page, csrf=csrf_token(), bp=self.bp.name,
+                               user=self.who(), logout=USER_SESSION_KEY in session)
 
     # -- pages --------------------------------------------------------------------------------
 
-    @bp.get("/")
-    def page_status() -> str:
-        return render("status.html", "status")
+    def page_status(self) -> str:
+        return self.render("status.html", "status")
 
-    @bp.get("/charts")
-    def page_charts() -> str:
-        return render("charts.html", "charts")
+    def page_charts(self) -> str:
+        return self.render("charts.html", "charts")
 
-    @bp.get("/items")
-    def page_items() -> str:
-        return render("items.html", "items")
+    def page_items(self) -> str:
+        return self.render("items.html", "items")
 
-    @bp.get("/config")
-    def page_config() -> str:
-        return render("config.html", "config")
-
-    @bp.get("/vendor/chart.js")
-    def chart_js() -> Response:
-        path = os.environ.get("ARCHITECT_CLEANUP_CHART_JS", CHART_JS)
-        if not os.path.isfile(path):
-            abort(404, f"{path} is missing: install libjs-chart.js")
-        return send_file(path, mimetype="text/javascript", max_age=86400)
+    def page_config(self) -> str:
+        return self.render("config.html", "config")
 
     # -- reading ------------------------------------------------------------------------------
 
-    @bp.get("/api/status")
-    def api_status() -> Response:
-        cfg, problems = _load(config_path)
+    def api_status(self) -> Response:
+        cfg, problems = self.load()
         doc = data.status(status_doc(), cfg, problems)
-        doc["panel_run"] = runs.current.to_dict() if runs.current is not None else None
+        doc["panel_run"] = self.runs.current.to_dict() if self.runs.current is not None else None
         return _json(doc)
 
-    @bp.get("/api/charts")
-    def api_charts() -> Response:
-        cfg, _ = _load(config_path)
+    def api_charts(self) -> Response:
+        cfg, _ = self.load()
         return _json(data.charts(cfg))
 
-    @bp.get("/api/items")
-    def api_items() -> Response:
-        run = runs.current
+    def api_items(self) -> Response:
+        run = self.runs.current
         panel_run = run.to_dict() if run is not None and run.finished is not None else None
         about, items = data.last_items(run.items if run is not None else None, panel_run)
-        try:
-            offset = max(0, int(request.args.get("offset", "0")))
-            limit = min(200, max(1, int(request.args.get("limit", "25"))))
-        except ValueError:
-            abort(400, "offset and limit are whole numbers")
+        offset, limit = _page_window()
         doc = data.page(items, query=request.args.get("q", "")[:200],
                         target=request.args.get("target", "")[:40], offset=offset,
                         limit=limit)
         return _json({"run": about, "targets": list(ordered()), **doc})
 
-    @bp.get("/api/backups")
-    def api_backups() -> Response:
-        cfg, problems = _load(config_path)
+    def api_backups(self) -> Response:
+        cfg, problems = self.load()
         if cfg is None:
             return _json({"ok": False, "message": "; ".join(problems)}, 500)
         try:
-            _, _, decisions = runs.dry_run(cfg, limit=0, only=["backups"])
+            _, _, decisions = self.runs.dry_run(cfg, limit=0, only=["backups"])
         except LockHeld as exc:
             return _json({"ok": False, "message": str(exc)}, 409)
         return _json({"ok": True, "environments": data.backups_by_env(cfg, decisions)})
 
-    @bp.get("/api/config")
-    def api_config() -> Response:
+    def api_config(self) -> Response:
         try:
-            layers = settings.Layers.read(config_path)
+            layers = settings.Layers.read(self.config_path)
         except ConfigError as exc:
             return _json({"ok": False, "message": str(exc)}, 500)
-        cfg, problems = _load(config_path)
+        cfg, problems = self.load()
         envs = settings.environments(layers)
         return _json({
             "ok": cfg is not None, "problems": problems,
@@ -248,30 +285,30 @@ def panel_blueprint(*, actor: Callable[[], Actor] | None = None,
 
     # -- the form -----------------------------------------------------------------------------
 
-    def proposed() -> tuple[settings.Layers, settings.Outcome]:
+    def proposed(self) -> tuple[settings.Layers, settings.Outcome]:
+        """The posted settings, checked against the configuration files they would join."""
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("settings"), dict):
             abort(400, 'send {"settings": {...}} as application/json')
-        layers = settings.Layers.read(config_path)
+        layers = settings.Layers.read(self.config_path)
         return layers, settings.propose(layers, body["settings"])
 
+    @staticmethod
     def outcome_doc(layers: settings.Layers, outcome: settings.Outcome) -> dict[str, Any]:
         envs = settings.environments(layers)
         return outcome.to_dict(settings.allowed_fields(envs))
 
-    @bp.post("/api/validate")
-    def api_validate() -> Response:
-        layers, outcome = proposed()
-        return _json(outcome_doc(layers, outcome))
+    def api_validate(self) -> Response:
+        layers, outcome = self.proposed()
+        return _json(self.outcome_doc(layers, outcome))
 
-    @bp.post("/api/preview")
-    def api_preview() -> Response:
-        layers, outcome = proposed()
-        doc = outcome_doc(layers, outcome)
+    def api_preview(self) -> Response:
+        layers, outcome = self.proposed()
+        doc = self.outcome_doc(layers, outcome)
         if not outcome.ok or outcome.config is None:
             return _json(doc, 400)
         try:
-            stats, items, _ = runs.dry_run(outcome.config, limit=20)
+            stats, items, _ = self.runs.dry_run(outcome.config, limit=20)
         except LockHeld as exc:
             return _json(doc | {"ok": False, "message": f"{exc}; preview again after it"}, 409)
         doc["preview"] = {"sentence": "With these settings the next run "
@@ -280,14 +317,12 @@ def panel_blueprint(*, actor: Callable[[], Actor] | None = None,
                           "items": [i.to_dict() for i in items]}
         return _json(doc)
 
-    @bp.post("/api/save")
-    def api_save() -> Response:
-        layers, outcome = proposed()
-        doc = outcome_doc(layers, outcome)
+    def api_save(self) -> Response:
+        layers, outcome = self.proposed()
+        doc = self.outcome_doc(layers, outcome)
         if not outcome.ok or outcome.config is None:
             return _json(doc, 400)
-        user, a = who(), get_actor()
-        header = (f"# Written by the architect-cleanup panel ({user}). Changes here are "
+        header = (f"# Written by the architect-cleanup panel ({self.who()}). Changes here are "
                   "shown in the panel;\n# a drop-in named after this one wins over it.\n")
         try:
             previous = settings.write_dropin(layers, outcome, header)
@@ -295,12 +330,19 @@ def panel_blueprint(*, actor: Callable[[], Actor] | None = None,
             return _json(doc | {"ok": False, "message": f"cannot write {layers.dropin}: "
                                 f"{exc.strerror or exc}"}, 500)
         try:
-            cfg = load_config(config_path)  # what every run will read: must accept it
+            cfg = load_config(self.config_path)  # what every run will read: must accept it
         except ConfigError as exc:
             settings.restore(layers, previous)
             return _json(doc | {"ok": False, "general": exc.problems,
                                 "message": "the saved configuration was refused; the "
                                            "previous drop-in is back"}, 400)
+        changed = self.record_save(cfg, layers, outcome, previous)
+        return _json(doc | {"ok": True, "saved": layers.dropin, "changes": changed})
+
+    def record_save(self, cfg: Config, layers: settings.Layers, outcome: settings.Outcome,
+                    previous: str | None) -> dict[str, Any]:
+        """Journal and log in the activity table what a save changed; return the changes."""
+        user, a = self.who(), self.get_actor()
         changed = settings.changes(settings_doc(previous) if previous else None,
                                    outcome.dropin)
         text = json.dumps(changed, sort_keys=True)
@@ -310,49 +352,45 @@ def panel_blueprint(*, actor: Callable[[], Actor] | None = None,
                               cleanup_changes=text[:2000]))
         activity.record_change(cfg, {"dropin": layers.dropin, "changes": changed},
                                actor=a)
-        return _json(doc | {"ok": True, "saved": layers.dropin, "changes": changed})
+        return changed
 
     # -- running ------------------------------------------------------------------------------
 
-    @bp.post("/api/plan")
-    def api_plan() -> Response:
-        cfg, problems = _load(config_path)
+    def api_plan(self) -> Response:
+        cfg, problems = self.load()
         if cfg is None:
             return _json({"ok": False, "message": "; ".join(problems)}, 500)
         try:
-            plan = runs.plan(cfg)
+            plan = self.runs.plan(cfg)
         except LockHeld as exc:
             return _json({"ok": False, "message": str(exc)}, 409)
         return _json({"ok": True, "plan": plan.id, "sentence": plan.sentence.replace(
             "would remove", "This real run will remove", 1), "counts": plan.counts})
 
-    @bp.post("/api/run")
-    def api_run() -> Response:
+    def api_run(self) -> Response:
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("dry_run", True), bool):
             abort(400, 'send {"dry_run": true} or {"dry_run": false, "plan": "<id>"}')
         dry_run = body.get("dry_run", True)
-        cfg, problems = _load(config_path)
+        cfg, problems = self.load()
         if cfg is None:
             return _json({"ok": False, "message": "; ".join(problems)}, 500)
         if not dry_run:
-            plan = runs.take_plan(str(body.get("plan", "")))
+            plan = self.runs.take_plan(str(body.get("plan", "")))
             if plan is None:
                 return _json({"ok": False, "message": "a real run needs a confirmed plan: "
                               "ask for one and confirm what it names"}, 400)
-            log.info("panel: %s confirmed a real run: %s", who(), plan.sentence)
-        state = runs.start(cfg, dry_run=dry_run, actor=get_actor())
+            log.info("panel: %s confirmed a real run: %s", self.who(), plan.sentence)
+        state = self.runs.start(cfg, dry_run=dry_run, actor=self.get_actor())
         if state is None:
             return _json({"ok": False, "message": "a run started here is still going on"},
                          409)
-        log.info("panel: %s started a %s", who(), "dry run" if dry_run else "real run")
+        log.info("panel: %s started a %s", self.who(), "dry run" if dry_run else "real run")
         return _json({"ok": True, "run": state.to_dict()}, 202)
 
-    @bp.get("/api/run")
-    def api_run_state() -> Response:
-        return _json({"run": runs.current.to_dict() if runs.current is not None else None})
-
-    return bp
+    def api_run_state(self) -> Response:
+        return _json({"run": self.runs.current.to_dict() if self.runs.current is not None
+                      else None})
 
 
 def settings_doc(text: str) -> dict[str, Any]:

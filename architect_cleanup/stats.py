@@ -7,7 +7,7 @@ from typing import Any
 
 MB = 1024 * 1024
 #: at most this many items in ``--json``'s ``items`` (the rest are counted in items_omitted)
-ITEMS_LIMIT = 100_000
+ITEMS_LIMIT = 10_000
 
 #: target name -> the seed's stats field, in the order runs and summaries list them.
 STAT_FIELDS = {

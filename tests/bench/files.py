@@ -2,7 +2,8 @@
 
 Contestants (each a whole command, process start-up included, stdout to /dev/null):
 
-* engine: ``architect-cleanup --config X run --only logs,temp --json`` (``--force`` to delete);
+* engine: ``architect-cleanup --config X run --only logs,temp`` (``--force`` to delete), as
+  the timer runs it (no ``--json``: its counts are read from the run's record in state.json);
 * find: the equivalent expression — the logs rule's names with ``-mtime +30``, the temp rule's
   names with ``-mmin +60``, and ``__pycache__``/``.pytest_cache`` directories once empty — with
   ``-print`` for the dry run and ``-delete`` for the real one;
@@ -104,13 +105,15 @@ class FileBench:
             env.pop(var, None)
         self.env = env
         exe = Path(sys.executable).parent / "architect-cleanup"
+        # as the timer runs it: no --json (whose list of items, up to stats.ITEMS_LIMIT, is a
+        # caller's extra); the counts are read back from the run's record in state.json
         self.engine_cmd = [str(exe), "--config", str(self.conf), "run", "--only",
-                           "logs,temp", "--json"]
+                           "logs,temp"]
         # part 5: the same run without the history (the [history] table switched off)
         self.conf_off = self.conf_dir / "config-no-history.toml"
         self.conf_off.write_text(self.conf.read_text() + "\n[history]\nenabled = false\n")
         self.engine_off_cmd = [str(exe), "--config", str(self.conf_off), "run", "--only",
-                               "logs,temp", "--json"]
+                               "logs,temp"]
         self.tmpfiles_conf = self.conf_dir / "bench-tmpfiles.conf"
         self.tmpfiles_conf.write_text(f"e {tree.root.resolve()} - - - mM:30d\n")
 
@@ -131,10 +134,16 @@ class FileBench:
 
     def engine_counts(self, force: bool) -> tuple[int, Run]:
         """Run the engine once with its JSON captured: files it (would) remove."""
-        cap = self.conf_dir / "engine-out.json"
+        cap = self.conf_dir / "engine-out.txt"
         r = run(self.engine(force=force).cmd, env=self.env, capture=cap)
-        stats = json.loads(r.out)["stats"]
+        stats = self.last_stats()
         return stats["logs_deleted"] + stats["temp_files_deleted"], r
+
+    def last_stats(self) -> dict[str, int]:
+        """The counts of the engine's newest run, from its record in the state file."""
+        doc = json.loads((self.conf_dir / "state" / "state.json").read_text())
+        stats: dict[str, int] = doc["last_run"]["stats"]
+        return stats
 
     def find_count(self) -> int:
         cap = self.conf_dir / "find-out.txt"
@@ -268,7 +277,7 @@ class FileBench:
         on = Contestant("history on", [*self.engine_cmd, "--force"], self.env)
         off = Contestant("history off", [*self.engine_off_cmd, "--force"], self.env)
         recorded: list[dict[str, int]] = []
-        cap = self.conf_dir / "engine-out.json"
+        cap = self.conf_dir / "engine-out.txt"
         for i in range(repeat):
             for c in (on, off) if i % 2 == 0 else (off, on):
                 t.refresh_fresh()
@@ -279,7 +288,7 @@ class FileBench:
                 if not ok:
                     raise RuntimeError(f"{c.name} did not delete exactly the old files: {why}")
                 if c is on:
-                    recorded.append(self._recorded(json.loads(r.out)["stats"]))
+                    recorded.append(self._recorded(self.last_stats()))
                 self.log(f"  round {i + 1}/{repeat}: {c.name} {r.wall:.2f}s, "
                          f"{r.rss_kb / 1024:.1f} MB; checked: {why}")
         return {"files": t.counts.files, "deleted": t.counts.old, "caches": t.counts.caches,

@@ -12,8 +12,9 @@ beside each figure, and writes the same as JSON (.cache/bench/results.json).
   4. the tasks purge vs one plain DELETE while a simulated dashboard inserts every 10 ms,
      and the same dashboard alone in the same run;
   5. the history: the real run of part 2 with the history on vs off (every removed item
-     recorded: time ratio and peak RSS), and the history writer alone recording as many items
-     as the tree has files (tests/bench/history.py);
+     recorded: time ratio and peak RSS), the history writer alone recording as many items
+     as the tree has files (tests/bench/history.py), and a real run removing as many logs
+     (every file of a tree of them), each recorded: its peak RSS;
   6. backups (issue 15, tests/bench/backups.py): compression beside ``zstd -3 -T0`` (goal
      >= 0.8x), verification MB/s, upload beside a plain boto3 ``upload_file`` (goal >= 0.9x).
 
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,7 +38,7 @@ import traceback
 from pathlib import Path
 
 from files import FileBench
-from proc import run
+from proc import run, sync
 from report import REPO, Report, machine
 from tree import Tree
 
@@ -192,6 +195,61 @@ def history_part(a: argparse.Namespace, rep: Report) -> None:
             f"<= {RSS_GOAL_MB:.0f} MB", r.rc == 0)
 
 
+def history_every_file(a: argparse.Namespace, rep: Report) -> None:
+    """5c: a real run that removes every one of *a.files* logs (1,000,000 at full size) with
+    the history on: all of them recorded, and the run's peak RSS within the engine's goal."""
+    n = a.files
+    work = (a.dir / f"all-old-{n}").resolve()
+    if work.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=True)
+    logs = work / "root" / "logs"
+    per_dir = 1000
+    log(f"== 5c. a real run removing all of {n:,} logs, every one recorded")
+    t0 = time.monotonic()
+    for i in range(0, n, per_dir):
+        d = logs / f"d{i // per_dir:04d}"
+        d.mkdir(parents=True)
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for j in range(i, min(i + per_dir, n)):
+                os.close(os.open(f"worker-{j:07d}.log", os.O_WRONLY | os.O_CREAT, 0o644,
+                                 dir_fd=fd))
+        finally:
+            os.close(fd)
+    log(f"  built in {time.monotonic() - t0:.0f}s")
+    conf = work / "config.toml"
+    conf.write_text(f'root = "{work / "root"}"\n\n[logs]\ndirs = ["logs"]\nmax_age = "1s"\n'
+                    'tmp_dir = ""\n' + (f"\n[safety]\nworkers = {a.workers}\n"
+                                         if a.workers else ""))
+    env = dict(os.environ, STATE_DIRECTORY=str(work / "state"),
+               RUNTIME_DIRECTORY=str(work / "run"),
+               ARCHITECT_CLEANUP_TEXTFILE_DIR=str(work / "no-textfile"))
+    for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID", "ARCHITECT_CLEANUP_CONFIG"):
+        env.pop(var, None)
+    time.sleep(2)  # every file older than max_age
+    sync()
+    exe = str(Path(sys.executable).parent / "architect-cleanup")
+    r = run([exe, "--config", str(conf), "run", "--only", "logs", "--force", "--yes"], env=env)
+    left = sum(len(files) for _, _, files in os.walk(logs))
+    con = sqlite3.connect(f"file:{work / 'state' / 'history.sqlite3'}?mode=ro", uri=True)
+    try:
+        recorded, stored = con.execute(
+            "SELECT items_recorded, (SELECT count(*) FROM items) FROM runs "
+            "ORDER BY id DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    rss = r.rss_kb / MB
+    log(f"  {r.wall:.1f}s, {rss:.1f} MB; {left:,} files left; {recorded:,} items recorded, "
+        f"{stored:,} stored")
+    rep.details["5c_every_file"] = {"files": n, "wall_s": round(r.wall, 2), "rss_kb": r.rss_kb,
+                                    "left": left, "recorded": recorded, "stored": stored}
+    ok = left == 0 and recorded == stored == n and rss <= RSS_GOAL_MB
+    rep.add("5", f"real run removing all {n:,} logs, every one recorded",
+            f"{rss:.1f} MB; {recorded:,} recorded, {left:,} left; {r.wall:.0f}s",
+            f"<= {RSS_GOAL_MB:.0f} MB, all recorded", ok, rss)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=True)
+
+
 def _max_rss(detail: object, name: str) -> int | None:
     if not isinstance(detail, dict) or name not in detail:
         return None
@@ -257,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             task_part(a, rep)
         if "5" in a.parts:
             history_part(a, rep)
+            history_every_file(a, rep)
         if "6" in a.parts:
             backups_part(a, rep)
     except Exception:

@@ -22,10 +22,10 @@ from conftest import DAY, HOUR, NOW, NOW_TS, make_config, snapshot, touch
 
 
 def me() -> str:
-    """How the open-files rule names this test process (it holds the files open)."""
-    from architect_cleanup.dblocks import command_line
-
-    return f"PID {os.getpid()} ({command_line(os.getpid()).split()[0].rsplit('/', 1)[-1]})"
+    """How the open-files rule names this test process (it holds the files open): its
+    ``comm``, which a runner may have renamed (mutmut's workers call themselves mutmut)."""
+    with open(f"/proc/{os.getpid()}/comm", encoding="utf-8") as fh:
+        return f"PID {os.getpid()} ({fh.read().strip()})"
 
 
 def counts(detail: dict[str, object]) -> dict[str, object]:

@@ -28,10 +28,10 @@ LastMoment = dict[str, Callable[[Path], None]]
 
 
 def me() -> str:
-    """How the open-files rule names this test process (it holds the files open)."""
-    from architect_cleanup.dblocks import command_line
-
-    return f"PID {os.getpid()} ({command_line(os.getpid()).split()[0].rsplit('/', 1)[-1]})"
+    """How the open-files rule names this test process (it holds the files open): its
+    ``comm``, which a runner may have renamed (mutmut's workers call themselves mutmut)."""
+    with open(f"/proc/{os.getpid()}/comm", encoding="utf-8") as fh:
+        return f"PID {os.getpid()} ({fh.read().strip()})"
 
 
 @pytest.fixture

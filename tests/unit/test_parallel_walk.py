@@ -145,6 +145,8 @@ def test_a_stop_is_honoured_by_the_pool_between_directories(
         return real_unlink_all(d, judged)
 
     monkeypatch.setattr(base_mod, "unlink_all", slow)
+    # a window wider than the directories entered before the stop (2 threads x 8 = 16 > 12)
+    monkeypatch.setattr(tree_mod, "WINDOW_PER_WORKER", 8)
     asked = [0]
 
     def should_stop() -> bool:  # the run's thread asks once per directory entered

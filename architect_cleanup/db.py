@@ -357,20 +357,7 @@ class Database:
         self.pinned: Pinned | None = None
         #: the lock that keeps our close from deleting the dashboard's WAL (see dblocks.py)
         self.guard: Guard | None = None
-        path = f.path
-        if root is not None:
-            try:
-                self.pinned = locate(f.rel, root)
-            except Refused as exc:
-                raise DbError(str(exc)) from None
-            except FileNotFoundError:
-                raise DbError("does not exist (any more)") from None
-            path = self.pinned.path
-            try:
-                self.pinned.become_owner()
-            except Refused as exc:
-                self._unpin()
-                raise DbError(str(exc)) from None
+        path = self._pin(f.rel, root) if root is not None else f.path
         uri = "file:" + urllib.parse.quote(path) + "?mode=rw"
         busy = cfg.busy_timeout.total_seconds()
         try:
@@ -381,41 +368,16 @@ class Database:
         own = guard.fd
         #: neither -wal nor -shm was there: whatever SQLite makes for us is ours (dblocks.py)
         self._sides_ours = all(self._side_stat(s, path) is None for s in ("-wal", "-shm"))
-        before = self.pinned.fds() if self.pinned is not None else set()
+        before: set[int] = self.pinned.fds() if self.pinned is not None else set()
         try:
             self.con = sqlite3.connect(uri, uri=True, timeout=busy, isolation_level=None)
         except BaseException as exc:
             self._fail_open(exc)
             raise
         try:
-            if self.pinned is not None:
-                self.pinned.check(before, "open", own=own)
-            self.con.execute(f"PRAGMA busy_timeout = {int(busy * 1000)}")
-            self.con.execute("PRAGMA foreign_keys = ON")
-            self.con.execute("PRAGMA temp_store = MEMORY")
-            self.journal_mode = str(self.con.execute("PRAGMA journal_mode").fetchone()[0])
-            if self.journal_mode != "wal":
-                guard.release_lock()  # no WAL to protect; its writers need the range
-            self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            if self.pinned is not None:
-                self.pinned.check(before, "first read", own=own)
-            if dry_run:
-                self.con.execute("PRAGMA query_only = ON")
-            elif self.journal_mode == "wal":
-                # Safe in WAL mode; saves an fsync per batch while holding the write lock.
-                self.con.execute("PRAGMA synchronous = NORMAL")
-                # Checkpoints run between batches (_Run._checkpoint), outside the time that
-                # sets the pause; otherwise one would run inside COMMIT every few batches.
-                self.con.execute("PRAGMA wal_autocheckpoint = 0")
+            self._prepare(guard, busy, before, own)
         except Refused as exc:
-            assert self.pinned is not None
-            try:
-                self.pinned.close_without_checkpoint(self.con)
-            finally:
-                try:
-                    self._close_guard()
-                finally:
-                    self._unpin()
+            self._abandon()
             raise DbError(str(exc)) from None
         except BaseException as exc:
             try:
@@ -423,6 +385,60 @@ class Database:
             finally:
                 self._fail_open(exc)
             raise
+
+    def _pin(self, rel: str, root: str) -> str:
+        """Find the database from the root's descriptor and act as its owner (dbfile.py);
+        the path to open it by."""
+        try:
+            self.pinned = locate(rel, root)
+        except Refused as exc:
+            raise DbError(str(exc)) from None
+        except FileNotFoundError:
+            raise DbError("does not exist (any more)") from None
+        try:
+            self.pinned.become_owner()
+        except Refused as exc:
+            self._unpin()
+            raise DbError(str(exc)) from None
+        return self.pinned.path
+
+    def _prepare(self, guard: Guard, busy: float, before: set[int], own: int) -> None:
+        """Set the connection up for the run: busy timeout, foreign keys, the journal mode
+        (the guard's lock is dropped unless it is WAL), a first read, then ``query_only``
+        for a dry run or the WAL settings of a real one. A pinned file is checked to be
+        the one found after the open and after the first read (Refused otherwise)."""
+        con = self.con
+        if self.pinned is not None:
+            self.pinned.check(before, "open", own=own)
+        con.execute(f"PRAGMA busy_timeout = {int(busy * 1000)}")
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("PRAGMA temp_store = MEMORY")
+        self.journal_mode = str(con.execute("PRAGMA journal_mode").fetchone()[0])
+        if self.journal_mode != "wal":
+            guard.release_lock()  # no WAL to protect; its writers need the range
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if self.pinned is not None:
+            self.pinned.check(before, "first read", own=own)
+        if self.dry_run:
+            con.execute("PRAGMA query_only = ON")
+        elif self.journal_mode == "wal":
+            # Safe in WAL mode; saves an fsync per batch while holding the write lock.
+            con.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoints run between batches (_Run._checkpoint), outside the time that
+            # sets the pause; otherwise one would run inside COMMIT every few batches.
+            con.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def _abandon(self) -> None:
+        """Close a connection to a file that is not the one found (a swap during the open)
+        without a checkpoint, then the guard and the pinned directory."""
+        assert self.pinned is not None
+        try:
+            self.pinned.close_without_checkpoint(self.con)
+        finally:
+            try:
+                self._close_guard()
+            finally:
+                self._unpin()
 
     def _guard(self, path: str, busy: float, locks: LockWatch | None) -> Guard:
         """Open the guard's descriptor of the database file and take its lock, before SQLite

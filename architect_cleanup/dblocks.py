@@ -315,9 +315,8 @@ def inspect(label: str, db: os.stat_result, shm: os.stat_result | None,
     for pid in pids:
         if pid == me or pid in locking:
             continue
-        fddir = f"{proc}/{pid}/fd"
         try:
-            fds = os.listdir(fddir)
+            connected = _connected(f"{proc}/{pid}/fd", db_id, shm_id)
         except FileNotFoundError:
             continue
         except OSError:
@@ -326,24 +325,30 @@ def inspect(label: str, db: os.stat_result, shm: os.stat_result | None,
                 listed += 1
                 out.unknown.append(Holder(label, pid, command_line(pid, proc), "unknown"))
             continue
-        has_db = has_shm = False
-        for n in fds:
-            try:
-                st = os.stat(f"{fddir}/{n}")
-            except OSError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            ident = (st.st_dev, st.st_ino)
-            has_db = has_db or ident == db_id
-            has_shm = has_shm or ident == shm_id
-        if has_db and has_shm:
+        if connected:
             # Without the whole list of lock holders it may hold one: unknown, then.
             state = "lost" if certain else "unknown"
             holder = Holder(label, pid, command_line(pid, proc), state)
             (out.lost if certain else out.unknown).append(holder)
     out.unknown_more = unreadable - listed
     return out
+
+
+def _connected(fddir: str, db_id: tuple[int, int], shm_id: tuple[int, int]) -> bool:
+    """Whether the process whose descriptors *fddir* lists has both the database and its
+    ``-shm`` open (a connected WAL client). Raises OSError when *fddir* cannot be listed."""
+    has_db = has_shm = False
+    for n in os.listdir(fddir):
+        try:
+            st = os.stat(f"{fddir}/{n}")
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        ident = (st.st_dev, st.st_ino)
+        has_db = has_db or ident == db_id
+        has_shm = has_shm or ident == shm_id
+    return has_db and has_shm
 
 
 class LockWatch:

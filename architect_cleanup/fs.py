@@ -1,4 +1,13 @@
-"""The safe file-system layer: the only code in the product that unlinks.
+"""The safe file-system layer: the only code in the product that removes what a rule judged.
+
+The rule, precisely: every file or directory a target removes from a configured root (a log,
+a temporary file, a backup, a compressed backup's original, an orphan, what a file rule
+names) is removed here, by :func:`unlink_checked`, :func:`unlink_all` or :func:`remove_tree`.
+Other modules unlink only files the product made itself, under names only it uses: the
+temporary file of an atomic write (state, caches, metrics, the alert outbox, the panel's
+drop-in) and its own entries of those; the unfinished copy a compression, a download or a
+verification left, swept by its private prefix; a restore's work files; the quarantine's
+emptied stamp directories; the original worker's stale PID file that ``migrate`` replaces.
 
 Everything here works relative to open directory descriptors:
 
@@ -50,6 +59,8 @@ FD_WINDOW = 128
 MAX_PATH = 4096
 #: Name of the file Chromium keeps at the top of a user-data directory.
 CHROMIUM_MARKER = "Local State"
+#: Why a directory holding it is neither entered nor removed.
+PROFILE_REASON = "browser profile (holds 'Local State')"
 
 # Roots that may never be configured: cleaning them would wreck the system.
 FORBIDDEN_ROOTS = frozenset(
@@ -466,70 +477,82 @@ class Walker:
 
     def batches(self) -> Iterator[Batch]:
         stack: list[_Level] = [_Level(self.start)]
-        on_skip = self.on_skip
         try:
             level: _Level | None = stack[0]
-            while True:
-                if level is not None:
-                    # --- list one directory, handing out matching names ----------------
-                    d = level.dir
-                    sc = self.scope(d)
-                    files = sc.files
-                    if d.nlink == 2 and files is not None and self.lazy_leaves:
-                        yield d, UNLISTED, []  # the consumer lists it: list_leaf()
-                    elif d.nlink == 2 and files is not None:
-                        try:
-                            names = os.listdir(d.fd)
-                        except OSError as exc:
-                            on_skip(d.path, f"cannot list: {exc.strerror}")
-                            names = []
-                        self.entries_seen += len(names)
-                        found = [(n, m) for n in names if (m := files(n)) is not None]
-                        if found:
-                            yield d, found, []
-                    elif d.nlink != 2:
-                        descend = self.max_depth is None or len(stack) <= self.max_depth
-                        found, claimed = self._scan(level, sc, descend)
-                        if found or claimed:
-                            yield d, found, claimed
-                    if self.on_dir is not None:
-                        self.on_dir()
-                    level = None
-                # --- move on: the next sub-directory, or back up ---------------------------
-                top = stack[-1]
-                if not top.subdirs:
-                    stack.pop()
-                    if not stack:
-                        break
-                    self._ensure_open(stack, top)
-                    if top.dir is not self.start:
-                        top.dir.close()
-                    continue
-                name = top.subdirs.pop()
-                if too_long(top.dir.join(name)):
-                    on_skip(top.dir.join(name), f"path longer than {MAX_PATH} bytes, not entered")
-                    continue
-                try:
-                    child = self.root.open_dir(top.dir, name)
-                except FileNotFoundError:
-                    continue  # vanished since the listing
-                except FsError as exc:
-                    on_skip(top.dir.join(name), str(exc).rsplit(": ", 1)[-1])
-                    continue
-                if is_profile_dir(child):
-                    on_skip(child.path, "browser profile (holds 'Local State')")
-                    child.close()
-                    continue
-                level = _Level(child)
-                stack.append(level)
-                if len(stack) > FD_WINDOW:
-                    old = stack[-FD_WINDOW - 1].dir
-                    if old is not self.start and old.fd >= 0:
-                        old.close()
+            while level is not None:
+                yield from self._list(level, len(stack))
+                if self.on_dir is not None:
+                    self.on_dir()
+                level = self._next_level(stack)
         finally:
             for lvl in stack:
                 if lvl.dir is not self.start:
                     lvl.dir.close()
+
+    def _list(self, level: _Level, depth: int) -> Iterator[Batch]:
+        """List one directory (*depth* levels below the start, counting it), handing out its
+        matching names: a leaf directory (no sub-directories by its link count) is read
+        with ``os.listdir``, or handed out unlisted (*lazy_leaves*), any other is scanned."""
+        d = level.dir
+        sc = self.scope(d)
+        files = sc.files
+        if d.nlink != 2:
+            descend = self.max_depth is None or depth <= self.max_depth
+            found, claimed = self._scan(level, sc, descend)
+            if found or claimed:
+                yield d, found, claimed
+        elif files is not None and self.lazy_leaves:
+            yield d, UNLISTED, []  # the consumer lists it: list_leaf()
+        elif files is not None:
+            found, seen, why = list_leaf(d, files)
+            if why is not None:
+                self.on_skip(d.path, why)
+            self.entries_seen += seen
+            if found:
+                yield d, found, []
+
+    def _next_level(self, stack: list[_Level]) -> _Level | None:
+        """Move on: enter the next sub-directory still to visit, backing up (and closing
+        what is done) as needed; None when the walk is over."""
+        while True:
+            top = stack[-1]
+            if not top.subdirs:
+                stack.pop()
+                if not stack:
+                    return None
+                self._ensure_open(stack, top)
+                if top.dir is not self.start:
+                    top.dir.close()
+                continue
+            child = self._enter(top.dir, top.subdirs.pop())
+            if child is None:
+                continue
+            level = _Level(child)
+            stack.append(level)
+            if len(stack) > FD_WINDOW:
+                old = stack[-FD_WINDOW - 1].dir
+                if old is not self.start and old.fd >= 0:
+                    old.close()
+            return level
+
+    def _enter(self, parent: Dir, name: str) -> Dir | None:
+        """Open sub-directory *name* of *parent*; None (the reason reported) when it may
+        not be entered or vanished since the listing."""
+        if too_long(parent.join(name)):
+            self.on_skip(parent.join(name), f"path longer than {MAX_PATH} bytes, not entered")
+            return None
+        try:
+            child = self.root.open_dir(parent, name)
+        except FileNotFoundError:
+            return None  # vanished since the listing
+        except FsError as exc:
+            self.on_skip(parent.join(name), str(exc).rsplit(": ", 1)[-1])
+            return None
+        if is_profile_dir(child):
+            self.on_skip(child.path, PROFILE_REASON)
+            child.close()
+            return None
+        return child
 
     def _ensure_open(self, stack: list[_Level], child: _Level) -> None:
         """Re-open the parent of *child* through '..' if its descriptor was closed."""
@@ -548,7 +571,7 @@ class Walker:
         """List a directory that has sub-directories: matching files, claimed directories,
         and (in ``level.subdirs``) the directories to enter."""
         d = level.dir
-        files, claim, exclude = sc.files, sc.claim, sc.exclude
+        files = sc.files
         subdirs = level.subdirs
         found: list[tuple[str, Any]] = []
         claimed: list[tuple[str, Any]] = []
@@ -578,21 +601,24 @@ class Walker:
                         m = files(name)
                         if m is not None:
                             found.append((name, m))
-                    continue
-                if not descend:
-                    continue
-                if exclude is not None and exclude(name):
-                    self.on_skip(d.join(name), "excluded by safety.exclude_dirs")
-                    continue
-                if claim is not None:
-                    m = claim(name)
-                    if m is not None:
-                        claimed.append((name, m))
-                        continue
-                subdirs.append(name)
+                elif descend:
+                    self._sort_subdir(d, name, sc, claimed, subdirs)
         self.entries_seen += seen
         subdirs.reverse()  # pop() then visits them in listing order
         return found, claimed
+
+    def _sort_subdir(self, d: Dir, name: str, sc: Scope, claimed: list[tuple[str, Any]],
+                     subdirs: list[str]) -> None:
+        """A sub-directory the scan found: excluded (reported), claimed whole, or to enter."""
+        if sc.exclude is not None and sc.exclude(name):
+            self.on_skip(d.join(name), "excluded by safety.exclude_dirs")
+            return
+        if sc.claim is not None:
+            m = sc.claim(name)
+            if m is not None:
+                claimed.append((name, m))
+                return
+        subdirs.append(name)
 
 
 #: The files list of a leaf directory handed out unlisted (``Walker(lazy_leaves=True)``).
@@ -704,28 +730,48 @@ def _unlink_guarded(d: Dir, name: str, was: os.stat_result) -> Exception | None:
     drawn. A name too long for the prefix gets the plain check; a run killed between the two
     renames leaves the private name, judged by the rules like any other name in the next
     run."""
-    path = d.join(name)
     fd = d.fd
     if len(os.fsencode(name)) > _NAME_MAX - _QUARANTINE_EXTRA:
         os.unlink(name, dir_fd=fd)
         return None
+    moved = _move_aside(d, name)
+    if moved is None:
+        os.unlink(name, dir_fd=fd)  # no RENAME_NOREPLACE here (NFS...): plain check
+        return None
+    if not isinstance(moved, str):
+        return moved
+    return _unlink_moved(d, name, moved, was)
+
+
+def _move_aside(d: Dir, name: str) -> str | Exception | None:
+    """Rename *name* to a private name drawn at random (``RENAME_NOREPLACE``), as
+    :func:`_unlink_guarded` does: the private name; None where the file system has no
+    ``RENAME_NOREPLACE`` (nothing moved); FileNotFoundError when *name* is gone, Changed
+    when every name drawn was taken (returned, as unlink_all reports them). Any other
+    failure raises."""
     for _attempt in range(3):
         priv = f"{QUARANTINE}{os.urandom(8).hex()}.{name}"
         try:
-            _rename_noreplace(fd, name, priv)
-            break
+            _rename_noreplace(d.fd, name, priv)
+            return priv
         except OSError as exc:
             if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                os.unlink(name, dir_fd=fd)  # no RENAME_NOREPLACE here (NFS...): plain check
                 return None
             if exc.errno == errno.EEXIST:
                 continue
             if exc.errno == errno.ENOENT:
-                return FileNotFoundError(errno.ENOENT, exc.strerror, path)
+                return FileNotFoundError(errno.ENOENT, exc.strerror, d.join(name))
             raise
-    else:
-        return Changed(f"{display(path)}: every private name drawn for its removal was taken; "
-                       "left alone")
+    return Changed(f"{display(d.join(name))}: every private name drawn for its removal was "
+                   "taken; left alone")
+
+
+def _unlink_moved(d: Dir, name: str, priv: str, was: os.stat_result) -> Exception | None:
+    """Unlink what :func:`_move_aside` moved to *priv* if it is the judged file *was* (same
+    device, inode, mtime and size: the rename itself moves ctime; never a directory), else
+    rename it back to *name* and report it Changed."""
+    fd = d.fd
+    path = d.join(name)
     got = os.stat(priv, dir_fd=fd, follow_symlinks=False)
     if ((got.st_dev, got.st_ino, got.st_mtime_ns, got.st_size)
             == (was.st_dev, was.st_ino, was.st_mtime_ns, was.st_size)
@@ -825,125 +871,183 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
         return res
     if is_profile_dir(top):
         top.close()
-        res.hold(top_path, "browser profile (holds 'Local State')")
+        res.hold(top_path, PROFILE_REASON)
         return res
-    # (dir, subdirs still to visit, anything kept inside?)
-    stack: list[tuple[Dir, list[str], list[bool]]] = []
+    _TreeRemoval(root, parent, res, dry_run=dry_run, keep=keep, keep_name=keep_name).run(top)
+    return res
 
-    def scan(d: Dir) -> tuple[Dir, list[str], list[bool]]:
-        subdirs: list[str] = []
-        kept = [False]
+
+@dataclass(slots=True)
+class _Pending:
+    """A directory of a tree being removed: open, its sub-directories still to visit, and
+    whether anything inside it stays (then it stays too, and so do the directories above)."""
+
+    dir: Dir
+    subdirs: list[str] = field(default_factory=list)
+    kept: bool = False
+
+
+class _TreeRemoval:
+    """One :func:`remove_tree` below its top directory, depth first: each directory is listed
+    when it is entered (its files removed or kept there and then), and removed itself when
+    the last of its sub-directories has been left, unless something inside it stays.
+
+    It holds the result so far and the stack of open directories (at most ``FD_WINDOW * 8``
+    deep: a deeper one is left alone and reported)."""
+
+    def __init__(self, root: Root, parent: Dir, res: TreeResult, *, dry_run: bool,
+                 keep: Callable[[os.stat_result], str | None] | None,
+                 keep_name: Callable[[str, bool], str | None] | None) -> None:
+        self.root = root
+        self.parent = parent
+        self.res = res
+        self.dry_run = dry_run
+        self.keep = keep
+        self.keep_name = keep_name
+        self.stack: list[_Pending] = []
+
+    def run(self, top: Dir) -> None:
+        """Remove what *top* holds, then *top* itself; every directory is closed at the end."""
+        stack = self.stack
+        stack.append(self._list(top))
+        try:
+            while stack:
+                level = stack[-1]
+                if level.subdirs:
+                    self._enter(level, level.subdirs.pop())
+                else:
+                    self._leave()
+        finally:
+            for level in stack:
+                level.dir.close()
+
+    def _list(self, d: Dir) -> _Pending:
+        """List a directory just entered: its files go (or stay) now, its sub-directories
+        are noted to visit."""
+        level = _Pending(d)
         try:
             with os.scandir(d.fd) as it:
                 for entry in it:
-                    try:
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                        if is_dir and keep_name is None:
-                            subdirs.append(entry.name)
-                            continue
-                        why = (keep_name(d.join(entry.name), is_dir)
-                               if keep_name is not None else None)
-                        if why is not None:
-                            kept[0] = True
-                            res.hold(d.join(entry.name), why)
-                            continue
-                        if is_dir:
-                            subdirs.append(entry.name)
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    why = keep(st) if keep is not None else None
-                    if why is not None:
-                        kept[0] = True
-                        res.kept += 1
-                        continue
-                    nbytes = freed_bytes(st)
-                    if not dry_run:
-                        try:
-                            unlink_checked(d, entry.name, st)
-                        except FileNotFoundError:
-                            continue
-                        except Changed as exc:  # replaced since the listing: kept
-                            kept[0] = True
-                            res.kept += 1
-                            res.errors.append(str(exc))
-                            continue
-                        except OSError as exc:
-                            if exc.errno == errno.EROFS:
-                                res.readonly = res.readonly or d.join(entry.name)
-                                res.readonly_count += 1
-                            kept[0] = True
-                            res.kept += 1
-                            res.errors.append(f"{display(d.join(entry.name))}: "
-                                              f"{exc.strerror or exc}")
-                            continue
-                    res.files += 1
-                    res.bytes += nbytes
+                    self._judge(level, entry)
         except OSError as exc:
-            kept[0] = True
-            res.errors.append(f"{display(d.path)}: cannot list: {exc.strerror}")
-        return d, subdirs, kept
+            level.kept = True
+            self.res.errors.append(f"{display(d.path)}: cannot list: {exc.strerror}")
+        return level
 
-    stack.append(scan(top))
-    try:
-        while stack:
-            d, subdirs, kept = stack[-1]
-            if subdirs:
-                sub = subdirs.pop()
-                if too_long(d.join(sub)):
-                    kept[0] = True
-                    res.errors.append(f"{display(d.join(sub))}: path longer than {MAX_PATH} "
-                                      "bytes, left alone")
-                    continue
-                try:
-                    child = root.open_dir(d, sub)
-                except FileNotFoundError:
-                    continue
-                except FsError as exc:
-                    kept[0] = True
-                    res.errors.append(str(exc))
-                    continue
-                if len(stack) >= FD_WINDOW * 8:
-                    child.close()
-                    kept[0] = True
-                    res.errors.append(f"{display(child.path)}: nested too deeply, left alone")
-                    continue
-                if is_profile_dir(child):
-                    child.close()
-                    kept[0] = True
-                    res.hold(d.join(sub), "browser profile (holds 'Local State')")
-                    continue
-                stack.append(scan(child))
-                continue
-            stack.pop()
-            parent_dir = stack[-1][0] if stack else parent
-            child_kept = kept[0]
-            child_name = os.path.basename(d.path)
-            d.close()
-            if child_kept:
-                if stack:
-                    stack[-1][2][0] = True
-                continue
-            if not dry_run:
-                try:
-                    os.rmdir(child_name, dir_fd=parent_dir.fd)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    if exc.errno == errno.EROFS:
-                        res.readonly = res.readonly or d.path
-                        res.readonly_count += 1
-                    if stack:
-                        stack[-1][2][0] = True
-                    res.errors.append(f"{display(d.path)}: {exc.strerror}")
-                    continue
-            if not stack:
-                res.removed_dir = True
-    finally:
-        for d, _, _ in stack:
-            d.close()
-    return res
+    def _judge(self, level: _Pending, entry: os.DirEntry[str]) -> None:
+        """One entry of a listed directory: held by name, a sub-directory to visit, kept by
+        *keep*, or removed."""
+        d, keep_name = level.dir, self.keep_name
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if is_dir and keep_name is None:
+                level.subdirs.append(entry.name)
+                return
+            why = keep_name(d.join(entry.name), is_dir) if keep_name is not None else None
+            if why is not None:
+                level.kept = True
+                self.res.hold(d.join(entry.name), why)
+                return
+            if is_dir:
+                level.subdirs.append(entry.name)
+                return
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            return
+        why = self.keep(st) if self.keep is not None else None
+        if why is not None:
+            level.kept = True
+            self.res.kept += 1
+            return
+        self._remove_file(level, entry.name, st)
+
+    def _remove_file(self, level: _Pending, name: str, st: os.stat_result) -> None:
+        """Unlink one judged file (:func:`unlink_checked`: the last-moment check), or only
+        count it in a dry run."""
+        res, d = self.res, level.dir
+        nbytes = freed_bytes(st)
+        if not self.dry_run:
+            try:
+                unlink_checked(d, name, st)
+            except FileNotFoundError:
+                return
+            except Changed as exc:  # replaced since the listing: kept
+                level.kept = True
+                res.kept += 1
+                res.errors.append(str(exc))
+                return
+            except OSError as exc:
+                self._refused(exc, d.join(name))
+                level.kept = True
+                res.kept += 1
+                res.errors.append(f"{display(d.join(name))}: {exc.strerror or exc}")
+                return
+        res.files += 1
+        res.bytes += nbytes
+
+    def _enter(self, level: _Pending, sub: str) -> None:
+        """Open sub-directory *sub* of the directory on top and list it, unless it may not
+        be entered (then it stays, and so does its parent)."""
+        d, res = level.dir, self.res
+        if too_long(d.join(sub)):
+            level.kept = True
+            res.errors.append(f"{display(d.join(sub))}: path longer than {MAX_PATH} "
+                              "bytes, left alone")
+            return
+        try:
+            child = self.root.open_dir(d, sub)
+        except FileNotFoundError:
+            return
+        except FsError as exc:
+            level.kept = True
+            res.errors.append(str(exc))
+            return
+        if len(self.stack) >= FD_WINDOW * 8:
+            child.close()
+            level.kept = True
+            res.errors.append(f"{display(child.path)}: nested too deeply, left alone")
+            return
+        if is_profile_dir(child):
+            child.close()
+            level.kept = True
+            res.hold(d.join(sub), PROFILE_REASON)
+            return
+        self.stack.append(self._list(child))
+
+    def _leave(self) -> None:
+        """Close the directory on top, all of its sub-directories done, and remove it unless
+        something inside stays (then its parent stays too)."""
+        stack = self.stack
+        level = stack.pop()
+        d = level.dir
+        parent_dir = stack[-1].dir if stack else self.parent
+        name = os.path.basename(d.path)
+        d.close()
+        if level.kept:
+            self._parent_keeps()
+            return
+        if not self.dry_run:
+            try:
+                os.rmdir(name, dir_fd=parent_dir.fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self._refused(exc, d.path)
+                self._parent_keeps()
+                self.res.errors.append(f"{display(d.path)}: {exc.strerror}")
+                return
+        if not stack:
+            self.res.removed_dir = True
+
+    def _parent_keeps(self) -> None:
+        if self.stack:
+            self.stack[-1].kept = True
+
+    def _refused(self, exc: OSError, path: str) -> None:
+        """Note a removal a read-only file system refused (the first path, and how many)."""
+        if exc.errno == errno.EROFS:
+            self.res.readonly = self.res.readonly or path
+            self.res.readonly_count += 1
 
 
 # --- open files ------------------------------------------------------------------------------

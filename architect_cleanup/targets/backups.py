@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -46,7 +46,7 @@ from architect_cleanup.backup_verify import State, Verification, VerifyCache, ve
 from architect_cleanup.config import Config, format_duration
 from architect_cleanup.fs import Dir, FsError, compile_patterns, display, free_space, unlink_all
 from architect_cleanup.journal import fields
-from architect_cleanup.offload import DL_TMP_PREFIX, Offload, OffloadError
+from architect_cleanup.offload import DL_TMP_PREFIX, Offload, OffloadError, RemoteObject
 from architect_cleanup.offload import Stopped as UploadStopped
 from architect_cleanup.retention import (
     Backup,
@@ -128,6 +128,11 @@ class _Plan:
     corrupt: list[tuple[str, Verification]] = field(default_factory=list)
 
 
+#: One backup to upload: its name, and its files a restore needs (the backup last) with their
+#: status.
+_Upload = tuple[str, list[tuple[str, os.stat_result]]]
+
+
 @register
 class Backups(FileTarget):
     name = "backups"
@@ -196,10 +201,19 @@ class Backups(FileTarget):
     # --- plan ---------------------------------------------------------------------------------
 
     def _plan(self, ctx: RunContext, result: TargetResult, plan: _Plan, tz: tzinfo) -> None:
-        cfg = ctx.config.backups
-        d, files, siblings = plan.d, plan.files, plan.siblings
+        """Judge one backup directory: list it, pair each backup with its side files, hold
+        what takes no part in the rules, verify the rest, then apply the policy."""
+        candidates = self._pair_siblings(result, plan, self._list(result, plan))
+        ready = self._ready(ctx, plan, candidates)
+        self._report_corrupt(ctx, result, plan, ready)
+        self._judge(plan, ready, tz)
+
+    def _list(self, result: TargetResult, plan: _Plan) -> list[str]:
+        """Stat every backup and every side file of the directory (into ``plan.files``);
+        the backups' names, in listing order."""
+        files = plan.files
         candidates: list[str] = []
-        with os.scandir(d.fd) as it:
+        with os.scandir(plan.d.fd) as it:
             for entry in it:
                 name = entry.name
                 if bc.is_temporary(name) or name.startswith(DL_TMP_PREFIX):
@@ -213,6 +227,14 @@ class Backups(FileTarget):
                 except OSError:
                     continue
         result.checked += len(files)
+        return candidates
+
+    def _pair_siblings(self, result: TargetResult, plan: _Plan,
+                       candidates: list[str]) -> list[str]:
+        """File each side file (and a compressed twin) under the backup it goes with, in
+        ``plan.siblings``; a side file whose backup is gone is noted and left alone. The
+        candidates that are backups of their own."""
+        d, files, siblings = plan.d, plan.files, plan.siblings
         chosen = set(candidates)
         # a crash between compressing and removing the original leaves X.db and X.db.zst:
         # one backup, the .zst going with the original
@@ -232,25 +254,21 @@ class Backups(FileTarget):
             else:
                 if self._is_backup(base) or bc.original_name(base).endswith((".db", ".sqlite")):
                     result.note(f"{display(d.join(name))}: its backup is gone; left alone")
-        candidates = [n for n in candidates if n in chosen]
+        return [n for n in candidates if n in chosen]
 
+    def _ready(self, ctx: RunContext, plan: _Plan, candidates: list[str]) -> list[Backup[str]]:
+        """The backups that take part in the rules: not held (``plan.held``), verified
+        (``plan.checks``) and not corrupt (``plan.corrupt``), with their side files' size."""
+        cfg = ctx.config.backups
+        d, files, siblings = plan.d, plan.files, plan.siblings
         ready: list[Backup[str]] = []
         for name in candidates:
             if name not in files:
                 continue
             st = files[name]
-            if not stat.S_ISREG(st.st_mode):
-                plan.held.append((name, "not a regular file"))
-                continue
-            age = ctx.now_ts - st.st_mtime
-            if age < cfg.min_age.total_seconds() and st.st_mtime <= ctx.future_limit:
-                plan.held.append((name, f"{age_text(max(age, 0))}, younger than min_age: may "
-                                        "still be being written (not counted)"))
-                continue
-            if self.last_moment_keep(ctx, st) is Hold.FUTURE:
-                self._warn_future(d.join(name), st, ctx)
-                plan.held.append((name, f"{future_text(st.st_mtime - ctx.now_ts)} "
-                                        "(not counted)"))
+            held = self._held_before_rules(ctx, plan, name, st)
+            if held is not None:
+                plan.held.append((name, held))
                 continue
             ctx.check_stop()
             check = verify_cached(self._verify_cache, d.fd, name, d.join(name),
@@ -263,8 +281,27 @@ class Backups(FileTarget):
             size = st.st_size + sum(s.st_size for s in sibs)
             frees = sum(_allocated(s) for s in (st, *sibs))
             ready.append(Backup(bc.original_name(name), st.st_mtime, size, name, frees))
-        self._report_corrupt(ctx, result, plan, ready)
+        return ready
 
+    def _held_before_rules(self, ctx: RunContext, plan: _Plan, name: str,
+                           st: os.stat_result) -> str | None:
+        """Why a backup is kept without counting in any rule, budget or floor (not a regular
+        file, younger than min_age, modified in the future: warned about), or None."""
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        age = ctx.now_ts - st.st_mtime
+        if age < ctx.config.backups.min_age.total_seconds() and st.st_mtime <= ctx.future_limit:
+            return (f"{age_text(max(age, 0))}, younger than min_age: may still be being "
+                    "written (not counted)")
+        if self.last_moment_keep(ctx, st) is Hold.FUTURE:
+            self._warn_future(plan.d.join(name), st, ctx)
+            return f"{future_text(st.st_mtime - ctx.now_ts)} (not counted)"
+        return None
+
+    @staticmethod
+    def _judge(plan: _Plan, ready: list[Backup[str]], tz: tzinfo) -> None:
+        """The policy over the ready backups (``plan.verdicts``); a policy that cannot be
+        applied (``plan.problem``) keeps them all."""
         if plan.policy.kind is PolicyKind.NEWEST:
             # the plain number keeps its original code path and reasons, exactly as before
             plan.verdicts = keep_newest(ready, plan.policy.keep_last, plan.label)
@@ -365,51 +402,68 @@ class Backups(FileTarget):
     # --- apply --------------------------------------------------------------------------------
 
     def _apply(self, ctx: RunContext, result: TargetResult, plan: _Plan) -> None:
-        d, label = plan.d, plan.label
+        label = plan.label
         cfg = ctx.config.backups
         for name, reason in plan.held:
             self._kept_bytes(result, label, plan.files[name].st_size)
-            self.keep(ctx, result, d.join(name), reason, label)
+            self.keep(ctx, result, plan.d.join(name), reason, label)
             self._row(plan, name, "keep", reason)
         self._apply_corrupt(ctx, result, plan)
         doomed = [v for v in plan.verdicts if not v.keep]
         keep = [v for v in plan.verdicts if v.keep]
         renamed = self._compress(ctx, result, plan, keep) if cfg.compress.after is not None else {}
-        safe: set[str] = {v.backup.ref for v in doomed}
-        if cfg.offload.enabled:
-            wanted = list(doomed)
-            if cfg.offload.upload == "all":
-                wanted += [v for v in keep if plan.checks.get(v.backup.ref) is not None
-                           and plan.checks[v.backup.ref].state is State.GOOD]
-            safe = self._upload(ctx, result, plan, wanted, {v.backup.ref for v in doomed},
-                                renamed)
+        safe = self._removable(ctx, result, plan, doomed, keep, renamed)
         kept = removed = 0
         for v in plan.verdicts:
-            name = renamed.get(v.backup.ref, v.backup.ref)
-            if v.keep:
-                kept += 1
-                self._kept_bytes(result, label, v.backup.size)
-                self.keep(ctx, result, d.join(name), v.reason, label)
-                self._row(plan, name, "keep", v.reason + (
-                    "; would be compressed" if name in self._would_compress else ""))
-            elif name not in safe:
-                kept += 1
-                self._kept_bytes(result, label, v.backup.size)
-                reason = f"{v.reason}; kept: no verified copy in the bucket"
-                self.keep(ctx, result, d.join(name), reason, label)
-                self._row(plan, name, "keep", reason)
-            elif self.remove(ctx, result, d, name, plan.files[name], v.reason, part=label,
-                             siblings=tuple(plan.siblings.get(name, ()))):
+            if self._apply_verdict(ctx, result, plan, v, renamed.get(v.backup.ref, v.backup.ref),
+                                   safe):
                 removed += 1  # (a real run's journal gets one entry per item: the worker)
-                self._row(plan, name, "remove", v.reason)
             else:
                 kept += 1
-                self._kept_bytes(result, label, v.backup.size)
-                self._row(plan, name, "keep", f"{v.reason}; kept at the last moment")
         if plan.verdicts:
             log.info("backups: %s: kept %d, %s %d by %s (%s)", label, kept,
                      "would remove" if ctx.dry_run else "removed", removed, plan.source,
                      plan.policy.describe())
+
+    def _removable(self, ctx: RunContext, result: TargetResult, plan: _Plan,
+                   doomed: list[Verdict[str]], keep: list[Verdict[str]],
+                   renamed: dict[str, str]) -> set[str]:
+        """The doomed backups that may go: all of them, or with offload on, those with a
+        verified copy in the bucket (uploading what needs it, and with ``upload = "all"``
+        the good kept ones too)."""
+        cfg = ctx.config.backups
+        if not cfg.offload.enabled:
+            return {v.backup.ref for v in doomed}
+        wanted = list(doomed)
+        if cfg.offload.upload == "all":
+            wanted += [v for v in keep if plan.checks.get(v.backup.ref) is not None
+                       and plan.checks[v.backup.ref].state is State.GOOD]
+        return self._upload(ctx, result, plan, wanted, {v.backup.ref for v in doomed}, renamed)
+
+    def _apply_verdict(self, ctx: RunContext, result: TargetResult, plan: _Plan,
+                       v: Verdict[str], name: str, safe: set[str]) -> bool:
+        """Keep or remove one judged backup (under its name now: *name*); True when it is
+        (or would be) gone."""
+        d, label = plan.d, plan.label
+        if v.keep:
+            self._kept_bytes(result, label, v.backup.size)
+            self.keep(ctx, result, d.join(name), v.reason, label)
+            self._row(plan, name, "keep", v.reason + (
+                "; would be compressed" if name in self._would_compress else ""))
+            return False
+        if name not in safe:
+            self._kept_bytes(result, label, v.backup.size)
+            reason = f"{v.reason}; kept: no verified copy in the bucket"
+            self.keep(ctx, result, d.join(name), reason, label)
+            self._row(plan, name, "keep", reason)
+            return False
+        if self.remove(ctx, result, d, name, plan.files[name], v.reason, part=label,
+                       siblings=tuple(plan.siblings.get(name, ()))):
+            self._row(plan, name, "remove", v.reason)
+            return True
+        self._kept_bytes(result, label, v.backup.size)
+        self._row(plan, name, "keep", f"{v.reason}; kept at the last moment")
+        return False
 
     def _apply_corrupt(self, ctx: RunContext, result: TargetResult, plan: _Plan) -> None:
         after = ctx.config.backups.verify.remove_corrupt_after
@@ -463,7 +517,6 @@ class Backups(FileTarget):
         """Compress kept backups older than ``after``; the names they have now."""
         cfg = ctx.config.backups.compress
         assert cfg.after is not None
-        d = plan.d
         renamed: dict[str, str] = {}
         todo = [v.backup.ref for v in keep
                 if not bc.is_compressed(v.backup.ref)
@@ -475,44 +528,55 @@ class Backups(FileTarget):
                 self._would_compress.add(name)
                 result.part(plan.label).setdefault("compressed", 0)
                 result.part(plan.label)["compressed"] += 1
-                log.info("backups: would compress %s (older than %s)", display(d.join(name)),
-                         format_duration(cfg.after))
+                log.info("backups: would compress %s (older than %s)",
+                         display(plan.d.join(name)), format_duration(cfg.after))
             return renamed
         for i, name in enumerate(todo, 1):
             ctx.check_stop()
             ctx.status(f"backups: {plan.label}: compressing {i}/{len(todo)}")
             if self.last_moment_keep(ctx, plan.files[name]) is not None:
                 continue
-            try:
-                done = bc.compress_backup(d.fd, name, level=cfg.level,
-                                          should_stop=ctx.should_stop)
-            except bc.Stopped:
-                raise Interrupted("stopped on request") from None
-            except (bc.CompressError, OSError) as exc:
-                text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                result.error(f"{label_of(plan)}: {display(name)}: not compressed: {text}")
-                continue
-            outcomes = unlink_all(d, list(done.remove))
-            failed = [str(e) for e in outcomes if e is not None]
-            if failed:
-                result.error(f"{display(name)}: compressed, but the original stays: "
-                             f"{failed[0]}")
-                continue
-            new = done.name
-            st = os.stat(new, dir_fd=d.fd, follow_symlinks=False)
-            plan.files[new] = st
-            plan.siblings[new] = [(f.target, os.stat(f.target, dir_fd=d.fd,
-                                                     follow_symlinks=False))
-                                  for f in done.files if f.target != new]
-            check = verify_cached(self._verify_cache, d.fd, new, d.join(new),
-                                  check=ctx.config.backups.verify.check)  # type: ignore[arg-type]
-            plan.checks[new] = check
-            renamed[name] = new
-            part = result.part(plan.label)
-            part["compressed"] = part.get("compressed", 0) + 1
-            log.info("backups: compressed %s to %s (%s -> %s)", display(d.join(name)), new,
-                     format_size(done.size), format_size(done.compressed_size))
+            new = self._compress_one(ctx, result, plan, name)
+            if new is not None:
+                renamed[name] = new
         return renamed
+
+    def _compress_one(self, ctx: RunContext, result: TargetResult, plan: _Plan,
+                      name: str) -> str | None:
+        """Compress one backup, then remove its original (:func:`fs.unlink_all`); the name
+        it has now (its new files stat'ed and verified into *plan*), or None when it stays
+        as it was."""
+        cfg = ctx.config.backups.compress
+        d = plan.d
+        try:
+            done = bc.compress_backup(d.fd, name, level=cfg.level,
+                                      should_stop=ctx.should_stop)
+        except bc.Stopped:
+            raise Interrupted("stopped on request") from None
+        except (bc.CompressError, OSError) as exc:
+            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            result.error(f"{label_of(plan)}: {display(name)}: not compressed: {text}")
+            return None
+        outcomes = unlink_all(d, list(done.remove))
+        failed = [str(e) for e in outcomes if e is not None]
+        if failed:
+            result.error(f"{display(name)}: compressed, but the original stays: "
+                         f"{failed[0]}")
+            return None
+        new = done.name
+        st = os.stat(new, dir_fd=d.fd, follow_symlinks=False)
+        plan.files[new] = st
+        plan.siblings[new] = [(f.target, os.stat(f.target, dir_fd=d.fd,
+                                                 follow_symlinks=False))
+                              for f in done.files if f.target != new]
+        check = verify_cached(self._verify_cache, d.fd, new, d.join(new),
+                              check=ctx.config.backups.verify.check)  # type: ignore[arg-type]
+        plan.checks[new] = check
+        part = result.part(plan.label)
+        part["compressed"] = part.get("compressed", 0) + 1
+        log.info("backups: compressed %s to %s (%s -> %s)", display(d.join(name)), new,
+                 format_size(done.size), format_size(done.compressed_size))
+        return new
 
     # --- offload ------------------------------------------------------------------------------
 
@@ -531,77 +595,95 @@ class Backups(FileTarget):
                 renamed: dict[str, str]) -> set[str]:
         """Upload and verify each wanted backup's data files; the names (of *doomed*) that
         have a verified copy and so may be removed."""
-        d, label = plan.d, plan.label
-        names = [renamed.get(v.backup.ref, v.backup.ref) for v in wanted]
-        url = self._url
-        jobs: list[tuple[str, list[tuple[str, os.stat_result]]]] = []
-        for name in names:
-            parts = [(n, st) for n, st in plan.siblings.get(name, ()) if _data_side(n)]
-            parts.append((name, plan.files[name]))
-            if name not in doomed and self._uploaded is not None and all(
-                    self._uploaded.lookup(st, url) for _, st in parts):
-                continue  # upload = "all": this one went up (and was verified) before
-            jobs.append((name, parts))
+        label = plan.label
+        jobs = self._upload_jobs(plan, wanted, doomed, renamed)
         if not jobs:
             return set()
         if ctx.dry_run:
             for name, _ in jobs:
-                log.info("backups: would upload %s to %s and verify it%s", display(d.join(name)),
-                         url, ", then remove it" if name in doomed else "")
+                log.info("backups: would upload %s to %s and verify it%s",
+                         display(plan.d.join(name)), self._url,
+                         ", then remove it" if name in doomed else "")
             result.part(label)["to_upload"] = len(jobs)
             return {name for name, _ in jobs if name in doomed}
+        client = self._upload_client(ctx, label, jobs, doomed)
+        if client is None:
+            return set()
+        progress = _UploadProgress(ctx, len(jobs), sum(st.st_size for _, parts in jobs
+                                                       for _, st in parts))
+        safe: set[str] = set()
+        part = result.part(label)
+        for i, (name, parts) in enumerate(jobs, 1):
+            ctx.check_stop()
+            ok = self._upload_one(ctx, result, client, plan, name, parts, name in doomed,
+                                  progress.start(i))
+            progress.done += sum(st.st_size for _, st in parts)
+            if not ok:
+                continue
+            part["uploaded"] = part.get("uploaded", 0) + 1
+            if name in doomed:
+                safe.add(name)
+        return safe
+
+    def _upload_jobs(self, plan: _Plan, wanted: list[Verdict[str]], doomed: set[str],
+                     renamed: dict[str, str]) -> list[_Upload]:
+        """Each wanted backup (under its name now) with the files a restore needs, but for a
+        kept one whose every file went up (and was verified) before."""
+        jobs: list[_Upload] = []
+        for name in [renamed.get(v.backup.ref, v.backup.ref) for v in wanted]:
+            parts = [(n, st) for n, st in plan.siblings.get(name, ()) if _data_side(n)]
+            parts.append((name, plan.files[name]))
+            if name not in doomed and self._uploaded is not None and all(
+                    self._uploaded.lookup(st, self._url) for _, st in parts):
+                continue  # upload = "all": this one went up (and was verified) before
+            jobs.append((name, parts))
+        return jobs
+
+    def _upload_client(self, ctx: RunContext, label: str,
+                       jobs: list[_Upload],
+                       doomed: set[str]) -> Offload | None:
+        """The bucket's client, its stale multipart uploads aborted; None (the backups to
+        remove kept, the failure recorded) when offload is unavailable."""
         try:
             client = self._client(ctx)
         except OffloadError as exc:
             n = sum(1 for name, _ in jobs if name in doomed)
             self._failures.append(f"{label}: offload unavailable, {n} backup(s) kept: {exc}")
             log.error("backups: %s: offload unavailable: %s", label, exc)
-            return set()
+            return None
         try:  # unfinished multipart uploads a crash left (we hold the run lock)
             client.abort_stale_uploads(label)
         except OffloadError as exc:
             log.warning("backups: %s: %s", label, exc)
-        total = sum(st.st_size for _, parts in jobs for _, st in parts)
-        done_bytes = 0
-        safe: set[str] = set()
-        part = result.part(label)
-        for i, (name, parts) in enumerate(jobs, 1):
-            ctx.check_stop()
-            base = done_bytes
-            ctx.status(f"backups: uploading {i}/{len(jobs)}, {base / 1024**3:.1f} of "
-                       f"{total / 1024**3:.1f} GB", force=True)
+        return client
 
-            def progress(sent: int, _all: int, i: int = i, base: int = base) -> None:
-                ctx.status(f"backups: uploading {i}/{len(jobs)}, "
-                           f"{(base + sent) / 1024**3:.1f} of {total / 1024**3:.1f} GB")
-
-            try:
-                for fname, st in parts:
-                    up = client.upload(d.fd, fname, label, should_stop=ctx.should_stop,
-                                       progress=progress)
-                    if up.skipped and name in doomed:
-                        # the copy is from an earlier run: before the local one goes, read
-                        # it back whole (damage at rest does not show in a stored checksum)
-                        client.verify_remote(label, fname, should_stop=ctx.should_stop)
-                    base += st.st_size
-                    if self._uploaded is not None:
-                        self._uploaded.store(d.join(fname), st, url, up.key, up.sha256)
-            except UploadStopped:
-                raise Interrupted("stopped on request") from None
-            except (OffloadError, OSError) as exc:
-                text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                why = "kept" if name in doomed else "not uploaded"
-                msg = f"{label}: {display(name)}: upload failed, {why}: {text}"
-                result.error(msg)
-                self._failures.append(msg)
-                log.error("backups: %s", msg)
-                continue
-            finally:
-                done_bytes += sum(st.st_size for _, st in parts)
-            part["uploaded"] = part.get("uploaded", 0) + 1
-            if name in doomed:
-                safe.add(name)
-        return safe
+    def _upload_one(self, ctx: RunContext, result: TargetResult, client: Offload, plan: _Plan,
+                    name: str, parts: list[tuple[str, os.stat_result]], doomed: bool,
+                    progress: Callable[[int, int], None]) -> bool:
+        """Upload one backup's files (a copy from an earlier run of one about to go is read
+        back whole first); False, the failure recorded, when one of them did not go up."""
+        d, label = plan.d, plan.label
+        try:
+            for fname, st in parts:
+                up = client.upload(d.fd, fname, label, should_stop=ctx.should_stop,
+                                   progress=progress)
+                if up.skipped and doomed:
+                    # the copy is from an earlier run: before the local one goes, read
+                    # it back whole (damage at rest does not show in a stored checksum)
+                    client.verify_remote(label, fname, should_stop=ctx.should_stop)
+                if self._uploaded is not None:
+                    self._uploaded.store(d.join(fname), st, self._url, up.key, up.sha256)
+        except UploadStopped:
+            raise Interrupted("stopped on request") from None
+        except (OffloadError, OSError) as exc:
+            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            why = "kept" if doomed else "not uploaded"
+            msg = f"{label}: {display(name)}: upload failed, {why}: {text}"
+            result.error(msg)
+            self._failures.append(msg)
+            log.error("backups: %s", msg)
+            return False
+        return True
 
     def _remote_retention(self, ctx: RunContext, result: TargetResult, plan: _Plan,
                           tz: tzinfo) -> None:
@@ -616,49 +698,41 @@ class Backups(FileTarget):
         except OffloadError as exc:
             self._failures.append(f"{plan.label}: remote retention: {exc}")
             return
-        groups: dict[str, list[str]] = {}
-        mains: dict[str, Backup[str]] = {}
-        by_name = {o.name: o for o in objects}
-        for o in objects:
-            sib = bc.sibling_of(o.name)
-            owner = sib[0] if sib is not None and sib[0] in by_name else o.name
-            groups.setdefault(owner, []).append(o.name)
-        for owner, members in groups.items():
-            o = by_name[owner]
-            mtime = o.mtime_ns / 1e9 if o.mtime_ns is not None else o.last_modified
-            size = sum(by_name[m].size for m in members)
-            mains[owner] = Backup(bc.original_name(owner), mtime, size, owner)
+        groups, mains = _bucket_backups(objects)
         label = f"{plan.label} (bucket)"
         try:
-            verdicts = (keep_newest(list(mains.values()), policy.keep_last, label)
+            verdicts = (keep_newest(mains, policy.keep_last, label)
                         if policy.kind is PolicyKind.NEWEST
-                        else select(list(mains.values()), policy, tz, label))
+                        else select(mains, policy, tz, label))
         except PolicyError as exc:
             self._failures.append(f"{plan.label}: remote retention: {exc}")
             return
-        removed = 0
-        for v in verdicts:
-            if v.keep:
-                continue
-            for member in sorted(groups[v.backup.ref], key=lambda m: m == v.backup.ref):
-                if ctx.dry_run:
-                    continue
-                try:
-                    client.delete(plan.label, member)
-                except OffloadError as exc:
-                    result.error(f"{label}: {member}: not deleted: {exc}")
-                    break
-            else:
-                removed += 1
-                log.info("backups: %s %s from the bucket (%s)",
-                         "would delete" if ctx.dry_run else "deleted", v.backup.ref, v.reason)
-                self.inventory.append({"env": plan.label, "name": v.backup.ref,
-                                       "remote": True, "verdict": "remove",
-                                       "reason": v.reason})
+        removed = sum(self._delete_remote(ctx, result, client, plan, label, v,
+                                          groups[v.backup.ref])
+                      for v in verdicts if not v.keep)
         result.part(plan.label)["remote_removed"] = removed
         result.part(plan.label)["remote_kept"] = sum(1 for v in verdicts if v.keep)
         log.info("backups: %s: %s %d of %d by %s", label,
                  "would delete" if ctx.dry_run else "deleted", removed, len(verdicts), source)
+
+    def _delete_remote(self, ctx: RunContext, result: TargetResult, client: Offload,
+                       plan: _Plan, label: str, v: Verdict[str], members: list[str]) -> bool:
+        """Delete one backup's objects from the bucket (its side files first, or only count
+        in a dry run); False when one of them could not be deleted."""
+        for member in sorted(members, key=lambda m: m == v.backup.ref):
+            if ctx.dry_run:
+                continue
+            try:
+                client.delete(plan.label, member)
+            except OffloadError as exc:
+                result.error(f"{label}: {member}: not deleted: {exc}")
+                return False
+        log.info("backups: %s %s from the bucket (%s)",
+                 "would delete" if ctx.dry_run else "deleted", v.backup.ref, v.reason)
+        self.inventory.append({"env": plan.label, "name": v.backup.ref,
+                               "remote": True, "verdict": "remove",
+                               "reason": v.reason})
+        return True
 
     @staticmethod
     def _kept_bytes(result: TargetResult, label: str, size: int) -> None:
@@ -669,6 +743,50 @@ class Backups(FileTarget):
 
 def label_of(plan: _Plan) -> str:
     return plan.label
+
+
+@dataclass
+class _UploadProgress:
+    """STATUS= lines while one directory's backups go up: ``uploading 2/5, 1.2 of 3.4 GB``."""
+
+    ctx: RunContext
+    count: int
+    total: int
+    #: bytes of the backups before the one going up now
+    done: int = 0
+
+    def start(self, i: int) -> Callable[[int, int], None]:
+        """Show backup *i* starting (always); the callback for its bytes sent so far."""
+        base = self.done
+        self._show(i, base, force=True)
+
+        def progress(sent: int, _all: int) -> None:
+            self._show(i, base + sent)
+
+        return progress
+
+    def _show(self, i: int, at: int, *, force: bool = False) -> None:
+        self.ctx.status(f"backups: uploading {i}/{self.count}, {at / 1024**3:.1f} of "
+                        f"{self.total / 1024**3:.1f} GB", force=force)
+
+
+def _bucket_backups(objects: Sequence[RemoteObject]
+                    ) -> tuple[dict[str, list[str]], list[Backup[str]]]:
+    """The bucket's objects of one directory as backups: each side file grouped with its
+    backup (the object names of each backup), and each backup's time and total size."""
+    groups: dict[str, list[str]] = {}
+    by_name = {o.name: o for o in objects}
+    for o in objects:
+        sib = bc.sibling_of(o.name)
+        owner = sib[0] if sib is not None and sib[0] in by_name else o.name
+        groups.setdefault(owner, []).append(o.name)
+    mains: list[Backup[str]] = []
+    for owner, members in groups.items():
+        o = by_name[owner]
+        mtime = o.mtime_ns / 1e9 if o.mtime_ns is not None else o.last_modified
+        size = sum(by_name[m].size for m in members)
+        mains.append(Backup(bc.original_name(owner), mtime, size, owner))
+    return groups, mains
 
 
 def _data_side(name: str) -> bool:

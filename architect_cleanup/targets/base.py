@@ -295,64 +295,39 @@ class FileTarget(Target):
         """:meth:`judge_by_age`'s system calls (``lstat``, the last-moment reasons, every
         unlink), safe on any thread: it touches no result, decision or log. It returns the
         report, to run on the run's own thread in walk order, which counts and decides
-        exactly as the one-pass loop did, in the same order.
-
-        This loop runs once per candidate file, so it keeps to locals and keeps what the
-        report needs only when someone reads decisions."""
-        fd = d.fd
+        exactly as the one-pass loop did, in the same order."""
+        judged = _by_age(ctx, d, names, max_age, protected)
+        removal = self.removal_work(ctx, d, judged.doomed) if judged.doomed else None
         now = ctx.now_ts
-        future = ctx.future_limit
-        wants = ctx.wants_decisions
-        # (name, its status or None, what: 0 protected, 1 not a file, 2 future, 3 young)
-        held: list[tuple[str, os.stat_result | None, int]] = []
-        quiet = 0  # young files nobody reads a decision about
-        doomed: list[tuple[str, os.stat_result]] = []
-        young_bytes = 0
-        for name in names:
-            if protected is not None and protected(name):
-                held.append((name, None, 0))
-                continue
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError:
-                continue  # vanished since the listing
-            mode = st.st_mode
-            if not (S_ISREG(mode) or S_ISLNK(mode)):
-                held.append((name, None, 1))
-                continue
-            if now - st.st_mtime <= max_age:
-                young_bytes += st.st_size
-                if st.st_mtime > future:
-                    held.append((name, st, 2))
-                elif wants:
-                    held.append((name, st, 3))
-                else:
-                    quiet += 1
-                continue
-            doomed.append((name, st))
-        removal = self.removal_work(ctx, d, doomed) if doomed else None
 
         def report(result: TargetResult) -> None:
-            for name, st, what in held:
-                path = d.join(name)
-                if what == 0:
-                    self.keep(ctx, result, path, protected_reason)
-                elif what == 1:
-                    self.keep(ctx, result, path, "not a regular file")
-                elif what == 2:
-                    assert st is not None
-                    self._warn_future(path, st, ctx)
-                    self.keep(ctx, result, path, future_text(st.st_mtime - now))
-                else:
-                    assert st is not None
-                    age = now - st.st_mtime
-                    self.keep(ctx, result, path, f"{age_text(max(age, 0))}, {young} {limit}")
-            result.kept += quiet
-            result.kept_bytes += young_bytes
+            for name, st, what in judged.held:
+                self._keep_held(ctx, result, d.join(name), st, what,
+                                protected_reason, f"{young} {limit}")
+            result.kept += judged.quiet
+            result.kept_bytes += judged.young_bytes
             if removal is not None:
                 removal(result, lambda st: f"{age_text(now - st.st_mtime)} > {limit}")
 
         return report
+
+    def _keep_held(self, ctx: RunContext, result: TargetResult, path: str,
+                   st: os.stat_result | None, what: int, protected_reason: str,
+                   young: str) -> None:
+        """Report one file the age rule keeps (see :class:`_AgeSort`): protected, not a
+        file, modified in the future (warned about) or young (*young*: "younger than 30d")."""
+        if what == _PROTECTED:
+            self.keep(ctx, result, path, protected_reason)
+        elif what == _NOT_A_FILE:
+            self.keep(ctx, result, path, "not a regular file")
+        elif what == _FUTURE:
+            assert st is not None
+            self._warn_future(path, st, ctx)
+            self.keep(ctx, result, path, future_text(st.st_mtime - ctx.now_ts))
+        else:
+            assert st is not None
+            age = ctx.now_ts - st.st_mtime
+            self.keep(ctx, result, path, f"{age_text(max(age, 0))}, {young}")
 
     def remove_all(self, ctx: RunContext, result: TargetResult, d: Dir,
                    judged: list[tuple[str, os.stat_result]],
@@ -486,6 +461,64 @@ class FileTarget(Target):
         if self._warned_future <= 10:
             ahead = st.st_mtime - ctx.now_ts
             log.warning("%s: %s is %s; kept", self.name, display(path), future_text(ahead))
+
+
+#: Why the age rule keeps a file (:class:`_AgeSort`): protected by name, not a regular file,
+#: modified in the future, younger than the limit.
+_PROTECTED, _NOT_A_FILE, _FUTURE, _YOUNG = range(4)
+
+
+@dataclass(slots=True)
+class _AgeSort:
+    """One directory's matching names sorted by the age rule (:func:`_by_age`)."""
+
+    #: (name, its status or None, why it stays: _PROTECTED, _NOT_A_FILE, _FUTURE or _YOUNG)
+    held: list[tuple[str, os.stat_result | None, int]] = field(default_factory=list)
+    #: young files nobody reads a decision about (only counted)
+    quiet: int = 0
+    young_bytes: int = 0
+    #: older than the limit: what the last-moment checks and the unlinks get
+    doomed: list[tuple[str, os.stat_result]] = field(default_factory=list)
+
+
+def _by_age(ctx: RunContext, d: Dir, names: list[str], max_age: float,
+            protected: Callable[[str], bool] | None) -> _AgeSort:
+    """``lstat`` each name that is not *protected* and sort it by its own mtime: more than
+    *max_age* seconds before ``now`` is doomed, younger is kept. Safe on any thread.
+
+    This loop runs once per candidate file, so it keeps to locals and keeps what the report
+    needs only when someone reads decisions."""
+    fd = d.fd
+    now = ctx.now_ts
+    future = ctx.future_limit
+    wants = ctx.wants_decisions
+    out = _AgeSort()
+    held, doomed = out.held, out.doomed
+    quiet = young_bytes = 0
+    for name in names:
+        if protected is not None and protected(name):
+            held.append((name, None, _PROTECTED))
+            continue
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            continue  # vanished since the listing
+        mode = st.st_mode
+        if not (S_ISREG(mode) or S_ISLNK(mode)):
+            held.append((name, None, _NOT_A_FILE))
+            continue
+        if now - st.st_mtime <= max_age:
+            young_bytes += st.st_size
+            if st.st_mtime > future:
+                held.append((name, st, _FUTURE))
+            elif wants:
+                held.append((name, st, _YOUNG))
+            else:
+                quiet += 1
+            continue
+        doomed.append((name, st))
+    out.quiet, out.young_bytes = quiet, young_bytes
+    return out
 
 
 #: A target's report of work done on a pool thread: it counts and decides on the run's own

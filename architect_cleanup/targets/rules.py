@@ -29,7 +29,7 @@ import os
 import re
 import sqlite3
 from stat import S_ISDIR, S_ISLNK, S_ISREG
-from typing import Any
+from typing import Any, NamedTuple
 
 from architect_cleanup.backup_compress import CompressError, compress_backup, is_compressed
 from architect_cleanup.config import Config, FileRule, TableRule, format_duration
@@ -81,6 +81,14 @@ log = logging.getLogger(__name__)
 
 #: Side files of a SQLite database: removed with the file they belong to, never alone.
 SIDES = ("-wal", "-shm", "-journal")
+
+
+class _Entry(NamedTuple):
+    """A name a file rule judges, with its status and whether it is a directory."""
+
+    name: str
+    st: os.stat_result
+    is_dir: bool
 
 
 def _side_of(name: str) -> str | None:
@@ -189,9 +197,32 @@ class FileRuleRun:
 
     def _judge_dir(self, ctx: RunContext, result: TargetResult, root: Root, d: Dir,
                    files: list[str], dirs: list[str]) -> None:
+        """One directory's matching names: newest first, each kept or acted on (the running
+        total of their sizes is what ``max_total_size`` is measured against)."""
+        entries, sides = self._candidates(ctx, result, d, files, dirs)
+        entries.sort(key=lambda e: (e.st.st_mtime, e.name), reverse=True)
+        total = 0
+        for i, e in enumerate(entries):
+            total += e.st.st_size if not e.is_dir else 0
+            why = self._why_act(ctx, result, d, e, i, total)
+            if why is None:
+                continue
+            if e.is_dir:
+                self._remove_dir(ctx, result, root, d, e.name, why)
+            elif self.rule.action == "compress":
+                self._compress(ctx, result, d, e.name, e.st, why, tuple(sides.get(e.name, ())))
+            else:
+                self.t.remove(ctx, result, d, e.name, e.st, why,
+                              siblings=tuple(sides.get(e.name, ())))
+
+    def _candidates(self, ctx: RunContext, result: TargetResult, d: Dir, files: list[str],
+                    dirs: list[str]
+                    ) -> tuple[list[_Entry], dict[str, list[tuple[str, os.stat_result]]]]:
+        """The names this rule judges (not another owner's, of the kind it matched, not
+        already compressed), and the database side files going with a matching file."""
         rule, t = self.rule, self.t
         matched = set(files)
-        entries: list[tuple[str, os.stat_result, bool]] = []
+        entries: list[_Entry] = []
         sides: dict[str, list[tuple[str, os.stat_result]]] = {}
         for name, is_dir in [*((n, False) for n in files), *((n, True) for n in dirs)]:
             theirs = self.owner(d.path, name, is_dir)
@@ -217,36 +248,31 @@ class FileRuleRun:
                 continue
             if not is_dir and rule.action == "compress" and is_compressed(name):
                 continue  # already done
-            entries.append((name, st, is_dir))
-        entries.sort(key=lambda e: (e[1].st_mtime, e[0]), reverse=True)
-        total = 0
-        for i, (name, st, is_dir) in enumerate(entries):
-            path = d.join(name) + ("/" if is_dir else "")
-            age = ctx.now_ts - st.st_mtime
-            total += st.st_size if not is_dir else 0
-            if i < rule.keep_newest:
-                t.keep(ctx, result, path, f"rule {rule.name}: newest {rule.keep_newest} in "
-                                          "this directory")
-                continue
-            why = None
-            if self.max_age is not None and age > self.max_age:
-                why = f"rule {rule.name}: {age_text(age)} > {self.limit}"
-            elif rule.max_total_size is not None and total > rule.max_total_size:
-                why = (f"rule {rule.name}: beyond max_total_size "
-                       f"{rule.max_total_size:,} bytes of this directory")
-            if why is None:
-                if st.st_mtime > ctx.future_limit:
-                    t.keep(ctx, result, path, "modified in the future")
-                else:
-                    t.keep(ctx, result, path, f"rule {rule.name}: {age_text(max(age, 0))}, "
-                                              "within its limits")
-                continue
-            if is_dir:
-                self._remove_dir(ctx, result, root, d, name, why)
-            elif rule.action == "compress":
-                self._compress(ctx, result, d, name, st, why, tuple(sides.get(name, ())))
-            else:
-                t.remove(ctx, result, d, name, st, why, siblings=tuple(sides.get(name, ())))
+            entries.append(_Entry(name, st, is_dir))
+        return entries, sides
+
+    def _why_act(self, ctx: RunContext, result: TargetResult, d: Dir, e: _Entry, i: int,
+                 total: int) -> str | None:
+        """The rule's reason to act on the *i*-th newest entry (*total*: the sizes so far),
+        or None when it is kept (and reported so)."""
+        rule, t = self.rule, self.t
+        path = d.join(e.name) + ("/" if e.is_dir else "")
+        age = ctx.now_ts - e.st.st_mtime
+        if i < rule.keep_newest:
+            t.keep(ctx, result, path, f"rule {rule.name}: newest {rule.keep_newest} in "
+                                      "this directory")
+            return None
+        if self.max_age is not None and age > self.max_age:
+            return f"rule {rule.name}: {age_text(age)} > {self.limit}"
+        if rule.max_total_size is not None and total > rule.max_total_size:
+            return (f"rule {rule.name}: beyond max_total_size "
+                    f"{rule.max_total_size:,} bytes of this directory")
+        if e.st.st_mtime > ctx.future_limit:
+            t.keep(ctx, result, path, "modified in the future")
+        else:
+            t.keep(ctx, result, path, f"rule {rule.name}: {age_text(max(age, 0))}, "
+                                      "within its limits")
+        return None
 
     def _remove_dir(self, ctx: RunContext, result: TargetResult, root: Root, d: Dir,
                     name: str, why: str) -> None:
@@ -391,13 +417,43 @@ def _overlaps(a: frozenset[str], b: frozenset[str]) -> bool:
     return any(x == y or x.startswith(y + "/") or y.startswith(x + "/") for x in a for y in b)
 
 
+#: A built-in target's names in some directories: (target, its directories, its patterns).
+_Builtin = tuple[str, frozenset[str], tuple[str, ...]]
+
+
 def describe_rules(cfg: Config) -> list[str]:
     """One paragraph per rule (and ``[orphans]``) for ``config check``: what it does, where,
     and which owners come before it there (one owner per name: see targets.owners)."""
     out: list[str] = []
     abs_dirs = {i: frozenset(rule_dir(cfg, d) for d in r.dirs)
                 for i, r in enumerate(cfg.rules.files)}
-    builtin: list[tuple[str, frozenset[str], tuple[str, ...]]] = []
+    builtin = _builtin_owners(cfg)
+    dbs = frozenset(os.path.dirname(cfg.resolve(rel)) for t in cfg.database.paths
+                    for _e, rel in cfg.expand_env(t))
+    for i, rule in enumerate(cfg.rules.files):
+        out.append(_describe_file_rule(i, rule))
+        before = [f"{name} ({', '.join(pats)})" for name, dirs, pats in builtin
+                  if _overlaps(dirs, abs_dirs[i])]
+        if _overlaps(dbs, abs_dirs[i]):
+            before.append("the configured databases and their -wal/-shm/-journal")
+        before += [f"rule {cfg.rules.files[j].name}" for j in range(i)
+                   if _overlaps(abs_dirs[j], abs_dirs[i])]
+        out.append("  owns the names it matches there, except those of: "
+                   + ("; ".join(before) if before else "nobody (no other owner there)"))
+    out += [_describe_table_rule(cfg, i, trule) for i, trule in enumerate(cfg.rules.tables)]
+    o = cfg.orphans
+    if o.enabled:
+        dirs = ", ".join(rel for t in o.dirs for _e, rel in cfg.expand_env(t))
+        refs = ", ".join(f"{r.table}.{r.column}" for r in o.references)
+        out.append(f"orphans: quarantine files in {dirs} older than {format_duration(o.grace)} "
+                   f"that no {refs} in {o.database} names; delete them from "
+                   f"{o.quarantine_dir} after {format_duration(o.quarantine_for)}")
+    return out
+
+
+def _builtin_owners(cfg: Config) -> list[_Builtin]:
+    """The built-in targets that own names before any rule, where, and by which patterns."""
+    builtin: list[_Builtin] = []
     if cfg.backups.enabled:
         bdirs = [rel for t in (cfg.backups.dir, cfg.backups.shared_dir) if t
                  for _e, rel in cfg.expand_env(t)]
@@ -412,44 +468,31 @@ def describe_rules(cfg: Config) -> list[str]:
     if cfg.temp.enabled:
         builtin.append(("temp", frozenset(cfg.resolve(d) for d in cfg.temp.dirs),
                         (*cfg.temp.patterns, *cfg.temp.dir_patterns)))
-    dbs = frozenset(os.path.dirname(cfg.resolve(rel)) for t in cfg.database.paths
-                    for _e, rel in cfg.expand_env(t))
-    for i, rule in enumerate(cfg.rules.files):
-        limits = []
-        if rule.max_age is not None:
-            limits.append(f"older than {format_duration(rule.max_age)}")
-        if rule.max_total_size is not None:
-            limits.append(f"beyond {rule.max_total_size:,} bytes per directory")
-        if rule.keep_newest:
-            limits.append(f"keeping the newest {rule.keep_newest} per directory")
-        kind = {"file": "files", "dir": "directories (whole)", "any": "files and directories"}
-        lines = [f"rules.files[{i}] {rule.name}: {rule.action} {kind[rule.type]} named "
-                 f"{', '.join(rule.patterns)} below {', '.join(rule.dirs)}; "
-                 + ", ".join(limits)]
-        before = [f"{name} ({', '.join(pats)})" for name, dirs, pats in builtin
-                  if _overlaps(dirs, abs_dirs[i])]
-        if _overlaps(dbs, abs_dirs[i]):
-            before.append("the configured databases and their -wal/-shm/-journal")
-        before += [f"rule {cfg.rules.files[j].name}" for j in range(i)
-                   if _overlaps(abs_dirs[j], abs_dirs[i])]
-        lines.append("  owns the names it matches there, except those of: "
-                     + ("; ".join(before) if before else "nobody (no other owner there)"))
-        out.extend(lines)
-    for i, trule in enumerate(cfg.rules.tables):
-        where = "".join(f" and {c.column} in ({', '.join(map(repr, c.values))})"
-                        for c in trule.where)
-        dbs_of = ", ".join(rel for _e, rel in cfg.expand_env(trule.database))
-        verb = ("archive (set " + trule.archive_column
-                + (f", {trule.archive_time_column}" if trule.archive_time_column else "")
-                + ")") if trule.action == "archive" else "delete"
-        out.append(f"rules.tables[{i}] {trule.name}: {verb} rows of {trule.table} in {dbs_of} "
-                   f"whose {trule.time_column} is older than "
-                   f"{format_duration(trule.max_age)}{where}")
-    o = cfg.orphans
-    if o.enabled:
-        dirs = ", ".join(rel for t in o.dirs for _e, rel in cfg.expand_env(t))
-        refs = ", ".join(f"{r.table}.{r.column}" for r in o.references)
-        out.append(f"orphans: quarantine files in {dirs} older than {format_duration(o.grace)} "
-                   f"that no {refs} in {o.database} names; delete them from "
-                   f"{o.quarantine_dir} after {format_duration(o.quarantine_for)}")
-    return out
+    return builtin
+
+
+def _describe_file_rule(i: int, rule: FileRule) -> str:
+    """``rules.files[0] name: delete files named *.tmp below data; older than 7d``."""
+    limits = []
+    if rule.max_age is not None:
+        limits.append(f"older than {format_duration(rule.max_age)}")
+    if rule.max_total_size is not None:
+        limits.append(f"beyond {rule.max_total_size:,} bytes per directory")
+    if rule.keep_newest:
+        limits.append(f"keeping the newest {rule.keep_newest} per directory")
+    kind = {"file": "files", "dir": "directories (whole)", "any": "files and directories"}
+    return (f"rules.files[{i}] {rule.name}: {rule.action} {kind[rule.type]} named "
+            f"{', '.join(rule.patterns)} below {', '.join(rule.dirs)}; " + ", ".join(limits))
+
+
+def _describe_table_rule(cfg: Config, i: int, trule: TableRule) -> str:
+    """``rules.tables[0] name: delete rows of T in data/x.db whose created_at is older...``."""
+    where = "".join(f" and {c.column} in ({', '.join(map(repr, c.values))})"
+                    for c in trule.where)
+    dbs_of = ", ".join(rel for _e, rel in cfg.expand_env(trule.database))
+    verb = ("archive (set " + trule.archive_column
+            + (f", {trule.archive_time_column}" if trule.archive_time_column else "")
+            + ")") if trule.action == "archive" else "delete"
+    return (f"rules.tables[{i}] {trule.name}: {verb} rows of {trule.table} in {dbs_of} "
+            f"whose {trule.time_column} is older than "
+            f"{format_duration(trule.max_age)}{where}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from architect_cleanup.config import format_duration
 from architect_cleanup.fs import Dir, TreeResult, compile_patterns, lstat_at, remove_tree
@@ -38,8 +39,6 @@ def inside_rules(ctx: RunContext, backups_in: BackupNames) -> Callable[[str, boo
     ``-wal``/``-shm``/``-journal``; a backup in a backup directory; a log the logs target
     owns (its patterns, below its directories)."""
     cfg = ctx.config
-    excluded = compile_patterns(cfg.safety.exclude_dirs)
-    protected = compile_patterns(cfg.logs.protect)
     databases = frozenset(cfg.resolve(rel) for template in cfg.database.paths
                           for _env, rel in cfg.expand_env(template))
     reserved = {os.path.dirname(p) for p in databases}
@@ -49,31 +48,56 @@ def inside_rules(ctx: RunContext, backups_in: BackupNames) -> Callable[[str, boo
     logs_on = cfg.logs.enabled
     log_dirs = frozenset(cfg.resolve(rel) for rel in cfg.logs.dirs) if logs_on else frozenset()
     reserved.update(log_dirs)
-    is_log = compile_patterns(cfg.logs.patterns) if logs_on else None
+    return _InsideRules(
+        excluded=compile_patterns(cfg.safety.exclude_dirs),
+        protected=compile_patterns(cfg.logs.protect),
+        databases=databases, reserved=frozenset(reserved), log_dirs=log_dirs,
+        is_log=compile_patterns(cfg.logs.patterns) if logs_on else None,
+        backups_in=backups_in)
 
-    def keep_name(path: str, is_dir: bool) -> str | None:
+
+@dataclass(frozen=True, slots=True)
+class _InsideRules:
+    """The ``keep_name`` :func:`inside_rules` builds: called with an entry's path and
+    whether it is a directory, the reason it stays, or None."""
+
+    excluded: Callable[[str], bool]
+    protected: Callable[[str], bool]
+    databases: frozenset[str]
+    #: other targets' directories (backups, databases' directories, logs)
+    reserved: frozenset[str]
+    log_dirs: frozenset[str]
+    is_log: Callable[[str], bool] | None
+    backups_in: BackupNames
+
+    def __call__(self, path: str, is_dir: bool) -> str | None:
         parent, name = os.path.split(path)
         if is_dir:
-            if excluded(name):
-                return "excluded by safety.exclude_dirs"
-            if path in reserved or any(r.startswith(path + "/") for r in reserved):
-                return "holds another target's directory (backups, databases or logs)"
-            return None
-        if protected(name):
+            return self._dir_reason(path, name)
+        return self._file_reason(path, parent, name)
+
+    def _dir_reason(self, path: str, name: str) -> str | None:
+        if self.excluded(name):
+            return "excluded by safety.exclude_dirs"
+        reserved = self.reserved
+        if path in reserved or any(r.startswith(path + "/") for r in reserved):
+            return "holds another target's directory (backups, databases or logs)"
+        return None
+
+    def _file_reason(self, path: str, parent: str, name: str) -> str | None:
+        if self.protected(name):
             return "active worker log (logs.protect)"
         base = path
         for suffix in SIBLING_SUFFIXES:
             base = base.removesuffix(suffix)
-        if path in databases or base in databases:
+        if path in self.databases or base in self.databases:
             return "a configured database (database.paths)"
-        owned = backups_in(parent)
+        owned = self.backups_in(parent)
         if owned is not None and owned(name):
             return "a backup (the backups target's)"
-        if is_log is not None and is_log(name) and under(parent, log_dirs):
+        if self.is_log is not None and self.is_log(name) and under(parent, self.log_dirs):
             return "a log (the logs target's)"
         return None
-
-    return keep_name
 
 
 @register

@@ -183,67 +183,94 @@ def scan_tree(ctx: RunContext, owners: Owners, results: Mapping[str, TargetResul
             target.prepare(ctx, result)
         starts = frozenset(ctx.config.resolve(s) for s in unique_dirs(target.starts(ctx)))
         members.append(_Member(target, result, starts, f"t{i}", passive=is_passive))
-    by_group = {m.group: m for m in members}
     excl = walk_exclusions(ctx.config)
     scopes = _Scopes(members, re.compile(patterns_regex(excl)) if excl else None, ctx)
     all_starts = unique_dirs(tuple(
         os.path.relpath(s, root.dir.path) for m in members for s in m.starts))
-    label = "/".join(m.target.name for m in members)
+    walk = _SharedWalk(ctx, root, scopes, {m.group: m for m in members},
+                       "/".join(m.target.name for m in members), owners.backups)
     for rel in all_starts:
-        _walk_one(ctx, root, rel, scopes, by_group, label, owners.backups)
+        walk.below(rel)
     for m in members:
         if not m.failed and not m.passive:
             _guard(m, m.target.finish, ctx, m.result)
 
 
-def _walk_one(ctx: RunContext, root: Root, rel: str, scopes: _Scopes,
-              by_group: dict[str, _Member], label: str, backups: BackupNames) -> None:
-    members = scopes.members
-    try:
-        start = root.open_path(rel)
-    except FileNotFoundError:
-        for m in members:
-            if ctx.config.resolve(rel) in m.starts:
-                m.result.note(f"{rel}: does not exist")
-        return
-    except FsError as exc:
-        for m in members:
-            m.result.error(str(exc))
-        return
-    workers = ctx.config.safety.workers
-    with contextlib.closing(start):
-        if workers > 1:
-            _walk_pooled(ctx, root, start, scopes, by_group, label, backups, workers)
+@dataclass
+class _SharedWalk:
+    """What one shared walk of the root hands its work with: the run, the members' scopes,
+    the member behind each pattern group, the label of its progress and the backups' names
+    (which no tree target may take)."""
+
+    ctx: RunContext
+    root: Root
+    scopes: _Scopes
+    by_group: dict[str, _Member]
+    label: str
+    backups: BackupNames
+
+    @property
+    def members(self) -> list[_Member]:
+        return self.scopes.members
+
+    def owner(self, group: str | None) -> _Member:
+        """The member whose pattern group matched (the first member when none is named)."""
+        return self.by_group[group] if group is not None else self.scopes.members[0]
+
+    def below(self, rel: str) -> None:
+        """Walk one start directory (relative to the root), on the run's thread or with its
+        directories' work on the pool (``safety.workers``)."""
+        members = self.members
+        try:
+            start = self.root.open_path(rel)
+        except FileNotFoundError:
+            for m in members:
+                if self.ctx.config.resolve(rel) in m.starts:
+                    m.result.note(f"{rel}: does not exist")
             return
+        except FsError as exc:
+            for m in members:
+                m.result.error(str(exc))
+            return
+        workers = self.ctx.config.safety.workers
+        with contextlib.closing(start):
+            if workers > 1:
+                _PooledWalk(self, start, workers).run()
+            else:
+                self._sequential(start)
 
-        def on_skip(path: str, why: str) -> None:
-            _skipped(members, path, why)
-
-        walker = Walker(root, start, scope=scopes.for_dir, on_skip=on_skip)
+    def _sequential(self, start: Dir) -> None:
+        """The walk with every directory's work done here, as it is listed."""
+        ctx, label, members = self.ctx, self.label, self.members
+        walker = Walker(self.root, start, scope=self.scopes.for_dir,
+                        on_skip=functools.partial(_skipped, members))
 
         def tick() -> None:
             ctx.check_stop()
             ctx.status(f"{label}: {walker.entries_seen:,} files checked")
 
         walker.on_dir = tick
-        first = members[0]
         for d, files, dirs in walker.batches():
-            # one directory's matching names, handed to their targets a list at a time
-            for group, names in _by_owner(files).items():
-                m = by_group[group] if group is not None else first
-                for i in range(0, len(names), CHUNK):
-                    if i:  # also inside one huge directory: stop (SIGTERM) and progress
-                        tick()
-                    if not (m.failed or m.passive):
-                        chunk = not_backups(backups, d.path, names[i:i + CHUNK])
-                        _guard(m, m.target.on_files, ctx, m.result, d, chunk)
-            for name, match in dirs:
-                group = match.lastgroup
-                m = by_group[group] if group is not None else first
-                if not (m.failed or m.passive):
-                    _guard(m, m.target.on_dir, ctx, m.result, d, name)
+            self._hand_out(d, files, dirs, tick)
         for m in members:  # the shared walk looked at these entries for every target
             m.result.checked += walker.entries_seen
+
+    def _hand_out(self, d: Dir, files: list[tuple[str, Any]], dirs: list[tuple[str, Any]],
+                  tick: Callable[[], None]) -> None:
+        """One directory's matching names, handed to their targets a list at a time."""
+        ctx = self.ctx
+        for group, names in _by_owner(files).items():
+            m = self.owner(group)
+            for i in range(0, len(names), CHUNK):
+                if i:  # also inside one huge directory: stop (SIGTERM) and progress
+                    tick()
+                if not (m.failed or m.passive):
+                    chunk = not_backups(self.backups, d.path, names[i:i + CHUNK])
+                    _guard(m, m.target.on_files, ctx, m.result, d, chunk)
+        for name, match in dirs:
+            m = self.owner(match.lastgroup)
+            if not (m.failed or m.passive):
+                _guard(m, m.target.on_dir, ctx, m.result, d, name)
 
 
 def _skipped(members: list[_Member], path: str, why: str) -> None:
@@ -325,9 +352,7 @@ class _Pool:
             self.executor.shutdown(wait=True)
 
 
-def _walk_pooled(ctx: RunContext, root: Root, start: Dir, scopes: _Scopes,
-                 by_group: dict[str, _Member], label: str, backups: BackupNames,
-                 workers: int) -> None:
+class _PooledWalk:
     """The shared walk with its directories' work on a pool of *workers* threads.
 
     The walk itself (entering directories, listing those with sub-directories) stays on this
@@ -337,80 +362,92 @@ def _walk_pooled(ctx: RunContext, root: Root, start: Dir, scopes: _Scopes,
     the unlinks: every invariant is the sequential walk's, in the same functions). Reports
     (counts, decisions, notes, errors) are applied here strictly in walk order, so counts
     and a dry run's ``-v`` output are the same as with one thread."""
-    members = scopes.members
-    first = members[0]
-    pool = _Pool(workers, workers * WINDOW_PER_WORKER, ctx.should_stop)
-    seen = [0]
 
-    def on_skip(path: str, why: str) -> None:
-        pool.then(lambda: _skipped(members, path, why))
+    def __init__(self, walk: _SharedWalk, start: Dir, workers: int) -> None:
+        self.walk = walk
+        self.pool = _Pool(workers, workers * WINDOW_PER_WORKER, walk.ctx.should_stop)
+        #: entries of the leaf directories the pool listed, as their reports came in
+        self.seen = 0
+        self.walker = Walker(walk.root, start, scope=walk.scopes.for_dir,
+                             on_skip=self._on_skip, lazy_leaves=True, on_dir=self._tick)
 
-    walker = Walker(root, start, scope=scopes.for_dir, on_skip=on_skip, lazy_leaves=True)
-
-    def tick() -> None:
-        if ctx.should_stop():
-            pool.stopping.set()
+    def run(self) -> None:
+        walk, walker, pool = self.walk, self.walker, self.pool
+        try:
+            for d, files, dirs in walker.batches():
+                matcher = walk.scopes.for_dir(d).files if files is UNLISTED else None
+                own = Dir(os.dup(d.fd), d.path, d.dev, d.ino, d.mnt, d.nlink, d.shared)
+                listed = files if matcher is None else []
+                pool.submit(functools.partial(self._job, own, listed, dirs, matcher))
+        except BaseException:
+            pool.stopping.set()  # stopped, or the walk failed: no more work starts
+            raise
+        finally:
+            pool.close()  # the work done is reported, whatever happened
+        if pool.stop_asked:
             raise Interrupted("stopped on request")
-        ctx.status(f"{label}: {walker.entries_seen + seen[0]:,} files checked")
+        self.seen += walker.entries_seen
+        walk.ctx.status(f"{walk.label}: {self.seen:,} files checked")  # with the pool's leaves
+        for m in walk.members:  # the shared walk looked at these entries for every target
+            m.result.checked += self.seen
 
-    walker.on_dir = tick
+    def _on_skip(self, path: str, why: str) -> None:
+        self.pool.then(functools.partial(_skipped, self.walk.members, path, why))
 
-    def job(d: Dir, files: list[tuple[str, Any]], dirs: list[tuple[str, Any]],
-            matcher: Callable[[str], Any] | None) -> Callable[[], None]:
+    def _tick(self) -> None:
+        ctx = self.walk.ctx
+        if ctx.should_stop():
+            self.pool.stopping.set()
+            raise Interrupted("stopped on request")
+        ctx.status(f"{self.walk.label}: {self.walker.entries_seen + self.seen:,} files checked")
+
+    def _job(self, d: Dir, files: list[tuple[str, Any]], dirs: list[tuple[str, Any]],
+             matcher: Callable[[str], Any] | None) -> Callable[[], None]:
+        """On a pool thread: list a leaf directory handed out unlisted (*matcher*), then run
+        each target's work on its names; returns the report, for the run's thread."""
         steps: list[tuple[_Member, Step | Exception]] = []
         listed, why = 0, None
         try:
-            if pool.stopping.is_set():
+            if self.pool.stopping.is_set():
                 return d.close
             if matcher is not None:
                 files, listed, why = list_leaf(d, matcher)
-            for group, names in _by_owner(files).items():
-                m = by_group[group] if group is not None else first
-                for i in range(0, len(names), CHUNK):
-                    if m.failed or m.passive or (i and pool.stopping.is_set()):
-                        continue
-                    chunk = not_backups(backups, d.path, names[i:i + CHUNK])
-                    steps.append((m, _work(m, m.target.files_work, ctx, d, chunk)))
-            for name, match in dirs:
-                group = match.lastgroup
-                m = by_group[group] if group is not None else first
-                if not (m.failed or m.passive or pool.stopping.is_set()):
-                    steps.append((m, _work(m, m.target.dir_work, ctx, d, name)))
+            self._work_on(d, files, dirs, steps)
         except Exception as exc:  # a fault of the walk's own code: fail the first target
-            steps.append((first, exc))
+            steps.append((self.walk.members[0], exc))
+        return functools.partial(self._report, d, listed, why, steps)
 
-        def report() -> None:
-            try:
-                seen[0] += listed
-                if why is not None:
-                    _skipped(members, d.path, why)
-                for m, step in steps:
-                    if isinstance(step, Exception):
-                        _fail(m, step)
-                    else:
-                        _guard(m, step, m.result)
-            finally:
-                d.close()
+    def _work_on(self, d: Dir, files: list[tuple[str, Any]], dirs: list[tuple[str, Any]],
+                 steps: list[tuple[_Member, Step | Exception]]) -> None:
+        """Each target's work on one directory's names (a list at a time, no new list once
+        a stop is asked for), its report appended to *steps*."""
+        walk, stopping = self.walk, self.pool.stopping
+        for group, names in _by_owner(files).items():
+            m = walk.owner(group)
+            for i in range(0, len(names), CHUNK):
+                if m.failed or m.passive or (i and stopping.is_set()):
+                    continue
+                chunk = not_backups(walk.backups, d.path, names[i:i + CHUNK])
+                steps.append((m, _work(m, m.target.files_work, walk.ctx, d, chunk)))
+        for name, match in dirs:
+            m = walk.owner(match.lastgroup)
+            if not (m.failed or m.passive or stopping.is_set()):
+                steps.append((m, _work(m, m.target.dir_work, walk.ctx, d, name)))
 
-        return report
-
-    try:
-        for d, files, dirs in walker.batches():
-            matcher = scopes.for_dir(d).files if files is UNLISTED else None
-            own = Dir(os.dup(d.fd), d.path, d.dev, d.ino, d.mnt, d.nlink, d.shared)
-            listed = files if matcher is None else []
-            pool.submit(functools.partial(job, own, listed, dirs, matcher))
-    except BaseException:
-        pool.stopping.set()  # stopped, or the walk failed: no more work starts
-        raise
-    finally:
-        pool.close()  # the work done is reported, whatever happened
-    if pool.stop_asked:
-        raise Interrupted("stopped on request")
-    seen[0] += walker.entries_seen
-    ctx.status(f"{label}: {seen[0]:,} files checked")  # with the leaves the pool listed
-    for m in members:  # the shared walk looked at these entries for every target
-        m.result.checked += seen[0]
+    def _report(self, d: Dir, listed: int, why: str | None,
+                steps: list[tuple[_Member, Step | Exception]]) -> None:
+        """On the run's thread, in walk order: one directory's counts, notes and reports."""
+        try:
+            self.seen += listed
+            if why is not None:
+                _skipped(self.walk.members, d.path, why)
+            for m, step in steps:
+                if isinstance(step, Exception):
+                    _fail(m, step)
+                else:
+                    _guard(m, step, m.result)
+        finally:
+            d.close()
 
 
 def _work(m: _Member, fn: Callable[..., Step], *args: object) -> Step | Exception:

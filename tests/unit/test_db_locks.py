@@ -72,10 +72,16 @@ def writer_at(tmp_path: Path) -> Iterator[Any]:
 
 
 def our_locks(path: Path) -> list[str]:
-    """The OFD locks on *path* in /proc/locks (only the guard takes them)."""
+    """The OFD locks this process holds on *path* (only the guard takes them): the ``lock:``
+    lines of its descriptors' fdinfo, which name the locks of that open file description
+    alone. (/proc/locks would also list another process's: an OFD lock shows no PID.)"""
     key = lock_key(os.stat(path))
-    with open("/proc/locks", encoding="ascii") as fh:
-        return [line for line in fh if key in line.split() and "OFDLCK" in line]
+    out = []
+    for fd in our_fds(path):
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as fh:
+            out += [line for line in fh if line.startswith("lock:") and "OFDLCK" in line
+                    and key in line.split()]
+    return out
 
 
 def our_fds(path: Path) -> list[int]:

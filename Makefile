@@ -12,7 +12,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CLEAN_PATH)
 # Playwright drives Debian's /usr/bin/chromium: never download its own browsers.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-# Runtime: python3-systemd, python3-tomli-w. Tests: pytest, hypothesis, flask, gunicorn;
+# Runtime: python3-systemd, python3-tomli-w. Tests: pytest, hypothesis, pytest-xdist (make
+# check runs the unit tests on every core), flask, gunicorn;
 # restic and python3-cryptography for the retention cross-check against restic's forget.
 # Packaging and system tests: debhelper ... systemd-container, mmdebstrap.
 # Benchmarks: time (GNU time: a command's own peak RSS), findutils, systemd (tmpfiles).
@@ -25,7 +26,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # Notifications: python3-aiosmtpd (the tests' SMTP server), msmtp (a real sendmail client),
 # openssl (the tests' self-signed certificate).
 APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pytest \
-	python3-hypothesis python3-flask gunicorn sqlite3 curl util-linux procps \
+	python3-hypothesis python3-pytest-xdist python3-flask gunicorn sqlite3 curl util-linux procps \
 	restic python3-cryptography time findutils \
 	python3-zstandard python3-boto3 zstd \
 	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all groff-base man-db \
@@ -37,7 +38,7 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 
 DEMO := $(CURDIR)/.demo
 
-.PHONY: setup run test unit browser panel-screenshots lint reliability system \
+.PHONY: setup run test check unit browser panel-screenshots lint reliability system \
 	system-if-possible deb version-check bench bench-quick bench-backups stress mutate clean \
 	distclean
 
@@ -72,6 +73,11 @@ test: setup lint unit browser reliability deb
 
 unit: setup
 	$(VPY) -m pytest -q tests/unit
+
+## check: the everyday loop, about a minute: lint, then the unit tests on every core except
+## the slow modules (real S3, gunicorn and restic servers, Hypothesis; tests/conftest.py)
+check: lint
+	$(VPY) -m pytest -q -x -n auto -p no:cacheprovider -m "not slow" tests/unit
 
 ## browser: the panel in headless chromium (Playwright): log in, status, charts, items, the
 ## configuration form with its preview, a dry run; screenshots in build/panel-screenshots/

@@ -30,6 +30,26 @@ def pytest_configure(config: pytest.Config) -> None:
         tempfile.gettempdir(), f"architect-cleanup-tests-no-textfile-{os.getpid()}")
 
 
+#: Unit-test modules that start real servers or search wide input spaces: marked ``slow``, so
+#: ``make check`` (lint and the rest of the unit tests, in about a minute) leaves them to
+#: ``make unit`` and ``make test``.
+SLOW_UNIT_MODULES = {
+    "test_offload.py": "a real S3 server (SeaweedFS) per module, killed and restarted",
+    "test_backups_offload.py": "a real S3 server, SIGKILLed uploads",
+    "test_api_gunicorn.py": "real gunicorn servers",
+    "test_api_property.py": "Hypothesis: arbitrary JSON bodies",
+    "test_api_schema.py": "Hypothesis: the schema against every valid body",
+    "test_retention_restic.py": "real restic repositories",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path
+        if path.parent.name == "unit" and path.name in SLOW_UNIT_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test reads /etc, writes /var/lib (state, history, metrics) or locks /run, or talks

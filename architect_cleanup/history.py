@@ -56,8 +56,10 @@ from architect_cleanup.stats import STAT_FIELDS, CleanupStats, TargetResult
 log = logging.getLogger(__name__)
 
 DB_NAME = "history.sqlite3"
-#: items written per transaction: bounds memory (one batch of tuples) and the work a crash loses
-BATCH = 5000
+#: items written per transaction: bounds memory (one batch of tuples) and the work a crash loses.
+#: 1,000 keeps a run removing 1,000,000 files within its 40 MB (`make bench` 5c: 5,000 took
+#: 3 MB more, for about 5 % less time)
+BATCH = 1000
 BUSY_TIMEOUT_MS = 5000
 #: default retention (the ``[history]`` table's defaults)
 ITEMS_DAYS = 90.0

@@ -1,19 +1,10 @@
 """The cleanup targets, one module each, found through :data:`REGISTRY`.
 
-Importing this package registers the targets; :data:`ORDER` is the run order: backups, logs,
-tasks, errors, prompts, temp.
+:data:`REGISTRY` is filled here, from one list (no module registers itself on import);
+:data:`ORDER` is the run order: backups, logs, tasks, errors, prompts, temp, rules, orphans.
 """
 
-from architect_cleanup.targets import (  # noqa: F401  (registration)
-    backups,
-    errors,
-    logs,
-    orphans,
-    prompts,
-    rules,
-    tasks,
-    temp,
-)
+from architect_cleanup.targets.backups import Backups
 from architect_cleanup.targets.base import (
     REGISTRY,
     Actor,
@@ -22,7 +13,17 @@ from architect_cleanup.targets.base import (
     RunContext,
     Target,
 )
+from architect_cleanup.targets.errors import Errors
+from architect_cleanup.targets.logs import Logs
+from architect_cleanup.targets.orphans import Orphans
+from architect_cleanup.targets.prompts import Prompts
+from architect_cleanup.targets.rules import Rules
+from architect_cleanup.targets.tasks import Tasks
+from architect_cleanup.targets.temp import Temp
 from architect_cleanup.targets.tree import TreeTarget, scan_tree
+
+TARGETS: tuple[type[Target], ...] = (Backups, Errors, Logs, Orphans, Prompts, Rules, Tasks, Temp)
+REGISTRY.update({cls.name: cls for cls in TARGETS})
 
 ORDER = ("backups", "logs", "tasks", "errors", "prompts", "temp", "rules", "orphans")
 
@@ -32,5 +33,5 @@ def ordered() -> list[str]:
     return [n for n in ORDER if n in REGISTRY] + [n for n in REGISTRY if n not in ORDER]
 
 
-__all__ = ["ORDER", "REGISTRY", "Actor", "Decision", "Interrupted", "RunContext", "Target",
-           "TreeTarget", "ordered", "scan_tree"]
+__all__ = ["ORDER", "REGISTRY", "TARGETS", "Actor", "Decision", "Interrupted", "RunContext",
+           "Target", "TreeTarget", "ordered", "scan_tree"]

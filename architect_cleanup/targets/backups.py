@@ -71,7 +71,6 @@ from architect_cleanup.targets.base import (
     RunContext,
     age_text,
     future_text,
-    register,
 )
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,6 @@ class _Plan:
 _Upload = tuple[str, list[tuple[str, os.stat_result]]]
 
 
-@register
 class Backups(FileTarget):
     name = "backups"
     #: ``backups list`` sets False: no request to the bucket unless asked (--remote)

@@ -210,13 +210,9 @@ class Target:
         raise NotImplementedError
 
 
-#: target name -> class; filled by @register in the order the modules define them.
+#: target name -> class; filled by :mod:`architect_cleanup.targets` from its list of targets
+#: (tests add their own).
 REGISTRY: dict[str, type[Target]] = {}
-
-
-def register(cls: type[Target]) -> type[Target]:
-    REGISTRY[cls.name] = cls
-    return cls
 
 
 # --- helpers for the file targets ------------------------------------------------------------

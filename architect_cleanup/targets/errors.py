@@ -10,7 +10,7 @@ apply to that database (a note says why).
 from __future__ import annotations
 
 from architect_cleanup.db import Database, Plan, cutoff, epoch_sql, quote
-from architect_cleanup.targets.base import RunContext, register
+from architect_cleanup.targets.base import RunContext
 from architect_cleanup.targets.dbtarget import DatabaseTarget, Skip
 
 #: Spellings of true in a ``resolved`` column besides 1.
@@ -24,7 +24,6 @@ def resolved_sql(column: str) -> str:
     return f"({col} = 1 OR lower({col}) IN ({words}))"
 
 
-@register
 class Errors(DatabaseTarget):
     name = "errors"
 

@@ -15,12 +15,11 @@ import re
 from architect_cleanup.config import format_duration
 from architect_cleanup.fs import Dir, FsError, Scope, Walker, compile_patterns, patterns_regex
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.base import RunContext, Step, register
+from architect_cleanup.targets.base import RunContext, Step
 from architect_cleanup.targets.owners import backup_names, not_backups
 from architect_cleanup.targets.tree import TreeTarget
 
 
-@register
 class Logs(TreeTarget):
     name = "logs"
 

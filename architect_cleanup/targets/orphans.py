@@ -32,7 +32,7 @@ from architect_cleanup.config import Config, format_duration
 from architect_cleanup.db import Database, DbError, DbFile, describe
 from architect_cleanup.fs import Dir, FsError, Scope, Walker, patterns_regex
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.base import Decision, FileTarget, RunContext, age_text, register
+from architect_cleanup.targets.base import Decision, FileTarget, RunContext, age_text
 from architect_cleanup.targets.owners import walk_exclusions
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,6 @@ def _any_name(_name: str) -> bool:
     return True
 
 
-@register
 class Orphans(FileTarget):
     name = "orphans"
 

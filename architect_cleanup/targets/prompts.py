@@ -18,11 +18,10 @@ from architect_cleanup.db import (
     quote,
     sql_timestamp,
 )
-from architect_cleanup.targets.base import RunContext, register
+from architect_cleanup.targets.base import RunContext
 from architect_cleanup.targets.dbtarget import DatabaseTarget, Skip
 
 
-@register
 class Prompts(DatabaseTarget):
     name = "prompts"
     done = "archived"

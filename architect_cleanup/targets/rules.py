@@ -64,7 +64,6 @@ from architect_cleanup.targets.base import (
     Interrupted,
     RunContext,
     age_text,
-    register,
     unique_dirs,
 )
 from architect_cleanup.targets.dbtarget import DatabaseTarget, Skip
@@ -98,7 +97,6 @@ def _side_of(name: str) -> str | None:
     return None
 
 
-@register
 class Rules(FileTarget):
     name = "rules"
 

@@ -11,14 +11,13 @@ Child tasks' ``parent_id`` is set NULL (the schema's ``ON DELETE SET NULL``).
 from __future__ import annotations
 
 from architect_cleanup.db import Database, Plan, cutoff, epoch_sql, in_list, quote
-from architect_cleanup.targets.base import RunContext, register
+from architect_cleanup.targets.base import RunContext
 from architect_cleanup.targets.dbtarget import DatabaseTarget, Skip
 
 #: Which column holds the finish time, best first.
 FINISH_COLUMNS = ("completed_at", "updated_at", "created_at")
 
 
-@register
 class Tasks(DatabaseTarget):
     name = "tasks"
 

@@ -22,7 +22,6 @@ from architect_cleanup.targets.base import (
     RunContext,
     Step,
     age_text,
-    register,
     under,
 )
 from architect_cleanup.targets.owners import BackupNames, backup_names
@@ -100,7 +99,6 @@ class _InsideRules:
         return None
 
 
-@register
 class Temp(TreeTarget):
     name = "temp"
 

@@ -50,6 +50,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture
+def bdir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A backup directory and a descriptor of it (the backup modules work fd-relative)."""
+    d = tmp_path / "backups"
+    d.mkdir()
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield d, fd
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test reads /etc, writes /var/lib (state, history, metrics) or locks /run, or talks

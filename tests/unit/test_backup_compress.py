@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,17 +37,6 @@ from architect_cleanup.backup_verify import verify
 from architect_cleanup.fs import Root, unlink_all
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def bdir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    d = tmp_path / "backups"
-    d.mkdir()
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield d, fd
-    finally:
-        os.close(fd)
 
 
 def names(d: Path) -> list[str]:

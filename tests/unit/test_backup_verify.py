@@ -7,7 +7,6 @@ import json
 import os
 import sqlite3
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +21,6 @@ from backupkit import (
 
 from architect_cleanup import backup_verify
 from architect_cleanup.backup_verify import State, VerifyCache, verify, verify_cached
-
-
-@pytest.fixture
-def bdir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    d = tmp_path / "backups"
-    d.mkdir()
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield d, fd
-    finally:
-        os.close(fd)
-
 
 # --- SQLite ----------------------------------------------------------------------------------
 

@@ -63,17 +63,6 @@ def off(server: Seaweed, bucket: str) -> Offload:
     return Offload(settings(server.endpoint, bucket), hostname="web1")
 
 
-@pytest.fixture
-def bdir(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    d = tmp_path / "backups"
-    d.mkdir()
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield d, fd
-    finally:
-        os.close(fd)
-
-
 def head(o: Offload, key: str) -> dict[str, object]:
     h: dict[str, object] = o.client.head_object(Bucket=o.location.bucket, Key=key,
                                                 ChecksumMode="ENABLED")

@@ -149,6 +149,22 @@ class Seaweed:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def flip(self, needle: bytes) -> None:
+        """Flip one byte of an object where the server keeps it (its volume files): the
+        middle byte of *needle*, a run of the object's bytes."""
+        for name in sorted(os.listdir(os.path.join(self.dir, "data"))):
+            if not name.endswith(".dat"):
+                continue
+            path = os.path.join(self.dir, "data", name)
+            with open(path, "rb") as fh:
+                at = fh.read().find(needle)
+            if at >= 0:
+                with open(path, "r+b") as fh:
+                    fh.seek(at + len(needle) // 2)
+                    fh.write(bytes([needle[len(needle) // 2] ^ 0xFF]))
+                return
+        raise AssertionError("the object's bytes were not found in the server's volumes")
+
     def __enter__(self) -> Seaweed:
         return self.start()
 

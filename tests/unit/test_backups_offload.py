@@ -287,8 +287,6 @@ def json_toml(srv: Path, server: Seaweed, bucket: str, creds: str, *, upload: st
     return text
 
 
-
-
 class Recorder(Notifier):
     def __init__(self, stop_at: str | None = None) -> None:
         super().__init__(environ={})
@@ -340,22 +338,10 @@ def test_a_copy_damaged_in_the_bucket_since_its_upload_keeps_the_local_backup(
     needle = (files[2].name * 50).encode()
     at = content.find(needle)
     assert at >= 0
-    flip_in_store(server, content[at:at + 64])
+    server.flip(content[at:at + 64])
     stats = run(config(srv, server, bucket, creds, retention={"prod": 2}))
     assert not stats.success and files[2].exists()  # type: ignore[attr-defined]
     assert files[2].name in stats.targets["backups"].message  # type: ignore[attr-defined]
-
-
-def flip_in_store(sw: Seaweed, needle: bytes) -> None:
-    for p in sorted(Path(sw.dir, "data").glob("*.dat")):
-        data = p.read_bytes()
-        at = data.find(needle)
-        if at >= 0:
-            with open(p, "r+b") as fh:
-                fh.seek(at + len(needle) // 2)
-                fh.write(bytes([needle[len(needle) // 2] ^ 0xFF]))
-            return
-    raise AssertionError("the object's bytes were not found in the server's volumes")
 
 
 def test_a_sigkill_during_an_upload_loses_nothing_and_the_rerun_completes(

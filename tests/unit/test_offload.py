@@ -260,19 +260,6 @@ def test_a_stop_between_parts_leaves_no_object_and_no_unfinished_upload(
 # --- faults ----------------------------------------------------------------------------------
 
 
-def _flip_in_store(sw: Seaweed, needle: bytes) -> None:
-    """Flip one byte of an object where the server keeps it (its volume files)."""
-    for p in sorted(Path(sw.dir, "data").glob("*.dat")):
-        data = p.read_bytes()
-        at = data.find(needle)
-        if at >= 0:
-            with open(p, "r+b") as fh:
-                fh.seek(at + len(needle) // 2)
-                fh.write(bytes([needle[len(needle) // 2] ^ 0xFF]))
-            return
-    raise AssertionError("the object's bytes were not found in the server's volumes")
-
-
 def test_a_corrupted_object_is_never_restored_and_is_found_by_a_re_read(
         server: Seaweed, bucket: str, bdir: tuple[Path, int], tmp_path: Path) -> None:
     # SeaweedFS notices the damage (its needle CRC) and stalls the GET: a read timeout; a
@@ -282,7 +269,7 @@ def test_a_corrupted_object_is_never_restored_and_is_found_by_a_re_read(
     content = os.urandom(200_000)
     (d / "a.db.zst").write_bytes(content)
     off.upload(fd, "a.db.zst", "prod")
-    _flip_in_store(server, content[100_000:100_064])
+    server.flip(content[100_000:100_064])
     out = tmp_path / "restore"
     out.mkdir()
     ofd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)

@@ -71,6 +71,8 @@ TEST_FILES = (
     "tests/unit/test_db_faults.py", "tests/unit/test_targets_faults.py",
     "tests/unit/test_fs_tree.py", "tests/unit/test_file_target_decisions.py",
     "tests/unit/test_config_policy.py", "tests/unit/test_dbfile.py",
+    "tests/unit/test_backup_compress.py", "tests/unit/test_backup_verify.py",
+    "tests/unit/test_backups_known_good.py", "tests/unit/test_backups_offload.py",
 )
 #: Left out of the mutation runs (each reason in a comment): they would multiply the hour.
 DESELECT = (

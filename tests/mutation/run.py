@@ -44,7 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CACHE = REPO / ".cache" / "mutate"
-WORK = CACHE / "work"
+WORK = CACHE / "work"  # one work directory per module: WORK / "fs", ...
 REPORT = CACHE / "report.json"
 MUTMUT_LOG = CACHE / "mutmut.log"
 ACCEPTED = HERE / "accepted.toml"
@@ -93,13 +93,24 @@ def status_of(code: int | None) -> str:
 # --- staging and running ---------------------------------------------------------------------
 
 
-def stage(modules: list[str], keep: bool) -> None:
-    """The work directory: the package, the tests, and pyproject.toml with mutmut's section."""
-    if not keep and WORK.exists():
-        shutil.rmtree(WORK)
-    WORK.mkdir(parents=True, exist_ok=True)
+def work_of(module: str) -> Path:
+    return WORK / module
+
+
+def meta_of(module: str) -> Path:
+    return work_of(module) / "mutants" / (MODULES[module][0] + ".meta")
+
+
+def stage(module: str, keep: bool) -> None:
+    """A module's work directory: the package, the tests, and pyproject.toml with mutmut's
+    section. Each module has its own, so that one module's run (or a change of its tests)
+    never resets another's results."""
+    work = work_of(module)
+    if not keep and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
     for sub in ("architect_cleanup", "tests"):
-        dst = WORK / sub
+        dst = work / sub
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(REPO / sub, dst,
@@ -108,7 +119,7 @@ def stage(modules: list[str], keep: bool) -> None:
     tests = [t for t in TEST_FILES if (REPO / t).exists()]
     conf: dict[str, Any] = {
         "source_paths": ["architect_cleanup"],
-        "only_mutate": [MODULES[m][0] for m in modules],
+        "only_mutate": [MODULES[module][0]],
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-W", "ignore"]
         + [f"--deselect={t}" for t in DESELECT],
@@ -123,13 +134,15 @@ def stage(modules: list[str], keep: bool) -> None:
     }
     text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     text += "\n[tool.mutmut]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in conf.items())
-    (WORK / "pyproject.toml").write_text(text, encoding="utf-8")
+    (work / "pyproject.toml").write_text(text, encoding="utf-8")
 
 
-def reset_survivors() -> int:
-    """Mark the previous run's survivors unchecked, so mutmut runs them again."""
+def reset_survivors(modules: list[str]) -> int:
+    """Mark the previous run's survivors in *modules* unchecked, so mutmut runs them again."""
     n = 0
-    for meta in (WORK / "mutants").rglob("*.py.meta"):
+    for meta in (meta_of(m) for m in modules):
+        if not meta.exists():
+            continue
         data = json.loads(meta.read_text())
         for k, v in data["exit_code_by_key"].items():
             if status_of(v) not in DETECTED:
@@ -139,27 +152,41 @@ def reset_survivors() -> int:
     return n
 
 
-def survivors() -> list[str]:
-    """The mutants the last run left alive (survived, or reached by no test)."""
+def survivors(modules: list[str]) -> list[str]:
+    """The mutants in *modules* the last run left alive (survived, or reached by no test)."""
     out = []
-    for meta in (WORK / "mutants").rglob("*.py.meta"):
+    for meta in (meta_of(m) for m in modules):
+        if not meta.exists():
+            continue
         for k, v in json.loads(meta.read_text())["exit_code_by_key"].items():
             if v is not None and status_of(v) not in DETECTED:
                 out.append(k)
     return sorted(out)
 
 
-def run_mutmut(max_children: int, names: list[str] | None = None) -> int:
+def unchecked(modules: list[str]) -> list[str]:
+    """The mutants in *modules* not run yet (a stopped run's rest, or reset survivors)."""
+    out = []
+    for m in modules:
+        meta = meta_of(m)
+        if meta.exists():
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            out += [k for k, v in codes.items() if v is None]
+    return sorted(out)
+
+
+def run_mutmut(module: str, max_children: int, names: list[str] | None = None) -> int:
     """mutmut run in the work directory (only *names*, when given); its (spinner) output goes
     to a log, progress here."""
     mutmut = Path(sys.executable).parent / "mutmut"
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     cmd = [str(mutmut), "run", "--max-children", str(max_children), *(names or [])]
     print("==", " ".join(cmd[:4]), f"and {len(names)} mutants" if names else "",
-          f"(in {WORK.relative_to(REPO)}; output in "
+          f"(in {work_of(module).relative_to(REPO)}; output in "
           f"{MUTMUT_LOG.relative_to(REPO)})", flush=True)
     with open(MUTMUT_LOG, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=WORK, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=work_of(module), env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
         last = ""
         while True:
             try:
@@ -260,14 +287,14 @@ def load_accepted() -> dict[str, dict[str, str]]:
 
 def collect(modules: list[str]) -> tuple[list[ModuleReport], list[Mutant], list[str]]:
     accepted = load_accepted()
-    os.chdir(WORK)
     reports: list[ModuleReport] = []
     new: list[Mutant] = []
     seen: set[str] = set()
     for short in modules:
         path, goal = MODULES[short]
         rep = ModuleReport(short, goal)
-        meta = WORK / "mutants" / (path + ".meta")
+        meta = meta_of(short)
+        os.chdir(work_of(short))  # mutmut's diff reads the mutants from the working directory
         if not meta.exists():
             print(f"{path}: no results (did mutmut run?)", file=sys.stderr)
             reports.append(rep)
@@ -326,6 +353,21 @@ def toml_entry(m: Mutant) -> str:
             f'\nreason = ""\n')
 
 
+def run_module(module: str, args: argparse.Namespace) -> int:
+    """Stage one module's work directory and run mutmut there (only the mutants not run yet
+    when *args.keep*: a stopped run's rest, or the survivors *args.retest* resets)."""
+    stage(module, keep=args.keep)
+    names = survivors([module]) if args.keep and args.survivors_only else None
+    if args.keep and args.retest and not names:
+        print(f"== {module}: {reset_survivors([module])} survivors of the last run to re-run")
+    if args.keep and names is None and meta_of(module).exists():
+        names = unchecked([module])
+        if not names:
+            print(f"== {module}: nothing left to run")
+            return 0
+    return run_mutmut(module, args.max_children, names)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--module", action="append", choices=sorted(MODULES))
@@ -339,14 +381,11 @@ def main() -> int:
     modules = args.module or list(MODULES)
     t0 = time.monotonic()
     if not args.report_only:
-        stage(modules, keep=args.keep)
-        names = survivors() if args.keep and args.survivors_only else None
-        if args.keep and args.retest and not names:
-            print(f"== {reset_survivors()} survivors of the last run to re-run")
-        rc = run_mutmut(args.max_children, names)
-        if rc != 0:
-            print(f"mutmut exited {rc}", file=sys.stderr)
-            return rc
+        for module in modules:
+            rc = run_module(module, args)
+            if rc != 0:
+                print(f"{module}: mutmut exited {rc}", file=sys.stderr)
+                return rc
     reports, new, stale = collect(modules)
     elapsed = time.monotonic() - t0
     print()
@@ -371,7 +410,8 @@ def main() -> int:
             print("   ", k)
     if new:
         print(f"\nNEW SURVIVORS ({len(new)}): not killed and not in "
-              f"{ACCEPTED.relative_to(REPO)} (mutmut show NAME in {WORK.relative_to(REPO)}):")
+              f"{ACCEPTED.relative_to(REPO)} (mutmut show NAME in "
+              f"{WORK.relative_to(REPO)}/MODULE):")
         for m in new:
             print(f"  {m.key}  [{m.status}]  {m.name}")
             for line in m.change:

@@ -519,3 +519,30 @@ def test_display_escapes_newlines_and_undecodable_bytes() -> None:
 def test_forbidden_roots_cannot_be_opened(path: str) -> None:
     with pytest.raises(FsError, match="refusing"):
         Root.open(path)
+
+
+# --- system_tree and _norm: which system tree holds a path -----------------------------------
+
+
+@pytest.mark.parametrize("path, tree", [
+    ("/", None),
+    ("/lib", "/lib"), ("/lib/x86_64-linux-gnu", "/lib"), ("/lib32/a", "/lib32"),
+    ("/lib64/ld.so", "/lib64"), ("/libx32", "/libx32"), ("/library", None), ("/lib128", None),
+    ("/usr", "/usr"), ("/usr/share/doc", "/usr"), ("/usrlocal", None),
+    ("/var/lib/architect", "/var/lib"), ("/var/tmp", None), ("/srv/architect/logs", None),
+    ("/opt", "/opt"), ("/opt/architect", None), ("/opt/architect/logs", "/opt"),
+    ("/var/opt", "/var/opt"), ("/var/opt/architect", None), ("/var/opt/a/b", "/var/opt"),
+    ("//usr/share", "/usr"), ("///etc", "/etc"), ("/usr/../srv/x", None),
+    ("usr/share", None),  # a relative path is judged as written, not as if absolute
+])
+def test_system_tree_names_the_tree_holding_a_path_and_spares_a_packages_own_directory(
+        path: str, tree: str | None) -> None:
+    assert fs.system_tree(path) == tree
+
+
+@pytest.mark.parametrize("path, norm", [
+    ("/", "/"), ("//", "/"), ("//usr", "/usr"), ("///usr", "/usr"), ("//Xorg/a", "/Xorg/a"),
+    ("/usr//lib/", "/usr/lib"), ("usr/lib", "usr/lib"), ("srv", "srv"),
+])
+def test_a_path_is_normalised_with_posix_double_slash_made_one(path: str, norm: str) -> None:
+    assert fs._norm(path) == norm

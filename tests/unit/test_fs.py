@@ -11,6 +11,8 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -546,3 +548,90 @@ def test_system_tree_names_the_tree_holding_a_path_and_spares_a_packages_own_dir
 ])
 def test_a_path_is_normalised_with_posix_double_slash_made_one(path: str, norm: str) -> None:
     assert fs._norm(path) == norm
+
+
+# --- compile_patterns, _literal_head, group_matcher, _needed: matching names -----------------
+
+
+def test_patterns_that_only_end_with_literal_text_match_exactly_what_fnmatch_matches() -> None:
+    m = compile_patterns(["*ab?c", "*.log"])  # no literal head: the literal tails filter
+    assert m("abxc") is True and m("x.abzc") is True and m("old.log") is True
+    assert m("c") is False  # ends as a tail does, but the pattern does not match
+    assert m("abc") is False and m("x.txt") is False and m("log") is False
+
+
+def test_a_literal_head_stops_at_the_first_wildcard_not_the_last() -> None:
+    m = compile_patterns(["a*b*c", "x?y?z"])
+    assert m("a1b2c") and m("abc") and m("x1y2z")
+    assert not m("a1b2") and not m("xyz")
+
+
+GROUPS = [("logs", ["*.log"]), ("rotated", ["*.log.*", "app-?.out"]),
+          ("cores", ["core.[0-9]*"]), ("tagged", ["*.log.?[0-9]*"])]
+
+
+@pytest.mark.parametrize("name, group", [
+    ("a.log", "logs"), ("a.log.1", "rotated"), ("app-1.out", "rotated"),
+    ("core.123", "cores"), ("x.log.v2", "rotated"),  # the first group that matches wins
+    ("catalog", None), ("x.txt", None), ("log", None), (".log", "logs"), ("app-12.out", None),
+    ("core.x", None), ("core.", None), ("", None),
+])
+def test_a_group_matcher_names_the_first_group_whose_pattern_matches(
+        name: str, group: str | None) -> None:
+    owned = fs.group_matcher(GROUPS)(name)
+    assert (owned.lastgroup if owned else None) == group
+    assert group == next((g for g, pats in GROUPS if any(fnmatchcase(name, p) for p in pats)),
+                         None)
+
+
+def test_a_suffix_pattern_with_every_wildcard_after_the_star_is_no_plain_suffix() -> None:
+    m = fs.group_matcher([("tagged", ["*.log.?[0-9]*"])])
+    assert m("a.log.v2") == fs.Owned("tagged") and m("a.log.v2-old") == fs.Owned("tagged")
+    assert m("a.log.?[0-9]*") is None and m("a.log.vv") is None
+
+
+def test_a_group_of_suffix_patterns_alone_matches_no_other_name() -> None:
+    m = fs.group_matcher([("logs", ["*.log", "*.out"])])
+    assert m("x.out") == fs.Owned("logs")
+    assert m("x.txt") is None and m("") is None and m("log") is None
+
+
+class _AskedRe:
+    """fs's ``re`` module, recording each name a compiled pattern is asked to match."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(re, attr)
+
+    def compile(self, pattern: str) -> SimpleNamespace:
+        real = re.compile(pattern)
+
+        def match(name: str) -> re.Match[str] | None:
+            self.asked.append(name)
+            return real.match(name)
+
+        return SimpleNamespace(match=match)
+
+
+def test_a_group_matcher_asks_its_regular_expression_only_of_names_holding_a_longest_literal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = _AskedRe()
+    monkeypatch.setattr(fs, "re", spy)
+    m = fs.group_matcher([("logs", ["*.log", "*.XLSX"]), ("rotated", ["*.log.*", "z*.gz"])])
+    got = {n: m(n) for n in ["a.log", "b.XLSX", "a.log.1", "zebra.txt", "old.gz", "plain.txt",
+                             "z.gz"]}
+    assert got == {"a.log": fs.Owned("logs"), "b.XLSX": fs.Owned("logs"),
+                   "a.log.1": fs.Owned("rotated"), "zebra.txt": None, "old.gz": None,
+                   "plain.txt": None, "z.gz": fs.Owned("rotated")}
+    # "*.log" and "*.XLSX" are plain suffixes; the others' longest literals are ".log." and ".gz"
+    assert spy.asked == ["a.log.1", "old.gz", "z.gz"]
+
+
+def test_a_pattern_with_brackets_is_asked_of_every_name() -> None:
+    m = fs.group_matcher([("cores", ["core.[0-9]*"])])
+    assert m("core.7") == fs.Owned("cores") and m("x") is None
+    assert fs._needed(["*.log.*", "a?b*cd"]) == (".log.", "cd")
+    assert fs._needed(["*.log.*", "core.[0-9]*"]) is None
+    assert fs._needed(["*.log.*", "*"]) is None  # a pattern of wildcards only holds nothing

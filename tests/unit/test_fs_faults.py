@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -497,3 +499,61 @@ def test_iterating_the_walk_hands_out_claimed_directories_as_directories(
         finally:
             start.close()
     assert got == [("app/__pycache__", True), ("app/sub/y.log", False), ("app/x.log", False)]
+
+
+# --- mounts_below and _unescape_mountinfo: the mount points below a root ---------------------
+
+
+@pytest.mark.parametrize("field, path", [
+    ("/srv/plain", "/srv/plain"), (r"/srv/a\040b", "/srv/a b"), (r"/srv/tab\011x", "/srv/tab\tx"),
+    (r"/srv/nl\012", "/srv/nl\n"), (r"/srv/back\134slash", "/srv/back\\slash"),
+    (r"/srv/\0401", "/srv/ 1"), (r"/srv/\08", r"/srv/\08"), (r"/srv/\12", r"/srv/\12"),
+])
+def test_a_mount_point_field_has_its_octal_escapes_undone(field: str, path: str) -> None:
+    assert fs._unescape_mountinfo(field) == path
+
+
+def _mount_tmpfs(point: Path) -> None:
+    point.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], check=True)
+
+
+@needs_root
+def test_mounts_below_lists_the_mount_points_strictly_below_a_path(tmp_path: Path) -> None:
+    box, boxx = tmp_path / "box", tmp_path / "boxX"
+    points = [box / "m", box / "with space", tmp_path / "boxes" / "m", boxx / "m"]
+    mounted: list[Path] = []
+    try:
+        for point in points:
+            _mount_tmpfs(point)
+            mounted.append(point)
+        inside = [str(box / "m"), str(box / "with space")]
+        assert sorted(fs.mounts_below(str(box))) == inside
+        assert sorted(fs.mounts_below(str(box) + "/")) == inside
+        assert fs.mounts_below(str(boxx)) == [str(boxx / "m")]
+        assert fs.mounts_below(str(box / "m")) == []  # strictly below: not the point itself
+    finally:
+        for point in reversed(mounted):
+            subprocess.run(["umount", str(point)], check=True)
+
+
+@needs_root
+def test_a_mount_point_whose_name_is_no_utf8_is_listed_with_its_bytes_escaped(
+        tmp_path: Path) -> None:
+    """Mounted in a mount namespace of its own (unshare -m): no other process reading the
+    system's mount table meets the undecodable name, and it goes with the process."""
+    base = os.fsencode(tmp_path)
+    point = base + b"/bad\xffname"
+    os.mkdir(point)
+    code = ("import json, subprocess, sys\n"
+            "from architect_cleanup import fs\n"
+            "subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', sys.argv[2]],"
+            " check=True)\n"
+            "print(json.dumps(fs.mounts_below(sys.argv[1])))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(fs.__file__).resolve().parents[1])}
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                           "-c", code, base, point], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [os.fsdecode(point)]
+    assert fs.mounts_below(str(tmp_path)) == []  # this process never saw it

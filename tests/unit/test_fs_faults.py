@@ -14,11 +14,13 @@ import errno
 import json
 import os
 import re
+import resource
 import stat
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -557,3 +559,96 @@ def test_a_mount_point_whose_name_is_no_utf8_is_listed_with_its_bytes_escaped(
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [os.fsdecode(point)]
     assert fs.mounts_below(str(tmp_path)) == []  # this process never saw it
+
+
+# --- untrusted: who else may change a file or directory --------------------------------------
+
+
+@pytest.mark.parametrize("mode, why", [
+    (0o755, None), (0o700, None), (0o1755, None),
+    (0o775, "writable by its group (mode 0775)"), (0o2770, "writable by its group (mode 2770)"),
+    (0o757, "writable by others (mode 0757)"), (0o702, "writable by others (mode 0702)"),
+    (0o777, "writable by group and others (mode 0777)"),
+    (0o1777, "writable by group and others (mode 1777)"),
+])
+def test_untrusted_says_who_else_may_write_and_shows_the_mode(
+        tmp_path: Path, mode: int, why: str | None) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(mode)
+    assert fs.untrusted(os.stat(d)) == why
+
+
+@needs_root
+def test_untrusted_refuses_an_owner_other_than_root_or_the_user_running_this(
+        tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir(mode=0o755)
+    assert fs.untrusted(os.stat(d)) is None  # root's own
+    os.chown(d, 1, 1)
+    assert fs.untrusted(os.stat(d)) == "owned by uid 1, not by root or the user running this"
+
+
+# --- too_long: a path of MAX_PATH bytes or more ----------------------------------------------
+
+
+@pytest.mark.parametrize("path, long", [
+    ("a" * 4095, False), ("a" * 4096, True),
+    ("\U0001F600" * 1023 + "abc", False), ("\U0001F600" * 1024, True),  # 4 bytes a character
+    ("é" * 2047 + "a", False), ("é" * 2048, True),
+    (os.fsdecode(b"\xff" * 4095), False), (os.fsdecode(b"\xff" * 4096), True),
+])
+def test_a_path_is_too_long_from_max_path_bytes_on_however_many_characters(
+        path: str, long: bool) -> None:
+    assert fs.MAX_PATH == 4096
+    assert fs.too_long(path) is long
+
+
+# --- is_profile_dir: a browser profile holds 'Local State' -----------------------------------
+
+
+def test_a_local_state_entry_of_any_kind_even_a_dangling_link_marks_a_browser_profile(
+        tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    touch(tmp_path / "file" / fs.CHROMIUM_MARKER)
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / fs.CHROMIUM_MARKER).symlink_to(tmp_path / "nowhere")
+    with Root.open(str(tmp_path)) as root:
+        for name, profile in [("plain", False), ("file", True), ("link", True)]:
+            d = root.open_path(name)
+            try:
+                assert fs.is_profile_dir(d) is profile, name
+            finally:
+                d.close()
+
+
+# --- raise_nofile_limit ----------------------------------------------------------------------
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard - 1), hard))
+        fs.raise_nofile_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("exc", [ValueError("not allowed to raise maximum limit"),
+                                 OSError(errno.EPERM, "Operation not permitted")])
+def test_a_refused_raise_of_the_descriptor_limit_is_passed_over(
+        monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    """setrlimit refuses (ValueError) e.g. when fs.nr_open was lowered below the hard limit:
+    a sysctl of the whole machine, so the refusal is injected here."""
+    asked: list[object] = []
+
+    def refuse(*args: object) -> None:
+        asked.append(args)
+        raise exc
+
+    monkeypatch.setattr(fs, "resource", SimpleNamespace(
+        RLIMIT_NOFILE=resource.RLIMIT_NOFILE, getrlimit=lambda _r: (256, 1024),
+        setrlimit=refuse))
+    fs.raise_nofile_limit()
+    assert asked == [(resource.RLIMIT_NOFILE, (1024, 1024))]

@@ -652,3 +652,46 @@ def test_a_refused_raise_of_the_descriptor_limit_is_passed_over(
         setrlimit=refuse))
     fs.raise_nofile_limit()
     assert asked == [(resource.RLIMIT_NOFILE, (1024, 1024))]
+
+
+# --- OpenFiles.describe: who holds a file open -----------------------------------------------
+
+
+def _fake_proc(tmp_path: Path, comms: dict[str, bytes | None]) -> tuple[Path, dict[str, Path]]:
+    """A /proc of our own making: each PID holds one file open, its comm as given (None: no
+    comm file, as for a process that exited meanwhile)."""
+    proc, held = tmp_path / "proc", {}
+    for pid, comm in comms.items():
+        held[pid] = touch(tmp_path / "data" / f"held-by-{pid}.log")
+        (proc / pid / "fd").mkdir(parents=True)
+        (proc / pid / "fd" / "3").symlink_to(held[pid])
+        if comm is not None:
+            (proc / pid / "comm").write_bytes(comm)
+    return proc, held
+
+
+def test_an_open_file_is_described_by_its_holders_pid_and_printable_name(
+        tmp_path: Path) -> None:
+    proc, held = _fake_proc(tmp_path, {
+        "42": b"gunicorn\n", "43": None, "44": b"", "45": b"caf\xc3\n",  # cut inside a character
+        "46": b"tab\there\n"})
+    free = touch(tmp_path / "data" / "free.log")
+    scan = OpenFiles(str(proc))
+    assert {pid: scan.describe(f.stat()) for pid, f in held.items()} == {
+        "42": "open by PID 42 (gunicorn)", "43": "open by PID 43", "44": "open by PID 44",
+        "45": "open by PID 45 (caf\ufffd)", "46": "open by PID 46 (tab\\there)"}
+    assert scan.describe(free.stat()) is None
+
+
+def test_a_holders_name_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    proc, held = _fake_proc(tmp_path, {"47": "café\n".encode()})
+    assert OpenFiles(str(proc)).describe(held["47"].stat()) == "open by PID 47 (café)"
+    code = ("import json, os, sys\n"
+            "from architect_cleanup.fs import OpenFiles\n"
+            "print(json.dumps([OpenFiles(sys.argv[1]).describe(os.stat(sys.argv[2])),"
+            " sys.flags.utf8_mode]))\n")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONPATH": str(Path(fs.__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code, str(proc), str(held["47"])], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert json.loads(out) == ["open by PID 47 (café)", 0]  # 0: the locale's ASCII was in force

@@ -850,3 +850,86 @@ def test_a_start_directory_on_descriptor_0_is_walked_and_kept_as_it_is(
             os.fstat(0)
         assert closed.value.errno == errno.EBADF
     assert found == ["a/x.log", "b/y.log", "c.log"]
+
+
+# --- Root and Dir: opening, identity, names ---------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, why", [("missing", "does not exist"),
+                                       ("file", "not a directory"),
+                                       ("loop", "cannot open: Too many levels of symbolic links")])
+def test_opening_a_root_says_in_one_line_what_is_wrong_with_the_path(
+        tmp_path: Path, kind: str, why: str) -> None:
+    path = tmp_path / "root"
+    if kind == "file":
+        touch(path)
+    elif kind == "loop":
+        path.symlink_to("root")
+    with pytest.raises(FsError) as exc:
+        Root.open(str(path))
+    assert str(exc.value) == f"{path}: {why}"
+
+
+def test_each_directory_opened_carries_the_identity_of_what_it_opened(tmp_path: Path) -> None:
+    touch(tmp_path / "a" / "b" / "f.log")
+    with Root.open(str(tmp_path)) as root:
+        st = os.stat(tmp_path)
+        assert (root.dir.path, root.dir.dev, root.dir.ino) == (str(tmp_path), st.st_dev,
+                                                               st.st_ino)
+        for rel, path in [(".", tmp_path), ("a", tmp_path / "a"), ("a/b", tmp_path / "a" / "b")]:
+            d = root.open_path(rel)
+            st = os.stat(path)
+            assert (d.path, d.dev, d.ino, d.nlink) == (str(path), st.st_dev, st.st_ino,
+                                                       st.st_nlink)
+            assert os.fstat(d.fd).st_ino == st.st_ino
+            d.close()
+
+
+def test_open_path_takes_each_name_as_it_is_and_skips_empty_and_dot_components(
+        tmp_path: Path) -> None:
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "X y ").mkdir()
+    with Root.open(str(tmp_path)) as root:
+        for rel, want in [("/a/./b//c/", "a/b/c"), ("X y ", "X y "), ("/X y /", "X y ")]:
+            d = root.open_path(rel)
+            assert d.path == f"{tmp_path}/{want}"
+            assert os.fstat(d.fd).st_ino == (tmp_path / want).stat().st_ino
+            d.close()
+
+
+@pytest.mark.parametrize("name", ["ends in X", "ends in a space "])
+def test_a_directory_joins_a_name_with_one_slash_whatever_its_last_character(
+        tmp_path: Path, name: str) -> None:
+    (tmp_path / name).mkdir()
+    with Root.open(str(tmp_path / name)) as root:
+        assert root.dir.join("f.log") == f"{tmp_path}/{name}/f.log"
+    assert fs.Dir(-1, "/", 0, 0).join("f.log") == "/f.log"
+    assert fs.Dir(-1, "", 0, 0).join("f.log") == "f.log"  # no path: the bare name
+
+
+def test_a_name_the_system_refuses_to_open_is_reported_with_its_path_and_reason(
+        tmp_path: Path) -> None:
+    with Root.open(str(tmp_path)) as root, pytest.raises(FsError) as exc:
+        root.open_path("x" * 300)
+    assert str(exc.value) == f"{tmp_path}/{'x' * 300}: File name too long"
+
+
+@pytest.mark.parametrize("err, kind", [(errno.ELOOP, "a symlink"),
+                                       (errno.ENOTDIR, "not a directory")])
+def test_an_entry_refused_and_gone_before_a_second_look_is_judged_by_the_error_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int, kind: str) -> None:
+    """O_NOFOLLOW|O_DIRECTORY fails on a symlink with ELOOP (or ENOTDIR on newer kernels);
+    when the entry is gone before the lstat that would tell, the error alone says which."""
+    real_open = os.open
+
+    def refusing_open(path: str, flags: int, mode: int = 0o777, *,
+                      dir_fd: int | None = None) -> int:
+        if path == "gone":
+            raise OSError(err, os.strerror(err), path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    with Root.open(str(tmp_path)) as root:
+        monkeypatch.setattr(os, "open", refusing_open)
+        with pytest.raises(FsError) as exc:
+            root.open_path("gone")
+    assert str(exc.value) == f"{tmp_path}/gone: {kind}, not followed"

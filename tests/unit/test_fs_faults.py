@@ -695,3 +695,56 @@ def test_a_holders_name_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> N
     out = subprocess.run([sys.executable, "-c", code, str(proc), str(held["47"])], env=env,
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert json.loads(out) == ["open by PID 47 (café)", 0]  # 0: the locale's ASCII was in force
+
+
+# --- the private rename in detail (_move_aside, _unlink_moved) --------------------------------
+
+
+def _shared_with_app_log(tmp_path: Path) -> Path:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(0o1777)
+    touch(d / "app.log", age=100, data=b"old")
+    return d
+
+
+def test_a_private_name_found_taken_is_drawn_again_and_the_file_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _shared_with_app_log(tmp_path)
+    draws = iter([b"\x00" * 8, b"\x01" * 8])
+    monkeypatch.setattr(fs.os, "urandom", lambda n: next(draws))
+    taken = touch(d / f"{fs.QUARANTINE}{'00' * 8}.app.log", data=b"someone's")
+    assert _unlink_one(d, "app.log") is None
+    assert os.listdir(d) == [taken.name] and taken.read_bytes() == b"someone's"
+
+
+def test_the_private_rename_draws_three_names_before_it_gives_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _shared_with_app_log(tmp_path)
+    monkeypatch.setattr(fs.os, "urandom", lambda n: b"\x00" * n)
+    taken = touch(d / f"{fs.QUARANTINE}{'00' * 8}.app.log")
+    tried: list[str] = []
+    real = fs._rename_noreplace
+
+    def counting(fd: int, old: str, new: str) -> None:
+        tried.append(new)
+        real(fd, old, new)
+
+    monkeypatch.setattr(fs, "_rename_noreplace", counting)
+    assert isinstance(_unlink_one(d, "app.log"), Changed)
+    assert tried == [taken.name] * 3
+    assert (d / "app.log").read_bytes() == b"old"
+
+
+def test_a_replacement_found_under_the_private_name_is_reported_under_the_name_it_had(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _shared_with_app_log(tmp_path)
+
+    def replace() -> None:
+        touch(d / ".staged", data=b"young")
+        os.rename(d / ".staged", d / "app.log")
+
+    _Replace(monkeypatch, replace)
+    outcome = _unlink_one(d, "app.log")
+    assert str(outcome) == f"{d}/app.log: replaced at the moment of its removal; left alone"
+    assert (d / "app.log").read_bytes() == b"young"

@@ -567,3 +567,91 @@ def test_db_error_messages_name_the_problem():
     assert "ReadWritePaths" in dbmod.describe(
         sqlite3.OperationalError("attempt to write a readonly database"))
     assert dbmod.describe(DbError("plain")) == "plain"
+
+
+# --- Database.__init__, _prepare, _release_own_sides, close: the connection and its files ------
+
+
+def open_file(path: Path, *, dry_run: bool, busy: float = 3.5) -> Database:
+    from datetime import timedelta
+
+    from architect_cleanup.config import DatabaseConfig
+    from architect_cleanup.db import DbFile
+    cfg = DatabaseConfig(busy_timeout=timedelta(seconds=busy))
+    return Database(DbFile("prod", path.name, str(path)), cfg, dry_run=dry_run)
+
+
+def settings(d: Database) -> dict[str, int]:
+    return {p: int(d.con.execute(f"PRAGMA {p}").fetchone()[0]) for p in (
+        "busy_timeout", "foreign_keys", "temp_store", "query_only", "synchronous",
+        "wal_autocheckpoint")}
+
+
+def test_a_real_runs_connection_waits_enforces_keys_and_leaves_checkpoints_to_the_run(
+        tmp_path: Path):
+    make_db(tmp_path / "a.db")
+    with open_file(tmp_path / "a.db", dry_run=False) as d:
+        assert d.journal_mode == "wal"
+        assert d.guard is not None and d.guard.locked
+        assert settings(d) == {"busy_timeout": 3500, "foreign_keys": 1, "temp_store": 2,
+                               "query_only": 0, "synchronous": 1, "wal_autocheckpoint": 0}
+
+
+def test_a_dry_runs_connection_is_query_only_and_keeps_sqlites_wal_settings(tmp_path: Path):
+    make_db(tmp_path / "a.db")
+    with open_file(tmp_path / "a.db", dry_run=True) as d:
+        assert settings(d) == {"busy_timeout": 3500, "foreign_keys": 1, "temp_store": 2,
+                               "query_only": 1, "synchronous": 2, "wal_autocheckpoint": 1000}
+
+
+def test_a_rollback_journal_database_keeps_its_settings_and_drops_the_guards_lock(
+        tmp_path: Path):
+    con = make_db(tmp_path / "a.db", "CREATE TABLE t (id INTEGER PRIMARY KEY);")
+    con.execute("PRAGMA journal_mode = DELETE")
+    with open_file(tmp_path / "a.db", dry_run=False) as d:
+        assert d.journal_mode == "delete"
+        assert d.guard is not None and not d.guard.locked and d.guard.fd >= 0
+        assert settings(d)["synchronous"] == 2 and settings(d)["wal_autocheckpoint"] == 1000
+        assert d.checkpoint() is None
+
+
+def wal_database(path: Path) -> None:
+    """A WAL database nobody has open: no -wal, no -shm beside it."""
+    make_db(path, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);").close()
+    assert not os.path.exists(f"{path}-wal") and not os.path.exists(f"{path}-shm")
+
+
+def test_the_wal_and_shm_a_run_made_itself_are_removed_when_it_closes(tmp_path: Path):
+    path = tmp_path / "a.db"
+    wal_database(path)
+    with open_file(path, dry_run=False) as d:
+        d.insert("t", {"v": "x"})
+        assert os.path.exists(f"{path}-wal") and os.path.exists(f"{path}-shm")
+    assert not os.path.exists(f"{path}-wal") and not os.path.exists(f"{path}-shm")
+    assert d.guard is not None and d.guard.fd == -1
+
+
+@pytest.mark.parametrize("side", ["-wal", "-shm"])
+def test_a_wal_or_shm_found_beside_the_database_stays_after_the_close(tmp_path: Path, side):
+    path = tmp_path / "a.db"
+    wal_database(path)
+    Path(f"{path}{side}").write_bytes(b"")  # not ours: another program may be using it
+    with open_file(path, dry_run=False) as d:
+        d.insert("t", {"v": "x"})
+    assert os.path.exists(f"{path}-wal") and os.path.exists(f"{path}-shm")
+
+
+def test_our_own_wal_stays_while_another_process_has_the_database_open(tmp_path: Path):
+    import subprocess
+    path = tmp_path / "a.db"
+    wal_database(path)
+    with open(path, "rb") as fh:  # a process with the file open and no lock on it
+        other = subprocess.Popen(["sleep", "60"], stdin=fh)
+    try:
+        with open_file(path, dry_run=False) as d:
+            d.insert("t", {"v": "x"})
+        assert os.path.exists(f"{path}-wal") and os.path.exists(f"{path}-shm")
+    finally:
+        other.kill()
+        other.wait()
+

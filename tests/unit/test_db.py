@@ -655,3 +655,31 @@ def test_our_own_wal_stays_while_another_process_has_the_database_open(tmp_path:
         other.kill()
         other.wait()
 
+
+
+# --- busy_gap, pause_after: the pause after a batch ------------------------------------------
+
+
+@pytest.mark.parametrize(("waited", "gap"), [
+    (0.0, 0.001), (0.0009, 0.001),
+    (0.001, 0.002), (0.0029, 0.002),              # a try exactly at 1 ms: the next sleep is 2
+    (0.004, 0.005), (0.009, 0.010), (0.02, 0.015), (0.04, 0.020), (0.06, 0.025),
+    (0.09, 0.025), (0.11, 0.025), (0.13, 0.050), (0.2, 0.050),
+    (0.25, 0.100), (0.3279, 0.100),
+    (0.33, 0.100), (5.0, 0.100),                   # past the table: 100 ms each
+])
+def test_a_waiting_writer_sleeps_as_sqlites_busy_handler_does(waited, gap):
+    assert dbmod.busy_gap(waited) == pytest.approx(gap, abs=1e-9)
+
+
+@pytest.mark.parametrize(("held", "pause"), [
+    (0.0, 0.003),        # the 2 ms sleep of a writer that tried 1 ms after the batch began
+    (0.0015, 0.003),
+    (0.0025, 0.006),     # ... the 5 ms sleep of one that tried at 3 ms (with the slack)
+    (0.009, 0.011),
+    (0.012, 0.012),      # as long as the batch, once the batch is the longer
+    (0.05, 0.05),
+    (0.3, 0.3),
+])
+def test_the_pause_after_a_batch_is_the_longer_of_the_batch_and_a_writers_sleep(held, pause):
+    assert dbmod.pause_after(held) == pytest.approx(pause, abs=1e-9)

@@ -683,3 +683,70 @@ def test_a_waiting_writer_sleeps_as_sqlites_busy_handler_does(waited, gap):
 ])
 def test_the_pause_after_a_batch_is_the_longer_of_the_batch_and_a_writers_sleep(held, pause):
     assert dbmod.pause_after(held) == pytest.approx(pause, abs=1e-9)
+
+
+# --- Database.checkpoint: the WAL after a real run -------------------------------------------
+
+
+def traced(d: Database) -> list[str]:
+    trace: list[str] = []
+    d.con.set_trace_callback(trace.append)
+    return trace
+
+
+def test_the_final_checkpoint_truncates_the_wal_and_restores_the_busy_timeout(tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    tasks(con, 300)
+    d, plan = open_plan(root, dry_run=False)
+    with d:
+        d.apply(plan, Outcome())
+        trace = traced(d)
+        assert d.checkpoint() is None
+        assert d.con.execute("PRAGMA busy_timeout").fetchone() == (2000,)
+    assert trace == ["PRAGMA wal_checkpoint(PASSIVE)", "PRAGMA busy_timeout = 20",
+                     "PRAGMA wal_checkpoint(TRUNCATE)", "PRAGMA busy_timeout = 2000",
+                     "PRAGMA busy_timeout"]
+    assert os.path.getsize(root / "data" / "prod" / "architect.db-wal") == 0
+
+
+def test_a_reader_that_keeps_the_wal_gets_a_note_and_the_busy_timeout_is_restored(
+        tmp_path: Path):
+    import re
+    root, con = prod_db(tmp_path)
+    tasks(con, 300)
+    reader = sqlite3.connect(root / "data" / "prod" / "architect.db", isolation_level=None)
+    d, plan = open_plan(root, dry_run=False)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM task_queue").fetchone()  # an older snapshot
+        with d:
+            d.apply(plan, Outcome())
+            note = d.checkpoint()
+            assert d.con.execute("PRAGMA busy_timeout").fetchone() == (2000,)
+    finally:
+        reader.close()
+    m = re.fullmatch(r"prod: WAL not truncated \((\d+) of (\d+) pages copied\): the dashboard "
+                     r"was busy; SQLite finishes it on a later checkpoint", note or "")
+    assert m is not None, note
+    assert int(m[1]) < int(m[2])
+
+
+def test_no_checkpoint_runs_after_a_dry_run_or_a_run_that_changed_nothing(tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    tasks(con, 5, days=1)   # nothing old enough
+    for dry_run in (True, False):
+        d, plan = open_plan(root, dry_run=dry_run)
+        with d:
+            d.apply(plan, Outcome())
+            trace = traced(d)
+            assert d.checkpoint() is None
+        assert not [s for s in trace if "checkpoint" in s], (dry_run, trace)
+    tasks(con, 5)           # a dry run that would change rows does not checkpoint either
+    d, plan = open_plan(root, dry_run=True)
+    with d:
+        out = Outcome()
+        d.apply(plan, out)
+        assert out.changed == 5
+        trace = traced(d)
+        assert d.checkpoint() is None
+    assert not [s for s in trace if "checkpoint" in s], trace

@@ -750,3 +750,65 @@ def test_no_checkpoint_runs_after_a_dry_run_or_a_run_that_changed_nothing(tmp_pa
         trace = traced(d)
         assert d.checkpoint() is None
     assert not [s for s in trace if "checkpoint" in s], trace
+
+
+# --- _Run.count_table, _Run.execute: counts per chunk and batch, the rowid range's ends -------
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_the_table_is_counted_in_chunks_with_each_row_once(tmp_path: Path, monkeypatch, dry_run):
+    monkeypatch.setattr(dbmod, "SCAN_CHUNK", 3)
+    root, con = prod_db(tmp_path)
+    tasks(con, 5)                                  # old: deleted
+    tasks(con, 2, status="pending")                # not finished: not what the rule is about
+    tasks(con, 2, days=1)                          # finished yesterday: kept
+    tasks(con, 1, completed_at=None)               # finished, no time: kept, undated
+    tasks(con, 1, completed_at="someday")          # finished, not a time: kept, undated
+    d, plan = open_plan(root, dry_run=dry_run, batch_size=2)
+    out = Outcome()
+    with d:
+        d.apply(plan, out)
+    assert (out.checked, out.kept, out.undated, out.changed, out.batches) == (11, 4, 2, 5, 3)
+    assert len(ids(con, "task_queue")) == (11 if dry_run else 6)
+
+
+def test_a_dry_run_that_would_change_every_row_keeps_none(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(dbmod, "SCAN_CHUNK", 2)
+    root, con = prod_db(tmp_path)
+    tasks(con, 4)
+    d, plan = open_plan(root, dry_run=True)
+    out = Outcome()
+    with d:
+        d.apply(plan, out)
+    assert (out.checked, out.kept, out.undated, out.changed, out.batches) == (4, 0, 0, 4, 1)
+    assert d.changed == 0
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_rows_at_both_ends_of_the_rowid_range_are_purged_and_counted(tmp_path: Path,
+                                                                       monkeypatch, dry_run):
+    monkeypatch.setattr(dbmod, "SCAN_CHUNK", 1)
+    root, con = prod_db(tmp_path)
+    ends = [dbmod.ROWID_MIN, -1, 0, dbmod.ROWID_MAX]
+    for rid in ends:
+        tasks(con, 1, id=rid)
+    tasks(con, 1, id=5, days=1)
+    d, plan = open_plan(root, dry_run=dry_run, batch_size=1)
+    out = Outcome()
+    with d:
+        d.apply(plan, out)
+    assert (out.checked, out.kept, out.changed, out.batches) == (5, 1, 4, 4)
+    assert ids(con, "task_queue") == ({*ends, 5} if dry_run else {5})
+
+
+def test_the_database_counts_what_every_batch_changed(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    root, con = prod_db(tmp_path)
+    tasks(con, 7)
+    d, plan = open_plan(root, dry_run=False, batch_size=3)
+    out = Outcome()
+    with d:
+        d.apply(plan, out)
+        assert (d.changed, out.changed, out.batches) == (7, 7, 3)
+        d.apply(plan, Outcome())
+        assert d.changed == 7

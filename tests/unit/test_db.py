@@ -812,3 +812,82 @@ def test_the_database_counts_what_every_batch_changed(tmp_path: Path, monkeypatc
         assert (d.changed, out.changed, out.batches) == (7, 7, 3)
         d.apply(plan, Outcome())
         assert d.changed == 7
+
+
+# --- _Run._transaction, _Run._one_by_one: rows the schema refuses -----------------------------
+
+
+def test_refused_rows_are_each_kept_and_the_errors_listed_stop_at_twenty(tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    refused = tasks(con, 23)
+    con.execute("CREATE TRIGGER keep_all BEFORE DELETE ON task_queue "
+                "BEGIN SELECT RAISE(ABORT, 'audited row'); END")
+    d, plan = open_plan(root, dry_run=False, batch_size=10)
+    out = Outcome()
+    with d:
+        d.apply(plan, out)
+    assert (out.changed, out.skipped, out.batches) == (0, 23, 3)
+    assert out.errors == [f"task_queue row {r}: audited row; kept" for r in refused[:20]]
+    assert d.changed == 0
+    assert ids(con, "task_queue") == set(refused)
+
+
+# --- _Run._transaction, locked_message: a batch that cannot run -----------------------------
+
+
+def task_plan(path: Path) -> Plan:
+    from architect_cleanup.db import cutoff
+    return Plan("task_queue", "_t.status = 'completed'", epoch_sql("_t.completed_at"),
+                cutoff(NOW, dbmod.timedelta(days=7)), what="finished tasks")
+
+
+def test_a_write_lock_taken_between_batches_fails_the_next_one_with_what_was_done(
+        tmp_path: Path):
+    path = tmp_path / "a.db"
+    con = make_db(path)
+    tasks(con, 5)
+    out = Outcome()
+
+    def dashboard_takes_the_lock(o: Outcome) -> None:
+        if o.batches == 1:
+            con.execute("BEGIN IMMEDIATE")
+
+    try:
+        with open_file(path, dry_run=False, busy=0.05) as d, pytest.raises(DbError) as err:
+            d.apply(task_plan(path), out, batch_size=2, progress=dashboard_takes_the_lock)
+    finally:
+        con.execute("ROLLBACK")
+    assert str(err.value) == ("database is locked: another connection held its write lock "
+                              "longer than busy_timeout (0s); 2 finished tasks deleted before "
+                              "that")
+    assert (out.changed, out.batches) == (2, 1)
+    assert len(ids(con, "task_queue")) == 3
+
+
+def test_an_error_inside_a_batch_rolls_it_back_and_fails_with_sqlites_words(tmp_path: Path):
+    path = tmp_path / "a.db"
+    con = make_db(path)
+    tasks(con, 5)
+    con.execute("CREATE TRIGGER audit BEFORE DELETE ON task_queue "
+                "BEGIN INSERT INTO missing_audit VALUES (old.id); END")
+    out = Outcome()
+    with open_file(path, dry_run=False) as d:
+        with pytest.raises(DbError, match=r"^no such table: main\.missing_audit$"):
+            d.apply(task_plan(path), out, batch_size=2)
+        assert not d.con.in_transaction
+    assert (out.changed, out.skipped, out.batches) == (0, 0, 0)
+    assert len(ids(con, "task_queue")) == 5
+
+
+def test_a_stop_request_is_looked_at_before_each_batch_and_each_chunk_of_the_count(
+        tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(dbmod, "SCAN_CHUNK", 2)
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    root, con = prod_db(tmp_path)
+    tasks(con, 5)
+    for dry_run, looks in ((True, 4 + 3), (False, 4 + 1)):  # batches + 1, then chunks
+        calls: list[int] = []
+        d, plan = open_plan(root, dry_run=dry_run, batch_size=2)
+        with d:
+            d.apply(plan, Outcome(), check_stop=lambda c=calls: c.append(1))
+        assert len(calls) == looks, dry_run

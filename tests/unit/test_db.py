@@ -891,3 +891,16 @@ def test_a_stop_request_is_looked_at_before_each_batch_and_each_chunk_of_the_cou
         with d:
             d.apply(plan, Outcome(), check_stop=lambda c=calls: c.append(1))
         assert len(calls) == looks, dry_run
+
+
+# --- Database.column_values: the values an orphan check compares -----------------------------
+
+
+def test_every_value_of_a_column_is_read_as_text_and_nulls_are_left_out(tmp_path: Path):
+    con = make_db(tmp_path / "a.db", 'CREATE TABLE "the refs" (id INTEGER PRIMARY KEY, '
+                                     '"task ""id""" ANY) STRICT;')
+    values = [7, None, "abc", 2.5, b"x\xffy", "ünï"]
+    insert(con, '"the refs"', [{'"task ""id"""': v} for v in values])
+    with open_file(tmp_path / "a.db", dry_run=True) as d:
+        got = list(d.column_values("the refs", 'task "id"'))
+    assert got == ["7", "abc", "2.5", "x\ufffdy", "ünï"]

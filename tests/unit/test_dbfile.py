@@ -159,3 +159,79 @@ def test_a_database_its_owner_cannot_reach_says_so(tmp_path: Path) -> None:
     os.chown(root / "data" / "prod" / "architect.db", 54321, 54321)
     stats = run(config(root), tmp_path, dry_run=False)
     assert "as its owner, uid 54321" in stats.targets["tasks"].detail["prod"]["error"]
+
+
+# --- Database._fail_open, _read_only_fs: a database on a read-only file system ----------------
+
+
+@pytest.fixture
+def readonly_root(open_dir: Path) -> Iterator[Path]:
+    """A root on a small tmpfs holding a WAL database (no -wal, no -shm) of another owner,
+    remounted read-only, as a path outside the service's ReadWritePaths= is."""
+    import subprocess
+    root = open_dir / "srv"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=755", "tmpfs", str(root)],
+                   check=True)
+    try:
+        con = make_db(root / "data" / "prod" / "architect.db")
+        _old_task(con)
+        con.close()
+        os.chown(root / "data" / "prod" / "architect.db", 54321, 54321)
+        subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
+        yield root
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
+
+
+@needs_root
+def test_a_database_on_a_read_only_file_system_says_to_add_it_to_the_writable_paths(
+        readonly_root: Path, tmp_path: Path) -> None:
+    assert dbmod._read_only_fs(str(readonly_root / "data"))
+    assert not dbmod._read_only_fs(str(tmp_path))
+    assert not dbmod._read_only_fs(str(tmp_path / "missing"))
+    stats = run(config(readonly_root), tmp_path, dry_run=False)
+    t = stats.targets["tasks"]
+    assert t.status == "failed"
+    prod = readonly_root / "data" / "prod"
+    assert t.errors == [
+        f"data/prod/architect.db: cannot open it: unable to open database file: {prod} is on a "
+        "read-only file system (outside the service's writable paths: add it with "
+        "`systemctl edit architect-cleanup.service` (ReadWritePaths=))"]
+
+
+@needs_root
+def test_without_a_root_a_read_only_file_system_leaves_sqlites_own_error(
+        readonly_root: Path) -> None:
+    path = readonly_root / "data" / "prod" / "architect.db"
+    with pytest.raises(sqlite3.OperationalError, match="^unable to open database file$"):
+        Database(DbFile("prod", "architect.db", str(path)), config(readonly_root).database,
+                 dry_run=False)
+
+
+# --- Database._abandon: a swap between the guard's open and SQLite's -------------------------
+
+
+def test_a_file_swapped_in_after_the_guards_open_is_closed_unchanged_with_every_descriptor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "srv"
+    make_db(root / "data" / "prod" / "architect.db").close()
+    swapped = make_db(tmp_path / "other.db")
+    _old_task(swapped)
+    swapped.close()
+    real_guard = Database._guard
+
+    def guard_then_swap(self: Database, *args: object) -> object:
+        g = real_guard(self, *args)  # type: ignore[arg-type]
+        os.replace(tmp_path / "other.db", root / "data" / "prod" / "architect.db")
+        return g
+
+    monkeypatch.setattr(Database, "_guard", guard_then_swap)
+    f = DbFile("prod", "data/prod/architect.db", str(root / "data" / "prod" / "architect.db"))
+    fds = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(DbError, match=r"^changed while it was being opened \(open\): SQLite "
+                                      "did not open the file that was checked"):
+        Database(f, config(root).database, dry_run=False, root=str(root))
+    assert set(os.listdir("/proc/self/fd")) <= fds  # the guard's and the directory's closed
+    con = make_db(root / "data" / "prod" / "architect.db", "")
+    assert con.execute("SELECT count(*) FROM task_queue").fetchone()[0] == 1

@@ -204,7 +204,7 @@ def test_a_database_on_a_read_only_file_system_says_to_add_it_to_the_writable_pa
 def test_without_a_root_a_read_only_file_system_leaves_sqlites_own_error(
         readonly_root: Path) -> None:
     path = readonly_root / "data" / "prod" / "architect.db"
-    with pytest.raises(sqlite3.OperationalError, match="^unable to open database file$"):
+    with pytest.raises(sqlite3.OperationalError, match=r"^unable to open database file$"):
         Database(DbFile("prod", "architect.db", str(path)), config(readonly_root).database,
                  dry_run=False)
 

@@ -748,6 +748,7 @@ class _Run:
         self._since_checkpoint = 0
         self._checkpoint_every = 1
         self._wal_frames = 0
+        self._wal_copied_all = False  # the last checkpoint copied every frame of the WAL
         self._free_until = 0.0  # monotonic time before which no batch takes the write lock
         if self.emulate:
             for i, r in enumerate(x for x in self.refs if not x.indexed):
@@ -946,13 +947,17 @@ class _Run:
         self._since_checkpoint += 1
         if self._since_checkpoint < self._checkpoint_every:
             return
-        _busy, frames, _copied = self.con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        _busy, frames, copied = self.con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         frames = max(int(frames), 0)
-        new = frames - self._wal_frames if frames >= self._wal_frames else frames
+        # Once a checkpoint copied the whole WAL, the next write starts it again from its
+        # first frame (unless a reader still used it: then this counts too many, the safe side).
+        restarted = self._wal_copied_all or frames < self._wal_frames
+        new = frames if restarted else frames - self._wal_frames
         per_batch = max(new, 1) / self._since_checkpoint
         self._checkpoint_every = max(1, min(100, int(CHECKPOINT_FRAMES / per_batch)))
         self._since_checkpoint = 0
         self._wal_frames = frames
+        self._wal_copied_all = int(copied) >= frames
 
     def _transaction(self, lo: int, hi: int, *, split: bool) -> float | None:
         """The batch's transaction; returns how long it held the write lock (None when it

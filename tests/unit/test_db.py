@@ -904,3 +904,58 @@ def test_every_value_of_a_column_is_read_as_text_and_nulls_are_left_out(tmp_path
     with open_file(tmp_path / "a.db", dry_run=True) as d:
         got = list(d.column_values("the refs", 'task "id"'))
     assert got == ["7", "abc", "2.5", "x\ufffdy", "ünï"]
+
+
+# --- _Run._checkpoint: a PASSIVE checkpoint about every CHECKPOINT_FRAMES WAL frames ---------
+
+
+def checkpointed_batches(tmp_path: Path, rows: int, batch_size: int) -> list[int]:
+    """The batches after which the purge ran a checkpoint of its own."""
+    root, con = prod_db(tmp_path)
+    tasks(con, rows)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    d, plan = open_plan(root, dry_run=False, batch_size=batch_size)
+    trace = traced(d)
+    after: list[int] = []
+
+    def progress(out: Outcome) -> None:
+        if "PRAGMA wal_checkpoint(PASSIVE)" in trace:
+            after.append(out.batches)
+        trace.clear()
+
+    with d:
+        d.apply(plan, Outcome(), progress=progress)
+    assert ids(con, "task_queue") == set()
+    return after
+
+
+def test_small_batches_are_checkpointed_every_hundred(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    # a one-row batch writes a few frames: 500 frames would be over a hundred batches
+    assert checkpointed_batches(tmp_path, 250, 1) == [1, 101, 201]
+
+
+def test_batches_over_the_frame_budget_are_each_checkpointed(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(dbmod, "CHECKPOINT_FRAMES", 1)
+    assert checkpointed_batches(tmp_path, 12, 3) == [1, 2, 3, 4]
+
+
+
+def test_the_wal_stays_near_checkpoint_frames_however_many_batches_run(tmp_path: Path,
+                                                                       monkeypatch):
+    """After a checkpoint that copied the whole WAL the next batch writes it from its first
+    frame again: the frames it then holds are all new (counting them as the growth since the
+    last checkpoint let the WAL grow to ten times CHECKPOINT_FRAMES)."""
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(dbmod, "CHECKPOINT_FRAMES", 50)
+    root, con = prod_db(tmp_path)
+    tasks(con, 10_000)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    d, plan = open_plan(root, dry_run=False, batch_size=200)
+    out = Outcome()
+    with d:
+        d.apply(plan, out)
+        wal = os.path.getsize(root / "data" / "prod" / "architect.db-wal")
+    assert out.batches == 50
+    assert (wal - 32) // (24 + 4096) <= 2 * 50  # the most frames the WAL ever held

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
@@ -909,11 +910,14 @@ def test_every_value_of_a_column_is_read_as_text_and_nulls_are_left_out(tmp_path
 # --- _Run._checkpoint: a PASSIVE checkpoint about every CHECKPOINT_FRAMES WAL frames ---------
 
 
-def checkpointed_batches(tmp_path: Path, rows: int, batch_size: int) -> list[int]:
-    """The batches after which the purge ran a checkpoint of its own."""
+def checkpointed_batches(tmp_path: Path, rows: int, batch_size: int,
+                         reader: bool = False) -> list[int]:
+    """The batches after which the purge ran a checkpoint of its own (with *reader*, another
+    connection begins a read after the first batch and keeps it to the end)."""
     root, con = prod_db(tmp_path)
     tasks(con, rows)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    other = make_db(root / "data" / "prod" / "architect.db", "") if reader else None
     d, plan = open_plan(root, dry_run=False, batch_size=batch_size)
     trace = traced(d)
     after: list[int] = []
@@ -922,9 +926,14 @@ def checkpointed_batches(tmp_path: Path, rows: int, batch_size: int) -> list[int
         if "PRAGMA wal_checkpoint(PASSIVE)" in trace:
             after.append(out.batches)
         trace.clear()
+        if other is not None and out.batches == 1:
+            other.execute("BEGIN")
+            other.execute("SELECT count(*) FROM task_queue").fetchone()
 
     with d:
         d.apply(plan, Outcome(), progress=progress)
+    if other is not None:
+        other.execute("ROLLBACK")
     assert ids(con, "task_queue") == set()
     return after
 
@@ -959,3 +968,13 @@ def test_the_wal_stays_near_checkpoint_frames_however_many_batches_run(tmp_path:
         wal = os.path.getsize(root / "data" / "prod" / "architect.db-wal")
     assert out.batches == 50
     assert (wal - 32) // (24 + 4096) <= 2 * 50  # the most frames the WAL ever held
+
+
+def test_a_wal_a_reader_keeps_from_restarting_is_checkpointed_by_its_growth(tmp_path: Path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(dbmod, "CHECKPOINT_FRAMES", 12)
+    got = checkpointed_batches(tmp_path, 40, 1, reader=True)
+    gaps = [b - a for a, b in itertools.pairwise(got)]
+    assert got[0] == 1 and len(gaps) >= 3, got
+    assert all(2 <= g <= 12 for g in gaps[1:]), got  # a batch writes a few frames

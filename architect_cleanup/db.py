@@ -554,6 +554,12 @@ class Database:
         rows = self.con.execute("SELECT name FROM pragma_table_info(?)", (table,))
         return {str(n).lower(): str(n) for (n,) in rows}
 
+    def column_type(self, table: str, column: str) -> str:
+        """The declared type of a column ("" when it has none)."""
+        row = self.con.execute("SELECT type FROM pragma_table_info(?) WHERE name = ? "
+                               "COLLATE NOCASE", (table, column)).fetchone()
+        return str(row[0]) if row is not None else ""
+
     def has_rowid(self, table: str) -> bool:
         try:
             self.con.execute(f"SELECT _rowid_ FROM main.{quote(table)} LIMIT 0")
@@ -743,6 +749,10 @@ class _Run:
             raise DbError(f"{plan.table} is a WITHOUT ROWID table; not supported")
         self.refs = db.references(plan.table) if plan.set_sql is None else []
         self.rowid_key = db.rowid_alias(plan.table)
+        #: references whose column has INTEGER affinity: its values compare with rowids as
+        #: numbers (a TEXT column's '10' sorts below 9; SQLite's own lookup converts it)
+        self.integer_refs = {r for r in self.refs if len(r.columns) == 1
+                             and "INT" in db.column_type(r.child, r.columns[0]).upper()}
         self.emulate = self._choose_mode()
         self.maps: dict[Reference, _ChildMap] = {}
         self._since_checkpoint = 0
@@ -886,7 +896,8 @@ class _Run:
         batch's keys are collected first."""
         m = self.maps.get(r)
         if (self.rowid_key is not None and len(r.parent_columns) == 1
-                and r.parent_columns[0].lower() == self.rowid_key.lower()):
+                and r.parent_columns[0].lower() == self.rowid_key.lower()
+                and r in self.integer_refs):
             col = f"_c.{quote(r.columns[0])}"
             owner = (f"EXISTS (SELECT 1 FROM {self.table} AS _t WHERE _t._rowid_ = {col} "
                      f"AND {self.cand}{self.keep_protected})")

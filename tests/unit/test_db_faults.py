@@ -331,3 +331,72 @@ def test_an_unindexed_reference_from_an_empty_table_changes_nothing(tmp_path: Pa
         assert stats.tasks_deleted == 5
         assert stats.targets["tasks"].detail["prod"].get("references_cleared", 0) == 0
     assert ids(con, "tasks") == set()
+
+
+# --- _Run.children_sql: references that are not the rowid alone ------------------------------
+
+
+def test_references_to_a_table_without_a_rowid_alias_are_cleared(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db", """
+        CREATE TABLE tasks (name TEXT PRIMARY KEY, status TEXT, completed_at TEXT);
+        CREATE TABLE notes (id INTEGER PRIMARY KEY,
+                            task_name TEXT REFERENCES tasks(name) ON DELETE SET NULL);
+        CREATE INDEX notes_task ON notes(task_name);""")
+    old, new = text(NOW - 30 * DAY), text(NOW - DAY)
+    insert(con, "tasks", [{"name": f"t{i}", "status": "completed",
+                           "completed_at": old if i < 3 else new} for i in range(5)])
+    notes = insert(con, "notes", [{"task_name": f"t{i}"} for i in (0, 2, 3)])
+    for dry_run in (True, False):
+        stats = run(config(root), tmp_path, dry_run=dry_run)
+        assert stats.tasks_deleted == 3
+        assert stats.targets["tasks"].detail["prod"]["references_cleared"] == 2
+    assert dict(con.execute("SELECT id, task_name FROM notes").fetchall()) == {
+        notes[0]: None, notes[1]: None, notes[2]: "t3"}
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_composite_reference_starting_with_the_rowid_clears_only_rows_matching_both(
+        tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db", """
+        CREATE TABLE tasks (id INTEGER PRIMARY KEY, b INTEGER, status TEXT, completed_at TEXT,
+                            UNIQUE (id, b));
+        CREATE TABLE links (id INTEGER PRIMARY KEY, x INTEGER, y INTEGER,
+                            FOREIGN KEY (x, y) REFERENCES tasks(id, b) ON DELETE SET NULL);
+        CREATE INDEX links_xy ON links(x, y);""")
+    old = text(NOW - 30 * DAY)
+    tasks = insert(con, "tasks", [{"b": 10 * i, "status": "completed", "completed_at": old}
+                                  for i in range(1, 4)])
+    # the second link names task 1's id with another b: it refers to no task at all
+    links = insert(con, "links", [{"x": tasks[0], "y": 10}, {"x": tasks[0], "y": 99}])
+    stats = run(config(root), tmp_path, dry_run=False)
+    assert stats.tasks_deleted == 3
+    assert stats.targets["tasks"].detail["prod"]["references_cleared"] == 1
+    assert con.execute("SELECT id, x, y FROM links").fetchall() == [
+        (links[0], None, None), (links[1], tasks[0], 99)]
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+@pytest.mark.parametrize("child_type", ["TEXT", ""])
+def test_a_reference_to_the_rowid_kept_as_text_is_cleared_like_a_number(
+        tmp_path: Path, child_type: str, indexed: bool) -> None:
+    """SQLite finds the parent of '10' in a TEXT (or untyped) column as row 10; compared with
+    a batch's rowid range as text, '10' sorts before 9 and stayed behind, dangling."""
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db", f"""
+        CREATE TABLE tasks (id INTEGER PRIMARY KEY, status TEXT, completed_at TEXT);
+        CREATE TABLE notes (id INTEGER PRIMARY KEY,
+                            task_id {child_type} REFERENCES tasks(id) ON DELETE SET NULL);""")
+    if indexed:
+        con.execute("CREATE INDEX notes_task ON notes(task_id)")
+    tasks = insert(con, "tasks", [{"status": "completed", "completed_at": text(NOW - 30 * DAY)}
+                                  for _ in range(12)])
+    insert(con, "notes", [{"task_id": str(tasks[i])} for i in (4, 9, 11)])
+    cfg = config(root, database={"batch_size": 5})
+    for dry_run in (True, False):
+        stats = run(cfg, tmp_path, dry_run=dry_run)
+        assert stats.tasks_deleted == 12
+        assert stats.targets["tasks"].detail["prod"]["references_cleared"] == 3
+    assert con.execute("SELECT task_id FROM notes").fetchall() == [(None,)] * 3
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -751,8 +751,8 @@ class _Run:
         self.rowid_key = db.rowid_alias(plan.table)
         #: references whose column has INTEGER affinity: its values compare with rowids as
         #: numbers (a TEXT column's '10' sorts below 9; SQLite's own lookup converts it)
-        self.integer_refs = {r for r in self.refs if len(r.columns) == 1
-                             and "INT" in db.column_type(r.child, r.columns[0]).upper()}
+        self.integer_refs = {r for r in self.refs
+                             if "INT" in db.column_type(r.child, r.columns[0]).upper()}
         self.emulate = self._choose_mode()
         self.maps: dict[Reference, _ChildMap] = {}
         self._since_checkpoint = 0

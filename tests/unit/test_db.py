@@ -978,3 +978,27 @@ def test_a_wal_a_reader_keeps_from_restarting_is_checkpointed_by_its_growth(tmp_
     gaps = [b - a for a, b in itertools.pairwise(got)]
     assert got[0] == 1 and len(gaps) >= 3, got
     assert all(2 <= g <= 12 for g in gaps[1:]), got  # a batch writes a few frames
+
+
+# --- _Run.children_sql: a batch's children found by their rowid range -------------------------
+
+
+@pytest.mark.parametrize("parent_index", [False, True])
+def test_the_children_of_a_batch_are_looked_up_by_the_batchs_rowid_range(tmp_path: Path,
+                                                                         parent_index):
+    root, con = prod_db(tmp_path)
+    if parent_index:
+        con.execute("CREATE INDEX idx_parent ON task_queue(parent_id)")
+    tasks(con, 5)
+    d, plan = open_plan(root, dry_run=False)
+    with d:
+        r = dbmod._Run(d, plan, Outcome(), 1000)
+        (ref,) = r.refs
+        sql = r.children_sql(ref)
+        steps = query_plan(d.con, f"SELECT count(*) FROM main.task_queue AS _c WHERE {sql}",
+                           dict(r.params, lo=0, hi=10))
+    if parent_index:
+        assert "USING COVERING INDEX idx_parent (parent_id>? AND parent_id<?)" in steps, steps
+    else:
+        assert "_k.parent BETWEEN :lo AND :hi" in sql
+        assert "(parent>? AND parent<?)" in steps, steps

@@ -1002,3 +1002,33 @@ def test_the_children_of_a_batch_are_looked_up_by_the_batchs_rowid_range(tmp_pat
     else:
         assert "_k.parent BETWEEN :lo AND :hi" in sql
         assert "(parent>? AND parent<?)" in steps, steps
+
+
+# --- Database._guard, _side_stat: a WAL client that lost its locks ----------------------------
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_a_process_with_the_wal_database_open_but_no_lock_is_reported(tmp_path: Path, pinned):
+    import subprocess
+
+    from architect_cleanup.db import DbFile
+    from architect_cleanup.dblocks import Holder, LockWatch
+    root, con = prod_db(tmp_path)
+    tasks(con, 1)  # the -shm is there
+    path = root / "data" / "prod" / "architect.db"
+    with open(path, "rb") as db, open(f"{path}-shm", "rb") as shm:
+        other = subprocess.Popen(["sleep", "60"], pass_fds=(db.fileno(), shm.fileno()))
+        # the database without its -shm: not a WAL client, not reported
+        reader = subprocess.Popen(["sleep", "61"], pass_fds=(db.fileno(),))
+    try:
+        watch = LockWatch()
+        cfg = config(root)
+        f = DbFile("prod", "data/prod/architect.db", str(path))
+        with Database(f, cfg.database, dry_run=True, root=cfg.root if pinned else None,
+                      locks=watch):
+            pass
+    finally:
+        for p in (other, reader):
+            p.kill()
+            p.wait()
+    assert watch.lost == [Holder("prod", other.pid, "sleep 60", "lost")]

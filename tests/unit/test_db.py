@@ -1032,3 +1032,54 @@ def test_a_process_with_the_wal_database_open_but_no_lock_is_reported(tmp_path: 
             p.kill()
             p.wait()
     assert watch.lost == [Holder("prod", other.pid, "sleep 60", "lost")]
+
+
+# --- Database.references, _indexed, _primary_key, rowid_alias, find_table, columns ------------
+
+CHILDREN = """
+CREATE TABLE c_none (id INTEGER PRIMARY KEY,
+                     t INTEGER REFERENCES task_queue(id) ON DELETE SET NULL);
+CREATE TABLE c_partial (id INTEGER PRIMARY KEY, t INTEGER REFERENCES task_queue(id));
+CREATE INDEX c_partial_t ON c_partial(t) WHERE t IS NOT NULL;
+CREATE TABLE c_second (id INTEGER PRIMARY KEY, a TEXT, t INTEGER REFERENCES task_queue(id));
+CREATE INDEX c_second_at ON c_second(a, t);
+CREATE TABLE c_first (id INTEGER PRIMARY KEY, a TEXT,
+                      t INTEGER REFERENCES task_queue ON DELETE CASCADE);
+CREATE INDEX c_first_ta ON c_first(t, a);
+CREATE TABLE c_pk (t INTEGER PRIMARY KEY REFERENCES task_queue(id) ON DELETE RESTRICT);
+CREATE TABLE c_norowid (t INTEGER PRIMARY KEY REFERENCES task_queue(id)) WITHOUT ROWID;
+CREATE TABLE c_pair (id INTEGER PRIMARY KEY, x INTEGER, y INTEGER,
+                     FOREIGN KEY (y, x) REFERENCES task_queue(parent_id, id));
+CREATE TABLE c_bad (id INTEGER PRIMARY KEY, x INTEGER, y INTEGER,
+                    FOREIGN KEY (x, y) REFERENCES task_queue);
+CREATE TABLE other (id INTEGER PRIMARY KEY, t INTEGER REFERENCES c_none(id));
+"""
+
+
+def test_each_reference_to_a_table_is_found_with_its_action_and_index(tmp_path: Path):
+    from architect_cleanup.db import Reference
+    root, con = prod_db(tmp_path)
+    con.executescript(CHILDREN)
+    with open_file(root / "data" / "prod" / "architect.db", dry_run=True) as d:
+        refs = {r.child: r for r in d.references("task_queue")}
+        assert d.find_table(["nothing", "TASK_QUEUE", "c_none"]) == "task_queue"
+        assert d.find_table(["nothing"]) is None
+        assert d.columns("C_Pair") == {"id": "id", "x": "x", "y": "y"}
+        assert (d.rowid_alias("task_queue"), d.rowid_alias("c_norowid")) == ("id", None)
+        assert d.rowid_alias("c_pair") == "id" and d.has_rowid("c_pair")
+    assert refs == {
+        "task_queue": Reference("task_queue", ("parent_id",), ("id",), "SET NULL", False, True),
+        "c_none": Reference("c_none", ("t",), ("id",), "SET NULL", False, True),
+        "c_partial": Reference("c_partial", ("t",), ("id",), "NO ACTION", False, True),
+        "c_second": Reference("c_second", ("t",), ("id",), "NO ACTION", False, True),
+        "c_first": Reference("c_first", ("t",), ("id",), "CASCADE", True, True),
+        "c_pk": Reference("c_pk", ("t",), ("id",), "RESTRICT", True, True),
+        "c_norowid": Reference("c_norowid", ("t",), ("id",), "NO ACTION", True, False),
+        "c_pair": Reference("c_pair", ("y", "x"), ("parent_id", "id"), "NO ACTION", False,
+                            True),
+    }
+    assert refs["c_pk"].describe() == "c_pk(t) ON DELETE RESTRICT"
+    assert refs["c_pair"].describe() == "c_pair(y, x) ON DELETE NO ACTION"
+    assert [(r.protects, r.clears) for r in (refs["c_none"], refs["c_partial"], refs["c_pk"],
+                                             refs["c_first"])] == [
+        (False, True), (True, False), (True, False), (False, False)]

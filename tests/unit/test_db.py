@@ -1083,3 +1083,23 @@ def test_each_reference_to_a_table_is_found_with_its_action_and_index(tmp_path: 
     assert [(r.protects, r.clears) for r in (refs["c_none"], refs["c_partial"], refs["c_pk"],
                                              refs["c_first"])] == [
         (False, True), (True, False), (True, False), (False, False)]
+
+
+# --- find_databases: each file once, labelled so that labels stay unique ----------------------
+
+
+def test_a_database_named_twice_is_found_once_and_same_stems_are_told_apart(tmp_path: Path):
+    root = tmp_path / "srv"
+    for rel in ("data/prod/architect.db", "data/x/app.db", "data/y/app.db",
+                "data/assigner/assigner.db"):
+        make_db(root / rel, "").close()
+    cfg = config(root, database={"paths": [
+        "data/{env}/architect.db", "data/prod/architect.db", "data/x/app.db", "data/*/app.db",
+        "data//assigner/./assigner.db", "data/assigner/assigner.db"]})
+    files, notes = find_databases(cfg)
+    assert [(f.label, f.rel, f.path) for f in files] == [
+        ("prod", "data/prod/architect.db", str(root / "data/prod/architect.db")),
+        ("data/x/app.db", "data/x/app.db", str(root / "data/x/app.db")),
+        ("data/y/app.db", "data/y/app.db", str(root / "data/y/app.db")),
+        ("assigner", "data/assigner/assigner.db", str(root / "data/assigner/assigner.db"))]
+    assert notes == ["data/qa/architect.db: does not exist (skipped)"]

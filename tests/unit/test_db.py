@@ -1103,3 +1103,75 @@ def test_a_database_named_twice_is_found_once_and_same_stems_are_told_apart(tmp_
         ("data/y/app.db", "data/y/app.db", str(root / "data/y/app.db")),
         ("assigner", "data/assigner/assigner.db", str(root / "data/assigner/assigner.db"))]
     assert notes == ["data/qa/architect.db: does not exist (skipped)"]
+
+
+# --- _Run._choose_mode, _Scratch: who applies the ON DELETE actions ---------------------------
+
+SLOW = ("SQLite scans that table for every deleted row; this can be very slow (an index on the "
+        "referencing column fixes it)")
+
+
+@pytest.mark.parametrize(("schema", "emulate", "note"), [
+    ("", True, None),
+    ("CREATE INDEX i ON task_queue(parent_id);", False, None),
+    ("CREATE TABLE c_pk (t INTEGER PRIMARY KEY REFERENCES task_queue(id)) WITHOUT ROWID;",
+     True, None),   # an indexed child without rowid: its action is applied here too
+    ("CREATE TABLE c (id INTEGER PRIMARY KEY, t INTEGER REFERENCES task_queue(id) "
+     "ON DELETE CASCADE); CREATE INDEX c_t ON c(t);", False,
+     "task_queue: no index on task_queue(parent_id) ON DELETE SET NULL: " + SLOW),
+    ("CREATE TABLE c (k TEXT PRIMARY KEY, t INTEGER REFERENCES task_queue(id) "
+     "ON DELETE SET NULL) WITHOUT ROWID;", False,
+     "task_queue: no index on task_queue(parent_id) ON DELETE SET NULL, c(t) ON DELETE SET "
+     "NULL: " + SLOW),
+    ("CREATE TABLE c (id INTEGER PRIMARY KEY, x INTEGER, y INTEGER, FOREIGN KEY (x, y) "
+     "REFERENCES task_queue(id, parent_id) ON DELETE SET NULL);", False,
+     "task_queue: no index on task_queue(parent_id) ON DELETE SET NULL, c(x, y) ON DELETE SET "
+     "NULL: " + SLOW),
+])
+def test_the_actions_are_applied_here_only_when_every_reference_allows_it(
+        tmp_path: Path, schema, emulate, note):
+    root, con = prod_db(tmp_path)
+    con.executescript(schema)
+    d, plan = open_plan(root, dry_run=False)
+    out = Outcome()
+    with d:
+        r = dbmod._Run(d, plan, out, 10)
+    assert r.emulate is emulate
+    assert out.notes == ([] if note is None else [note])
+    assert bool(r.maps) is emulate
+
+
+def test_a_dry_run_with_a_map_of_the_children_stays_query_only(tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    parents = tasks(con, 4)
+    tasks(con, 1, status="pending", parent_id=parents[0])
+    d, plan = open_plan(root, dry_run=True)
+    out = Outcome()
+    with d:
+        d.apply(plan, out)
+        assert (out.changed, out.cleared) == (4, 1)
+        assert d.con.execute("PRAGMA query_only").fetchone() == (1,)
+    assert len(ids(con, "task_queue")) == 5
+
+
+# --- sql_timestamp, in_list ------------------------------------------------------------------
+
+
+def test_a_timestamp_is_written_as_sqlites_current_timestamp_in_the_configured_zone(
+        monkeypatch):
+    from architect_cleanup.db import sql_timestamp
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert sql_timestamp(NOW) == "2026-03-01 12:00:00"
+        assert sql_timestamp(NOW, "utc") == "2026-03-01 12:00:00"
+        assert sql_timestamp(NOW, "local") == "2026-03-01 07:00:00"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_list_of_values_becomes_named_parameters():
+    from architect_cleanup.db import in_list
+    assert in_list("_t.status", ["a", "b'c"], "s") == (
+        "_t.status IN (:s0, :s1)", {"s0": "a", "s1": "b'c"})

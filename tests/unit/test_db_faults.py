@@ -400,3 +400,59 @@ def test_a_reference_to_the_rowid_kept_as_text_is_cleared_like_a_number(
         assert stats.targets["tasks"].detail["prod"]["references_cleared"] == 3
     assert con.execute("SELECT task_id FROM notes").fetchall() == [(None,)] * 3
     assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+# --- _Run._clear, _Run._batch: the emulated ON DELETE actions ---------------------------------
+
+RESULTS_FIRST = """
+CREATE TABLE results (id INTEGER PRIMARY KEY,
+                      task_id INTEGER REFERENCES tasks(id) ON DELETE RESTRICT);
+CREATE TABLE tasks (id INTEGER PRIMARY KEY, status TEXT, completed_at TEXT,
+                    parent_id INTEGER REFERENCES tasks(id) ON DELETE SET NULL);
+"""
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_reference_that_clears_after_one_that_protects_is_still_cleared(
+        tmp_path: Path, dry_run: bool) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db", RESULTS_FIRST)
+    old = text(NOW - 30 * DAY)
+    parents = insert(con, "tasks", [{"status": "completed", "completed_at": old}] * 3)
+    (kid,) = insert(con, "tasks", [{"status": "running", "parent_id": parents[0]}])
+    insert(con, "results", [{"task_id": parents[2]}])
+    stats = run(config(root), tmp_path, dry_run=dry_run)
+    t = stats.targets["tasks"]
+    assert (stats.tasks_deleted, t.skipped, t.detail["prod"]["references_cleared"]) == (2, 1, 1)
+    if not dry_run:
+        assert ids(con, "tasks") == {parents[2], kid}
+        assert con.execute("SELECT parent_id FROM tasks WHERE id = ?", (kid,)).fetchone() == (
+            None,)
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_foreign_keys_are_off_only_around_the_batches_whose_actions_are_applied_here(
+        tmp_path: Path, indexed: bool) -> None:
+    from architect_cleanup.db import Database, Outcome, Plan, find_databases
+    from architect_cleanup.targets.base import RunContext
+    from architect_cleanup.targets.tasks import Tasks
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db")
+    if indexed:
+        con.execute("CREATE INDEX idx_parent ON task_queue(parent_id)")
+    insert(con, "task_queue", [{"task_type": "t", "status": "completed",
+                                "completed_at": text(NOW - 30 * DAY)}] * 4)
+    cfg = config(root, database={"batch_size": 2})
+    d = Database(find_databases(cfg)[0][0], cfg.database, dry_run=False, root=cfg.root)
+    plan = Tasks().plan(RunContext(config=cfg, now=NOW, dry_run=False), d)
+    assert isinstance(plan, Plan)
+    trace: list[str] = []
+    d.con.set_trace_callback(trace.append)
+    with d:
+        d.apply(plan, Outcome())
+    txns = [s for s in trace if s in ("BEGIN IMMEDIATE", "COMMIT") or "foreign_keys" in s]
+    one = ["BEGIN IMMEDIATE", "COMMIT"]
+    if not indexed:
+        one = ["PRAGMA foreign_keys = OFF", *one, "PRAGMA foreign_keys = ON"]
+    assert txns == one * 2

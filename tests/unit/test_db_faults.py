@@ -456,3 +456,19 @@ def test_foreign_keys_are_off_only_around_the_batches_whose_actions_are_applied_
     if not indexed:
         one = ["PRAGMA foreign_keys = OFF", *one, "PRAGMA foreign_keys = ON"]
     assert txns == one * 2
+
+
+# --- glob_below: hidden names and the order ---------------------------------------------------
+
+
+def test_a_glob_skips_hidden_names_unless_its_pattern_starts_with_a_dot(tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    for rel in ("data/b.db", "data/a.db", "data/.old.db", "data/.cache/c.db", "data/sub/c.db"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    assert glob_below(str(root), "data/*.db") == ["data/a.db", "data/b.db"]
+    assert glob_below(str(root), "data/.*.db") == ["data/.old.db"]
+    assert glob_below(str(root), "data/*/c.db") == ["data/sub/c.db"]
+    assert glob_below(str(root), "data/.*/c.db") == ["data/.cache/c.db"]
+    assert glob_below(str(root), "data/sub/c.db") == ["data/sub/c.db"]
+    assert glob_below(str(root), "data/none/c.db") == []

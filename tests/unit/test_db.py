@@ -1175,3 +1175,33 @@ def test_a_list_of_values_becomes_named_parameters():
     from architect_cleanup.db import in_list
     assert in_list("_t.status", ["a", "b'c"], "s") == (
         "_t.status IN (:s0, :s1)", {"s0": "a", "s1": "b'c"})
+
+
+# --- Database._pin, _guard: a file gone, a file held exclusively -----------------------------
+
+
+def test_a_database_gone_before_its_open_says_it_does_not_exist_any_more(tmp_path: Path):
+    from architect_cleanup.db import DbFile
+    root = tmp_path / "srv"
+    (root / "data" / "prod").mkdir(parents=True)
+    f = DbFile("prod", "data/prod/architect.db", str(root / "data" / "prod" / "architect.db"))
+    with pytest.raises(DbError, match=r"^does not exist \(any more\)$"):
+        Database(f, config(root).database, dry_run=True, root=str(root))
+
+
+def test_a_database_held_exclusively_past_busy_timeout_is_not_opened(tmp_path: Path):
+    from datetime import timedelta
+
+    from architect_cleanup.config import DatabaseConfig
+    from architect_cleanup.db import DbFile
+    root, con = prod_db(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY);")
+    con.execute("PRAGMA journal_mode = DELETE")
+    con.execute("PRAGMA locking_mode = EXCLUSIVE")
+    con.execute("INSERT INTO t DEFAULT VALUES")  # keeps the EXCLUSIVE lock from now on
+    f = DbFile("prod", "data/prod/architect.db", str(root / "data" / "prod" / "architect.db"))
+    cfg = DatabaseConfig(busy_timeout=timedelta(seconds=0.05))
+    fds = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(DbError, match=r"^database is locked: another connection held it "
+                                      r"exclusively longer than busy_timeout$"):
+        Database(f, cfg, dry_run=True, root=str(root))
+    assert set(os.listdir("/proc/self/fd")) <= fds  # the guard's and the directory's closed

@@ -1205,3 +1205,32 @@ def test_a_database_held_exclusively_past_busy_timeout_is_not_opened(tmp_path: P
                                       r"exclusively longer than busy_timeout$"):
         Database(f, cfg, dry_run=True, root=str(root))
     assert set(os.listdir("/proc/self/fd")) <= fds  # the guard's and the directory's closed
+
+
+# --- _Run with set_sql: archiving keeps the rows and ignores references ----------------------
+
+ITEMS = """
+CREATE TABLE items (id INTEGER PRIMARY KEY, status TEXT, done_at TEXT,
+                    archived INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE pins (id INTEGER PRIMARY KEY, item INTEGER REFERENCES items(id) ON DELETE RESTRICT);
+"""
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_archiving_updates_old_rows_in_place_and_a_reference_does_not_protect_them(
+        tmp_path: Path, dry_run):
+    from architect_cleanup.db import cutoff
+    path = tmp_path / "a.db"
+    con = make_db(path, ITEMS)
+    old = insert(con, "items", [{"status": "done", "done_at": text(ago(30))}] * 5)
+    insert(con, "items", [{"status": "done", "done_at": text(ago(1))}] * 2
+           + [{"status": "open", "done_at": text(ago(30))}])
+    insert(con, "pins", [{"item": old[0]}])
+    plan = Plan("items", "_t.archived = 0 AND _t.status = 'done'", epoch_sql("_t.done_at"),
+                cutoff(NOW, dbmod.timedelta(days=7)), set_sql="archived = 1")
+    out = Outcome()
+    with open_file(path, dry_run=dry_run) as d:
+        d.apply(plan, out, batch_size=2)
+    assert (out.checked, out.kept, out.changed, out.skipped, out.batches) == (8, 2, 5, 0, 3)
+    assert ids(con, "items", "archived = 1") == (set() if dry_run else set(old))
+    assert len(ids(con, "items")) == 8

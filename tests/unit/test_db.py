@@ -1234,3 +1234,18 @@ def test_archiving_updates_old_rows_in_place_and_a_reference_does_not_protect_th
     assert (out.checked, out.kept, out.changed, out.skipped, out.batches) == (8, 2, 5, 0, 3)
     assert ids(con, "items", "archived = 1") == (set() if dry_run else set(old))
     assert len(ids(con, "items")) == 8
+
+
+def test_any_other_error_inside_a_batch_rolls_it_back_and_is_raised_as_it_is(tmp_path: Path):
+    path = tmp_path / "a.db"
+    con = make_db(path)
+    tasks(con, 5)
+    con.execute("CREATE TRIGGER huge BEFORE DELETE ON task_queue "
+                "BEGIN SELECT length(zeroblob(2000000000)); END")   # SQLITE_TOOBIG
+    out = Outcome()
+    with open_file(path, dry_run=False) as d:
+        with pytest.raises(sqlite3.DataError):
+            d.apply(task_plan(path), out, batch_size=2)
+        assert not d.con.in_transaction
+    assert (out.changed, out.batches) == (0, 0)
+    assert len(ids(con, "task_queue")) == 5

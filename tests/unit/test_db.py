@@ -1249,3 +1249,22 @@ def test_any_other_error_inside_a_batch_rolls_it_back_and_is_raised_as_it_is(tmp
         assert not d.con.in_transaction
     assert (out.changed, out.batches) == (0, 0)
     assert len(ids(con, "task_queue")) == 5
+
+
+# --- _Run.execute: a dry run reads the children added since its last batch --------------------
+
+
+def test_a_dry_run_counts_a_child_added_during_it_among_the_references_cleared(
+        tmp_path: Path):
+    root, con = prod_db(tmp_path)
+    parents = tasks(con, 40)
+    d, plan = open_plan(root, dry_run=True, batch_size=10)
+    out = Outcome()
+
+    def progress(o: Outcome) -> None:
+        if o.batches == 1:   # the dashboard adds a child of a parent in a later batch
+            tasks(con, 1, status="pending", parent_id=parents[-1])
+
+    with d:
+        d.apply(plan, out, progress=progress)
+    assert (out.changed, out.cleared, out.batches) == (40, 1, 4)

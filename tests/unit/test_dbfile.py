@@ -235,3 +235,20 @@ def test_a_file_swapped_in_after_the_guards_open_is_closed_unchanged_with_every_
     assert set(os.listdir("/proc/self/fd")) <= fds  # the guard's and the directory's closed
     con = make_db(root / "data" / "prod" / "architect.db", "")
     assert con.execute("SELECT count(*) FROM task_queue").fetchone()[0] == 1
+
+
+# --- Database.__init__: a failed open closes everything it opened -----------------------------
+
+
+def test_a_file_that_is_not_a_database_fails_its_open_and_leaves_no_descriptor(
+        tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    path = root / "data" / "prod" / "architect.db"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a database at all" * 100)
+    f = DbFile("prod", "data/prod/architect.db", str(path))
+    fds = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(sqlite3.DatabaseError, match=r"^file is not a database$"):
+        Database(f, config(root).database, dry_run=False, root=str(root))
+    assert set(os.listdir("/proc/self/fd")) <= fds
+    assert sorted(os.listdir(path.parent)) == ["architect.db"]

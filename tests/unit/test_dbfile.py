@@ -252,3 +252,19 @@ def test_a_file_that_is_not_a_database_fails_its_open_and_leaves_no_descriptor(
         Database(f, config(root).database, dry_run=False, root=str(root))
     assert set(os.listdir("/proc/self/fd")) <= fds
     assert sorted(os.listdir(path.parent)) == ["architect.db"]
+
+
+def test_a_database_opened_below_the_root_and_closed_leaves_no_descriptor(
+        tmp_path: Path) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db")
+    _old_task(con)
+    con.close()  # (SQLite keeps a closed connection's descriptor while another one has locks)
+    cfg = config(root)
+    fds = set(os.listdir("/proc/self/fd"))
+    assert glob_below(str(root), "data/*/architect.db") == ["data/prod/architect.db"]
+    (f,), _ = find_databases(cfg)
+    for dry_run in (True, False):
+        with Database(f, cfg.database, dry_run=dry_run, root=str(root)) as d:
+            assert d.pinned is not None and d.guard is not None
+    assert set(os.listdir("/proc/self/fd")) <= fds

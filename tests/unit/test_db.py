@@ -666,7 +666,7 @@ def test_our_own_wal_stays_while_another_process_has_the_database_open(tmp_path:
     (0.001, 0.002), (0.0029, 0.002),              # a try exactly at 1 ms: the next sleep is 2
     (0.004, 0.005), (0.009, 0.010), (0.02, 0.015), (0.04, 0.020), (0.06, 0.025),
     (0.09, 0.025), (0.11, 0.025), (0.13, 0.050), (0.2, 0.050),
-    (0.25, 0.100), (0.3279, 0.100),
+    (0.2279, 0.050), (0.25, 0.100), (0.3279, 0.100),   # just before a try: its own sleep
     (0.33, 0.100), (5.0, 0.100),                   # past the table: 100 ms each
 ])
 def test_a_waiting_writer_sleeps_as_sqlites_busy_handler_does(waited, gap):

@@ -1056,12 +1056,18 @@ CREATE TABLE other (id INTEGER PRIMARY KEY, t INTEGER REFERENCES c_none(id));
 """
 
 
-def test_each_reference_to_a_table_is_found_with_its_action_and_index(tmp_path: Path):
+def test_each_reference_to_a_table_is_found_with_its_action_and_index(tmp_path: Path,
+                                                                     caplog):
+    import logging
+
     from architect_cleanup.db import Reference
     root, con = prod_db(tmp_path)
     con.executescript(CHILDREN)
     with open_file(root / "data" / "prod" / "architect.db", dry_run=True) as d:
-        refs = {r.child: r for r in d.references("task_queue")}
+        with caplog.at_level(logging.WARNING, logger="architect_cleanup.db"):
+            refs = {r.child: r for r in d.references("task_queue")}
+        assert caplog.messages == [
+            "prod: foreign key c_bad(x, y) -> task_queue does not match a key; ignored"]
         assert d.find_table(["nothing", "TASK_QUEUE", "c_none"]) == "task_queue"
         assert d.find_table(["nothing"]) is None
         assert d.columns("C_Pair") == {"id": "id", "x": "x", "y": "y"}

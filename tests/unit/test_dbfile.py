@@ -268,3 +268,46 @@ def test_a_database_opened_below_the_root_and_closed_leaves_no_descriptor(
         with Database(f, cfg.database, dry_run=dry_run, root=str(root)) as d:
             assert d.pinned is not None and d.guard is not None
     assert set(os.listdir("/proc/self/fd")) <= fds
+
+
+# --- Database._prepare: the check after the first read --------------------------------------
+
+
+def test_a_wal_swapped_after_sqlite_opened_it_is_refused_at_the_first_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The swap made deterministic: once SQLite has the -wal open (the journal mode's read),
+    another file takes its name; the check after the first read finds SQLite's -wal is not
+    the directory's."""
+    root = tmp_path / "srv"
+    path = root / "data" / "prod" / "architect.db"
+    make_db(path).close()  # no -wal: SQLite makes one when it first reads
+    wal = f"{path}-wal"
+    real_prepare = Database._prepare
+
+    def wal_open() -> bool:
+        for n in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{n}").endswith("architect.db-wal"):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def prepare_with_swap(self: Database, *args: object) -> None:
+        swapped: list[bool] = []
+
+        def swap() -> int:
+            if not swapped and wal_open():
+                swapped.append(True)
+                shutil.copyfile(wal, f"{wal}.copy")
+                os.replace(f"{wal}.copy", wal)
+            return 0
+
+        self.con.set_progress_handler(swap, 1)
+        real_prepare(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Database, "_prepare", prepare_with_swap)
+    f = DbFile("prod", "data/prod/architect.db", str(path))
+    with pytest.raises(DbError, match=r"^changed while it was being opened \(first read\): "
+                                      r"SQLite opened .*architect\.db-wal \(deleted\) instead"):
+        Database(f, config(root).database, dry_run=False, root=str(root))

@@ -1274,3 +1274,27 @@ def test_a_dry_run_counts_a_child_added_during_it_among_the_references_cleared(
     with d:
         d.apply(plan, out, progress=progress)
     assert (out.changed, out.cleared, out.batches) == (40, 1, 4)
+
+
+def test_an_exclusive_lock_released_within_busy_timeout_is_waited_for(tmp_path: Path):
+    con = make_db(tmp_path / "a.db", "CREATE TABLE t (id INTEGER PRIMARY KEY);")
+    con.execute("PRAGMA journal_mode = DELETE")
+    con.close()
+    locked = threading.Event()
+
+    def hold() -> None:
+        holder = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(0.05)
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    th = threading.Thread(target=hold)
+    th.start()
+    locked.wait()
+    try:
+        with open_file(tmp_path / "a.db", dry_run=True, busy=5) as d:
+            assert d.con.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    finally:
+        th.join()

@@ -472,3 +472,18 @@ def test_a_glob_skips_hidden_names_unless_its_pattern_starts_with_a_dot(tmp_path
     assert glob_below(str(root), "data/.*/c.db") == ["data/.cache/c.db"]
     assert glob_below(str(root), "data/sub/c.db") == ["data/sub/c.db"]
     assert glob_below(str(root), "data/none/c.db") == []
+
+
+# --- Database._guard: a FIFO named like a database (no root to pin it) -----------------------
+
+
+def test_a_fifo_named_like_a_database_fails_its_open_without_waiting_for_a_writer(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    from architect_cleanup.config import DatabaseConfig
+    from architect_cleanup.db import Database, DbFile
+    fifo = tmp_path / "f.db"
+    os.mkfifo(fifo)
+    with pytest.raises(sqlite3.OperationalError):  # the guard's open does not block on it
+        Database(DbFile("f", "f.db", str(fifo)), DatabaseConfig(), dry_run=True)

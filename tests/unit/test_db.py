@@ -1053,6 +1053,13 @@ CREATE TABLE c_pair (id INTEGER PRIMARY KEY, x INTEGER, y INTEGER,
 CREATE TABLE c_bad (id INTEGER PRIMARY KEY, x INTEGER, y INTEGER,
                     FOREIGN KEY (x, y) REFERENCES task_queue);
 CREATE TABLE other (id INTEGER PRIMARY KEY, t INTEGER REFERENCES c_none(id));
+CREATE TABLE c_both (id INTEGER PRIMARY KEY, t INTEGER REFERENCES task_queue(id));
+CREATE INDEX c_both_full ON c_both(t);
+CREATE INDEX c_both_part ON c_both(t) WHERE t > 0;
+CREATE TABLE c_mixed (id INTEGER PRIMARY KEY, x INTEGER, y INTEGER,
+                      t INTEGER REFERENCES task_queue(id) ON DELETE SET NULL,
+                      u INTEGER REFERENCES task_queue(id),
+                      FOREIGN KEY (x, y) REFERENCES task_queue);
 """
 
 
@@ -1065,15 +1072,22 @@ def test_each_reference_to_a_table_is_found_with_its_action_and_index(tmp_path: 
     con.executescript(CHILDREN)
     with open_file(root / "data" / "prod" / "architect.db", dry_run=True) as d:
         with caplog.at_level(logging.WARNING, logger="architect_cleanup.db"):
-            refs = {r.child: r for r in d.references("task_queue")}
+            found = d.references("task_queue")
         assert caplog.messages == [
-            "prod: foreign key c_bad(x, y) -> task_queue does not match a key; ignored"]
+            "prod: foreign key c_bad(x, y) -> task_queue does not match a key; ignored",
+            "prod: foreign key c_mixed(x, y) -> task_queue does not match a key; ignored"]
         assert d.find_table(["nothing", "TASK_QUEUE", "c_none"]) == "task_queue"
         assert d.find_table(["nothing"]) is None
         assert d.columns("C_Pair") == {"id": "id", "x": "x", "y": "y"}
         assert (d.rowid_alias("task_queue"), d.rowid_alias("c_norowid")) == ("id", None)
         assert d.rowid_alias("c_pair") == "id" and d.has_rowid("c_pair")
+    # (the composite key without columns comes first, and is ignored: the others still count)
+    assert [r for r in found if r.child == "c_mixed"] == [
+        Reference("c_mixed", ("u",), ("id",), "NO ACTION", False, True),
+        Reference("c_mixed", ("t",), ("id",), "SET NULL", False, True)]
+    refs = {r.child: r for r in found if r.child != "c_mixed"}
     assert refs == {
+        "c_both": Reference("c_both", ("t",), ("id",), "NO ACTION", True, True),
         "task_queue": Reference("task_queue", ("parent_id",), ("id",), "SET NULL", False, True),
         "c_none": Reference("c_none", ("t",), ("id",), "SET NULL", False, True),
         "c_partial": Reference("c_partial", ("t",), ("id",), "NO ACTION", False, True),

@@ -11,14 +11,26 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from architect_cleanup import worker as worker_mod
-from architect_cleanup.fs import OpenFiles
+from architect_cleanup.fs import FsError, OpenFiles
 from architect_cleanup.journal import MESSAGE_IDS
-from architect_cleanup.targets.base import READONLY_HINT, Decision, on_readonly_fs
+from architect_cleanup.stats import TargetResult
+from architect_cleanup.targets import base as base_mod
+from architect_cleanup.targets.base import (
+    READONLY_HINT,
+    Decision,
+    Hold,
+    RunContext,
+    Target,
+    hold_text,
+    human_duration,
+    on_readonly_fs,
+)
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, HOUR, NOW, make_config, touch
@@ -277,3 +289,134 @@ def test_a_refused_unlink_is_an_error_with_its_reason_and_no_hint(
         False, "removal failed: Device or resource busy", "logs")
     assert (t.removed, t.bytes, t.skipped) == (1, 4, 1)
     assert busy.exists()
+
+
+# --- RunContext.root/close/status/readonly/decide, Target, Decision.__str__, human_duration,
+# --- hold_text (issue 24: the run context's own effects, each pinned) -----------------------
+
+
+def context(srv: Path, **kw: Any) -> RunContext:
+    return RunContext(make_config(srv), NOW, dry_run=False, **kw)
+
+
+def test_the_run_context_opens_each_root_once_and_remembers_a_failure(
+        srv: Path, tmp_path: Path) -> None:
+    ctx = context(srv)
+    first = ctx.root()
+    assert first.dir.path == str(srv)
+    assert ctx.root() is first and ctx.root(str(srv)) is first
+    other = ctx.root(str(tmp_path))
+    assert other is not first and other.dir.path == str(tmp_path)
+    missing = str(tmp_path / "missing")
+    with pytest.raises(FsError) as one:
+        ctx.root(missing)
+    with pytest.raises(FsError) as two:
+        ctx.root(missing)
+    assert two.value is one.value
+    assert str(one.value) == f"{missing}: does not exist"
+    fd = first.dir.fd
+    ctx.close()
+    assert first.dir.fd == -1 and other.dir.fd == -1
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    again = ctx.root()
+    assert again is not first and again.dir.fd >= 0
+    ctx.close()
+
+
+def test_progress_is_sent_at_most_once_a_second_unless_forced(
+        srv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(base_mod, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    sent: list[str] = []
+    ctx = context(srv, on_status=sent.append)
+    ctx.status("a")
+    clock[0] = 100.5
+    ctx.status("b")
+    ctx.status("c", force=True)
+    clock[0] = 101.5  # exactly one interval after the last one sent
+    ctx.status("d")
+    clock[0] = 102.4
+    ctx.status("e")
+    assert sent == ["a", "c", "d"]
+    context(srv).status("nobody listens", force=True)  # no receiver: nothing to do
+
+
+def test_read_only_refusals_are_counted_per_target_and_hinted_once_each(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = context(srv)
+    caplog.set_level(logging.ERROR, logger="architect_cleanup")
+    assert ctx.readonly("logs", "/x/a") == READONLY_HINT
+    assert ctx.readonly("logs", "/x/b", 3) == ""
+    assert ctx.readonly("temp", "/x/c", 2) == READONLY_HINT
+    assert ctx.readonly_refused == {"logs": 4, "temp": 2}
+    entries = [r for r in caplog.records if r.name == "architect_cleanup.targets.base"]
+    assert [(r.levelno, r.getMessage()) for r in entries] == [
+        (logging.ERROR, "logs: /x/a is on a read-only file system" + READONLY_HINT),
+        (logging.ERROR, "temp: /x/c is on a read-only file system" + READONLY_HINT)]
+    assert [(r.CLEANUP_TARGET, r.CLEANUP_PATH) for r in entries] == [
+        ("logs", "/x/a"), ("temp", "/x/c")]
+
+
+def test_with_debug_logging_every_decision_is_logged_without_a_reader(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "logs"
+    touch(d / "old.log", 40 * DAY, size=5)
+    touch(d / "young.log", DAY)
+    caplog.set_level(logging.DEBUG, logger="architect_cleanup.targets.base")
+    stats = CleanupWorker(dry_run=True, config=make_config(srv), now=NOW,  # no reader at all
+                          only=["logs"]).run_cleanup()
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "architect_cleanup.targets.base" and r.levelno == logging.DEBUG]
+    assert sorted(lines) == [f"keep         logs    {d}/young.log (24 hours old, within 30d)",
+                             f"would remove logs    {d}/old.log (40 days old > 30d)"]
+    assert stats.targets["logs"].removed == 1
+
+
+def test_a_decision_reads_as_one_line_naming_its_siblings() -> None:
+    d = Decision("backups", "/b/x.db", True, "older than 7d", 10, dry_run=False,
+                 siblings=("x.db-wal", "x.db-shm"))
+    assert str(d) == "removed      backups /b/x.db (older than 7d) with x.db-wal, x.db-shm"
+    d.dry_run = True
+    assert str(d).startswith("would remove backups /b/x.db")
+
+
+def test_a_target_is_enabled_by_its_section_and_configured_unless_it_says_otherwise(
+        srv: Path) -> None:
+    class LogsLike(Target):
+        name = "logs"
+
+    class NoSection(Target):
+        name = "no-such-section"
+
+    class SectionWithoutSwitch(Target):
+        name = "safety"
+
+    on, off = make_config(srv), make_config(srv, logs={"enabled": False})
+    assert LogsLike().enabled(on) is True and LogsLike().enabled(off) is False
+    assert NoSection().enabled(on) is True and SectionWithoutSwitch().enabled(on) is True
+    assert LogsLike().configured(off) is True
+    with pytest.raises(NotImplementedError):
+        NoSection().run(context(srv), TargetResult("no-such-section"))
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0 seconds"), (1, "1 second"), (59.9, "59 seconds"), (60, "1 minute"),
+    (119, "1 minute"), (120, "2 minutes"), (HOUR, "1 hour"), (DAY, "1 day"),
+    (13 * DAY, "1 week"), (14 * DAY, "2 weeks"), (30 * DAY, "1 month"),
+    (365 * DAY, "1 year"), (2 * 365 * DAY, "2 years"), (-5, "0 seconds")])
+def test_a_span_reads_in_its_largest_whole_unit(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
+
+
+def test_a_hold_reads_as_its_reason_said_exactly(srv: Path, tmp_path: Path) -> None:
+    f = touch(tmp_path / "f.log", -2 * DAY)
+    st = os.stat(f)
+    ctx = context(srv)
+    assert hold_text(ctx, st, Hold.FUTURE) == "modified 2 days in the future"
+    assert hold_text(ctx, st, Hold.OPEN) == "open by a running process"  # no open-files check
+    ctx.open_files = OpenFiles()
+    assert hold_text(ctx, st, Hold.OPEN) == "open by a running process"  # nobody holds it
+    with open(f, "rb"):
+        ctx.open_files = OpenFiles()
+        assert hold_text(ctx, st, Hold.OPEN) == f"open by {me()}"

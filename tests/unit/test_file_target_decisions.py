@@ -17,13 +17,15 @@ from typing import Any
 import pytest
 
 from architect_cleanup import worker as worker_mod
-from architect_cleanup.fs import FsError, OpenFiles
+from architect_cleanup.fs import FsError, OpenFiles, Root
+from architect_cleanup.history import Item
 from architect_cleanup.journal import MESSAGE_IDS
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets import base as base_mod
 from architect_cleanup.targets.base import (
     READONLY_HINT,
     Decision,
+    FileTarget,
     Hold,
     RunContext,
     Target,
@@ -31,9 +33,10 @@ from architect_cleanup.targets.base import (
     human_duration,
     on_readonly_fs,
 )
+from architect_cleanup.targets.logs import Logs
 from architect_cleanup.worker import CleanupWorker
 
-from conftest import DAY, HOUR, NOW, make_config, touch
+from conftest import DAY, HOUR, NOW, NOW_TS, make_config, touch
 
 #: file name -> what happens to it at the last moment (right before its unlink)
 LastMoment = dict[str, Callable[[Path], None]]
@@ -420,3 +423,219 @@ def test_a_hold_reads_as_its_reason_said_exactly(srv: Path, tmp_path: Path) -> N
     with open(f, "rb"):
         ctx.open_files = OpenFiles()
         assert hold_text(ctx, st, Hold.OPEN) == f"open by {me()}"
+
+
+# --- FileTarget.age_work / removal_work / _by_age: what the history and the counts get -------
+
+
+def judge_logs(srv: Path, *batches: list[str], dry: bool, **kw: Any) -> TargetResult:
+    """Judge each batch of names in srv/logs in turn, into one result."""
+    ctx = RunContext(make_config(srv), NOW, dry_run=dry, **kw)
+    result = TargetResult("logs")
+    with Root.open(str(srv / "logs")) as root:
+        for names in batches:
+            Logs().judge_by_age(ctx, result, root.dir, names, max_age=30 * DAY, limit="30d",
+                                young="within")
+    return result
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_each_removed_log_is_recorded_for_the_history_also_without_a_decision_reader(
+        srv: Path, dry: bool) -> None:
+    d = srv / "logs"
+    touch(d / "old.log", 40 * DAY, size=5)
+    touch(d / "older.log", 50 * DAY, size=3)
+    touch(d / "young.log", DAY, size=7)
+    touch(d / "young2.log", 2 * DAY, size=11)
+    touch(d / "ahead.log", -DAY, size=13)  # in the future: kept, its bytes counted as kept
+    items: list[Item] = []
+    result = judge_logs(srv, ["old.log", "young.log", "ahead.log"], ["older.log", "young2.log"],
+                        dry=dry, on_item=items.append)  # two batches: the counts add up
+    assert items == [Item("logs", f"{d}/old.log", 5, NOW_TS - 40 * DAY, "40 days old > 30d"),
+                     Item("logs", f"{d}/older.log", 3, NOW_TS - 50 * DAY, "50 days old > 30d")]
+    assert (result.removed, result.bytes, result.kept, result.kept_bytes, result.skipped) == (
+        2, 8, 3, 31, 0)
+    assert (d / "old.log").exists() is dry and (d / "older.log").exists() is dry
+
+
+def test_the_age_rule_decides_and_records_each_file_when_both_are_read(srv: Path) -> None:
+    d = srv / "logs"
+    touch(d / "old.log", 40 * DAY, size=5)
+    touch(d / "young.log", DAY, size=7)
+    items: list[Item] = []
+    seen: list[Decision] = []
+    result = judge_logs(srv, ["old.log", "young.log"], dry=False, on_item=items.append,
+                        on_decision=seen.append)
+    assert [(x.path, x.remove, x.reason, x.size, x.dry_run) for x in seen] == [
+        (f"{d}/young.log", False, "24 hours old, within 30d", 0, False),
+        (f"{d}/old.log", True, "40 days old > 30d", 5, False)]
+    assert [x.path for x in items] == [f"{d}/old.log"]
+    assert (result.removed, result.bytes, result.kept, result.kept_bytes) == (1, 5, 1, 7)
+
+
+# --- FileTarget.remove / keep / _kept_at_last_moment / _not_removed: one item with siblings --
+
+
+class OneByOne(FileTarget):
+    name = "backups"
+
+
+def backup_trio(srv: Path, *, wal_age: float = 40 * DAY) -> tuple[Path, list[tuple[str, Any]]]:
+    d = srv / "b"
+    touch(d / "x.db", 40 * DAY, size=100)
+    touch(d / "x.db-wal", wal_age, size=30)
+    touch(d / "x.db-shm", 40 * DAY, size=7)
+    return d, [(n, os.lstat(d / n)) for n in ("x.db", "x.db-wal", "x.db-shm")]
+
+
+def remove_one(srv: Path, d: Path, judged: list[tuple[str, Any]], *, dry: bool = False,
+               part: str | None = "prod", open_files: OpenFiles | None = None,
+               decisions: bool = True, result: TargetResult | None = None
+               ) -> tuple[bool, TargetResult, list[Decision], list[Item]]:
+    seen: list[Decision] = []
+    items: list[Item] = []
+    ctx = RunContext(make_config(srv), NOW, dry_run=dry, open_files=open_files,
+                     on_decision=seen.append if decisions else None, on_item=items.append)
+    result = TargetResult("backups") if result is None else result
+    (name, st), *siblings = judged
+    with Root.open(str(d)) as root:
+        gone = OneByOne().remove(ctx, result, root.dir, name, st, lambda: "older than 7d",
+                                 part=part, siblings=tuple(siblings))
+    return gone, result, seen, items
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_file_removed_with_its_siblings_counts_them_all_in_its_part(
+        srv: Path, dry: bool) -> None:
+    d, judged = backup_trio(srv)
+    gone, result, seen, items = remove_one(srv, d, judged, dry=dry)
+    assert gone is True
+    assert (result.removed, result.bytes, result.kept, result.skipped) == (1, 137, 0, 0)
+    assert result.detail == {"prod": {"removed": 1, "bytes": 137, "kept": 0}}
+    assert [(x.target, x.path, x.remove, x.reason, x.size, x.siblings, x.dry_run)
+            for x in seen] == [("backups", f"{d}/x.db", True, "older than 7d", 137,
+                                ("x.db-wal", "x.db-shm"), dry)]
+    assert items == [Item("backups", f"{d}/x.db", 137, NOW_TS - 40 * DAY, "older than 7d",
+                          "prod")]
+    assert sorted(os.listdir(d)) == (["x.db", "x.db-shm", "x.db-wal"] if dry else [])
+
+
+def test_a_file_removed_without_a_part_or_a_decision_reader_is_still_recorded(
+        srv: Path) -> None:
+    d, judged = backup_trio(srv)
+    gone, result, seen, items = remove_one(srv, d, judged[:1], part=None, decisions=False)
+    assert gone and seen == [] and result.detail == {}
+    assert (result.removed, result.bytes) == (1, 100)
+    assert items == [Item("backups", f"{d}/x.db", 100, NOW_TS - 40 * DAY, "older than 7d")]
+    assert sorted(os.listdir(d)) == ["x.db-shm", "x.db-wal"]
+
+
+def test_a_sibling_held_open_keeps_its_file_naming_the_siblings_holder(srv: Path) -> None:
+    d, judged = backup_trio(srv)
+    with open(d / "x.db-wal", "rb"):
+        gone, result, seen, items = remove_one(srv, d, judged, open_files=OpenFiles())
+    assert gone is False and items == []
+    assert (result.removed, result.bytes, result.kept, result.skipped) == (0, 0, 1, 1)
+    assert result.detail == {"prod": {"removed": 0, "bytes": 0, "kept": 1}}
+    assert [(x.path, x.remove, x.reason) for x in seen] == [
+        (f"{d}/x.db", False, f"open by {me()}; a rule would remove it: older than 7d")]
+    assert sorted(os.listdir(d)) == ["x.db", "x.db-shm", "x.db-wal"]
+
+
+def test_a_file_held_open_itself_is_kept_naming_its_holder(srv: Path) -> None:
+    d, judged = backup_trio(srv)
+    with open(d / "x.db", "rb"):
+        gone, result, seen, _ = remove_one(srv, d, judged, open_files=OpenFiles())
+    assert gone is False and result.skipped == 1
+    assert seen[0].reason == f"open by {me()}; a rule would remove it: older than 7d"
+
+
+def test_a_sibling_modified_in_the_future_keeps_its_file_and_is_warned_about(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d, judged = backup_trio(srv, wal_age=-DAY)
+    caplog.set_level(logging.WARNING, logger="architect_cleanup")
+    gone, result, seen, _ = remove_one(srv, d, judged)
+    assert gone is False and (result.kept, result.skipped) == (1, 1)
+    assert seen[0].reason == ("modified 1 day in the future; a rule would remove it: "
+                              "older than 7d")
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"backups: {d}/x.db-wal is modified 1 day in the future; kept"]
+    assert sorted(os.listdir(d)) == ["x.db", "x.db-shm", "x.db-wal"]
+
+
+def test_a_file_modified_in_the_future_is_kept_and_warned_about_by_its_own_name(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "b"
+    touch(d / "x.db", -DAY, size=100)
+    caplog.set_level(logging.WARNING, logger="architect_cleanup")
+    gone, result, seen, _ = remove_one(srv, d, [("x.db", os.lstat(d / "x.db"))])
+    assert gone is False and result.skipped == 1
+    assert seen[0].reason.startswith("modified 1 day in the future; a rule would remove")
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"backups: {d}/x.db is modified 1 day in the future; kept"]
+
+
+def test_a_sibling_vanished_before_its_unlink_keeps_the_file_as_vanished(srv: Path) -> None:
+    d, judged = backup_trio(srv)
+    os.unlink(d / "x.db-wal")
+    gone, result, seen, items = remove_one(srv, d, judged)
+    assert gone is False and items == []
+    assert (result.removed, result.bytes, result.skipped, result.errors) == (0, 0, 1, [])
+    assert [(x.path, x.remove, x.reason) for x in seen] == [
+        (f"{d}/x.db", False, "vanished before removal")]
+    assert (d / "x.db").exists()
+
+
+def test_a_file_replaced_after_its_judgement_is_kept_and_reported_as_changed(
+        srv: Path) -> None:
+    d, judged = backup_trio(srv)
+    replace(d / "x.db")
+    gone, result, seen, _ = remove_one(srv, d, judged)
+    assert gone is False and (result.removed, result.skipped) == (0, 1)
+    assert result.errors == [f"{d}/x.db: changed since it was checked"]
+    assert [(x.path, x.remove, x.reason) for x in seen] == [
+        (f"{d}/x.db", False, "changed since it was checked")]
+    assert (d / "x.db").read_bytes() == b"new"
+
+
+def test_a_kept_item_counts_in_its_part_and_is_decided_only_when_read(srv: Path) -> None:
+    seen: list[Decision] = []
+    result = TargetResult("backups")
+    OneByOne().keep(RunContext(make_config(srv), NOW, dry_run=False, on_decision=seen.append),
+                    result, "/b/x.db", "newest", "prod")
+    OneByOne().keep(RunContext(make_config(srv), NOW, dry_run=False), result, "/b/y.db",
+                    "newest")
+    OneByOne().keep(RunContext(make_config(srv), NOW, dry_run=False), result, "/b/z.db",
+                    "newest", "prod")
+    assert (result.kept, result.detail) == (3, {"prod": {"removed": 0, "bytes": 0, "kept": 2}})
+    assert [(x.target, x.path, x.remove, x.reason) for x in seen] == [
+        ("backups", "/b/x.db", False, "newest")]
+
+
+def test_files_removed_one_after_the_other_add_up_in_the_result_and_their_part(
+        srv: Path) -> None:
+    d, judged = backup_trio(srv)
+    touch(d / "y.db", 40 * DAY, size=50)
+    _, result, _, _ = remove_one(srv, d, judged)
+    remove_one(srv, d, [("y.db", os.lstat(d / "y.db"))], result=result)
+    assert (result.removed, result.bytes, result.skipped) == (2, 187, 0)
+    assert result.detail == {"prod": {"removed": 2, "bytes": 187, "kept": 0}}
+    assert os.listdir(d) == []
+
+
+def test_files_kept_at_the_last_moment_add_up_as_skipped(srv: Path) -> None:
+    d, judged = backup_trio(srv)
+    touch(d / "y.db", 40 * DAY, size=50)
+    touch(d / "z.db", 40 * DAY, size=60)
+    touch(d / "w.db", 40 * DAY, size=70)
+    y, z, w = ((n, os.lstat(d / n)) for n in ("y.db", "z.db", "w.db"))
+    os.unlink(d / "z.db")
+    replace(d / "w.db")
+    with open(d / "x.db", "rb"), open(d / "y.db", "rb"):
+        _, result, _, _ = remove_one(srv, d, judged, open_files=OpenFiles())
+        remove_one(srv, d, [y], open_files=OpenFiles(), result=result)
+    remove_one(srv, d, [z], result=result)
+    remove_one(srv, d, [w], result=result)
+    assert (result.removed, result.kept, result.skipped) == (0, 2, 4)
+    assert result.detail == {"prod": {"removed": 0, "bytes": 0, "kept": 2}}
+    assert len(result.errors) == 1

@@ -434,8 +434,8 @@ def judge_logs(srv: Path, *batches: list[str], dry: bool, **kw: Any) -> TargetRe
     result = TargetResult("logs")
     with Root.open(str(srv / "logs")) as root:
         for names in batches:
-            Logs().judge_by_age(ctx, result, root.dir, names, max_age=30 * DAY, limit="30d",
-                                young="within")
+            Logs().age_work(ctx, root.dir, names, max_age=30 * DAY, limit="30d",
+                            young="within")(result)
     return result
 
 

@@ -23,10 +23,12 @@ from architect_cleanup.journal import MESSAGE_IDS
 from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets import base as base_mod
 from architect_cleanup.targets.base import (
+    FUTURE_SLACK,
     READONLY_HINT,
     Decision,
     FileTarget,
     Hold,
+    Interrupted,
     RunContext,
     Target,
     hold_text,
@@ -639,3 +641,27 @@ def test_files_kept_at_the_last_moment_add_up_as_skipped(srv: Path) -> None:
     assert (result.removed, result.kept, result.skipped) == (0, 2, 4)
     assert result.detail == {"prod": {"removed": 0, "bytes": 0, "kept": 2}}
     assert len(result.errors) == 1
+
+
+# --- RunContext.check_stop, FileTarget.last_moment_keep: the stop and the future limit -------
+
+
+def test_a_stop_is_raised_only_when_asked_for_with_its_message(srv: Path) -> None:
+    context(srv).check_stop()  # nobody asks: nothing happens
+    with pytest.raises(Interrupted) as exc:
+        context(srv, should_stop=lambda: True).check_stop()
+    assert str(exc.value) == "stopped on request"
+
+
+def test_a_file_exactly_at_the_future_limit_is_removed_and_one_a_second_beyond_is_kept(
+        srv: Path) -> None:
+    d = srv / "b"
+    touch(d / "edge.db", -FUTURE_SLACK, size=3)
+    touch(d / "beyond.db", -FUTURE_SLACK - 1, size=5)
+    gone, result, seen, _ = remove_one(srv, d, [("edge.db", os.lstat(d / "edge.db"))])
+    assert gone is True and result.removed == 1
+    gone, result, seen, _ = remove_one(srv, d, [("beyond.db", os.lstat(d / "beyond.db"))])
+    assert gone is False and result.skipped == 1
+    assert seen[0].reason == ("modified 5 minutes in the future; a rule would remove it: "
+                              "older than 7d")
+    assert os.listdir(d) == ["beyond.db"]

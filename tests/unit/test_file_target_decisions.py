@@ -437,7 +437,8 @@ def judge_logs(srv: Path, *batches: list[str], dry: bool, **kw: Any) -> TargetRe
     with Root.open(str(srv / "logs")) as root:
         for names in batches:
             Logs().age_work(ctx, root.dir, names, max_age=30 * DAY, limit="30d",
-                            young="within")(result)
+                            young="within", protected=lambda n: n.startswith("architect_"),
+                            protected_reason="ours")(result)
     return result
 
 
@@ -665,3 +666,29 @@ def test_a_file_exactly_at_the_future_limit_is_removed_and_one_a_second_beyond_i
     assert seen[0].reason == ("modified 5 minutes in the future; a rule would remove it: "
                               "older than 7d")
     assert os.listdir(d) == ["beyond.db"]
+
+
+# --- _by_age / FileTarget._keep_held: a name kept never stops the judging of the next ones ---
+
+
+@pytest.mark.parametrize("read", [True, False])
+def test_each_name_the_age_rule_keeps_is_followed_by_the_judging_of_the_next(
+        srv: Path, read: bool) -> None:
+    d = srv / "logs"
+    touch(d / "architect_worker.log", 400 * DAY)
+    os.mkfifo(d / "pipe.log")
+    touch(d / "young.log", DAY, size=2)
+    touch(d / "ahead.log", -DAY, size=3)
+    for n in "abcde":
+        touch(d / f"{n}.log", 40 * DAY, size=1)
+    seen: list[Decision] = []
+    result = judge_logs(srv, ["architect_worker.log", "a.log"], ["pipe.log", "b.log"],
+                        ["gone.log", "c.log"], ["young.log", "d.log"], ["ahead.log", "e.log"],
+                        dry=False, on_decision=seen.append if read else None)
+    assert (result.removed, result.bytes, result.kept, result.kept_bytes) == (5, 5, 4, 5)
+    assert sorted(os.listdir(d)) == ["ahead.log", "architect_worker.log", "pipe.log",
+                                     "young.log"]
+    assert {os.path.basename(x.path): x.reason for x in seen if not x.remove} == ({
+        "architect_worker.log": "ours", "pipe.log": "not a regular file",
+        "young.log": "24 hours old, within 30d",
+        "ahead.log": "modified 1 day in the future"} if read else {})

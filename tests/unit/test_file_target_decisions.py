@@ -692,3 +692,13 @@ def test_each_name_the_age_rule_keeps_is_followed_by_the_judging_of_the_next(
         "architect_worker.log": "ours", "pipe.log": "not a regular file",
         "young.log": "24 hours old, within 30d",
         "ahead.log": "modified 1 day in the future"} if read else {})
+
+
+# --- Decision.__str__: the verb is the target's own ------------------------------------------
+
+
+def test_a_decision_says_what_its_own_target_does_to_the_item() -> None:
+    archived = Decision("prompts", "/p/x.json", True, "older than 90d", dry_run=False)
+    assert str(archived) == "archived     prompts /p/x.json (older than 90d)"
+    assert str(Decision("tasks", "tasks#7", True, "done", dry_run=True)).startswith(
+        "would delete tasks   tasks#7")

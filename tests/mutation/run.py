@@ -1,9 +1,10 @@
 """`make mutate`: mutation testing of the safety-critical modules with mutmut.
 
-The six modules are copied with the tests to a work directory (.cache/mutate/work), where
-mutmut (3.x, from PyPI, in the venv) seeds one fault at a time and runs, for each mutant, the
-unit tests that call the mutated function (mutmut records which tests reach which function
-in a first, clean run). Then this script reads mutmut's results and prints, per module:
+Each of the six modules is copied with the package and the tests to a work directory of its
+own (.cache/mutate/work/MODULE), where mutmut (3.x, from PyPI, in the venv) seeds one fault
+at a time and runs, for each mutant, the unit tests that call the mutated function (mutmut
+records which tests reach which function in a first, clean run; tests added later are
+mapped incrementally). Then this script reads mutmut's results and prints, per module:
 
     killed / survived / accepted (equivalent or accepted: tests/mutation/accepted.toml)
     / timeout / unchecked (a run stopped early), and the score: detected / (checked -

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from architect_cleanup.config import ConfigError
+from architect_cleanup.config import Config, ConfigError
+from architect_cleanup.fs import OpenFiles
+from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets import Decision
+from architect_cleanup.targets.backups import Backups
+from architect_cleanup.targets.base import RunContext
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, HOUR, NOW, make_config, snapshot, touch
@@ -158,3 +162,64 @@ def test_every_decision_says_why(srv: Path) -> None:
     reasons = [(d.remove, d.reason) for d in seen]
     assert reasons == [(False, "newest backup of test"), (False, "newest 3 of test"),
                        (False, "newest 3 of test"), (True, "beyond the newest 3 of test")]
+
+
+# --- Backups._row, _apply_verdict, _kept_bytes: the inventory rows (``backups list``) ---------
+
+
+def judge(cfg: Config, *, dry_run: bool = True, open_files: bool = False
+          ) -> tuple[list[dict[str, object]], TargetResult]:
+    """The backups target itself, on the test clock (as ``backups list`` runs it): its
+    inventory rows and its result."""
+    target = Backups()
+    ctx = RunContext(config=cfg, now=NOW, dry_run=dry_run, source="test",
+                     open_files=OpenFiles() if open_files else None)
+    result = TargetResult("backups")
+    try:
+        target.run(ctx, result)
+    finally:
+        ctx.close()
+    return target.inventory, result
+
+
+def test_each_backup_has_one_inventory_row_with_its_files_size_state_and_verdict(
+        srv: Path) -> None:
+    d = srv / "data/prod/backups"
+    young = touch(d / "architect_20261126_115000.db", age=600, size=5)
+    newest = touch(d / "architect_20261125_000000.db", age=DAY, size=10)
+    wal = touch(d / (newest.name + "-wal"), age=DAY, size=3)
+    zst = touch(d / "architect_20261120_000000.db.zst", age=6 * DAY, size=20)
+    shm = touch(d / (zst.name + "-shm"), age=6 * DAY, size=4)
+    rows, result = judge(make_config(srv, backups={"retention": {"prod": 1},
+                                                   "shared_dir": ""}))
+
+    def row(p: Path, files: list[Path], verdict: str, reason: str,
+            detail: str = "verification is off") -> dict[str, object]:
+        return {"env": "prod", "name": p.name, "backup": p.name.removesuffix(".zst"),
+                "path": str(p), "mtime": p.stat().st_mtime,
+                "size": sum(f.stat().st_size for f in files),
+                "files": [f.name for f in files], "state": "unverified",
+                "detail": detail, "compressed": p.suffix == ".zst",
+                "uploaded": None, "uploaded_sha256": None,
+                "verdict": verdict, "reason": reason}
+
+    assert rows == [  # the held ones first (never checked), then by the policy's order
+        row(young, [young], "keep", "10 minutes old, younger than min_age: may still be "
+                                    "being written (not counted)", "not checked"),
+        row(newest, [newest, wal], "keep", "newest backup of prod"),
+        row(zst, [zst, shm], "remove", "beyond the newest 1 of prod"),
+    ]
+    assert result.detail["prod"] == {"removed": 1, "bytes": 24, "kept": 2,
+                                     "kept_bytes": 5 + 10 + 3}
+
+
+def test_a_dry_run_row_says_which_kept_backups_would_be_compressed(srv: Path) -> None:
+    d = srv / "data/prod/backups"
+    recent = touch(d / "architect_20261126_000000.db", age=12 * HOUR, size=10)
+    old = touch(d / "architect_20261123_000000.db", age=3 * DAY, size=10)
+    rows, result = judge(make_config(srv, backups={
+        "retention": {"prod": 5}, "shared_dir": "", "compress": {"after": "1d"}}))
+    assert {r["name"]: r["reason"] for r in rows} == {
+        recent.name: "newest backup of prod",
+        old.name: "newest 5 of prod; would be compressed"}
+    assert result.detail["prod"]["compressed"] == 1

@@ -18,6 +18,7 @@ from architect_cleanup.targets import Decision
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, NOW, NOW_TS, make_config
+from test_backups import judge
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +226,57 @@ def test_the_history_records_whether_each_newest_backup_is_good(
     stats, _ = run(cfg(srv), dry_run=True)
     records = {r.env: r.newest_ok for r in backup_records(stats)}  # type: ignore[arg-type]
     assert records["prod"] is False and records["qa"] is True
+
+
+# --- Backups._apply_corrupt, _kept_bytes, _row: what happens to each corrupt backup -----------
+
+
+def test_a_corrupt_backup_is_kept_up_to_remove_corrupt_after_inclusive_and_says_why(
+        srv: Path, template: tuple[Path, Path]) -> None:
+    good, bad = template
+    d = srv / "data/prod/backups"
+    newest = put(good, d, name(0), DAY)
+    at = put(bad, d, name(5), 5 * DAY)  # exactly remove_corrupt_after old: kept
+    older = put(bad, d, name(6), 6 * DAY)
+    held = put(bad, d, name(7), 7 * DAY)  # would go, but a process holds it open
+    with open(held, "ab") as fh:  # (of another size than the one that goes)
+        fh.write(b"x" * 1000)
+    os.utime(held, (NOW_TS - 7 * DAY,) * 2)
+    config = cfg(srv, shared_dir="", verify={"check": "quick", "remove_corrupt_after": "5d"})
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        rows, result = judge(config, dry_run=False, open_files=True)  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    by_name = {r["name"]: r for r in rows}
+    detail = by_name[at.name]["detail"]
+    assert by_name[at.name]["state"] == by_name[held.name]["state"] == "corrupt"
+    assert by_name[held.name]["detail"] == detail and detail
+    assert {n: (r["verdict"], r["reason"]) for n, r in by_name.items()} == {
+        newest.name: ("keep", "newest backup of prod"),
+        at.name: ("keep", f"corrupt ({detail}): not counted, kept (younger than "
+                          "remove_corrupt_after 5d)"),
+        older.name: ("remove", f"corrupt ({detail}), 6 days old > remove_corrupt_after 5d"),
+        held.name: ("keep", f"corrupt ({detail}), 7 days old > remove_corrupt_after 5d"),
+    }
+    assert (by_name[newest.name]["state"], by_name[newest.name]["detail"]) == (
+        "good", "quick_check: ok")
+    assert newest.exists() and at.exists() and held.exists() and not older.exists()
+    sizes = sum(p.stat().st_size for p in (newest, at, held))
+    assert result.detail["prod"]["kept_bytes"] == sizes
+    assert (result.removed, result.detail["prod"]["corrupt"]) == (1, 3)
+
+
+def test_without_remove_corrupt_after_every_corrupt_backup_is_kept_and_counts_as_kept_bytes(
+        srv: Path, template: tuple[Path, Path]) -> None:
+    good, bad = template
+    d = srv / "data/prod/backups"
+    put(good, d, name(0), DAY)
+    old = put(bad, d, name(9), 400 * DAY)
+    rows, result = judge(cfg(srv, shared_dir=""), dry_run=True)  # type: ignore[arg-type]
+    (row,) = [r for r in rows if r["name"] == old.name]
+    assert (row["verdict"], row["reason"]) == (
+        "keep", f"corrupt ({row['detail']}): not counted, kept (remove_corrupt_after is "
+                "not set)")
+    assert result.detail["prod"]["kept_bytes"] == 2 * old.stat().st_size
+    assert result.removed == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from backupkit import corrupt_db, make_db, sha256, zstd_decompress, zstd_test
+from test_backups import judge
 
 from architect_cleanup import cli
 from architect_cleanup.journal import MESSAGE_IDS
@@ -18,7 +19,6 @@ from architect_cleanup.targets import Decision
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, NOW, NOW_TS, make_config
-from test_backups import judge
 
 
 @pytest.fixture(scope="module")

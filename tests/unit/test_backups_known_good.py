@@ -280,3 +280,57 @@ def test_without_remove_corrupt_after_every_corrupt_backup_is_kept_and_counts_as
                 "not set)")
     assert result.detail["prod"]["kept_bytes"] == 2 * old.stat().st_size
     assert result.removed == 0
+
+
+# --- Backups._report_corrupt: the warning when the newest backups are corrupt -----------------
+
+
+def test_only_corrupt_backups_warn_that_there_is_no_good_backup_naming_the_newest(
+        srv: Path, template: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    _, bad = template
+    d = srv / "data/prod/backups"
+    older = put(bad, d, "architect_zz_old.db", 3 * DAY)  # last by name, not by time
+    twin_a = d / "architect_20261125_030000.db"
+    twin_a.write_bytes(b"torn copy")  # corrupt in another way
+    os.utime(twin_a, (NOW_TS - DAY,) * 2)
+    twin_b = put(bad, d, "architect_20261125_030000.db.bak", DAY)  # the same time: by name
+    with caplog.at_level(logging.WARNING, logger="architect_cleanup.targets.backups"):
+        rows, result = judge(cfg(srv, shared_dir=""))  # type: ignore[arg-type]
+    detail = next(r["detail"] for r in rows if r["name"] == twin_b.name)
+    text = f"prod: newest backup {twin_b.name} is corrupt ({detail}); there is no good backup"
+    assert result.detail["prod"] == {"removed": 0, "bytes": 0, "kept": 3,
+                                     "kept_bytes": sum(p.stat().st_size
+                                                       for p in (older, twin_a, twin_b)),
+                                     "newest_ok": False, "corrupt": 3, "warning": text}
+    assert text in result.notes
+    (rec,) = [r for r in caplog.records if r.getMessage().startswith("backups: prod: newest")]
+    assert rec.getMessage() == f"backups: {text}"
+    journal = (rec.MESSAGE_ID, rec.CLEANUP_TARGET, rec.CLEANUP_ENV, rec.CLEANUP_PATH,
+               rec.CLEANUP_ERROR)
+    assert journal == (MESSAGE_IDS["backup_corrupt"].hex, "backups", "prod", str(twin_b),
+                       detail)
+    assert twin_a.exists() and twin_b.exists() and older.exists()
+
+
+def test_a_corrupt_backup_as_old_as_the_newest_good_one_is_not_newer_and_not_warned_about(
+        srv: Path, template: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    good, bad = template
+    d = srv / "data/prod/backups"
+    put(good, d, "architect_20261125_030000.db", DAY)
+    put(bad, d, "architect_20261125_030000.db.bak", DAY)
+    put(bad, d, name(4), 4 * DAY)
+    with caplog.at_level(logging.WARNING, logger="architect_cleanup.targets.backups"):
+        _, result = judge(cfg(srv, shared_dir=""))  # type: ignore[arg-type]
+    assert result.detail["prod"]["corrupt"] == 2
+    assert "warning" not in result.detail["prod"]
+    assert not any("is corrupt" in n for n in result.notes)
+    assert not any("is corrupt" in r.getMessage() for r in caplog.records)
+
+
+def test_a_directory_with_only_a_young_backup_says_nothing_of_its_newest_backup(
+        srv: Path, template: tuple[Path, Path]) -> None:
+    good, _ = template
+    young = put(good, srv / "data/prod/backups", name(0), 600)
+    rows, result = judge(cfg(srv, shared_dir=""))  # type: ignore[arg-type]
+    assert [(r["name"], r["state"]) for r in rows] == [(young.name, "unverified")]
+    assert "newest_ok" not in result.detail["prod"] and result.status == "ok"

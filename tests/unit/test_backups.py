@@ -223,3 +223,22 @@ def test_a_dry_run_row_says_which_kept_backups_would_be_compressed(srv: Path) ->
         recent.name: "newest backup of prod",
         old.name: "newest 5 of prod; would be compressed"}
     assert result.detail["prod"]["compressed"] == 1
+
+
+# --- Backups._list: what is listed as a backup or a side file ---------------------------------
+
+
+def test_unfinished_copies_of_compression_and_download_are_neither_listed_nor_noted(
+        srv: Path) -> None:
+    d = srv / "data/prod/backups"
+    bs = backups(d, 12, size=10)
+    temps = [touch(d / n, age=DAY, size=1) for n in (
+        ".architect-cleanup-zst.0a1b2c3d.architect_20261101_000000.db-wal.zst",
+        ".architect-cleanup-zst.0a1b2c3d4e5f.architect_20261101_000000.db",
+        ".architect-cleanup-download.0a1b.architect_20261101_000000.db-wal")]
+    rows, result = judge(make_config(srv, backups={"retention": {"prod": 12},
+                                                   "shared_dir": ""}))
+    assert sorted(r["name"] for r in rows) == sorted(p.name for p in bs)
+    assert result.checked == 12
+    assert [n for n in result.notes if "does not exist" not in n] == []
+    assert all(p.exists() for p in temps)

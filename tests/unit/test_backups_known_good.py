@@ -334,3 +334,20 @@ def test_a_directory_with_only_a_young_backup_says_nothing_of_its_newest_backup(
     rows, result = judge(cfg(srv, shared_dir=""))  # type: ignore[arg-type]
     assert [(r["name"], r["state"]) for r in rows] == [(young.name, "unverified")]
     assert "newest_ok" not in result.detail["prod"] and result.status == "ok"
+
+
+# --- Backups._save_caches: a verdict cache that cannot be written -----------------------------
+
+
+def test_a_verdict_cache_that_cannot_be_saved_is_a_note_naming_it_and_why(
+        srv: Path, template: tuple[Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    good, _ = template
+    put(good, srv / "data/prod/backups", name(0), DAY)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("STATE_DIRECTORY", str(blocker / "state"))
+    _, result = judge(cfg(srv, shared_dir=""))  # type: ignore[arg-type]
+    path = blocker / "state" / "backup-verify.json"
+    assert f"cannot save {path}: Not a directory" in result.notes
+    assert result.status == "ok" and result.detail["prod"]["newest_ok"] is True

@@ -242,3 +242,27 @@ def test_unfinished_copies_of_compression_and_download_are_neither_listed_nor_no
     assert result.checked == 12
     assert [n for n in result.notes if "does not exist" not in n] == []
     assert all(p.exists() for p in temps)
+
+
+# --- Backups._pair_siblings: side files and compressed twins under their backup ---------------
+
+
+def test_side_files_go_with_their_backup_whichever_of_the_two_is_compressed(srv: Path) -> None:
+    d = srv / "data/prod/backups"
+    names = {
+        "architect_20261101_000000.db.zst": ["architect_20261101_000000.db-wal.zst"],
+        "architect_20261102_000000.db.zst": ["architect_20261102_000000.db-wal"],
+        "architect_20261103_000000.db": ["architect_20261103_000000.db-journal.zst"],
+        # a crash between compressing and removing the original: one backup
+        "architect_20261104_000000.db": ["architect_20261104_000000.db.zst",
+                                         "architect_20261104_000000.db-shm",
+                                         "architect_20261104_000000.db-wal.zst"],
+    }
+    for i, (main, sides) in enumerate(sorted(names.items())):
+        for n in (main, *sides):
+            touch(d / n, age=(10 - i) * DAY, size=1)
+    rows, result = judge(make_config(srv, backups={"retention": {"prod": 10},
+                                                   "shared_dir": ""}))
+    assert {str(r["name"]): (r["files"][0], sorted(r["files"][1:]), r["size"])  # type: ignore[index]
+            for r in rows} == {m: (m, sorted(s), 1 + len(s)) for m, s in names.items()}
+    assert [n for n in result.notes if "does not exist" not in n] == []

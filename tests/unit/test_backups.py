@@ -266,3 +266,26 @@ def test_side_files_go_with_their_backup_whichever_of_the_two_is_compressed(srv:
     assert {str(r["name"]): (r["files"][0], sorted(r["files"][1:]), r["size"])  # type: ignore[index]
             for r in rows} == {m: (m, sorted(s), 1 + len(s)) for m, s in names.items()}
     assert [n for n in result.notes if "does not exist" not in n] == []
+
+
+# --- Backups._apply_verdict: a backup to remove without a verified copy in the bucket ---------
+
+
+def test_backups_to_remove_stay_with_the_reason_when_the_bucket_cannot_be_reached(
+        srv: Path, tmp_path: Path) -> None:
+    bs = backups(srv / "data/prod/backups", 3, size=10)
+    creds = tmp_path / "s3"
+    creds.write_text("[default]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    creds.chmod(0o600)
+    cfg = make_config(srv, backups={"retention": {"prod": 1}, "shared_dir": "", "offload": {
+        "url": "s3://nowhere/x", "endpoint": "http://127.0.0.1:9", "credentials": str(creds)}})
+    creds.unlink()  # offload is unavailable: no client, no request
+    rows, result = judge(cfg, dry_run=False)
+    assert [(r["name"], r["verdict"], r["reason"]) for r in rows] == [
+        (bs[0].name, "keep", "newest backup of prod"),
+        *((p.name, "keep", "beyond the newest 1 of prod; kept: no verified copy in the bucket")
+          for p in bs[1:])]
+    assert result.detail["prod"] == {"removed": 0, "bytes": 0, "kept": 3, "kept_bytes": 30}
+    assert result.message == (f"prod: offload unavailable, 2 backup(s) kept: credentials "
+                              f"{creds}: cannot open: No such file or directory")
+    assert all(p.exists() for p in bs)

@@ -499,3 +499,29 @@ def test_side_files_a_pattern_matches_too_go_with_their_backup_and_are_no_backup
     assert stats.targets["backups"].checked == 6
     assert bs[0].exists() and wals[0].exists()
     assert [p.exists() for p in bs[1:] + wals[1:]] == [dry] * 4
+
+
+# --- Backups._apply_verdict: a backup kept at the last moment --------------------------------
+
+
+def test_a_backup_kept_at_the_last_moment_is_a_kept_row_and_counts_in_the_kept_bytes(
+        srv: Path) -> None:
+    from test_backups import judge
+
+    d = srv / "data" / "prod" / "backups"
+    newest = backup(d, "20261125_000000", DAY, size=1)
+    held = backup(d, "20261120_000000", 6 * DAY, size=2)
+    gone = backup(d, "20261115_000000", 11 * DAY, size=4)
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        rows, result = judge(make_config(srv, backups={"retention": {"prod": 1},
+                                                       "shared_dir": ""}),
+                             dry_run=False, open_files=True)
+    finally:
+        os.close(fd)
+    assert [(r["name"], r["verdict"], r["reason"]) for r in rows] == [
+        (newest.name, "keep", "newest backup of prod"),
+        (held.name, "keep", "beyond the newest 1 of prod; kept at the last moment"),
+        (gone.name, "remove", "beyond the newest 1 of prod")]
+    assert result.detail["prod"]["kept_bytes"] == 1 + 2
+    assert held.exists() and not gone.exists()

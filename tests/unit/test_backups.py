@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -289,3 +291,22 @@ def test_backups_to_remove_stay_with_the_reason_when_the_bucket_cannot_be_reache
     assert result.message == (f"prod: offload unavailable, 2 backup(s) kept: credentials "
                               f"{creds}: cannot open: No such file or directory")
     assert all(p.exists() for p in bs)
+
+
+# --- Backups.run: the caches in the state directory ------------------------------------------
+
+
+def test_with_verification_and_offload_off_their_caches_are_neither_read_nor_written(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    backups(srv / "data/prod/backups", 4)
+    state = Path(os.environ["STATE_DIRECTORY"])
+    state.mkdir(parents=True)
+    for n in ("backup-verify.json", "backup-offload.json"):  # left from when they were on
+        (state / n).write_text("{not json")
+    caplog.set_level(logging.WARNING, logger="architect_cleanup")
+    _, result = judge(make_config(srv, backups={"retention": {"prod": 2}}))
+    assert result.removed == 2
+    assert sorted(p.name for p in state.iterdir()) == ["backup-offload.json",
+                                                       "backup-verify.json"]
+    assert all(p.read_text() == "{not json" for p in state.iterdir())
+    assert caplog.records == []

@@ -310,3 +310,32 @@ def test_with_verification_and_offload_off_their_caches_are_neither_read_nor_wri
                                                        "backup-verify.json"]
     assert all(p.read_text() == "{not json" for p in state.iterdir())
     assert caplog.records == []
+
+
+def test_without_remote_the_target_asks_nothing_of_the_bucket(srv: Path, tmp_path: Path
+                                                               ) -> None:
+    """``backups list`` without ``--remote`` (``remote = False``): remote retention is not
+    even tried; with it, a bucket that cannot be reached fails the run."""
+    backups(srv / "data/prod/backups", 3, size=10)
+    creds = tmp_path / "s3"
+    creds.write_text("[default]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    creds.chmod(0o600)
+    cfg = make_config(srv, backups={"retention": {"prod": 1}, "shared_dir": "", "offload": {
+        "url": "s3://nowhere/x", "endpoint": "http://127.0.0.1:9", "credentials": str(creds),
+        "policy": {"prod": {"keep_last": 1}}}})
+    creds.unlink()
+    results = []
+    for remote in (False, True):
+        target = Backups()
+        target.remote = remote
+        ctx = RunContext(config=cfg, now=NOW, dry_run=True, source="test")
+        result = TargetResult("backups")
+        try:
+            target.run(ctx, result)
+        finally:
+            ctx.close()
+        results.append(result)
+        assert result.detail["prod"]["to_upload"] == 2
+    assert results[0].status == "ok" and "remote_removed" not in results[0].detail["prod"]
+    assert results[1].status == "failed"
+    assert results[1].message.startswith("prod: remote retention: credentials ")

@@ -351,3 +351,27 @@ def test_a_verdict_cache_that_cannot_be_saved_is_a_note_naming_it_and_why(
     path = blocker / "state" / "backup-verify.json"
     assert f"cannot save {path}: Not a directory" in result.notes
     assert result.status == "ok" and result.detail["prod"]["newest_ok"] is True
+
+
+# --- Backups._removable: what goes up with offload on ----------------------------------------
+
+
+def test_upload_all_sends_the_good_kept_backups_too_but_no_unverified_one(
+        srv: Path, template: tuple[Path, Path], tmp_path: Path) -> None:
+    good, _ = template
+    d = srv / "data/prod/backups"
+    for i in (0, 2, 3, 4):
+        put(good, d, name(i), DAY * (i + 1))
+    other = d / "architect_20261124_030000.bak"  # no database: unverified, counted
+    other.write_bytes(b"a dump of some other kind")
+    os.utime(other, (NOW_TS - 2 * DAY,) * 2)
+    creds = tmp_path / "s3"
+    creds.write_text("[default]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    creds.chmod(0o600)
+    for upload, count in (("before_delete", 2), ("all", 2 + 2)):
+        config = cfg(srv, shared_dir="", retention={"prod": 3}, offload={
+            "url": "s3://nowhere/x", "endpoint": "http://127.0.0.1:9",
+            "credentials": str(creds), "upload": upload})
+        rows, result = judge(config, dry_run=True)  # type: ignore[arg-type]
+        assert result.detail["prod"]["to_upload"] == count, upload
+        assert [r["name"] for r in rows if r["verdict"] == "remove"] == [name(3), name(4)]

@@ -265,6 +265,8 @@ def test_a_corrupt_backup_is_kept_up_to_remove_corrupt_after_inclusive_and_says_
     sizes = sum(p.stat().st_size for p in (newest, at, held))
     assert result.detail["prod"]["kept_bytes"] == sizes
     assert (result.removed, result.detail["prod"]["corrupt"]) == (1, 3)
+    assert {k: result.detail["prod"][k] for k in ("removed", "bytes", "kept")} == {
+        "removed": 1, "bytes": bad.stat().st_size, "kept": 3}
 
 
 def test_without_remove_corrupt_after_every_corrupt_backup_is_kept_and_counts_as_kept_bytes(
@@ -375,3 +377,24 @@ def test_upload_all_sends_the_good_kept_backups_too_but_no_unverified_one(
         rows, result = judge(config, dry_run=True)  # type: ignore[arg-type]
         assert result.detail["prod"]["to_upload"] == count, upload
         assert [r["name"] for r in rows if r["verdict"] == "remove"] == [name(3), name(4)]
+
+
+# --- Backups._apply: a backup compressed in this run is kept under its new name --------------
+
+
+def test_a_backup_compressed_in_this_run_is_kept_and_listed_under_its_new_name(
+        srv: Path, template: tuple[Path, Path]) -> None:
+    good, _ = template
+    d = srv / "data/prod/backups"
+    put(good, d, name(0), DAY / 2)
+    old = put(good, d, name(2), DAY * 3)
+    config = cfg(srv, shared_dir="", retention={"prod": 5}, compress={"after": "1d"})
+    rows, result = judge(config, dry_run=False)  # type: ignore[arg-type]
+    zst = old.name + ".zst"
+    assert [(r["name"], r["backup"], r["compressed"], r["verdict"], r["reason"])
+            for r in rows] == [
+        (name(0), name(0), False, "keep", "newest backup of prod"),
+        (zst, old.name, True, "keep", "newest 5 of prod")]
+    assert rows[1]["path"] == str(d / zst) and rows[1]["state"] == "good"
+    assert result.detail["prod"]["compressed"] == 1
+    assert not old.exists() and (d / zst).exists()

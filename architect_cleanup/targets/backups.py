@@ -248,6 +248,7 @@ class Backups(FileTarget):
             for owner in (base, bc.original_name(base), bc.compressed_name(base)):
                 if owner in chosen and owner in files:
                     siblings.setdefault(owner, []).append((name, st))
+                    chosen.discard(name)  # a pattern matching side files too: not a backup
                     break
             else:
                 if self._is_backup(base) or bc.original_name(base).endswith((".db", ".sqlite")):

@@ -501,6 +501,24 @@ def test_side_files_a_pattern_matches_too_go_with_their_backup_and_are_no_backup
     assert [p.exists() for p in bs[1:] + wals[1:]] == [dry] * 4
 
 
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_side_file_a_pattern_matches_whose_backup_is_gone_is_no_backup_and_left_alone(
+        srv: Path, dry: bool) -> None:
+    """``architect_*`` matches an old ``-wal`` whose backup was removed: it is noted and
+    left alone (as any orphaned side file), not judged, kept or removed as a backup."""
+    d = srv / "data" / "prod" / "backups"
+    bs = [backup(d, f"2026110{i}_000000", (i + 1) * DAY, size=10) for i in range(2)]
+    orphan = touch(d / "architect_20251001_000000.db-wal", 60 * DAY, size=3)
+    cfg = make_config(srv, backups={"retention": {"prod": 1}, "shared_dir": "",
+                                    "patterns": ["architect_*"]})
+    seen, stats = run(cfg, dry=dry)
+    assert {n: (x.remove, x.reason) for n, x in seen.items()} == {
+        bs[0].name: (False, "newest backup of prod"),
+        bs[1].name: (True, "beyond the newest 1 of prod")}
+    assert orphan.exists() and bs[0].exists()
+    assert f"{orphan}: its backup is gone; left alone" in stats.targets["backups"].notes
+
+
 # --- Backups._apply_verdict: a backup kept at the last moment --------------------------------
 
 

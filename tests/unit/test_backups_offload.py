@@ -20,8 +20,13 @@ from backupkit import backup_with_wal, make_db, rows_in, sha256, zstd_test
 from seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, credentials_file
 
 from architect_cleanup import cli
+from architect_cleanup.fs import Dir
 from architect_cleanup.notify import Notifier
-from architect_cleanup.offload import Credentials, Offload, Settings
+from architect_cleanup.offload import Credentials, Offload, RemoteObject, Settings
+from architect_cleanup.retention import Backup, Policy, Verdict
+from architect_cleanup.stats import TargetResult
+from architect_cleanup.targets.backups import Backups, _bucket_backups, _Plan
+from architect_cleanup.targets.base import RunContext
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, NOW, NOW_TS, make_config
@@ -388,3 +393,109 @@ def test_a_sigkill_during_an_upload_loses_nothing_and_the_rerun_completes(
     c.hostname = os.uname().nodename  # the runs' own host name (not this process's patch)
     assert c.verify_remote("prod", big.name).sha256 == digest
     assert not c.client.list_multipart_uploads(Bucket=bucket).get("Uploads")  # cleaned up
+
+
+# --- Backups._delete_remote and _bucket_backups: one backup deleted from the bucket ----------
+
+
+@pytest.fixture
+def plan(srv: Path) -> Iterator[_Plan]:
+    d = srv / "data/prod/backups"
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    st = os.fstat(fd)
+    p = _Plan("prod", Dir(fd, str(d), st.st_dev, st.st_ino), Policy.newest(2), "test")
+    try:
+        yield p
+    finally:
+        p.d.close()
+
+
+def ctx_of(srv: Path, server: Seaweed, bucket: str, creds: str, *,
+           dry_run: bool = False) -> RunContext:
+    return RunContext(config(srv, server, bucket, creds), NOW, dry_run)  # type: ignore[arg-type]
+
+
+def doomed(ref: str, reason: str = "beyond keep_last 2") -> Verdict[str]:
+    return Verdict(Backup(ref, NOW_TS - 9 * DAY, 10, ref), False, reason)
+
+
+def in_bucket(c: Offload, *names: str) -> None:
+    for n in names:
+        c.client.put_object(Bucket=c.location.bucket, Key=c.key("prod", n), Body=n.encode())
+
+
+def test_deleting_a_backup_from_the_bucket_deletes_its_side_files_logs_and_records_it(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan,
+        caplog: pytest.LogCaptureFixture) -> None:
+    c = client(server.endpoint, bucket)
+    in_bucket(c, name(5), name(5) + "-wal", name(4))
+    target, result = Backups(), TargetResult("backups")
+    caplog.set_level("INFO", logger="architect_cleanup")
+    assert target._delete_remote(ctx_of(srv, server, bucket, creds), result, c, plan,
+                                 "prod (bucket)", doomed(name(5)),
+                                 [name(5), name(5) + "-wal"]) is True
+    assert keys(server, bucket) == [name(4)] and result.errors == []
+    assert (f"backups: deleted {name(5)} from the bucket (beyond keep_last 2)"
+            in [r.getMessage() for r in caplog.records])
+    assert target.inventory == [{"env": "prod", "name": name(5), "remote": True,
+                                 "verdict": "remove", "reason": "beyond keep_last 2"}]
+
+
+def test_a_dry_run_deletes_nothing_from_the_bucket_but_logs_and_records_what_it_would(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan,
+        caplog: pytest.LogCaptureFixture) -> None:
+    c = client(server.endpoint, bucket)
+    in_bucket(c, name(5), name(5) + "-wal")
+    target, result = Backups(), TargetResult("backups")
+    caplog.set_level("INFO", logger="architect_cleanup")
+    assert target._delete_remote(ctx_of(srv, server, bucket, creds, dry_run=True), result, c,
+                                 plan, "prod (bucket)", doomed(name(5), "older than 30 days"),
+                                 [name(5), name(5) + "-wal"]) is True
+    assert keys(server, bucket) == sorted([name(5), name(5) + "-wal"])
+    assert (f"backups: would delete {name(5)} from the bucket (older than 30 days)"
+            in [r.getMessage() for r in caplog.records])
+    assert target.inventory == [{"env": "prod", "name": name(5), "remote": True,
+                                 "verdict": "remove", "reason": "older than 30 days"}]
+
+
+def test_a_refused_delete_names_the_side_file_tried_first_and_stops_that_backup(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan,
+        caplog: pytest.LogCaptureFixture) -> None:
+    c = client(server.endpoint, bucket)
+    in_bucket(c, name(5), name(5) + "-wal")
+    refused = Offload(Settings(url=f"s3://{bucket}/arch", credentials=Credentials(
+        ACCESS_KEY, "wrong-secret"), endpoint=server.endpoint, max_attempts=1),
+        hostname="web1")
+    target, result = Backups(), TargetResult("backups")
+    caplog.set_level("INFO", logger="architect_cleanup")
+    assert target._delete_remote(ctx_of(srv, server, bucket, creds), result, refused, plan,
+                                 "prod (bucket)", doomed(name(5)),
+                                 [name(5), name(5) + "-wal"]) is False
+    assert len(result.errors) == 1
+    assert result.errors[0].startswith(f"prod (bucket): {name(5)}-wal: not deleted: ")
+    assert "access denied" in result.errors[0]
+    assert keys(server, bucket) == sorted([name(5), name(5) + "-wal"])
+    assert target.inventory == []
+    assert not any("from the bucket" in r.getMessage() for r in caplog.records)
+
+
+def obj(n: str, size: int, modified: float, mtime_ns: int | None = None) -> RemoteObject:
+    return RemoteObject(f"arch/web1/prod/{n}", n, size, modified, mtime_ns=mtime_ns)
+
+
+def test_the_buckets_side_files_go_with_their_backup_in_its_size_and_its_time() -> None:
+    zst = name(3) + ".zst"
+    groups, mains = _bucket_backups([
+        obj(name(5), 100, NOW_TS - DAY, mtime_ns=1_700_000_000_500_000_000),
+        obj(name(5) + "-wal", 20, NOW_TS - DAY),
+        obj(zst, 7, NOW_TS - 2 * DAY),  # its time from the listing: no mtime recorded
+        obj(name(3) + "-wal.zst", 3, NOW_TS),
+        obj(name(1) + "-wal", 5, NOW_TS - 3 * DAY),  # its backup is not in the bucket
+    ])
+    assert groups == {name(5): [name(5), name(5) + "-wal"],
+                      zst: [zst, name(3) + "-wal.zst"],
+                      name(1) + "-wal": [name(1) + "-wal"]}
+    assert mains == [Backup(name(5), 1_700_000_000.5, 120, name(5)),
+                     Backup(name(3), NOW_TS - 2 * DAY, 10, zst),
+                     Backup(name(1) + "-wal", NOW_TS - 3 * DAY, 5, name(1) + "-wal")]

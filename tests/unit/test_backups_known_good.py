@@ -3,6 +3,7 @@ backups are the same backups; kept old ones are compressed, proven before the or
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -10,11 +11,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+import zstandard
 from backupkit import corrupt_db, make_db, sha256, zstd_decompress, zstd_test
 
 from architect_cleanup import cli
+from architect_cleanup.fs import OpenFiles
 from architect_cleanup.journal import MESSAGE_IDS
+from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets import Decision
+from architect_cleanup.targets.backups import Backups
+from architect_cleanup.targets.base import RunContext
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, NOW, NOW_TS, make_config
@@ -225,3 +231,69 @@ def test_the_history_records_whether_each_newest_backup_is_good(
     stats, _ = run(cfg(srv), dry_run=True)
     records = {r.env: r.newest_ok for r in backup_records(stats)}  # type: ignore[arg-type]
     assert records["prod"] is False and records["qa"] is True
+
+
+# --- Backups._compress and _compress_one: which kept backups are compressed, and how ---------
+
+
+def direct(config: object, *, dry_run: bool, open_files: OpenFiles | None = None,
+           status: list[str] | None = None) -> tuple[Backups, TargetResult]:
+    """The backups target run by itself (its inventory rows are read)."""
+    target, result = Backups(), TargetResult("backups")
+    ctx = RunContext(config, NOW, dry_run, open_files=open_files,  # type: ignore[arg-type]
+                     on_status=None if status is None else status.append)
+    try:
+        target.run(ctx, result)
+    finally:
+        ctx.close()
+    return target, result
+
+
+def rows(target: Backups) -> dict[str, dict[str, object]]:
+    return {str(r["name"]): r for r in target.inventory}
+
+
+def test_a_dry_run_counts_logs_and_lists_only_the_kept_backups_older_than_after(
+        srv: Path, template: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    good, _ = template
+    d = srv / "data/prod/backups"
+    put(good, d, name(0), DAY / 2)  # younger than after
+    put(good, d, name(1), DAY)  # exactly after: not older
+    old = [put(good, d, name(i), DAY * (i + 1)) for i in (2, 3)]
+    # already compressed by their content: never compressed again
+    gz = d / "architect_20261101_030000.db.gz"
+    gz.write_bytes(gzip.compress(good.read_bytes()[:4096]))
+    bak = d / "architect_20261102_030000.bak"
+    bak.write_bytes(zstandard.ZstdCompressor().compress(b"x" * 4096))
+    for p in (gz, bak):
+        os.utime(p, (NOW_TS - 20 * DAY,) * 2)
+    caplog.set_level("INFO", logger="architect_cleanup")
+    target, result = direct(cfg(srv, retention={"prod": 10}, compress={"after": "1d"}),
+                            dry_run=True)
+    assert result.detail["prod"]["compressed"] == 2
+    assert [m for m in (r.getMessage() for r in caplog.records) if "would compress" in m] == [
+        f"backups: would compress {p} (older than 1d)" for p in old]
+    compressed = sorted(n for n, r in rows(target).items()
+                        if str(r["reason"]).endswith("; would be compressed"))
+    assert compressed == sorted(p.name for p in old)
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        [name(0), name(1), *(p.name for p in old), gz.name, bak.name])
+
+
+def test_compression_shows_its_progress_skips_a_backup_held_open_and_goes_on(
+        srv: Path, template: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("architect_cleanup.targets.base.PROGRESS_INTERVAL", 0.0)
+    good, _ = template
+    d = srv / "data/prod/backups"
+    put(good, d, name(0), DAY / 2)
+    held, old = put(good, d, name(2), 3 * DAY), put(good, d, name(3), 4 * DAY)
+    status: list[str] = []
+    with open(held, "rb"):
+        target, result = direct(cfg(srv, retention={"prod": 10}, compress={"after": "1d"}),
+                                dry_run=False, open_files=OpenFiles(), status=status)
+    assert [s for s in status if "compressing" in s] == [
+        "backups: prod: compressing 1/2", "backups: prod: compressing 2/2"]
+    assert held.exists() and not old.exists() and Path(f"{old}.zst").exists()
+    assert result.detail["prod"]["compressed"] == 1
+    assert rows(target)[old.name + ".zst"]["compressed"] is True  # the row under its new name
+    assert rows(target)[held.name]["compressed"] is False

@@ -25,7 +25,7 @@ from architect_cleanup.notify import Notifier
 from architect_cleanup.offload import Credentials, Offload, RemoteObject, Settings
 from architect_cleanup.retention import Backup, Policy, Verdict
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.backups import Backups, _bucket_backups, _Plan
+from architect_cleanup.targets.backups import Backups, _bucket_backups, _data_side, _Plan
 from architect_cleanup.targets.base import RunContext
 from architect_cleanup.worker import CleanupWorker
 
@@ -499,3 +499,63 @@ def test_the_buckets_side_files_go_with_their_backup_in_its_size_and_its_time() 
     assert mains == [Backup(name(5), 1_700_000_000.5, 120, name(5)),
                      Backup(name(3), NOW_TS - 2 * DAY, 10, zst),
                      Backup(name(1) + "-wal", NOW_TS - 3 * DAY, 5, name(1) + "-wal")]
+
+
+# --- Backups._client, _upload_client and _data_side: the bucket's client, before uploads -----
+
+
+def test_unreadable_credentials_keep_every_backup_and_say_how_many_would_have_gone(
+        srv: Path, server: Seaweed, bucket: str, good_db: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(4)]
+    missing = credentials_file(str(tmp_path / "gone"))
+    cfg = config(srv, server, bucket, missing, retention={"prod": 1}, offload={"upload": "all"})
+    os.unlink(missing)  # removed since the configuration was read
+    caplog.set_level("INFO", logger="architect_cleanup")
+    stats = run(cfg)
+    why = f"credentials {missing}: cannot open: No such file or directory"
+    assert stats.targets["backups"].message == (  # type: ignore[attr-defined]
+        f"prod: offload unavailable, 3 backup(s) kept: {why}")
+    assert f"backups: prod: offload unavailable: {why}" in [
+        r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert all(p.exists() for p in files) and keys(server, bucket) == []
+
+
+def stale_upload(c: Offload, env: str) -> None:
+    c.client.create_multipart_upload(Bucket=c.location.bucket, Key=c.key(env, name(9)))
+
+
+def uploads_left(c: Offload) -> list[str]:
+    return sorted(u["Key"] for u in
+                  c.client.list_multipart_uploads(Bucket=c.location.bucket).get("Uploads", ()))
+
+
+def test_unfinished_uploads_a_crash_left_in_the_directory_are_aborted_first(
+        srv: Path, server: Seaweed, bucket: str, creds: str) -> None:
+    c = client(server.endpoint, bucket)
+    for env in ("prod", "qa"):
+        stale_upload(c, env)
+    got = Backups()._upload_client(ctx_of(srv, server, bucket, creds), "prod", [], set())
+    assert got is not None and got.location.bucket == bucket
+    assert uploads_left(c) == [c.key("qa", name(9))]  # another directory's: its own turn
+
+
+def test_unfinished_uploads_that_cannot_be_listed_are_a_warning_not_a_failure(
+        srv: Path, server: Seaweed, bucket: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    c = client(server.endpoint, bucket)
+    stale_upload(c, "prod")
+    wrong = credentials_file(str(tmp_path / "wrong"), secret="wrong-secret")
+    target = Backups()
+    got = target._upload_client(ctx_of(srv, server, bucket, wrong), "prod", [], set())
+    assert got is not None and got.location.bucket == bucket
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("backups: prod: ") and "access denied" in warning
+    assert uploads_left(c) == [c.key("prod", name(9))]
+
+
+def test_only_the_side_files_a_restore_needs_go_up_with_a_backup() -> None:
+    assert [_data_side(n) for n in (
+        "X.db-wal", "X.db-journal", "X.db-wal.zst", "X.db-journal.zst", "X.db-shm",
+        "X.db-shm.zst", "X.db", "X.db.zst")] == [True] * 4 + [False] * 4

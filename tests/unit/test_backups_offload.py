@@ -20,12 +20,19 @@ from backupkit import backup_with_wal, make_db, rows_in, sha256, zstd_test
 from seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, credentials_file
 
 from architect_cleanup import cli
+from architect_cleanup.backup_offload import OffloadCache
 from architect_cleanup.fs import Dir
 from architect_cleanup.notify import Notifier
-from architect_cleanup.offload import Credentials, Offload, RemoteObject, Settings
+from architect_cleanup.offload import META_MTIME, Credentials, Offload, RemoteObject, Settings
 from architect_cleanup.retention import Backup, Policy, Verdict
 from architect_cleanup.stats import TargetResult
-from architect_cleanup.targets.backups import Backups, _bucket_backups, _data_side, _Plan
+from architect_cleanup.targets.backups import (
+    Backups,
+    _bucket_backups,
+    _data_side,
+    _Plan,
+    _UploadProgress,
+)
 from architect_cleanup.targets.base import RunContext
 from architect_cleanup.worker import CleanupWorker
 
@@ -559,3 +566,112 @@ def test_only_the_side_files_a_restore_needs_go_up_with_a_backup() -> None:
     assert [_data_side(n) for n in (
         "X.db-wal", "X.db-journal", "X.db-wal.zst", "X.db-journal.zst", "X.db-shm",
         "X.db-shm.zst", "X.db", "X.db.zst")] == [True] * 4 + [False] * 4
+
+
+# --- Backups._upload, _upload_jobs, _upload_one, _known_upload, _UploadProgress and
+# _remote_retention: what goes up, what is counted and said ----------------------------------
+
+
+def test_a_dry_run_says_what_it_would_upload_and_counts_the_backups_it_could_then_remove(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    caplog.set_level("INFO", logger="architect_cleanup")
+    stats = run(config(srv, server, bucket, creds, retention={"prod": 1},
+                       offload={"upload": "all"}), dry_run=True)
+    url = f"s3://{bucket}/arch"
+    assert [r.getMessage() for r in caplog.records if "would upload" in r.getMessage()] == [
+        f"backups: would upload {files[1]} to {url} and verify it, then remove it",
+        f"backups: would upload {files[2]} to {url} and verify it, then remove it",
+        f"backups: would upload {files[0]} to {url} and verify it"]
+    assert stats.targets["backups"].detail["prod"]["to_upload"] == 3  # type: ignore[attr-defined]
+    assert stats.backups_deleted == 2 and keys(server, bucket) == []  # type: ignore[attr-defined]
+
+
+def test_uploads_are_counted_and_remote_retention_says_what_it_deleted_by_which_policy(
+        srv: Path, server: Seaweed, bucket: str, creds: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "data/prod/backups"
+    small = make_db(tmp_path / "small.db", rows=10)
+    for i in range(4):
+        put(small, d, name(i), DAY * (i + 1))
+    caplog.set_level("INFO", logger="architect_cleanup")
+    stats = run(config(srv, server, bucket, creds, retention={"prod": 1},
+                       offload={"policy": {"prod": {"keep_last": 1}}}))
+    part = stats.targets["backups"].detail["prod"]  # type: ignore[attr-defined]
+    assert (part["uploaded"], part["remote_removed"], part["remote_kept"]) == (3, 2, 1)
+    assert keys(server, bucket) == [name(1)]
+    assert ("backups: prod (bucket): deleted 2 of 3 by backups.offload.policy.prod"
+            in [r.getMessage() for r in caplog.records])
+
+
+def test_remote_retention_dates_each_copy_by_its_backups_time_not_its_upload(
+        srv: Path, server: Seaweed, bucket: str, creds: str) -> None:
+    (srv / "data/prod/backups").mkdir(parents=True)
+    c = client(server.endpoint, bucket)
+    # the newer backup went up first; names tell nothing (a later upload, a greater name)
+    for n, age in (("architect_a.db", DAY), ("architect_b.db", 9 * DAY)):
+        ns = int((NOW_TS - age) * 1e9)
+        c.client.put_object(Bucket=bucket, Key=c.key("prod", n), Body=b"copy", Metadata={
+            META_MTIME: f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"})
+    run(config(srv, server, bucket, creds, offload={"policy": {"prod": {"keep_last": 1}}}))
+    assert keys(server, bucket) == ["architect_a.db"]
+
+
+def test_a_failed_upload_is_named_kept_or_not_uploaded_and_recorded_as_a_failure(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan, good_db: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    p = put(good_db, Path(plan.d.path), name(3), 4 * DAY)
+    refused = Offload(Settings(url=f"s3://{bucket}/arch", credentials=Credentials(
+        ACCESS_KEY, "wrong-secret"), endpoint=server.endpoint, max_attempts=1),
+        hostname="web1")
+    target, result = Backups(), TargetResult("backups")
+    target._failures = []
+    ctx = ctx_of(srv, server, bucket, creds)
+    for doomed in (True, False):
+        assert target._upload_one(ctx, result, refused, plan, p.name, [(p.name, p.stat())],
+                                  doomed, lambda sent, total: None) is False
+    assert [e.split(": upload failed, ")[0] for e in result.errors] == [f"prod: {p.name}"] * 2
+    assert [e.split(": upload failed, ")[1].split(":")[0] for e in result.errors] == [
+        "kept", "not uploaded"]
+    assert "access denied" in result.errors[0] and target._failures == result.errors
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"backups: {e}" for e in result.errors]
+
+
+def test_a_verified_upload_is_remembered_by_the_files_identity(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan, good_db: Path,
+        tmp_path: Path) -> None:
+    p = put(good_db, Path(plan.d.path), name(3), 4 * DAY)
+    target, result = Backups(), TargetResult("backups")
+    target._uploaded = OffloadCache(str(tmp_path))
+    target._url = f"s3://{bucket}/arch"
+    st = p.stat()
+    assert target._known_upload(st) == {"uploaded": None, "uploaded_sha256": None}
+    seen: list[tuple[int, int]] = []
+    assert target._upload_one(ctx_of(srv, server, bucket, creds), result,
+                              client(server.endpoint, bucket), plan, p.name, [(p.name, st)],
+                              True, lambda sent, total: seen.append((sent, total))) is True
+    assert result.errors == [] and seen and seen[-1][0] == st.st_size
+    assert target._known_upload(st) == {"uploaded": f"arch/web1/prod/{p.name}",
+                                        "uploaded_sha256": sha256(p)}
+    assert target._known_upload(None) == {"uploaded": None, "uploaded_sha256": None}
+
+
+def test_upload_progress_shows_each_backup_and_the_bytes_sent_of_the_whole(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[str] = []
+    ctx = RunContext(make_config(Path("/nonexistent")), NOW, False, on_status=shown.append)
+    monkeypatch.setattr("architect_cleanup.targets.base.PROGRESS_INTERVAL", 3600.0)
+    gb = 1024**3
+    progress = _UploadProgress(ctx, 2, 3 * gb)
+    first = progress.start(1)
+    first(gb // 2, gb)  # within the interval: not shown
+    progress.done = gb
+    second = progress.start(2)  # a new backup: always shown
+    monkeypatch.setattr("architect_cleanup.targets.base.PROGRESS_INTERVAL", 0.0)
+    second(gb, 2 * gb)
+    assert shown == ["backups: uploading 1/2, 0.0 of 3.0 GB",
+                     "backups: uploading 2/2, 1.0 of 3.0 GB",
+                     "backups: uploading 2/2, 2.0 of 3.0 GB"]

@@ -181,12 +181,12 @@ bench-backups: setup
 
 ## mutate: mutation testing (mutmut, from requirements-mutate.txt) of fs.py, retention.py,
 ## targets/base.py, targets/backups.py, db.py and targets/tasks.py: every mutant against the
-## unit tests that reach the mutated function, in .cache/mutate/work. Prints killed / survived
-## / accepted / timeout / unchecked and the score per module, writes .cache/mutate/report.json,
-## and lists NEW survivors (not in tests/mutation/accepted.toml); exit 1 on a new survivor or
-## a score below its goal. 3,469 mutants: roughly 20-40 minutes on 2 idle cores, far longer
-## on busy ones. ARGS="--module fs --keep --retest" (or --survivors-only) for a partial or
-## incremental run. Not part of `make test`.
+## unit tests that reach the mutated function, in .cache/mutate/work/MODULE. Prints killed /
+## survived / accepted / timeout / unchecked and the score per module, writes
+## .cache/mutate/report.json, and lists NEW survivors (not in tests/mutation/accepted.toml);
+## exit 1 on a new survivor or a score below its goal. About 5,400 mutants: hours on 2 cores.
+## ARGS="--module fs --keep --retest" (or --survivors-only) for a partial or incremental run,
+## ARGS="--report-only" for the table of the last results. Not part of `make test`.
 mutate: setup $(VENV)/.mutate-stamp
 	$(VPY) tests/mutation/run.py $(ARGS)
 

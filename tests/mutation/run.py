@@ -1,9 +1,10 @@
 """`make mutate`: mutation testing of the safety-critical modules with mutmut.
 
-The six modules are copied with the tests to a work directory (.cache/mutate/work), where
-mutmut (3.x, from PyPI, in the venv) seeds one fault at a time and runs, for each mutant, the
-unit tests that call the mutated function (mutmut records which tests reach which function
-in a first, clean run). Then this script reads mutmut's results and prints, per module:
+Each of the six modules is copied with the package and the tests to a work directory of its
+own (.cache/mutate/work/MODULE), where mutmut (3.x, from PyPI, in the venv) seeds one fault
+at a time and runs, for each mutant, the unit tests that call the mutated function (mutmut
+records which tests reach which function in a first, clean run; tests added later are
+mapped incrementally). Then this script reads mutmut's results and prints, per module:
 
     killed / survived / accepted (equivalent or accepted: tests/mutation/accepted.toml)
     / timeout / unchecked (a run stopped early), and the score: detected / (checked -
@@ -46,7 +47,6 @@ REPO = HERE.parents[1]
 CACHE = REPO / ".cache" / "mutate"
 WORK = CACHE / "work"  # one work directory per module: WORK / "fs", ...
 REPORT = CACHE / "report.json"
-MUTMUT_LOG = CACHE / "mutmut.log"
 ACCEPTED = HERE / "accepted.toml"
 
 #: short name -> (source file, goal: the share of non-accepted mutants to be detected)
@@ -191,6 +191,10 @@ def unchecked(modules: list[str]) -> list[str]:
     return sorted(out)
 
 
+def log_of(module: str) -> Path:
+    return CACHE / f"mutmut-{module}.log"
+
+
 def run_mutmut(module: str, max_children: int, names: list[str] | None = None) -> int:
     """mutmut run in the work directory (only *names*, when given); its (spinner) output goes
     to a log, progress here."""
@@ -199,8 +203,8 @@ def run_mutmut(module: str, max_children: int, names: list[str] | None = None) -
     cmd = [str(mutmut), "run", "--max-children", str(max_children), *(names or [])]
     print("==", " ".join(cmd[:4]), f"and {len(names)} mutants" if names else "",
           f"(in {work_of(module).relative_to(REPO)}; output in "
-          f"{MUTMUT_LOG.relative_to(REPO)})", flush=True)
-    with open(MUTMUT_LOG, "wb") as out:
+          f"{log_of(module).relative_to(REPO)})", flush=True)
+    with open(log_of(module), "wb") as out:
         proc = subprocess.Popen(cmd, cwd=work_of(module), env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
         last = ""
@@ -209,19 +213,19 @@ def run_mutmut(module: str, max_children: int, names: list[str] | None = None) -
                 rc = proc.wait(timeout=60)
                 break
             except subprocess.TimeoutExpired:
-                now = _progress()
+                now = _progress(log_of(module))
                 if now and now != last:
                     print(f"   {now}", flush=True)
                     last = now
     if rc != 0:
-        print(MUTMUT_LOG.read_text(errors="replace")[-3000:], file=sys.stderr)
+        print(log_of(module).read_text(errors="replace")[-3000:], file=sys.stderr)
     return rc
 
 
-def _progress() -> str:
+def _progress(log: Path) -> str:
     """The last "done/total" mutmut's spinner wrote, as "done of total mutants"."""
-    with open(MUTMUT_LOG, "rb") as fh:
-        fh.seek(max(0, MUTMUT_LOG.stat().st_size - 400))
+    with open(log, "rb") as fh:
+        fh.seek(max(0, log.stat().st_size - 400))
         tail = fh.read().decode("utf-8", "replace")
     found = re.findall(r"(\d+)/(\d+)", tail)
     if not found:

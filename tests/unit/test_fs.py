@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import subprocess
@@ -11,6 +13,8 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -519,3 +523,528 @@ def test_display_escapes_newlines_and_undecodable_bytes() -> None:
 def test_forbidden_roots_cannot_be_opened(path: str) -> None:
     with pytest.raises(FsError, match="refusing"):
         Root.open(path)
+
+
+# --- system_tree and _norm: which system tree holds a path -----------------------------------
+
+
+@pytest.mark.parametrize("path, tree", [
+    ("/", None),
+    ("/lib", "/lib"), ("/lib/x86_64-linux-gnu", "/lib"), ("/lib32/a", "/lib32"),
+    ("/lib64/ld.so", "/lib64"), ("/libx32", "/libx32"), ("/library", None), ("/lib128", None),
+    ("/usr", "/usr"), ("/usr/share/doc", "/usr"), ("/usrlocal", None),
+    ("/var/lib/architect", "/var/lib"), ("/var/tmp", None), ("/srv/architect/logs", None),
+    ("/opt", "/opt"), ("/opt/architect", None), ("/opt/architect/logs", "/opt"),
+    ("/var/opt", "/var/opt"), ("/var/opt/architect", None), ("/var/opt/a/b", "/var/opt"),
+    ("//usr/share", "/usr"), ("///etc", "/etc"), ("/usr/../srv/x", None),
+    ("usr/share", None),  # a relative path is judged as written, not as if absolute
+])
+def test_system_tree_names_the_tree_holding_a_path_and_spares_a_packages_own_directory(
+        path: str, tree: str | None) -> None:
+    assert fs.system_tree(path) == tree
+
+
+@pytest.mark.parametrize("path, norm", [
+    ("/", "/"), ("//", "/"), ("//usr", "/usr"), ("///usr", "/usr"), ("//Xorg/a", "/Xorg/a"),
+    ("/usr//lib/", "/usr/lib"), ("usr/lib", "usr/lib"), ("srv", "srv"),
+])
+def test_a_path_is_normalised_with_posix_double_slash_made_one(path: str, norm: str) -> None:
+    assert fs._norm(path) == norm
+
+
+# --- compile_patterns, _literal_head, group_matcher, _needed: matching names -----------------
+
+
+def test_patterns_that_only_end_with_literal_text_match_exactly_what_fnmatch_matches() -> None:
+    m = compile_patterns(["*ab?c", "*.log"])  # no literal head: the literal tails filter
+    assert m("abxc") is True and m("x.abzc") is True and m("old.log") is True
+    assert m("c") is False  # ends as a tail does, but the pattern does not match
+    assert m("abc") is False and m("x.txt") is False and m("log") is False
+
+
+def test_a_literal_head_stops_at_the_first_wildcard_not_the_last() -> None:
+    m = compile_patterns(["a*b*c", "x?y?z"])
+    assert m("a1b2c") and m("abc") and m("x1y2z")
+    assert not m("a1b2") and not m("xyz")
+
+
+GROUPS = [("logs", ["*.log"]), ("rotated", ["*.log.*", "app-?.out"]),
+          ("cores", ["core.[0-9]*"]), ("tagged", ["*.log.?[0-9]*"])]
+
+
+@pytest.mark.parametrize("name, group", [
+    ("a.log", "logs"), ("a.log.1", "rotated"), ("app-1.out", "rotated"),
+    ("core.123", "cores"), ("x.log.v2", "rotated"),  # the first group that matches wins
+    ("catalog", None), ("x.txt", None), ("log", None), (".log", "logs"), ("app-12.out", None),
+    ("core.x", None), ("core.", None), ("", None),
+])
+def test_a_group_matcher_names_the_first_group_whose_pattern_matches(
+        name: str, group: str | None) -> None:
+    owned = fs.group_matcher(GROUPS)(name)
+    assert (owned.lastgroup if owned else None) == group
+    assert group == next((g for g, pats in GROUPS if any(fnmatchcase(name, p) for p in pats)),
+                         None)
+
+
+def test_a_suffix_pattern_with_every_wildcard_after_the_star_is_no_plain_suffix() -> None:
+    m = fs.group_matcher([("tagged", ["*.log.?[0-9]*"])])
+    assert m("a.log.v2") == fs.Owned("tagged") and m("a.log.v2-old") == fs.Owned("tagged")
+    assert m("a.log.?[0-9]*") is None and m("a.log.vv") is None
+
+
+def test_a_group_of_suffix_patterns_alone_matches_no_other_name() -> None:
+    m = fs.group_matcher([("logs", ["*.log", "*.out"])])
+    assert m("x.out") == fs.Owned("logs")
+    assert m("x.txt") is None and m("") is None and m("log") is None
+
+
+class _AskedRe:
+    """fs's ``re`` module, recording each name a compiled pattern is asked to match."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(re, attr)
+
+    def compile(self, pattern: str) -> SimpleNamespace:
+        real = re.compile(pattern)
+
+        def match(name: str) -> re.Match[str] | None:
+            self.asked.append(name)
+            return real.match(name)
+
+        return SimpleNamespace(match=match)
+
+
+def test_a_group_matcher_asks_its_regular_expression_only_of_names_holding_a_longest_literal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = _AskedRe()
+    monkeypatch.setattr(fs, "re", spy)
+    m = fs.group_matcher([("logs", ["*.log", "*.XLSX"]), ("rotated", ["*.log.*", "z*.gz"])])
+    got = {n: m(n) for n in ["a.log", "b.XLSX", "a.log.1", "zebra.txt", "old.gz", "plain.txt",
+                             "z.gz"]}
+    assert got == {"a.log": fs.Owned("logs"), "b.XLSX": fs.Owned("logs"),
+                   "a.log.1": fs.Owned("rotated"), "zebra.txt": None, "old.gz": None,
+                   "plain.txt": None, "z.gz": fs.Owned("rotated")}
+    # "*.log" and "*.XLSX" are plain suffixes; the others' longest literals are ".log." and ".gz"
+    assert spy.asked == ["a.log.1", "old.gz", "z.gz"]
+
+
+def test_a_pattern_with_brackets_is_asked_of_every_name() -> None:
+    m = fs.group_matcher([("cores", ["core.[0-9]*"])])
+    assert m("core.7") == fs.Owned("cores") and m("x") is None
+    assert fs._needed(["*.log.*", "a?b*cd"]) == (".log.", "cd")
+    assert fs._needed(["*.log.*", "core.[0-9]*"]) is None
+    assert fs._needed(["*.log.*", "*"]) is None  # a pattern of wildcards only holds nothing
+
+
+# --- the walker in detail (Walker: counts, skips, depth, the descriptor window) --------------
+#
+# Written against the mutation run of issue 24 (tests/mutation): each test pins what the walk
+# reports (the path and reason of every skip, the entries it counted) and which descriptors it
+# holds, not only which files it finds.
+
+
+def _skip_sink() -> tuple[list[tuple[str, str]], Callable[[str, str], None]]:
+    skipped: list[tuple[str, str]] = []
+    return skipped, lambda path, why: skipped.append((path, why))
+
+
+def _found(batches: Iterator[fs.Batch], root: Root) -> list[str]:
+    return sorted(d.join(n)[len(root.dir.path) + 1:] for d, files, _ in batches
+                  for n, _m in files)
+
+
+class _Listing:
+    """os.scandir / os.listdir on one directory (told apart by its inode) failing as on an
+    I/O error: at once, or (scandir) after handing out the first *at* entries in name order;
+    the entries named in *unreadable* cannot tell their type (as one that vanished on a file
+    system without d_type). Every other directory is listed as usual."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, func: str, target: Path, *,
+                 at: int | None = None, unreadable: tuple[str, ...] = ()) -> None:
+        self.ino = target.stat().st_ino
+        self.real = getattr(os, func)
+        self.at = at
+        self.unreadable = unreadable
+        monkeypatch.setattr(os, func, self)
+
+    def __call__(self, *args: Any) -> Any:
+        if not (args and isinstance(args[0], int) and os.fstat(args[0]).st_ino == self.ino):
+            return self.real(*args)
+        if self.at is None and not self.unreadable:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        with self.real(*args) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        return _Entries([_Unreadable(e.name) if e.name in self.unreadable else e
+                         for e in entries], self.at)
+
+
+class _Unreadable:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+
+
+class _Entries:
+    def __init__(self, entries: list[Any], at: int | None) -> None:
+        self.entries = iter(entries)
+        self.at = at
+        self.read = 0
+
+    def __enter__(self) -> _Entries:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __iter__(self) -> _Entries:
+        return self
+
+    def __next__(self) -> Any:
+        if self.read == self.at:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        self.read += 1
+        return next(self.entries)
+
+
+def test_the_walk_counts_each_entry_it_lists_once_and_calls_on_dir_per_directory(
+        tmp_path: Path) -> None:
+    for p in ["f1.log", "f2.txt", "a/g.log", "a/b/h.log", "a/b/i.txt"]:
+        touch(tmp_path / p)
+    dirs: list[int] = []
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        try:
+            walker = Walker(root, start, scope=everything, on_dir=lambda: dirs.append(1))
+            found = _found(walker.batches(), root)
+        finally:
+            start.close()
+    assert found == ["a/b/h.log", "a/b/i.txt", "a/g.log", "f1.log", "f2.txt"]
+    assert walker.entries_seen == 3 + 2 + 2  # the root, a (scanned), a/b (a leaf: listed)
+    assert len(dirs) == 3
+
+
+@pytest.mark.parametrize("rel", [".", "a/b"], ids=["entered leaf", "leaf as the start"])
+def test_with_lazy_leaves_a_directory_without_sub_directories_is_handed_out_unlisted(
+        tmp_path: Path, rel: str) -> None:
+    for p in ["f1.log", "a/g.log", "a/b/h.log", "a/b/i.txt"]:
+        touch(tmp_path / p)
+    got: dict[str, list[str]] = {}
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(rel)
+        try:
+            walker = Walker(root, start, scope=everything, lazy_leaves=True)
+            for d, files, _dirs in walker.batches():
+                if files is fs.UNLISTED:
+                    listed, seen, why = fs.list_leaf(d, ALL.files)  # type: ignore[arg-type]
+                    assert (seen, why) == (2, None)
+                    got[d.path] = sorted(["(unlisted)"] + [n for n, _ in listed])
+                else:
+                    got[d.path] = sorted(n for n, _ in files)
+        finally:
+            start.close()
+    leaf = {f"{tmp_path}/a/b": ["(unlisted)", "h.log", "i.txt"]}
+    if rel == ".":
+        assert got == {str(tmp_path): ["f1.log"], f"{tmp_path}/a": ["g.log"], **leaf}
+        assert walker.entries_seen == 2 + 2  # the leaf's entries are the consumer's
+    else:
+        assert got == leaf and walker.entries_seen == 0
+
+
+def test_a_walk_limited_in_depth_lists_its_last_level_and_enters_nothing_below(
+        tmp_path: Path) -> None:
+    for p in ["top.log", "x/b.log", "x/y/c.log", "x/y/z/d.log"]:
+        touch(tmp_path / p)
+    with Root.open(str(tmp_path)) as root:
+        assert names(root, max_depth=1) == ["top.log", "x/b.log"]
+        assert names(root, max_depth=2) == ["top.log", "x/b.log", "x/y/c.log"]
+
+
+@pytest.mark.parametrize("func", ["scandir", "listdir"],
+                         ids=["with sub-directories", "a leaf"])
+def test_a_directory_that_cannot_be_listed_is_reported_and_the_walk_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, func: str) -> None:
+    touch(tmp_path / "other.log")
+    touch(tmp_path / "bad" / "x.log")
+    if func == "scandir":
+        touch(tmp_path / "bad" / "inner" / "y.log")
+    touch(tmp_path / "fine" / "z.log")
+    _Listing(monkeypatch, func, tmp_path / "bad")
+    skipped, sink = _skip_sink()
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        try:
+            walker = Walker(root, start, scope=everything, on_skip=sink)
+            found = _found(walker.batches(), root)
+        finally:
+            start.close()
+    assert found == ["fine/z.log", "other.log"]
+    assert skipped == [(f"{tmp_path}/bad", "cannot list: Input/output error")]
+    assert walker.entries_seen == 3 + 1  # the root and fine: nothing of bad
+
+
+def test_a_listing_that_fails_halfway_hands_out_what_it_read_and_enters_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for p in ["big/a1.log", "big/a2.log", "big/b/c.log", "big/z1.log", "big/z2.log"]:
+        touch(tmp_path / p)
+    _Listing(monkeypatch, "scandir", tmp_path / "big", at=3)  # a1.log, a2.log, b
+    skipped, sink = _skip_sink()
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        try:
+            walker = Walker(root, start, scope=everything, on_skip=sink)
+            found = _found(walker.batches(), root)
+        finally:
+            start.close()
+    assert found == ["big/a1.log", "big/a2.log", "big/b/c.log"]
+    assert skipped == [(f"{tmp_path}/big", "listing failed: Input/output error")]
+    assert walker.entries_seen == 1 + 3 + 1
+
+
+def test_an_entry_whose_type_cannot_be_read_is_passed_over_and_the_listing_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for p in ["d/a0.log", "d/a1.log", "d/sub/b.log", "d/z.log"]:
+        touch(tmp_path / p)
+    _Listing(monkeypatch, "scandir", tmp_path / "d", unreadable=("a0.log",))
+    skipped, sink = _skip_sink()
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        try:
+            walker = Walker(root, start, scope=everything, on_skip=sink)
+            found = _found(walker.batches(), root)
+        finally:
+            start.close()
+    assert found == ["d/a1.log", "d/sub/b.log", "d/z.log"]
+    assert skipped == []
+    assert walker.entries_seen == 1 + 4 + 1  # the unreadable entry was listed all the same
+
+
+def test_a_browser_profile_is_reported_with_its_path_and_the_siblings_after_it_are_walked(
+        tmp_path: Path) -> None:
+    for i in range(4):
+        touch(tmp_path / f"s{i}" / "f.log")
+        touch(tmp_path / f"s{i}" / "deeper" / "g.log")
+    first = os.listdir(tmp_path)[0]  # the walk visits sub-directories in listing order
+    touch(tmp_path / first / fs.CHROMIUM_MARKER)
+    skipped, sink = _skip_sink()
+    with Root.open(str(tmp_path)) as root:
+        found = names(root, on_skip=sink)
+    others = sorted(set(os.listdir(tmp_path)) - {first})
+    assert found == sorted(f"{s}/{f}" for s in others for f in ("deeper/g.log", "f.log"))
+    assert skipped == [(f"{tmp_path}/{first}", fs.PROFILE_REASON)]
+
+
+def test_an_excluded_directory_is_reported_with_its_path_and_not_entered(
+        tmp_path: Path) -> None:
+    for p in ["keep/a.log", "cache/b.log", "c.log"]:
+        touch(tmp_path / p)
+    scope = Scope(files=ALL.files, exclude=re.compile("cache").fullmatch)
+    skipped, sink = _skip_sink()
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        try:
+            found = _found(Walker(root, start, scope=lambda _d: scope, on_skip=sink).batches(),
+                           root)
+        finally:
+            start.close()
+    assert found == ["c.log", "keep/a.log"]
+    assert skipped == [(f"{tmp_path}/cache", "excluded by safety.exclude_dirs")]
+
+
+def test_a_refusal_is_reported_by_its_reason_alone_when_the_name_holds_a_colon(
+        tmp_path: Path) -> None:
+    touch(tmp_path / "root" / "top.log")
+    touch(tmp_path / "root" / "odd: name" / "x.log")
+    touch(tmp_path / "victim" / "secret.log")
+    skipped, sink = _skip_sink()
+    with Root.open(str(tmp_path / "root")) as root:
+        for _d, name in walk(root, on_skip=sink):
+            if name == "top.log":  # listed: swap the directory for a symlink
+                os.rename(tmp_path / "root" / "odd: name", tmp_path / "moved")
+                (tmp_path / "root" / "odd: name").symlink_to(tmp_path / "victim")
+    assert skipped == [(f"{tmp_path}/root/odd: name", "a symlink, not followed")]
+
+
+def test_a_path_too_long_is_reported_at_the_first_level_past_path_max(tmp_path: Path) -> None:
+    _chain(tmp_path, 30, "n" * 255, "bottom.log")
+    skipped, sink = _skip_sink()
+    with Root.open(str(tmp_path)) as root:
+        found = names(root, on_skip=sink)
+    subprocess.run(["rm", "-rf", str(tmp_path / ("n" * 255))], check=True)
+    level = 1
+    while len(f"{tmp_path}/" + "/".join(["n" * 255] * level)) < fs.MAX_PATH:
+        level += 1
+    path = f"{tmp_path}/" + "/".join(["n" * 255] * level)
+    assert found == []
+    assert skipped == [(path, f"path longer than {fs.MAX_PATH} bytes, not entered")]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _deep_chain(base: Path, depth: int) -> None:
+    touch(base.joinpath(*[f"d{i}" for i in range(1, depth + 1)]) / "f.log")
+    for i in range(1, depth):
+        touch(base.joinpath(*[f"d{j}" for j in range(1, i + 1)]) / "f.log")
+
+
+@contextlib.contextmanager
+def _fd0_free() -> Iterator[None]:
+    """Descriptor 0 free, as in a process started with stdin closed: the next descriptor
+    opened is 0."""
+    saved = os.dup(0)
+    os.close(0)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+
+
+def _window_walk(tmp_path: Path, *, zero_first: bool) -> tuple[int, int, int]:
+    """(descriptors before the walk, at its deepest batch, after it) for a walk of a chain
+    of 7 directories with a window of 3; with *zero_first* the first directory entered gets
+    descriptor 0."""
+    _deep_chain(tmp_path, 7)
+    at_deepest = -1
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        with _fd0_free() if zero_first else contextlib.nullcontext():
+            before = _open_fds()
+            for d, _files, _dirs in Walker(root, start, scope=everything).batches():
+                if d.path.endswith("/d7"):
+                    at_deepest = _open_fds()
+            after = _open_fds()
+        start.close()
+    return before, at_deepest, after
+
+
+@pytest.mark.parametrize("zero_first", [False, True],
+                         ids=["any descriptors", "the first on descriptor 0"])
+def test_the_walk_keeps_exactly_the_last_fd_window_levels_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zero_first: bool) -> None:
+    monkeypatch.setattr(fs, "FD_WINDOW", 3)
+    before, at_deepest, after = _window_walk(tmp_path, zero_first=zero_first)
+    assert at_deepest == before + 3  # d5, d6, d7: the ancestors above were closed
+    assert after == before
+
+
+def test_a_walk_stopped_early_closes_what_it_opened_but_not_its_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fs, "FD_WINDOW", 2)
+    _deep_chain(tmp_path, 5)
+    with Root.open(str(tmp_path)) as root:
+        start = root.open_path(".")
+        before = _open_fds()
+        batches = Walker(root, start, scope=everything).batches()
+        for d, _files, _dirs in batches:
+            if d.path.endswith("/d4"):
+                break
+        batches.close()
+        assert _open_fds() == before
+        assert start.fd >= 0 and os.fstat(start.fd).st_ino == root.dir.ino
+        start.close()
+
+
+def test_a_start_directory_on_descriptor_0_is_walked_and_kept_as_it_is(
+        tmp_path: Path) -> None:
+    for p in ["a/x.log", "b/y.log", "c.log"]:
+        touch(tmp_path / p)
+    with Root.open(str(tmp_path)) as root, _fd0_free():
+        start = root.open_path(".")
+        assert start.fd == 0
+        found = _found(Walker(root, start, scope=everything).batches(), root)
+        assert start.fd == 0  # never re-opened through '..' as if it had been closed
+        start.close()
+        with pytest.raises(OSError) as closed:
+            os.fstat(0)
+        assert closed.value.errno == errno.EBADF
+    assert found == ["a/x.log", "b/y.log", "c.log"]
+
+
+# --- Root and Dir: opening, identity, names ---------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, why", [("missing", "does not exist"),
+                                       ("file", "not a directory"),
+                                       ("loop", "cannot open: Too many levels of symbolic links")])
+def test_opening_a_root_says_in_one_line_what_is_wrong_with_the_path(
+        tmp_path: Path, kind: str, why: str) -> None:
+    path = tmp_path / "root"
+    if kind == "file":
+        touch(path)
+    elif kind == "loop":
+        path.symlink_to("root")
+    with pytest.raises(FsError) as exc:
+        Root.open(str(path))
+    assert str(exc.value) == f"{path}: {why}"
+
+
+def test_each_directory_opened_carries_the_identity_of_what_it_opened(tmp_path: Path) -> None:
+    touch(tmp_path / "a" / "b" / "f.log")
+    with Root.open(str(tmp_path)) as root:
+        st = os.stat(tmp_path)
+        assert (root.dir.path, root.dir.dev, root.dir.ino) == (str(tmp_path), st.st_dev,
+                                                               st.st_ino)
+        for rel, path in [(".", tmp_path), ("a", tmp_path / "a"), ("a/b", tmp_path / "a" / "b")]:
+            d = root.open_path(rel)
+            st = os.stat(path)
+            assert (d.path, d.dev, d.ino, d.nlink) == (str(path), st.st_dev, st.st_ino,
+                                                       st.st_nlink)
+            assert os.fstat(d.fd).st_ino == st.st_ino
+            d.close()
+
+
+def test_open_path_takes_each_name_as_it_is_and_skips_empty_and_dot_components(
+        tmp_path: Path) -> None:
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "X y ").mkdir()
+    with Root.open(str(tmp_path)) as root:
+        for rel, want in [("/a/./b//c/", "a/b/c"), ("X y ", "X y "), ("/X y /", "X y ")]:
+            d = root.open_path(rel)
+            assert d.path == f"{tmp_path}/{want}"
+            assert os.fstat(d.fd).st_ino == (tmp_path / want).stat().st_ino
+            d.close()
+
+
+@pytest.mark.parametrize("name", ["ends in X", "ends in a space "])
+def test_a_directory_joins_a_name_with_one_slash_whatever_its_last_character(
+        tmp_path: Path, name: str) -> None:
+    (tmp_path / name).mkdir()
+    with Root.open(str(tmp_path / name)) as root:
+        assert root.dir.join("f.log") == f"{tmp_path}/{name}/f.log"
+    assert fs.Dir(-1, "/", 0, 0).join("f.log") == "/f.log"
+    assert fs.Dir(-1, "", 0, 0).join("f.log") == "f.log"  # no path: the bare name
+
+
+def test_a_name_the_system_refuses_to_open_is_reported_with_its_path_and_reason(
+        tmp_path: Path) -> None:
+    with Root.open(str(tmp_path)) as root, pytest.raises(FsError) as exc:
+        root.open_path("x" * 300)
+    assert str(exc.value) == f"{tmp_path}/{'x' * 300}: File name too long"
+
+
+@pytest.mark.parametrize("err, kind", [(errno.ELOOP, "a symlink"),
+                                       (errno.ENOTDIR, "not a directory")])
+def test_an_entry_refused_and_gone_before_a_second_look_is_judged_by_the_error_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int, kind: str) -> None:
+    """O_NOFOLLOW|O_DIRECTORY fails on a symlink with ELOOP (or ENOTDIR on newer kernels);
+    when the entry is gone before the lstat that would tell, the error alone says which."""
+    real_open = os.open
+
+    def refusing_open(path: str, flags: int, mode: int = 0o777, *,
+                      dir_fd: int | None = None) -> int:
+        if path == "gone":
+            raise OSError(err, os.strerror(err), path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    with Root.open(str(tmp_path)) as root:
+        monkeypatch.setattr(os, "open", refusing_open)
+        with pytest.raises(FsError) as exc:
+            root.open_path("gone")
+    assert str(exc.value) == f"{tmp_path}/gone: {kind}, not followed"

@@ -11,12 +11,16 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
+import resource
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -497,3 +501,250 @@ def test_iterating_the_walk_hands_out_claimed_directories_as_directories(
         finally:
             start.close()
     assert got == [("app/__pycache__", True), ("app/sub/y.log", False), ("app/x.log", False)]
+
+
+# --- mounts_below and _unescape_mountinfo: the mount points below a root ---------------------
+
+
+@pytest.mark.parametrize("field, path", [
+    ("/srv/plain", "/srv/plain"), (r"/srv/a\040b", "/srv/a b"), (r"/srv/tab\011x", "/srv/tab\tx"),
+    (r"/srv/nl\012", "/srv/nl\n"), (r"/srv/back\134slash", "/srv/back\\slash"),
+    (r"/srv/\0401", "/srv/ 1"), (r"/srv/\08", r"/srv/\08"), (r"/srv/\12", r"/srv/\12"),
+])
+def test_a_mount_point_field_has_its_octal_escapes_undone(field: str, path: str) -> None:
+    assert fs._unescape_mountinfo(field) == path
+
+
+def _mount_tmpfs(point: Path) -> None:
+    point.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], check=True)
+
+
+@needs_root
+def test_mounts_below_lists_the_mount_points_strictly_below_a_path(tmp_path: Path) -> None:
+    box, boxx = tmp_path / "box", tmp_path / "boxX"
+    points = [box / "m", box / "with space", tmp_path / "boxes" / "m", boxx / "m"]
+    mounted: list[Path] = []
+    try:
+        for point in points:
+            _mount_tmpfs(point)
+            mounted.append(point)
+        inside = [str(box / "m"), str(box / "with space")]
+        assert sorted(fs.mounts_below(str(box))) == inside
+        assert sorted(fs.mounts_below(str(box) + "/")) == inside
+        assert fs.mounts_below(str(boxx)) == [str(boxx / "m")]
+        assert fs.mounts_below(str(box / "m")) == []  # strictly below: not the point itself
+    finally:
+        for point in reversed(mounted):
+            subprocess.run(["umount", str(point)], check=True)
+
+
+@needs_root
+def test_a_mount_point_whose_name_is_no_utf8_is_listed_with_its_bytes_escaped(
+        tmp_path: Path) -> None:
+    """Mounted in a mount namespace of its own (unshare -m): no other process reading the
+    system's mount table meets the undecodable name, and it goes with the process."""
+    base = os.fsencode(tmp_path)
+    point = base + b"/bad\xffname"
+    os.mkdir(point)
+    code = ("import json, subprocess, sys\n"
+            "from architect_cleanup import fs\n"
+            "subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', sys.argv[2]],"
+            " check=True)\n"
+            "print(json.dumps(fs.mounts_below(sys.argv[1])))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(fs.__file__).resolve().parents[1])}
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                           "-c", code, base, point], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [os.fsdecode(point)]
+    assert fs.mounts_below(str(tmp_path)) == []  # this process never saw it
+
+
+# --- untrusted: who else may change a file or directory --------------------------------------
+
+
+@pytest.mark.parametrize("mode, why", [
+    (0o755, None), (0o700, None), (0o1755, None),
+    (0o775, "writable by its group (mode 0775)"), (0o2770, "writable by its group (mode 2770)"),
+    (0o757, "writable by others (mode 0757)"), (0o702, "writable by others (mode 0702)"),
+    (0o777, "writable by group and others (mode 0777)"),
+    (0o1777, "writable by group and others (mode 1777)"),
+])
+def test_untrusted_says_who_else_may_write_and_shows_the_mode(
+        tmp_path: Path, mode: int, why: str | None) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(mode)
+    assert fs.untrusted(os.stat(d)) == why
+
+
+@needs_root
+def test_untrusted_refuses_an_owner_other_than_root_or_the_user_running_this(
+        tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir(mode=0o755)
+    assert fs.untrusted(os.stat(d)) is None  # root's own
+    os.chown(d, 1, 1)
+    assert fs.untrusted(os.stat(d)) == "owned by uid 1, not by root or the user running this"
+
+
+# --- too_long: a path of MAX_PATH bytes or more ----------------------------------------------
+
+
+@pytest.mark.parametrize("path, long", [
+    ("a" * 4095, False), ("a" * 4096, True),
+    ("\U0001F600" * 1023 + "abc", False), ("\U0001F600" * 1024, True),  # 4 bytes a character
+    ("é" * 2047 + "a", False), ("é" * 2048, True),
+    (os.fsdecode(b"\xff" * 4095), False), (os.fsdecode(b"\xff" * 4096), True),
+])
+def test_a_path_is_too_long_from_max_path_bytes_on_however_many_characters(
+        path: str, long: bool) -> None:
+    assert fs.MAX_PATH == 4096
+    assert fs.too_long(path) is long
+
+
+# --- is_profile_dir: a browser profile holds 'Local State' -----------------------------------
+
+
+def test_a_local_state_entry_of_any_kind_even_a_dangling_link_marks_a_browser_profile(
+        tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    touch(tmp_path / "file" / fs.CHROMIUM_MARKER)
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / fs.CHROMIUM_MARKER).symlink_to(tmp_path / "nowhere")
+    with Root.open(str(tmp_path)) as root:
+        for name, profile in [("plain", False), ("file", True), ("link", True)]:
+            d = root.open_path(name)
+            try:
+                assert fs.is_profile_dir(d) is profile, name
+            finally:
+                d.close()
+
+
+# --- raise_nofile_limit ----------------------------------------------------------------------
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard - 1), hard))
+        fs.raise_nofile_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("exc", [ValueError("not allowed to raise maximum limit"),
+                                 OSError(errno.EPERM, "Operation not permitted")])
+def test_a_refused_raise_of_the_descriptor_limit_is_passed_over(
+        monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    """setrlimit refuses (ValueError) e.g. when fs.nr_open was lowered below the hard limit:
+    a sysctl of the whole machine, so the refusal is injected here."""
+    asked: list[object] = []
+
+    def refuse(*args: object) -> None:
+        asked.append(args)
+        raise exc
+
+    monkeypatch.setattr(fs, "resource", SimpleNamespace(
+        RLIMIT_NOFILE=resource.RLIMIT_NOFILE, getrlimit=lambda _r: (256, 1024),
+        setrlimit=refuse))
+    fs.raise_nofile_limit()
+    assert asked == [(resource.RLIMIT_NOFILE, (1024, 1024))]
+
+
+# --- OpenFiles.describe: who holds a file open -----------------------------------------------
+
+
+def _fake_proc(tmp_path: Path, comms: dict[str, bytes | None]) -> tuple[Path, dict[str, Path]]:
+    """A /proc of our own making: each PID holds one file open, its comm as given (None: no
+    comm file, as for a process that exited meanwhile)."""
+    proc, held = tmp_path / "proc", {}
+    for pid, comm in comms.items():
+        held[pid] = touch(tmp_path / "data" / f"held-by-{pid}.log")
+        (proc / pid / "fd").mkdir(parents=True)
+        (proc / pid / "fd" / "3").symlink_to(held[pid])
+        if comm is not None:
+            (proc / pid / "comm").write_bytes(comm)
+    return proc, held
+
+
+def test_an_open_file_is_described_by_its_holders_pid_and_printable_name(
+        tmp_path: Path) -> None:
+    proc, held = _fake_proc(tmp_path, {
+        "42": b"gunicorn\n", "43": None, "44": b"", "45": b"caf\xc3\n",  # cut inside a character
+        "46": b"tab\there\n"})
+    free = touch(tmp_path / "data" / "free.log")
+    scan = OpenFiles(str(proc))
+    assert {pid: scan.describe(f.stat()) for pid, f in held.items()} == {
+        "42": "open by PID 42 (gunicorn)", "43": "open by PID 43", "44": "open by PID 44",
+        "45": "open by PID 45 (caf\ufffd)", "46": "open by PID 46 (tab\\there)"}
+    assert scan.describe(free.stat()) is None
+
+
+def test_a_holders_name_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    proc, held = _fake_proc(tmp_path, {"47": "café\n".encode()})
+    assert OpenFiles(str(proc)).describe(held["47"].stat()) == "open by PID 47 (café)"
+    code = ("import json, os, sys\n"
+            "from architect_cleanup.fs import OpenFiles\n"
+            "print(json.dumps([OpenFiles(sys.argv[1]).describe(os.stat(sys.argv[2])),"
+            " sys.flags.utf8_mode]))\n")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONPATH": str(Path(fs.__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code, str(proc), str(held["47"])], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert json.loads(out) == ["open by PID 47 (café)", 0]  # 0: the locale's ASCII was in force
+
+
+# --- the private rename in detail (_move_aside, _unlink_moved) --------------------------------
+
+
+def _shared_with_app_log(tmp_path: Path) -> Path:
+    d = tmp_path / "d"
+    d.mkdir()
+    d.chmod(0o1777)
+    touch(d / "app.log", age=100, data=b"old")
+    return d
+
+
+def test_a_private_name_found_taken_is_drawn_again_and_the_file_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _shared_with_app_log(tmp_path)
+    draws = iter([b"\x00" * 8, b"\x01" * 8])
+    monkeypatch.setattr(fs.os, "urandom", lambda n: next(draws))
+    taken = touch(d / f"{fs.QUARANTINE}{'00' * 8}.app.log", data=b"someone's")
+    assert _unlink_one(d, "app.log") is None
+    assert os.listdir(d) == [taken.name] and taken.read_bytes() == b"someone's"
+
+
+def test_the_private_rename_draws_three_names_before_it_gives_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _shared_with_app_log(tmp_path)
+    monkeypatch.setattr(fs.os, "urandom", lambda n: b"\x00" * n)
+    taken = touch(d / f"{fs.QUARANTINE}{'00' * 8}.app.log")
+    tried: list[str] = []
+    real = fs._rename_noreplace
+
+    def counting(fd: int, old: str, new: str) -> None:
+        tried.append(new)
+        real(fd, old, new)
+
+    monkeypatch.setattr(fs, "_rename_noreplace", counting)
+    assert isinstance(_unlink_one(d, "app.log"), Changed)
+    assert tried == [taken.name] * 3
+    assert (d / "app.log").read_bytes() == b"old"
+
+
+def test_a_replacement_found_under_the_private_name_is_reported_under_the_name_it_had(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _shared_with_app_log(tmp_path)
+
+    def replace() -> None:
+        touch(d / ".staged", data=b"young")
+        os.rename(d / ".staged", d / "app.log")
+
+    _Replace(monkeypatch, replace)
+    outcome = _unlink_one(d, "app.log")
+    assert str(outcome) == f"{d}/app.log: replaced at the moment of its removal; left alone"
+    assert (d / "app.log").read_bytes() == b"young"

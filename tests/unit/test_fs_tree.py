@@ -4,10 +4,12 @@ each refusal is reported. Written against the mutation run of issue 24 (tests/mu
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -290,3 +292,109 @@ def test_a_mount_point_inside_is_left_alone_and_the_siblings_go(tmp_path: Path) 
         assert (mnt / "other-fs.pyc").exists()
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+# --- rules of the walk inside the tree (remove_tree's keep_name, browser profiles) -----------
+
+
+class _KeepName:
+    """A keep_name rule that records what it was asked: (path, is_dir) of each entry."""
+
+    def __init__(self, **reasons: tuple[str, bool]) -> None:
+        self.reasons = reasons  # reason: (path suffix, is_dir it must be asked with)
+        self.asked: list[tuple[str, bool]] = []
+
+    def __call__(self, path: str, is_dir: bool) -> str | None:
+        self.asked.append((path, is_dir))
+        for why, (suffix, want_dir) in self.reasons.items():
+            if path.endswith(suffix) and is_dir is want_dir:
+                return why
+        return None
+
+
+def test_a_top_directory_a_rule_keeps_is_held_whole_and_untouched(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    before = snapshot(tmp_path)
+    rule = _KeepName(excluded=("/t", True))
+    res = _remove(tmp_path, "t", dry_run=False, keep_name=rule)
+    assert snapshot(tmp_path) == before
+    assert rule.asked == [(f"{tmp_path}/t", True)]
+    assert res == TreeResult(kept=1, held=[(f"{tmp_path}/t", "excluded")])
+
+
+def test_a_rule_inside_the_tree_holds_files_and_directories_and_their_parents_stay(
+        tmp_path: Path) -> None:
+    for p in ["a.pyc", "keep.pyc", "sub/b.pyc", "held/c.pyc", "held/deeper/d.pyc",
+              "other/e.pyc"]:
+        touch(tmp_path / "t" / p, size=1)
+    rule = _KeepName(protected=("/keep.pyc", False), excluded=("/held", True))
+    res = _remove(tmp_path, "t", dry_run=False, keep_name=rule)
+    t = f"{tmp_path}/t"
+    assert sorted(res.held) == [(f"{t}/held", "excluded"), (f"{t}/keep.pyc", "protected")]
+    assert (res.files, res.kept, res.errors, res.removed_dir) == (3, 2, [], False)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == ["t", "t/held", "t/held/c.pyc", "t/held/deeper", "t/held/deeper/d.pyc",
+                    "t/keep.pyc"]
+    asked = dict(rule.asked)
+    assert len(asked) == len(rule.asked)  # each entry asked once
+    assert asked == {t: True, f"{t}/a.pyc": False, f"{t}/keep.pyc": False, f"{t}/sub": True,
+                     f"{t}/sub/b.pyc": False, f"{t}/held": True, f"{t}/other": True,
+                     f"{t}/other/e.pyc": False}  # nothing below a held directory
+
+
+def test_a_browser_profile_at_the_top_is_held_with_its_path_and_untouched(
+        tmp_path: Path) -> None:
+    touch(tmp_path / "t" / fs.CHROMIUM_MARKER)
+    touch(tmp_path / "t" / "Default" / "x.pyc")
+    before = snapshot(tmp_path)
+    res = _remove(tmp_path, "t", dry_run=False)
+    assert snapshot(tmp_path) == before
+    assert res == TreeResult(kept=1, held=[(f"{tmp_path}/t", fs.PROFILE_REASON)])
+
+
+def test_a_browser_profile_inside_the_tree_is_held_and_its_parents_stay_without_errors(
+        tmp_path: Path) -> None:
+    touch(tmp_path / "t" / "a.pyc", size=1)
+    touch(tmp_path / "t" / "prof" / fs.CHROMIUM_MARKER)
+    touch(tmp_path / "t" / "prof" / "x.pyc")
+    sibs = _siblings(tmp_path / "t")
+    res = _remove(tmp_path, "t", dry_run=False)
+    assert res.held == [(f"{tmp_path}/t/prof", fs.PROFILE_REASON)]
+    assert (res.files, res.kept, res.errors, res.removed_dir) == (7, 1, [], False)
+    assert sorted(os.listdir(tmp_path / "t" / "prof")) == [fs.CHROMIUM_MARKER, "x.pyc"]
+    assert _gone(sibs) and os.listdir(tmp_path / "t") == ["prof"]
+
+
+def test_a_directory_that_cannot_be_listed_stays_with_its_parents_and_is_reported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    touch(tmp_path / "t" / "bad" / "x.pyc")
+    sibs = _siblings(tmp_path / "t")
+    bad_ino = (tmp_path / "t" / "bad").stat().st_ino
+    real = os.scandir
+
+    def scandir(*args: Any) -> Any:
+        if args and isinstance(args[0], int) and os.fstat(args[0]).st_ino == bad_ino:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(*args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    res = _remove(tmp_path, "t", dry_run=False)
+    assert res.errors == [f"{tmp_path}/t/bad: cannot list: Input/output error"]
+    assert (res.files, res.removed_dir) == (6, False)
+    assert _gone(sibs) and (tmp_path / "t" / "bad" / "x.pyc").exists()
+
+
+@needs_root
+def test_a_directory_refused_by_a_read_only_file_system_is_named_as_the_first_refusal(
+        readonly_fs: Path) -> None:
+    res = _remove(readonly_fs / "t", "empty", dry_run=False)
+    assert (res.readonly, res.readonly_count) == (f"{readonly_fs}/t/empty", 1)
+    assert res.errors == [f"{readonly_fs}/t/empty: Read-only file system"]
+
+
+def test_a_tree_result_counts_every_hold_and_names_the_first_hundred() -> None:
+    res = TreeResult()
+    for i in range(150):
+        res.hold(f"p{i}", f"why{i}")
+    assert res.kept == 150
+    assert res.held == [(f"p{i}", f"why{i}") for i in range(100)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -33,7 +34,7 @@ from architect_cleanup.targets.backups import (
     _Plan,
     _UploadProgress,
 )
-from architect_cleanup.targets.base import RunContext
+from architect_cleanup.targets.base import Interrupted, RunContext
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, NOW, NOW_TS, make_config
@@ -675,3 +676,47 @@ def test_upload_progress_shows_each_backup_and_the_bytes_sent_of_the_whole(
     assert shown == ["backups: uploading 1/2, 0.0 of 3.0 GB",
                      "backups: uploading 2/2, 1.0 of 3.0 GB",
                      "backups: uploading 2/2, 2.0 of 3.0 GB"]
+
+
+class _StopAfter(logging.Handler):
+    """Asks for a stop once a log message containing *text* was emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.stop = text, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stop = self.stop or self.text in record.getMessage()
+
+
+def test_a_stop_while_an_earlier_copy_is_read_back_interrupts_the_run(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan, good_db: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="architect_cleanup")
+    p = put(good_db, Path(plan.d.path), name(3), 4 * DAY)
+    c = client(server.endpoint, bucket)
+    c.upload(plan.d.fd, p.name, "prod")  # the copy from an earlier run
+    stopper = _StopAfter("is already at")
+    logging.getLogger("architect_cleanup").addHandler(stopper)
+    try:
+        ctx = RunContext(config(srv, server, bucket, creds), NOW, False,  # type: ignore[arg-type]
+                         should_stop=lambda: stopper.stop)
+        with pytest.raises(Interrupted) as stop:
+            Backups()._upload_one(ctx, TargetResult("backups"), c, plan, p.name,
+                                  [(p.name, p.stat())], True, lambda sent, total: None)
+    finally:
+        logging.getLogger("architect_cleanup").removeHandler(stopper)
+    assert str(stop.value) == "stopped on request"
+
+
+def test_a_backup_gone_before_its_upload_is_named_with_the_systems_reason(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan, good_db: Path) -> None:
+    p = put(good_db, Path(plan.d.path), name(3), 4 * DAY)
+    st = p.stat()
+    p.unlink()
+    target, result = Backups(), TargetResult("backups")
+    target._failures = []
+    assert target._upload_one(ctx_of(srv, server, bucket, creds), result,
+                              client(server.endpoint, bucket), plan, p.name, [(p.name, st)],
+                              True, lambda sent, total: None) is False
+    assert result.errors == [f"prod: {p.name}: upload failed, kept: No such file or directory"]

@@ -666,16 +666,16 @@ def test_upload_progress_shows_each_backup_and_the_bytes_sent_of_the_whole(
     ctx = RunContext(make_config(Path("/nonexistent")), NOW, False, on_status=shown.append)
     monkeypatch.setattr("architect_cleanup.targets.base.PROGRESS_INTERVAL", 3600.0)
     gb = 1024**3
-    progress = _UploadProgress(ctx, 2, 3 * gb)
+    progress = _UploadProgress(ctx, 2, 100 * gb)  # GiB, as 1024**3, shown to 0.1
     first = progress.start(1)
     first(gb // 2, gb)  # within the interval: not shown
-    progress.done = gb
+    progress.done = 50 * gb
     second = progress.start(2)  # a new backup: always shown
     monkeypatch.setattr("architect_cleanup.targets.base.PROGRESS_INTERVAL", 0.0)
-    second(gb, 2 * gb)
-    assert shown == ["backups: uploading 1/2, 0.0 of 3.0 GB",
-                     "backups: uploading 2/2, 1.0 of 3.0 GB",
-                     "backups: uploading 2/2, 2.0 of 3.0 GB"]
+    second(gb, 50 * gb)
+    assert shown == ["backups: uploading 1/2, 0.0 of 100.0 GB",
+                     "backups: uploading 2/2, 50.0 of 100.0 GB",
+                     "backups: uploading 2/2, 51.0 of 100.0 GB"]
 
 
 class _StopAfter(logging.Handler):

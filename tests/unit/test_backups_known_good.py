@@ -3,19 +3,36 @@ backups are the same backups; kept old ones are compressed, proven before the or
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from backupkit import corrupt_db, make_db, sha256, zstd_decompress, zstd_test
+import zstandard
+from backupkit import (
+    backup_with_wal,
+    compressible,
+    corrupt_db,
+    make_db,
+    sha256,
+    zstd_decompress,
+    zstd_test,
+)
 from test_backups import judge
 
 from architect_cleanup import cli
+from architect_cleanup.backup_compress import TMP_PREFIX
+from architect_cleanup.fs import OpenFiles
 from architect_cleanup.journal import MESSAGE_IDS
+from architect_cleanup.retention import format_size
+from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets import Decision
+from architect_cleanup.targets.backups import Backups
+from architect_cleanup.targets.base import Interrupted, RunContext
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, NOW, NOW_TS, make_config
@@ -226,6 +243,186 @@ def test_the_history_records_whether_each_newest_backup_is_good(
     stats, _ = run(cfg(srv), dry_run=True)
     records = {r.env: r.newest_ok for r in backup_records(stats)}  # type: ignore[arg-type]
     assert records["prod"] is False and records["qa"] is True
+
+
+# --- Backups._compress and _compress_one: which kept backups are compressed, and how ---------
+
+
+def direct(config: object, *, dry_run: bool, open_files: OpenFiles | None = None,
+           status: list[str] | None = None) -> tuple[Backups, TargetResult]:
+    """The backups target run by itself (its inventory rows are read)."""
+    target, result = Backups(), TargetResult("backups")
+    ctx = RunContext(config, NOW, dry_run, open_files=open_files,  # type: ignore[arg-type]
+                     on_status=None if status is None else status.append)
+    try:
+        target.run(ctx, result)
+    finally:
+        ctx.close()
+    return target, result
+
+
+def rows(target: Backups) -> dict[str, dict[str, object]]:
+    return {str(r["name"]): r for r in target.inventory}
+
+
+def test_a_dry_run_counts_logs_and_lists_only_the_kept_backups_older_than_after(
+        srv: Path, template: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    good, _ = template
+    d = srv / "data/prod/backups"
+    put(good, d, name(0), DAY / 2)  # younger than after
+    put(good, d, name(1), DAY)  # exactly after: not older
+    old = [put(good, d, name(i), DAY * (i + 1)) for i in (2, 3)]
+    # already compressed by their content: never compressed again
+    gz = d / "architect_20261101_030000.db.gz"
+    gz.write_bytes(gzip.compress(good.read_bytes()[:4096]))
+    bak = d / "architect_20261102_030000.bak"
+    bak.write_bytes(zstandard.ZstdCompressor().compress(b"x" * 4096))
+    for p in (gz, bak):
+        os.utime(p, (NOW_TS - 20 * DAY,) * 2)
+    caplog.set_level("INFO", logger="architect_cleanup")
+    target, result = direct(cfg(srv, retention={"prod": 10}, compress={"after": "1d"}),
+                            dry_run=True)
+    assert result.detail["prod"]["compressed"] == 2
+    assert [m for m in (r.getMessage() for r in caplog.records) if "would compress" in m] == [
+        f"backups: would compress {p} (older than 1d)" for p in old]
+    compressed = sorted(n for n, r in rows(target).items()
+                        if str(r["reason"]).endswith("; would be compressed"))
+    assert compressed == sorted(p.name for p in old)
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        [name(0), name(1), *(p.name for p in old), gz.name, bak.name])
+
+
+def test_compression_shows_its_progress_skips_a_backup_held_open_and_goes_on(
+        srv: Path, template: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("architect_cleanup.targets.base.PROGRESS_INTERVAL", 0.0)
+    good, _ = template
+    d = srv / "data/prod/backups"
+    put(good, d, name(0), DAY / 2)
+    held, old = put(good, d, name(2), 3 * DAY), put(good, d, name(3), 4 * DAY)
+    status: list[str] = []
+    with open(held, "rb"):
+        target, result = direct(cfg(srv, retention={"prod": 10}, compress={"after": "1d"}),
+                                dry_run=False, open_files=OpenFiles(), status=status)
+    assert [s for s in status if "compressing" in s] == [
+        "backups: prod: compressing 1/2", "backups: prod: compressing 2/2"]
+    assert held.exists() and not old.exists() and Path(f"{old}.zst").exists()
+    assert result.detail["prod"]["compressed"] == 1
+    assert rows(target)[old.name + ".zst"]["compressed"] is True  # the row under its new name
+    assert rows(target)[held.name]["compressed"] is False
+
+
+def test_a_compressed_backup_is_recorded_with_its_new_files_check_and_sizes(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "data/prod/backups"
+    d.mkdir(parents=True)
+    db, wal = backup_with_wal(d, name(3), rows=300)
+    for p in (db, wal):
+        os.utime(p, (NOW_TS - 4 * DAY,) * 2)
+    before = db.stat().st_size + wal.stat().st_size
+    put(make_db(srv / "young.db", rows=10), d, name(0), DAY / 2)
+    put(make_db(srv / "older.db", rows=10), d, name(5), 6 * DAY)
+    caplog.set_level("INFO", logger="architect_cleanup")
+    target, result = direct(cfg(srv, retention={"prod": 5}, compress={"after": "1d"},
+                                verify={"check": "full"}), dry_run=False)
+    zst, wal_zst = Path(f"{db}.zst"), Path(f"{wal}.zst")
+    assert not db.exists() and zst.exists() and wal_zst.exists() and result.errors == []
+    assert result.detail["prod"]["compressed"] == 2
+    after = zst.stat().st_size + wal_zst.stat().st_size
+    row = rows(target)[zst.name]
+    assert (row["files"], row["size"], row["mtime"], row["state"]) == (
+        [zst.name, wal_zst.name], after, NOW_TS - 4 * DAY, "good")
+    assert (f"backups: compressed {db} to {zst.name} ({format_size(before)} -> "
+            f"{format_size(after)})") in [r.getMessage() for r in caplog.records]
+    cache = json.loads((Path(os.environ["STATE_DIRECTORY"]) / "backup-verify.json"
+                        ).read_text())["entries"]
+    [entry] = [e for e in cache.values() if e["path"] == str(zst)]
+    assert (entry["state"], entry["kind"], entry["check"]) == ("good", "zstd", "full")
+
+
+def test_the_configured_zstd_level_is_the_one_used(tmp_path: Path) -> None:
+    sizes = []
+    for level in (1, 19):
+        root = tmp_path / f"level{level}"
+        d = root / "data/prod/backups"
+        d.mkdir(parents=True)
+        (d / name(3)).write_bytes(compressible(256 << 10))
+        os.utime(d / name(3), (NOW_TS - 4 * DAY,) * 2)
+        direct(make_config(root, backups={"retention": {"prod": 5},
+                                          "compress": {"after": "1d", "level": level}}),
+               dry_run=False)
+        sizes.append((d / f"{name(3)}.zst").stat().st_size)
+    assert sizes[1] < sizes[0]
+
+
+def test_a_stop_request_during_compression_interrupts_the_run_and_keeps_the_original(
+        srv: Path, template: tuple[Path, Path]) -> None:
+    good, _ = template
+    d = srv / "data/prod/backups"
+    old = put(good, d, name(3), 4 * DAY)
+    digest = sha256(old)
+    target, result = Backups(), TargetResult("backups")
+    ctx = RunContext(cfg(srv, retention={"prod": 5}, compress={"after": "1d"}),  # type: ignore[arg-type]
+                     NOW, False, should_stop=lambda: any(
+                         p.name.startswith(TMP_PREFIX) for p in d.iterdir()))
+    with pytest.raises(Interrupted) as stop:
+        target.run(ctx, result)
+    ctx.close()
+    assert str(stop.value) == "stopped on request"
+    assert [p.name for p in d.iterdir()] == [old.name] and sha256(old) == digest
+
+
+def test_a_backup_that_cannot_be_compressed_is_kept_and_named_with_why(
+        srv: Path, template: tuple[Path, Path]) -> None:
+    good, _ = template
+    d = srv / "data/prod/backups"
+    old = put(good, d, name(3), 4 * DAY)
+    (d / f"{old.name}-wal").mkdir()  # not a regular file: compression refuses the backup
+    _, result = direct(cfg(srv, retention={"prod": 5}, compress={"after": "1d"}),
+                            dry_run=False)
+    assert result.errors == [f"prod: {old.name}: not compressed: {old.name}-wal: not a "
+                             f"regular file; {old.name} left as it is"]
+    assert old.exists() and not Path(f"{old}.zst").exists()
+    assert "compressed" not in result.detail["prod"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_disk_during_compression_is_named_by_its_reason_and_keeps_the_backup(
+        tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        d = mnt / "data/prod/backups"
+        d.mkdir(parents=True)
+        bak = d / "architect_20261120_030000.bak"
+        bak.write_bytes(os.urandom(3 << 20))  # 3 MiB + a 3 MiB copy > 4 MiB
+        os.utime(bak, (NOW_TS - 4 * DAY,) * 2)
+        _, result = direct(make_config(mnt, backups={"retention": {"prod": 5},
+                                                     "compress": {"after": "1d"}}),
+                           dry_run=False)
+        assert result.errors == [f"prod: {bak.name}: not compressed: No space left on device"]
+        assert [p.name for p in d.iterdir()] == [bak.name]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chattr +i needs root")
+def test_an_original_that_cannot_be_removed_after_compression_is_named_and_kept(
+        srv: Path, template: tuple[Path, Path]) -> None:
+    good, _ = template
+    d = srv / "data/prod/backups"
+    old = put(good, d, name(3), 4 * DAY)
+    subprocess.run(["chattr", "+i", str(old)], check=True)
+    try:
+        target, result = direct(cfg(srv, retention={"prod": 5}, compress={"after": "1d"}),
+                                dry_run=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(old)], check=True)
+    assert result.errors == [f"{old.name}: compressed, but the original stays: [Errno 1] "
+                             f"Operation not permitted: '{old.name}'"]
+    assert old.exists() and Path(f"{old}.zst").exists()
+    assert "compressed" not in result.detail["prod"]
+    assert old.name in rows(target) and f"{old.name}.zst" not in rows(target)
 
 
 # --- Backups._apply_corrupt, _kept_bytes, _row: what happens to each corrupt backup -----------

@@ -242,15 +242,19 @@ class Backups(FileTarget):
                 siblings.setdefault(bc.original_name(name), []).append((name, files[name]))
         for name, st in files.items():
             sib = bc.sibling_of(name)
-            if sib is None or (name in chosen and sib[0] not in chosen):
+            if sib is None:
                 continue
             base = sib[0]
             for owner in (base, bc.original_name(base), bc.compressed_name(base)):
                 if owner in chosen and owner in files:
                     siblings.setdefault(owner, []).append((name, st))
+                    chosen.discard(name)  # a pattern matching side files too: not a backup
                     break
             else:
-                if self._is_backup(base) or bc.original_name(base).endswith((".db", ".sqlite")):
+                # a pattern matching side files too makes no backup of one whose backup is gone
+                if (name in chosen or self._is_backup(base)
+                        or bc.original_name(base).endswith((".db", ".sqlite"))):
+                    chosen.discard(name)
                     result.note(f"{display(d.join(name))}: its backup is gone; left alone")
         return [n for n in candidates if n in chosen]
 

@@ -272,26 +272,18 @@ class FileTarget(Target):
             return Hold.OPEN
         return None
 
-    def judge_by_age(self, ctx: RunContext, result: TargetResult, d: Dir, names: list[str],
-                     *, max_age: float, limit: str, young: str,
-                     protected: Callable[[str], bool] | None = None,
-                     protected_reason: str = "") -> None:
+    def age_work(self, ctx: RunContext, d: Dir, names: list[str], *, max_age: float,
+                 limit: str, young: str, protected: Callable[[str], bool] | None = None,
+                 protected_reason: str = "") -> Step:
         """The age rule over one directory's matching names: a file (or symlink) whose own
         mtime is more than *max_age* seconds before ``now`` is removed, a younger one kept.
 
         Names *protected* says are kept with *protected_reason*; only the rest pay for an
         ``lstat`` (names another target owns never reach here: see ``targets.owners``).
-        This is :meth:`age_work` followed by its report."""
-        self.age_work(ctx, d, names, max_age=max_age, limit=limit, young=young,
-                      protected=protected, protected_reason=protected_reason)(result)
-
-    def age_work(self, ctx: RunContext, d: Dir, names: list[str], *, max_age: float,
-                 limit: str, young: str, protected: Callable[[str], bool] | None = None,
-                 protected_reason: str = "") -> Step:
-        """:meth:`judge_by_age`'s system calls (``lstat``, the last-moment reasons, every
-        unlink), safe on any thread: it touches no result, decision or log. It returns the
-        report, to run on the run's own thread in walk order, which counts and decides
-        exactly as the one-pass loop did, in the same order."""
+        This does the system calls (``lstat``, the last-moment reasons, every unlink), safe
+        on any thread: it touches no result, decision or log. It returns the report, to run
+        on the run's own thread in walk order, which counts and decides exactly as the
+        one-pass loop did, in the same order."""
         judged = _by_age(ctx, d, names, max_age, protected)
         removal = self.removal_work(ctx, d, judged.doomed) if judged.doomed else None
         now = ctx.now_ts
@@ -325,19 +317,13 @@ class FileTarget(Target):
             age = ctx.now_ts - st.st_mtime
             self.keep(ctx, result, path, f"{age_text(max(age, 0))}, {young}")
 
-    def remove_all(self, ctx: RunContext, result: TargetResult, d: Dir,
-                   judged: list[tuple[str, os.stat_result]],
-                   reason: Callable[[os.stat_result], str]) -> None:
-        """Remove one directory's judged files, as :meth:`remove` would one by one: the
-        last-moment reasons first, then every unlink (each re-checked right before) in one
-        loop, then the counts and decisions. *reason* builds a file's reason from its stat,
-        only when someone reads decisions."""
-        self.removal_work(ctx, d, judged)(result, reason)
-
     def removal_work(self, ctx: RunContext, d: Dir, judged: list[tuple[str, os.stat_result]]
                      ) -> Callable[[TargetResult, Callable[[os.stat_result], str]], None]:
-        """:meth:`remove_all`'s system calls, safe on any thread (see :meth:`age_work`); the
-        report it returns counts and decides on the run's own thread."""
+        """Remove one directory's judged files, as :meth:`remove` would one by one: the
+        last-moment reasons first, then every unlink (each re-checked right before) in one
+        loop; safe on any thread (see :meth:`age_work`). The report it returns does the
+        counts and decisions on the run's own thread; its *reason* builds a file's reason
+        from its stat, only when someone reads decisions or items."""
         go: list[tuple[str, os.stat_result]] = []
         kept: list[tuple[str, os.stat_result, Hold]] = []
         for name, st in judged:

@@ -73,7 +73,7 @@ TEST_FILES = (
     "tests/unit/test_config_policy.py", "tests/unit/test_dbfile.py",
     "tests/unit/test_backup_compress.py", "tests/unit/test_backup_verify.py",
     "tests/unit/test_backups_known_good.py", "tests/unit/test_backups_offload.py",
-    # the same runs with the pool at 1 (the sequential path: FileTarget.remove_all) and at 4
+    # the same runs with the pool at 1 (the sequential path: TreeTarget.on_files) and at 4
     "tests/unit/test_parallel_walk.py",
 )
 #: Left out of the mutation runs (each reason in a comment): they would multiply the hour.

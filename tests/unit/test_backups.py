@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import pytest
 
-from architect_cleanup.config import ConfigError
+from architect_cleanup.config import Config, ConfigError
+from architect_cleanup.fs import OpenFiles
+from architect_cleanup.stats import TargetResult
 from architect_cleanup.targets import Decision
+from architect_cleanup.targets.backups import Backups
+from architect_cleanup.targets.base import RunContext
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, HOUR, NOW, make_config, snapshot, touch
@@ -158,3 +164,178 @@ def test_every_decision_says_why(srv: Path) -> None:
     reasons = [(d.remove, d.reason) for d in seen]
     assert reasons == [(False, "newest backup of test"), (False, "newest 3 of test"),
                        (False, "newest 3 of test"), (True, "beyond the newest 3 of test")]
+
+
+# --- Backups._row, _apply_verdict, _kept_bytes: the inventory rows (``backups list``) ---------
+
+
+def judge(cfg: Config, *, dry_run: bool = True, open_files: bool = False
+          ) -> tuple[list[dict[str, object]], TargetResult]:
+    """The backups target itself, on the test clock (as ``backups list`` runs it): its
+    inventory rows and its result."""
+    target = Backups()
+    ctx = RunContext(config=cfg, now=NOW, dry_run=dry_run, source="test",
+                     open_files=OpenFiles() if open_files else None)
+    result = TargetResult("backups")
+    try:
+        target.run(ctx, result)
+    finally:
+        ctx.close()
+    return target.inventory, result
+
+
+def test_each_backup_has_one_inventory_row_with_its_files_size_state_and_verdict(
+        srv: Path) -> None:
+    d = srv / "data/prod/backups"
+    young = touch(d / "architect_20261126_115000.db", age=600, size=5)
+    newest = touch(d / "architect_20261125_000000.db", age=DAY, size=10)
+    wal = touch(d / (newest.name + "-wal"), age=DAY, size=3)
+    zst = touch(d / "architect_20261120_000000.db.zst", age=6 * DAY, size=20)
+    shm = touch(d / (zst.name + "-shm"), age=6 * DAY, size=4)
+    rows, result = judge(make_config(srv, backups={"retention": {"prod": 1},
+                                                   "shared_dir": ""}))
+
+    def row(p: Path, files: list[Path], verdict: str, reason: str,
+            detail: str = "verification is off") -> dict[str, object]:
+        return {"env": "prod", "name": p.name, "backup": p.name.removesuffix(".zst"),
+                "path": str(p), "mtime": p.stat().st_mtime,
+                "size": sum(f.stat().st_size for f in files),
+                "files": [f.name for f in files], "state": "unverified",
+                "detail": detail, "compressed": p.suffix == ".zst",
+                "uploaded": None, "uploaded_sha256": None,
+                "verdict": verdict, "reason": reason}
+
+    assert rows == [  # the held ones first (never checked), then by the policy's order
+        row(young, [young], "keep", "10 minutes old, younger than min_age: may still be "
+                                    "being written (not counted)", "not checked"),
+        row(newest, [newest, wal], "keep", "newest backup of prod"),
+        row(zst, [zst, shm], "remove", "beyond the newest 1 of prod"),
+    ]
+    assert result.detail["prod"] == {"removed": 1, "bytes": 24, "kept": 2,
+                                     "kept_bytes": 5 + 10 + 3}
+
+
+def test_a_dry_run_row_says_which_kept_backups_would_be_compressed(srv: Path) -> None:
+    d = srv / "data/prod/backups"
+    recent = touch(d / "architect_20261126_000000.db", age=12 * HOUR, size=10)
+    old = touch(d / "architect_20261123_000000.db", age=3 * DAY, size=10)
+    rows, result = judge(make_config(srv, backups={
+        "retention": {"prod": 5}, "shared_dir": "", "compress": {"after": "1d"}}))
+    assert {r["name"]: r["reason"] for r in rows} == {
+        recent.name: "newest backup of prod",
+        old.name: "newest 5 of prod; would be compressed"}
+    assert result.detail["prod"]["compressed"] == 1
+
+
+# --- Backups._list: what is listed as a backup or a side file ---------------------------------
+
+
+def test_unfinished_copies_of_compression_and_download_are_neither_listed_nor_noted(
+        srv: Path) -> None:
+    d = srv / "data/prod/backups"
+    bs = backups(d, 12, size=10)
+    temps = [touch(d / n, age=DAY, size=1) for n in (
+        ".architect-cleanup-zst.0a1b2c3d.architect_20261101_000000.db-wal.zst",
+        ".architect-cleanup-zst.0a1b2c3d4e5f.architect_20261101_000000.db",
+        ".architect-cleanup-download.0a1b.architect_20261101_000000.db-wal")]
+    rows, result = judge(make_config(srv, backups={"retention": {"prod": 12},
+                                                   "shared_dir": ""}))
+    assert sorted(r["name"] for r in rows) == sorted(p.name for p in bs)
+    assert result.checked == 12
+    assert [n for n in result.notes if "does not exist" not in n] == []
+    assert all(p.exists() for p in temps)
+
+
+# --- Backups._pair_siblings: side files and compressed twins under their backup ---------------
+
+
+def test_side_files_go_with_their_backup_whichever_of_the_two_is_compressed(srv: Path) -> None:
+    d = srv / "data/prod/backups"
+    names = {
+        "architect_20261101_000000.db.zst": ["architect_20261101_000000.db-wal.zst"],
+        "architect_20261102_000000.db.zst": ["architect_20261102_000000.db-wal"],
+        "architect_20261103_000000.db": ["architect_20261103_000000.db-journal.zst"],
+        # a crash between compressing and removing the original: one backup
+        "architect_20261104_000000.db": ["architect_20261104_000000.db.zst",
+                                         "architect_20261104_000000.db-shm",
+                                         "architect_20261104_000000.db-wal.zst"],
+    }
+    for i, (main, sides) in enumerate(sorted(names.items())):
+        for n in (main, *sides):
+            touch(d / n, age=(10 - i) * DAY, size=1)
+    rows, result = judge(make_config(srv, backups={"retention": {"prod": 10},
+                                                   "shared_dir": ""}))
+    assert {str(r["name"]): (r["files"][0], sorted(r["files"][1:]), r["size"])  # type: ignore[index]
+            for r in rows} == {m: (m, sorted(s), 1 + len(s)) for m, s in names.items()}
+    assert [n for n in result.notes if "does not exist" not in n] == []
+
+
+# --- Backups._apply_verdict: a backup to remove without a verified copy in the bucket ---------
+
+
+def test_backups_to_remove_stay_with_the_reason_when_the_bucket_cannot_be_reached(
+        srv: Path, tmp_path: Path) -> None:
+    bs = backups(srv / "data/prod/backups", 3, size=10)
+    creds = tmp_path / "s3"
+    creds.write_text("[default]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    creds.chmod(0o600)
+    cfg = make_config(srv, backups={"retention": {"prod": 1}, "shared_dir": "", "offload": {
+        "url": "s3://nowhere/x", "endpoint": "http://127.0.0.1:9", "credentials": str(creds)}})
+    creds.unlink()  # offload is unavailable: no client, no request
+    rows, result = judge(cfg, dry_run=False)
+    assert [(r["name"], r["verdict"], r["reason"]) for r in rows] == [
+        (bs[0].name, "keep", "newest backup of prod"),
+        *((p.name, "keep", "beyond the newest 1 of prod; kept: no verified copy in the bucket")
+          for p in bs[1:])]
+    assert result.detail["prod"] == {"removed": 0, "bytes": 0, "kept": 3, "kept_bytes": 30}
+    assert result.message == (f"prod: offload unavailable, 2 backup(s) kept: credentials "
+                              f"{creds}: cannot open: No such file or directory")
+    assert all(p.exists() for p in bs)
+
+
+# --- Backups.run: the caches in the state directory ------------------------------------------
+
+
+def test_with_verification_and_offload_off_their_caches_are_neither_read_nor_written(
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    backups(srv / "data/prod/backups", 4)
+    state = Path(os.environ["STATE_DIRECTORY"])
+    state.mkdir(parents=True)
+    for n in ("backup-verify.json", "backup-offload.json"):  # left from when they were on
+        (state / n).write_text("{not json")
+    caplog.set_level(logging.WARNING, logger="architect_cleanup")
+    _, result = judge(make_config(srv, backups={"retention": {"prod": 2}}))
+    assert result.removed == 2
+    assert sorted(p.name for p in state.iterdir()) == ["backup-offload.json",
+                                                       "backup-verify.json"]
+    assert all(p.read_text() == "{not json" for p in state.iterdir())
+    assert caplog.records == []
+
+
+def test_without_remote_the_target_asks_nothing_of_the_bucket(srv: Path, tmp_path: Path
+                                                               ) -> None:
+    """``backups list`` without ``--remote`` (``remote = False``): remote retention is not
+    even tried; with it, a bucket that cannot be reached fails the run."""
+    backups(srv / "data/prod/backups", 3, size=10)
+    creds = tmp_path / "s3"
+    creds.write_text("[default]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    creds.chmod(0o600)
+    cfg = make_config(srv, backups={"retention": {"prod": 1}, "shared_dir": "", "offload": {
+        "url": "s3://nowhere/x", "endpoint": "http://127.0.0.1:9", "credentials": str(creds),
+        "policy": {"prod": {"keep_last": 1}}}})
+    creds.unlink()
+    results = []
+    for remote in (False, True):
+        target = Backups()
+        target.remote = remote
+        ctx = RunContext(config=cfg, now=NOW, dry_run=True, source="test")
+        result = TargetResult("backups")
+        try:
+            target.run(ctx, result)
+        finally:
+            ctx.close()
+        results.append(result)
+        assert result.detail["prod"]["to_upload"] == 2
+    assert results[0].status == "ok" and "remote_removed" not in results[0].detail["prod"]
+    assert results[1].status == "failed"
+    assert results[1].message.startswith("prod: remote retention: credentials ")

@@ -474,3 +474,72 @@ def test_every_failed_policy_is_in_the_targets_message(srv: Path) -> None:
     assert stats.targets["backups"].message == "; ".join(
         f"max_total_size 1.0 KiB of {env} is smaller than its newest backup "
         "architect_20261101_000000.db (2.0 KiB); raise it or drop it" for env in ("prod", "test"))
+
+
+# --- Backups._pair_siblings: a pattern that matches side files too ---------------------------
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_side_files_a_pattern_matches_too_go_with_their_backup_and_are_no_backups_of_their_own(
+        srv: Path, dry: bool) -> None:
+    """``architect_*`` matches each backup's ``-wal`` too: the newest backup's ``-wal`` was
+    "the newest backup", and the newest backup itself removed, with that ``-wal``."""
+    d = srv / "data" / "prod" / "backups"
+    bs = [backup(d, f"2026110{i}_000000", (i + 1) * DAY, size=10) for i in range(3)]
+    wals = [touch(d / (b.name + "-wal"), (i + 1) * DAY, size=3) for i, b in enumerate(bs)]
+    cfg = make_config(srv, backups={"retention": {"prod": 1}, "shared_dir": "",
+                                    "patterns": ["architect_*"]})
+    seen, stats = run(cfg, dry=dry)
+    assert {n: (x.remove, x.reason) for n, x in seen.items()} == {
+        bs[0].name: (False, "newest backup of prod"),
+        bs[1].name: (True, "beyond the newest 1 of prod"),
+        bs[2].name: (True, "beyond the newest 1 of prod")}
+    assert counts(stats.targets["backups"].detail["prod"]) == {
+        "removed": 2, "bytes": 26, "kept": 1}
+    assert stats.targets["backups"].checked == 6
+    assert bs[0].exists() and wals[0].exists()
+    assert [p.exists() for p in bs[1:] + wals[1:]] == [dry] * 4
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_side_file_a_pattern_matches_whose_backup_is_gone_is_no_backup_and_left_alone(
+        srv: Path, dry: bool) -> None:
+    """``architect_*`` matches an old ``-wal`` whose backup was removed: it is noted and
+    left alone (as any orphaned side file), not judged, kept or removed as a backup."""
+    d = srv / "data" / "prod" / "backups"
+    bs = [backup(d, f"2026110{i}_000000", (i + 1) * DAY, size=10) for i in range(2)]
+    orphan = touch(d / "architect_20251001_000000.db-wal", 60 * DAY, size=3)
+    cfg = make_config(srv, backups={"retention": {"prod": 1}, "shared_dir": "",
+                                    "patterns": ["architect_*"]})
+    seen, stats = run(cfg, dry=dry)
+    assert {n: (x.remove, x.reason) for n, x in seen.items()} == {
+        bs[0].name: (False, "newest backup of prod"),
+        bs[1].name: (True, "beyond the newest 1 of prod")}
+    assert orphan.exists() and bs[0].exists()
+    assert f"{orphan}: its backup is gone; left alone" in stats.targets["backups"].notes
+
+
+# --- Backups._apply_verdict: a backup kept at the last moment --------------------------------
+
+
+def test_a_backup_kept_at_the_last_moment_is_a_kept_row_and_counts_in_the_kept_bytes(
+        srv: Path) -> None:
+    from test_backups import judge
+
+    d = srv / "data" / "prod" / "backups"
+    newest = backup(d, "20261125_000000", DAY, size=1)
+    held = backup(d, "20261120_000000", 6 * DAY, size=2)
+    gone = backup(d, "20261115_000000", 11 * DAY, size=4)
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        rows, result = judge(make_config(srv, backups={"retention": {"prod": 1},
+                                                       "shared_dir": ""}),
+                             dry_run=False, open_files=True)
+    finally:
+        os.close(fd)
+    assert [(r["name"], r["verdict"], r["reason"]) for r in rows] == [
+        (newest.name, "keep", "newest backup of prod"),
+        (held.name, "keep", "beyond the newest 1 of prod; kept at the last moment"),
+        (gone.name, "remove", "beyond the newest 1 of prod")]
+    assert result.detail["prod"]["kept_bytes"] == 1 + 2
+    assert held.exists() and not gone.exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -20,8 +21,20 @@ from backupkit import backup_with_wal, make_db, rows_in, sha256, zstd_test
 from seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, credentials_file
 
 from architect_cleanup import cli
+from architect_cleanup.backup_offload import OffloadCache
+from architect_cleanup.fs import Dir
 from architect_cleanup.notify import Notifier
-from architect_cleanup.offload import Credentials, Offload, Settings
+from architect_cleanup.offload import META_MTIME, Credentials, Offload, RemoteObject, Settings
+from architect_cleanup.retention import Backup, Policy, Verdict
+from architect_cleanup.stats import TargetResult
+from architect_cleanup.targets.backups import (
+    Backups,
+    _bucket_backups,
+    _data_side,
+    _Plan,
+    _UploadProgress,
+)
+from architect_cleanup.targets.base import Interrupted, RunContext
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, NOW, NOW_TS, make_config
@@ -388,3 +401,322 @@ def test_a_sigkill_during_an_upload_loses_nothing_and_the_rerun_completes(
     c.hostname = os.uname().nodename  # the runs' own host name (not this process's patch)
     assert c.verify_remote("prod", big.name).sha256 == digest
     assert not c.client.list_multipart_uploads(Bucket=bucket).get("Uploads")  # cleaned up
+
+
+# --- Backups._delete_remote and _bucket_backups: one backup deleted from the bucket ----------
+
+
+@pytest.fixture
+def plan(srv: Path) -> Iterator[_Plan]:
+    d = srv / "data/prod/backups"
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    st = os.fstat(fd)
+    p = _Plan("prod", Dir(fd, str(d), st.st_dev, st.st_ino), Policy.newest(2), "test")
+    try:
+        yield p
+    finally:
+        p.d.close()
+
+
+def ctx_of(srv: Path, server: Seaweed, bucket: str, creds: str, *,
+           dry_run: bool = False) -> RunContext:
+    return RunContext(config(srv, server, bucket, creds), NOW, dry_run)  # type: ignore[arg-type]
+
+
+def doomed(ref: str, reason: str = "beyond keep_last 2") -> Verdict[str]:
+    return Verdict(Backup(ref, NOW_TS - 9 * DAY, 10, ref), False, reason)
+
+
+def in_bucket(c: Offload, *names: str) -> None:
+    for n in names:
+        c.client.put_object(Bucket=c.location.bucket, Key=c.key("prod", n), Body=n.encode())
+
+
+def test_deleting_a_backup_from_the_bucket_deletes_its_side_files_logs_and_records_it(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan,
+        caplog: pytest.LogCaptureFixture) -> None:
+    c = client(server.endpoint, bucket)
+    in_bucket(c, name(5), name(5) + "-wal", name(4))
+    target, result = Backups(), TargetResult("backups")
+    caplog.set_level("INFO", logger="architect_cleanup")
+    assert target._delete_remote(ctx_of(srv, server, bucket, creds), result, c, plan,
+                                 "prod (bucket)", doomed(name(5)),
+                                 [name(5), name(5) + "-wal"]) is True
+    assert keys(server, bucket) == [name(4)] and result.errors == []
+    assert (f"backups: deleted {name(5)} from the bucket (beyond keep_last 2)"
+            in [r.getMessage() for r in caplog.records])
+    assert target.inventory == [{"env": "prod", "name": name(5), "remote": True,
+                                 "verdict": "remove", "reason": "beyond keep_last 2"}]
+
+
+def test_a_dry_run_deletes_nothing_from_the_bucket_but_logs_and_records_what_it_would(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan,
+        caplog: pytest.LogCaptureFixture) -> None:
+    c = client(server.endpoint, bucket)
+    in_bucket(c, name(5), name(5) + "-wal")
+    target, result = Backups(), TargetResult("backups")
+    caplog.set_level("INFO", logger="architect_cleanup")
+    assert target._delete_remote(ctx_of(srv, server, bucket, creds, dry_run=True), result, c,
+                                 plan, "prod (bucket)", doomed(name(5), "older than 30 days"),
+                                 [name(5), name(5) + "-wal"]) is True
+    assert keys(server, bucket) == sorted([name(5), name(5) + "-wal"])
+    assert (f"backups: would delete {name(5)} from the bucket (older than 30 days)"
+            in [r.getMessage() for r in caplog.records])
+    assert target.inventory == [{"env": "prod", "name": name(5), "remote": True,
+                                 "verdict": "remove", "reason": "older than 30 days"}]
+
+
+def test_a_refused_delete_names_the_side_file_tried_first_and_stops_that_backup(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan,
+        caplog: pytest.LogCaptureFixture) -> None:
+    c = client(server.endpoint, bucket)
+    in_bucket(c, name(5), name(5) + "-wal")
+    refused = Offload(Settings(url=f"s3://{bucket}/arch", credentials=Credentials(
+        ACCESS_KEY, "wrong-secret"), endpoint=server.endpoint, max_attempts=1),
+        hostname="web1")
+    target, result = Backups(), TargetResult("backups")
+    caplog.set_level("INFO", logger="architect_cleanup")
+    assert target._delete_remote(ctx_of(srv, server, bucket, creds), result, refused, plan,
+                                 "prod (bucket)", doomed(name(5)),
+                                 [name(5), name(5) + "-wal"]) is False
+    assert len(result.errors) == 1
+    assert result.errors[0].startswith(f"prod (bucket): {name(5)}-wal: not deleted: ")
+    assert "access denied" in result.errors[0]
+    assert keys(server, bucket) == sorted([name(5), name(5) + "-wal"])
+    assert target.inventory == []
+    assert not any("from the bucket" in r.getMessage() for r in caplog.records)
+
+
+def obj(n: str, size: int, modified: float, mtime_ns: int | None = None) -> RemoteObject:
+    return RemoteObject(f"arch/web1/prod/{n}", n, size, modified, mtime_ns=mtime_ns)
+
+
+def test_the_buckets_side_files_go_with_their_backup_in_its_size_and_its_time() -> None:
+    zst = name(3) + ".zst"
+    groups, mains = _bucket_backups([
+        obj(name(5), 100, NOW_TS - DAY, mtime_ns=1_700_000_000_500_000_000),
+        obj(name(5) + "-wal", 20, NOW_TS - DAY),
+        obj(zst, 7, NOW_TS - 2 * DAY),  # its time from the listing: no mtime recorded
+        obj(name(3) + "-wal.zst", 3, NOW_TS),
+        obj(name(1) + "-wal", 5, NOW_TS - 3 * DAY),  # its backup is not in the bucket
+    ])
+    assert groups == {name(5): [name(5), name(5) + "-wal"],
+                      zst: [zst, name(3) + "-wal.zst"],
+                      name(1) + "-wal": [name(1) + "-wal"]}
+    assert mains == [Backup(name(5), 1_700_000_000.5, 120, name(5)),
+                     Backup(name(3), NOW_TS - 2 * DAY, 10, zst),
+                     Backup(name(1) + "-wal", NOW_TS - 3 * DAY, 5, name(1) + "-wal")]
+
+
+# --- Backups._client, _upload_client and _data_side: the bucket's client, before uploads -----
+
+
+def test_unreadable_credentials_keep_every_backup_and_say_how_many_would_have_gone(
+        srv: Path, server: Seaweed, bucket: str, good_db: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(4)]
+    missing = credentials_file(str(tmp_path / "gone"))
+    cfg = config(srv, server, bucket, missing, retention={"prod": 1}, offload={"upload": "all"})
+    os.unlink(missing)  # removed since the configuration was read
+    caplog.set_level("INFO", logger="architect_cleanup")
+    stats = run(cfg)
+    why = f"credentials {missing}: cannot open: No such file or directory"
+    assert stats.targets["backups"].message == (  # type: ignore[attr-defined]
+        f"prod: offload unavailable, 3 backup(s) kept: {why}")
+    assert f"backups: prod: offload unavailable: {why}" in [
+        r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert all(p.exists() for p in files) and keys(server, bucket) == []
+
+
+def stale_upload(c: Offload, env: str) -> None:
+    c.client.create_multipart_upload(Bucket=c.location.bucket, Key=c.key(env, name(9)))
+
+
+def uploads_left(c: Offload) -> list[str]:
+    return sorted(u["Key"] for u in
+                  c.client.list_multipart_uploads(Bucket=c.location.bucket).get("Uploads", ()))
+
+
+def test_unfinished_uploads_a_crash_left_in_the_directory_are_aborted_first(
+        srv: Path, server: Seaweed, bucket: str, creds: str) -> None:
+    c = client(server.endpoint, bucket)
+    for env in ("prod", "qa"):
+        stale_upload(c, env)
+    got = Backups()._upload_client(ctx_of(srv, server, bucket, creds), "prod", [], set())
+    assert got is not None and got.location.bucket == bucket
+    assert uploads_left(c) == [c.key("qa", name(9))]  # another directory's: its own turn
+
+
+def test_unfinished_uploads_that_cannot_be_listed_are_a_warning_not_a_failure(
+        srv: Path, server: Seaweed, bucket: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    c = client(server.endpoint, bucket)
+    stale_upload(c, "prod")
+    wrong = credentials_file(str(tmp_path / "wrong"), secret="wrong-secret")
+    target = Backups()
+    got = target._upload_client(ctx_of(srv, server, bucket, wrong), "prod", [], set())
+    assert got is not None and got.location.bucket == bucket
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("backups: prod: ") and "access denied" in warning
+    assert uploads_left(c) == [c.key("prod", name(9))]
+
+
+def test_only_the_side_files_a_restore_needs_go_up_with_a_backup() -> None:
+    assert [_data_side(n) for n in (
+        "X.db-wal", "X.db-journal", "X.db-wal.zst", "X.db-journal.zst", "X.db-shm",
+        "X.db-shm.zst", "X.db", "X.db.zst")] == [True] * 4 + [False] * 4
+
+
+# --- Backups._upload, _upload_jobs, _upload_one, _known_upload, _UploadProgress and
+# _remote_retention: what goes up, what is counted and said ----------------------------------
+
+
+def test_a_dry_run_says_what_it_would_upload_and_counts_the_backups_it_could_then_remove(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(3)]
+    caplog.set_level("INFO", logger="architect_cleanup")
+    stats = run(config(srv, server, bucket, creds, retention={"prod": 1},
+                       offload={"upload": "all"}), dry_run=True)
+    url = f"s3://{bucket}/arch"
+    assert [r.getMessage() for r in caplog.records if "would upload" in r.getMessage()] == [
+        f"backups: would upload {files[1]} to {url} and verify it, then remove it",
+        f"backups: would upload {files[2]} to {url} and verify it, then remove it",
+        f"backups: would upload {files[0]} to {url} and verify it"]
+    assert stats.targets["backups"].detail["prod"]["to_upload"] == 3  # type: ignore[attr-defined]
+    assert stats.backups_deleted == 2 and keys(server, bucket) == []  # type: ignore[attr-defined]
+
+
+def test_uploads_are_counted_and_remote_retention_says_what_it_deleted_by_which_policy(
+        srv: Path, server: Seaweed, bucket: str, creds: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    d = srv / "data/prod/backups"
+    small = make_db(tmp_path / "small.db", rows=10)
+    for i in range(4):
+        put(small, d, name(i), DAY * (i + 1))
+    caplog.set_level("INFO", logger="architect_cleanup")
+    stats = run(config(srv, server, bucket, creds, retention={"prod": 1},
+                       offload={"policy": {"prod": {"keep_last": 1}}}))
+    part = stats.targets["backups"].detail["prod"]  # type: ignore[attr-defined]
+    assert (part["uploaded"], part["remote_removed"], part["remote_kept"]) == (3, 2, 1)
+    assert keys(server, bucket) == [name(1)]
+    assert ("backups: prod (bucket): deleted 2 of 3 by backups.offload.policy.prod"
+            in [r.getMessage() for r in caplog.records])
+
+
+def test_remote_retention_dates_each_copy_by_its_backups_time_not_its_upload(
+        srv: Path, server: Seaweed, bucket: str, creds: str) -> None:
+    (srv / "data/prod/backups").mkdir(parents=True)
+    c = client(server.endpoint, bucket)
+    # the newer backup went up first; names tell nothing (a later upload, a greater name)
+    for n, age in (("architect_a.db", DAY), ("architect_b.db", 9 * DAY)):
+        ns = int((NOW_TS - age) * 1e9)
+        c.client.put_object(Bucket=bucket, Key=c.key("prod", n), Body=b"copy", Metadata={
+            META_MTIME: f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"})
+    run(config(srv, server, bucket, creds, offload={"policy": {"prod": {"keep_last": 1}}}))
+    assert keys(server, bucket) == ["architect_a.db"]
+
+
+def test_a_failed_upload_is_named_kept_or_not_uploaded_and_recorded_as_a_failure(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan, good_db: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    p = put(good_db, Path(plan.d.path), name(3), 4 * DAY)
+    refused = Offload(Settings(url=f"s3://{bucket}/arch", credentials=Credentials(
+        ACCESS_KEY, "wrong-secret"), endpoint=server.endpoint, max_attempts=1),
+        hostname="web1")
+    target, result = Backups(), TargetResult("backups")
+    target._failures = []
+    ctx = ctx_of(srv, server, bucket, creds)
+    for doomed in (True, False):
+        assert target._upload_one(ctx, result, refused, plan, p.name, [(p.name, p.stat())],
+                                  doomed, lambda sent, total: None) is False
+    assert [e.split(": upload failed, ")[0] for e in result.errors] == [f"prod: {p.name}"] * 2
+    assert [e.split(": upload failed, ")[1].split(":")[0] for e in result.errors] == [
+        "kept", "not uploaded"]
+    assert "access denied" in result.errors[0] and target._failures == result.errors
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"backups: {e}" for e in result.errors]
+
+
+def test_a_verified_upload_is_remembered_by_the_files_identity(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan, good_db: Path,
+        tmp_path: Path) -> None:
+    p = put(good_db, Path(plan.d.path), name(3), 4 * DAY)
+    target, result = Backups(), TargetResult("backups")
+    target._uploaded = OffloadCache(str(tmp_path))
+    target._url = f"s3://{bucket}/arch"
+    st = p.stat()
+    assert target._known_upload(st) == {"uploaded": None, "uploaded_sha256": None}
+    seen: list[tuple[int, int]] = []
+    assert target._upload_one(ctx_of(srv, server, bucket, creds), result,
+                              client(server.endpoint, bucket), plan, p.name, [(p.name, st)],
+                              True, lambda sent, total: seen.append((sent, total))) is True
+    assert result.errors == [] and seen and seen[-1][0] == st.st_size
+    assert target._known_upload(st) == {"uploaded": f"arch/web1/prod/{p.name}",
+                                        "uploaded_sha256": sha256(p)}
+    assert target._known_upload(None) == {"uploaded": None, "uploaded_sha256": None}
+
+
+def test_upload_progress_shows_each_backup_and_the_bytes_sent_of_the_whole(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[str] = []
+    ctx = RunContext(make_config(Path("/nonexistent")), NOW, False, on_status=shown.append)
+    monkeypatch.setattr("architect_cleanup.targets.base.PROGRESS_INTERVAL", 3600.0)
+    gb = 1024**3
+    progress = _UploadProgress(ctx, 2, 100 * gb)  # GiB, as 1024**3, shown to 0.1
+    first = progress.start(1)
+    first(gb // 2, gb)  # within the interval: not shown
+    progress.done = 50 * gb
+    second = progress.start(2)  # a new backup: always shown
+    monkeypatch.setattr("architect_cleanup.targets.base.PROGRESS_INTERVAL", 0.0)
+    second(gb, 50 * gb)
+    assert shown == ["backups: uploading 1/2, 0.0 of 100.0 GB",
+                     "backups: uploading 2/2, 50.0 of 100.0 GB",
+                     "backups: uploading 2/2, 51.0 of 100.0 GB"]
+
+
+class _StopAfter(logging.Handler):
+    """Asks for a stop once a log message containing *text* was emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.stop = text, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stop = self.stop or self.text in record.getMessage()
+
+
+def test_a_stop_while_an_earlier_copy_is_read_back_interrupts_the_run(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan, good_db: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="architect_cleanup")
+    p = put(good_db, Path(plan.d.path), name(3), 4 * DAY)
+    c = client(server.endpoint, bucket)
+    c.upload(plan.d.fd, p.name, "prod")  # the copy from an earlier run
+    stopper = _StopAfter("is already at")
+    logging.getLogger("architect_cleanup").addHandler(stopper)
+    try:
+        ctx = RunContext(config(srv, server, bucket, creds), NOW, False,  # type: ignore[arg-type]
+                         should_stop=lambda: stopper.stop)
+        with pytest.raises(Interrupted) as stop:
+            Backups()._upload_one(ctx, TargetResult("backups"), c, plan, p.name,
+                                  [(p.name, p.stat())], True, lambda sent, total: None)
+    finally:
+        logging.getLogger("architect_cleanup").removeHandler(stopper)
+    assert str(stop.value) == "stopped on request"
+
+
+def test_a_backup_gone_before_its_upload_is_named_with_the_systems_reason(
+        srv: Path, server: Seaweed, bucket: str, creds: str, plan: _Plan, good_db: Path) -> None:
+    p = put(good_db, Path(plan.d.path), name(3), 4 * DAY)
+    st = p.stat()
+    p.unlink()
+    target, result = Backups(), TargetResult("backups")
+    target._failures = []
+    assert target._upload_one(ctx_of(srv, server, bucket, creds), result,
+                              client(server.endpoint, bucket), plan, p.name, [(p.name, st)],
+                              True, lambda sent, total: None) is False
+    assert result.errors == [f"prod: {p.name}: upload failed, kept: No such file or directory"]

@@ -237,3 +237,16 @@ def test_verbose_output_lists_every_backup_with_the_rules_that_keep_it(srv: Path
     assert "architect_20261124_030000.db (daily 2026-11-24)" in text
     assert "architect_20261122_030000.db (weekly 2026-W47)" in text  # 300 B: budget met
     assert "architect_20261123_030000.db (no rule of prod keeps it (daily 2, weekly 2))" in text
+
+
+# --- local_zone: no $TZ is no warning --------------------------------------------------------
+
+
+def test_without_tz_the_local_zone_comes_from_etc_localtime_without_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="architect_cleanup.targets.backups")
+    berlin = "/usr/share/zoneinfo/Europe/Berlin"
+    assert str(local_zone({}, localtime=berlin)) == "localtime"
+    assert str(local_zone({"TZ": ""}, localtime=berlin)) == "localtime"
+    assert str(local_zone({"TZ": ":"}, localtime=berlin)) == "localtime"
+    assert caplog.records == []

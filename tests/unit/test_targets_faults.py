@@ -264,7 +264,7 @@ def test_a_name_that_vanished_since_the_listing_is_passed_over_and_the_rest_judg
     ctx = RunContext(make_config(srv), NOW, dry_run=False)
     result = TargetResult("logs")
     with Root.open(str(d)) as root:
-        Logs().judge_by_age(ctx, result, root.dir, ["gone.log", "old.log"], max_age=DAY,
-                            limit="1d", young="within")
+        Logs().age_work(ctx, root.dir, ["gone.log", "old.log"], max_age=DAY, limit="1d",
+                        young="within")(result)
     assert (result.removed, result.kept, result.skipped, result.bytes) == (1, 0, 0, 3)
     assert not (d / "old.log").exists()

@@ -180,17 +180,6 @@ def survivors(modules: list[str]) -> list[str]:
     return sorted(out)
 
 
-def unchecked(modules: list[str]) -> list[str]:
-    """The mutants in *modules* not run yet (a stopped run's rest, or reset survivors)."""
-    out = []
-    for m in modules:
-        meta = meta_of(m)
-        if meta.exists():
-            codes = json.loads(meta.read_text())["exit_code_by_key"]
-            out += [k for k, v in codes.items() if v is None]
-    return sorted(out)
-
-
 def log_of(module: str) -> Path:
     return CACHE / f"mutmut-{module}.log"
 
@@ -374,17 +363,15 @@ def toml_entry(m: Mutant) -> str:
 
 
 def run_module(module: str, args: argparse.Namespace) -> int:
-    """Stage one module's work directory and run mutmut there (only the mutants not run yet
-    when *args.keep*: a stopped run's rest, or the survivors *args.retest* resets)."""
+    """Stage one module's work directory and run mutmut there (with *args.keep*, only the
+    mutants not run yet: a stopped run's rest, changed functions, or the survivors
+    *args.retest* resets)."""
     stage(module, keep=args.keep)
     names = survivors([module]) if args.keep and args.survivors_only else None
     if args.keep and args.retest and not names:
         print(f"== {module}: {reset_survivors([module])} survivors of the last run to re-run")
-    if args.keep and names is None and meta_of(module).exists():
-        names = unchecked([module])
-        if not names:
-            print(f"== {module}: nothing left to run")
-            return 0
+    # a work directory mutates one module, so mutmut alone runs what is not run yet there:
+    # the rest of a stopped run, the reset survivors, and the functions changed since
     return run_mutmut(module, args.max_children, names)
 
 

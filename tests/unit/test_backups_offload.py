@@ -720,3 +720,53 @@ def test_a_backup_gone_before_its_upload_is_named_with_the_systems_reason(
                               client(server.endpoint, bucket), plan, p.name, [(p.name, st)],
                               True, lambda sent, total: None) is False
     assert result.errors == [f"prod: {p.name}: upload failed, kept: No such file or directory"]
+
+
+# --- Backups._upload and _upload_jobs: each backup on its own, under its name now ------------
+
+
+def test_a_failed_upload_does_not_stop_the_next_backups_upload_and_progress_adds_up(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    files = [put(good_db, d, name(i), DAY * (i + 1)) for i in range(4)]
+    rec = Recorder()
+    real = Backups._upload_one
+    refused: list[str] = []
+
+    def first_fails(self: Backups, ctx: RunContext, result: TargetResult, c: Offload,
+                    plan: _Plan, n: str, *rest: object) -> bool:
+        if not refused:  # the first backup's copy is refused
+            refused.append(n)
+            result.error(f"prod: {n}: upload failed, kept: refused for the test")
+            return False
+        return real(self, ctx, result, c, plan, n, *rest)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Backups, "_upload_one", first_fails)
+        stats = CleanupWorker(dry_run=False, config=config(srv, server, bucket, creds),  # type: ignore[arg-type]
+                              now=NOW, only=["backups"], notifier=rec).run_cleanup()
+    [other] = {files[2].name, files[3].name} - set(refused)
+    assert [p.exists() for p in files[:2]] == [True, True]
+    assert (d / refused[0]).exists() and not (d / other).exists()
+    assert keys(server, bucket) == [other]
+    assert stats.targets["backups"].detail["prod"]["uploaded"] == 1
+    shown = [line for line in rec.lines if line.startswith("backups: uploading")]
+    assert [s.split(",")[0] for s in shown] == ["backups: uploading 1/2",
+                                                "backups: uploading 2/2"]
+    assert not any("-0.0" in s for s in shown)  # the bytes done only grow
+
+
+def test_upload_all_sends_nothing_twice_and_a_backup_compressed_in_the_run_goes_up_as_zst(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    old = put(good_db, d, name(3), 4 * DAY)
+    put(good_db, d, name(0), DAY / 2)
+    cfg = config(srv, server, bucket, creds, offload={"upload": "all"},
+                 retention={"prod": 5}, compress={"after": "1d"})
+    first = run(cfg)
+    assert first.success  # type: ignore[attr-defined]
+    assert keys(server, bucket) == sorted([name(0), old.name + ".zst"])
+    assert first.targets["backups"].detail["prod"]["uploaded"] == 2  # type: ignore[attr-defined]
+    second = run(cfg)
+    assert second.success  # type: ignore[attr-defined]
+    assert second.targets["backups"].detail["prod"].get("uploaded", 0) == 0  # type: ignore[attr-defined]

@@ -1312,3 +1312,25 @@ def test_an_exclusive_lock_released_within_busy_timeout_is_waited_for(tmp_path: 
             assert d.con.execute("SELECT count(*) FROM t").fetchone() == (0,)
     finally:
         th.join()
+
+
+# --- _Run._clear: the references it clears here add up ---------------------------------------
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_rows_cleared_through_two_references_in_one_batch_add_up(tmp_path: Path, dry_run):
+    root, con = prod_db(tmp_path)
+    con.executescript("CREATE TABLE notes (id INTEGER PRIMARY KEY, "
+                      "t INTEGER REFERENCES task_queue(id) ON DELETE SET NULL);")
+    parents = tasks(con, 4)
+    tasks(con, 1, status="pending", parent_id=parents[0])  # task_queue's own reference
+    con.executemany("INSERT INTO notes (t) VALUES (?)", [(parents[1],), (parents[2],)])
+    d, plan = open_plan(root, dry_run=dry_run)
+    out = Outcome()
+    with d:
+        run = dbmod._Run(d, plan, out, 10)
+        assert run.emulate  # every reference's action applied here, in one batch
+        d.apply(plan, out)
+    assert (out.changed, out.cleared) == (4, 3)
+    assert con.execute("SELECT count(*) FROM notes WHERE t IS NULL").fetchone()[0] == (
+        0 if dry_run else 2)

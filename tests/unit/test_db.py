@@ -1334,3 +1334,24 @@ def test_rows_cleared_through_two_references_in_one_batch_add_up(tmp_path: Path,
     assert (out.changed, out.cleared) == (4, 3)
     assert con.execute("SELECT count(*) FROM notes WHERE t IS NULL").fetchone()[0] == (
         0 if dry_run else 2)
+
+
+# --- Database._side_stat: a side file is what is there, a symlink too ------------------------
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_dangling_symlink_named_like_a_side_file_makes_the_side_files_not_ours(
+        tmp_path: Path, pinned: bool):
+    """The -wal/-shm are ours to let SQLite remove only when neither was there: a symlink
+    (dangling here) named like one is there, and is not followed to decide it."""
+    from architect_cleanup.db import DbFile
+    root, con = prod_db(tmp_path)
+    con.execute("PRAGMA journal_mode = DELETE")
+    con.close()
+    path = root / "data" / "prod" / "architect.db"
+    os.symlink(tmp_path / "nowhere", f"{path}-wal")
+    cfg = config(root)
+    f = DbFile("prod", "data/prod/architect.db", str(path))
+    with Database(f, cfg.database, dry_run=True, root=cfg.root if pinned else None) as d:
+        assert d._sides_ours is False
+    assert os.path.islink(f"{path}-wal") and not (tmp_path / "nowhere").exists()

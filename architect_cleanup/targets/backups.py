@@ -703,9 +703,8 @@ class Backups(FileTarget):
         groups, mains = _bucket_backups(objects)
         label = f"{plan.label} (bucket)"
         try:
-            verdicts = (keep_newest(mains, policy.keep_last, label)
-                        if policy.kind is PolicyKind.NEWEST
-                        else select(mains, policy, tz, label))
+            # a remote policy is always a table of rules (never a bare number: PolicyKind.NEWEST)
+            verdicts = select(mains, policy, tz, label)
         except PolicyError as exc:
             self._failures.append(f"{plan.label}: remote retention: {exc}")
             return

@@ -770,3 +770,27 @@ def test_upload_all_sends_nothing_twice_and_a_backup_compressed_in_the_run_goes_
     second = run(cfg)
     assert second.success  # type: ignore[attr-defined]
     assert second.targets["backups"].detail["prod"].get("uploaded", 0) == 0  # type: ignore[attr-defined]
+
+
+# --- Backups._remote_retention: a policy of rules over the bucket's copies --------------------
+
+
+def test_remote_retention_applies_the_whole_policy_with_its_daily_rule_and_names_the_bucket(
+        srv: Path, server: Seaweed, bucket: str, creds: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    (srv / "data/prod/backups").mkdir(parents=True)
+    c = client(server.endpoint, bucket)
+    ages = {f"architect_{i}.db": (i + 1) * DAY for i in range(5)}  # one copy a day
+    for n, age in ages.items():
+        ns = int((NOW_TS - age) * 1e9)
+        c.client.put_object(Bucket=bucket, Key=c.key("prod", n), Body=b"copy", Metadata={
+            META_MTIME: f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"})
+    caplog.set_level("INFO", logger="architect_cleanup")
+    stats = run(config(srv, server, bucket, creds,
+                       offload={"policy": {"prod": {"keep_last": 1, "keep_daily": 3}}}))
+    part = stats.targets["backups"].detail["prod"]  # type: ignore[attr-defined]
+    assert (part["remote_removed"], part["remote_kept"]) == (2, 3)
+    assert keys(server, bucket) == ["architect_0.db", "architect_1.db", "architect_2.db"]
+    deleted = [r.getMessage() for r in caplog.records
+               if r.getMessage().startswith("backups: deleted architect_")]
+    assert len(deleted) == 2 and all("prod (bucket)" in m for m in deleted), deleted

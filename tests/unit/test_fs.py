@@ -656,6 +656,19 @@ def _found(batches: Iterator[fs.Batch], root: Root) -> list[str]:
                   for n, _m in files)
 
 
+def _walk_everything(top: Path) -> tuple[Walker, list[str], list[tuple[str, str]]]:
+    """A whole walk of *top*: the walker (its counts), the files found, the skips reported."""
+    skipped, sink = _skip_sink()
+    with Root.open(str(top)) as root:
+        start = root.open_path(".")
+        try:
+            walker = Walker(root, start, scope=everything, on_skip=sink)
+            found = _found(walker.batches(), root)
+        finally:
+            start.close()
+    return walker, found, skipped
+
+
 class _Listing:
     """os.scandir / os.listdir on one directory (told apart by its inode) failing as on an
     I/O error: at once, or (scandir) after handing out the first *at* entries in name order;
@@ -774,14 +787,7 @@ def test_a_directory_that_cannot_be_listed_is_reported_and_the_walk_goes_on(
         touch(tmp_path / "bad" / "inner" / "y.log")
     touch(tmp_path / "fine" / "z.log")
     _Listing(monkeypatch, func, tmp_path / "bad")
-    skipped, sink = _skip_sink()
-    with Root.open(str(tmp_path)) as root:
-        start = root.open_path(".")
-        try:
-            walker = Walker(root, start, scope=everything, on_skip=sink)
-            found = _found(walker.batches(), root)
-        finally:
-            start.close()
+    walker, found, skipped = _walk_everything(tmp_path)
     assert found == ["fine/z.log", "other.log"]
     assert skipped == [(f"{tmp_path}/bad", "cannot list: Input/output error")]
     assert walker.entries_seen == 3 + 1  # the root and fine: nothing of bad
@@ -792,14 +798,7 @@ def test_a_listing_that_fails_halfway_hands_out_what_it_read_and_enters_it(
     for p in ["big/a1.log", "big/a2.log", "big/b/c.log", "big/z1.log", "big/z2.log"]:
         touch(tmp_path / p)
     _Listing(monkeypatch, "scandir", tmp_path / "big", at=3)  # a1.log, a2.log, b
-    skipped, sink = _skip_sink()
-    with Root.open(str(tmp_path)) as root:
-        start = root.open_path(".")
-        try:
-            walker = Walker(root, start, scope=everything, on_skip=sink)
-            found = _found(walker.batches(), root)
-        finally:
-            start.close()
+    walker, found, skipped = _walk_everything(tmp_path)
     assert found == ["big/a1.log", "big/a2.log", "big/b/c.log"]
     assert skipped == [(f"{tmp_path}/big", "listing failed: Input/output error")]
     assert walker.entries_seen == 1 + 3 + 1
@@ -810,14 +809,7 @@ def test_an_entry_whose_type_cannot_be_read_is_passed_over_and_the_listing_goes_
     for p in ["d/a0.log", "d/a1.log", "d/sub/b.log", "d/z.log"]:
         touch(tmp_path / p)
     _Listing(monkeypatch, "scandir", tmp_path / "d", unreadable=("a0.log",))
-    skipped, sink = _skip_sink()
-    with Root.open(str(tmp_path)) as root:
-        start = root.open_path(".")
-        try:
-            walker = Walker(root, start, scope=everything, on_skip=sink)
-            found = _found(walker.batches(), root)
-        finally:
-            start.close()
+    walker, found, skipped = _walk_everything(tmp_path)
     assert found == ["d/a1.log", "d/sub/b.log", "d/z.log"]
     assert skipped == []
     assert walker.entries_seen == 1 + 4 + 1  # the unreadable entry was listed all the same

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -193,6 +194,11 @@ def run_mutmut(module: str, max_children: int, names: list[str] | None = None) -
     print("==", " ".join(cmd[:4]), f"and {len(names)} mutants" if names else "",
           f"(in {work_of(module).relative_to(REPO)}; output in "
           f"{log_of(module).relative_to(REPO)})", flush=True)
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        # the mounts a test makes (tmpfs for a full disk) go with the run, even those of a
+        # mutant killed on its timeout before its teardown ran
+        cmd = ["unshare", "--mount", "--propagation", "private", *cmd]
+    adopt_orphans()
     with open(log_of(module), "wb") as out:
         proc = subprocess.Popen(cmd, cwd=work_of(module), env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
@@ -206,9 +212,45 @@ def run_mutmut(module: str, max_children: int, names: list[str] | None = None) -
                 if now and now != last:
                     print(f"   {now}", flush=True)
                     last = now
+                stop_orphans(keep=proc.pid)
+    stop_orphans()
     if rc != 0:
         print(log_of(module).read_text(errors="replace")[-3000:], file=sys.stderr)
     return rc
+
+
+def adopt_orphans() -> None:
+    """Become the subreaper of what mutmut starts: a server a test started in a session of its
+    own (SeaweedFS) is re-parented here, not to PID 1, when the mutant that started it is
+    killed on its timeout before its teardown ran."""
+    import ctypes
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def stop_orphans(keep: int | None = None) -> None:
+    """Stop (by PID, with its process group) every child of this process but *keep*: while
+    mutmut runs, a child other than mutmut is an orphan whose test is gone."""
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == keep:
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid != me:
+            continue
+        pid = int(entry.name)
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def _progress(log: Path) -> str:

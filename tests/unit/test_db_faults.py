@@ -487,3 +487,165 @@ def test_a_fifo_named_like_a_database_fails_its_open_without_waiting_for_a_write
     os.mkfifo(fifo)
     with pytest.raises(sqlite3.OperationalError):  # the guard's open does not block on it
         Database(DbFile("f", "f.db", str(fifo)), DatabaseConfig(), dry_run=True)
+
+
+# --- _Run.__init__: several references of the same kind ---------------------------------------
+
+TWO_UNINDEXED = """
+CREATE TABLE task_results (id INTEGER PRIMARY KEY,
+    task_id INTEGER REFERENCES task_queue(id) ON DELETE SET NULL);
+"""
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_two_unindexed_references_each_keep_their_own_map(tmp_path: Path, dry_run: bool) -> None:
+    """task_queue.parent_id and task_results.task_id have no index: each gets a TEMP map of its
+    own. Their child rowids overlap (1..6 in both tables) and point at different tasks: one
+    shared map would mix them up and leave some references dangling."""
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db")
+    con.executescript(TWO_UNINDEXED)
+    old = insert(con, "task_queue", [task(text(NOW - 30 * DAY))] * 3)           # ids 1..3
+    young = insert(con, "task_queue", [{"task_type": "t", "status": "pending"}] * 3)  # 4..6
+    # results 1..6: the odd ones refer to a young task, the even ones to an old one
+    insert(con, "task_results", [{"task_id": (old if i % 2 else young)[i // 2]}
+                                 for i in range(6)])
+    # the young tasks' parents: old ones (cleared); results 4..6 (same rowids) refer elsewhere
+    for kid, parent in zip(young, old, strict=True):
+        con.execute("UPDATE task_queue SET parent_id = ? WHERE id = ?", (parent, kid))
+    stats = run(config(root, database={"batch_size": 2}), tmp_path, dry_run=dry_run)
+    t = stats.targets["tasks"]
+    assert (stats.tasks_deleted, t.detail["prod"]["references_cleared"]) == (3, 3 + 3)
+    if not dry_run:
+        assert ids(con, "task_queue") == set(young)
+        assert con.execute("SELECT parent_id FROM task_queue").fetchall() == [(None,)] * 3
+        assert con.execute("SELECT id, task_id FROM task_results").fetchall() == [
+            (1, young[0]), (2, None), (3, young[1]), (4, None), (5, young[2]), (6, None)]
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+TWO_PROTECTING = """
+CREATE TABLE task_results (id INTEGER PRIMARY KEY,
+    task_id INTEGER REFERENCES task_queue(id) ON DELETE RESTRICT);
+CREATE TABLE task_audit (id INTEGER PRIMARY KEY,
+    task_id INTEGER REFERENCES task_queue(id) ON DELETE NO ACTION);
+"""
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_rows_two_tables_protect_are_all_kept_and_counted(tmp_path: Path, indexed: bool) -> None:
+    root = tmp_path / "srv"
+    con = make_db(root / "data" / "prod" / "architect.db")
+    con.executescript(TWO_PROTECTING)
+    if indexed:
+        con.execute("CREATE INDEX r_task ON task_results(task_id)")
+        con.execute("CREATE INDEX a_task ON task_audit(task_id)")
+    old = insert(con, "task_queue", [task(text(NOW - 30 * DAY))] * 6)
+    insert(con, "task_results", [{"task_id": old[1]}])
+    insert(con, "task_audit", [{"task_id": old[4]}, {"task_id": old[1]}])
+    cfg = config(root, database={"batch_size": 4})
+    dry = run(cfg, tmp_path, dry_run=True)
+    real = run(cfg, tmp_path, dry_run=False)
+    assert dry.tasks_deleted == real.tasks_deleted == 4
+    assert dry.targets["tasks"].skipped == real.targets["tasks"].skipped == 2
+    assert real.targets["tasks"].errors == []
+    assert ids(con, "task_queue") == {old[1], old[4]}
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+# --- _Run._transaction: the lock lost inside a batch ------------------------------------------
+
+
+def test_a_reader_that_keeps_a_rollback_journal_database_at_commit_fails_the_batch(
+        tmp_path: Path) -> None:
+    """In rollback-journal mode a COMMIT waits for every reader; one that stays longer than
+    busy_timeout fails the batch inside its transaction: rolled back, and the error says what
+    was done before it."""
+    import sqlite3
+
+    from architect_cleanup.config import DatabaseConfig
+    from architect_cleanup.db import Database, DbError, DbFile, Outcome, Plan
+    from architect_cleanup.db import cutoff as cutoff_of
+    path = tmp_path / "a.db"
+    con = make_db(path)
+    con.execute("PRAGMA journal_mode=DELETE")
+    insert(con, "task_queue", [task(text(NOW - 30 * DAY))] * 5)
+    reader = sqlite3.connect(path, isolation_level=None)
+    plan = Plan("task_queue", "_t.status = 'completed'", epoch_sql("_t.completed_at"),
+                cutoff_of(NOW, 7 * DAY), what="finished tasks")
+    out = Outcome()
+
+    def a_reader_comes(o: Outcome) -> None:
+        if o.batches == 1:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM task_queue").fetchone()
+
+    cfg = DatabaseConfig(busy_timeout=timedelta(seconds=0.05))
+    d = Database(DbFile("prod", path.name, str(path)), cfg, dry_run=False)
+    try:
+        with d, pytest.raises(DbError) as err:
+            d.apply(plan, out, batch_size=2, progress=a_reader_comes)
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
+    assert str(err.value) == ("database is locked: another connection held its write lock "
+                              "longer than busy_timeout (0s); 2 finished tasks deleted before "
+                              "that")
+    assert (out.changed, out.batches) == (2, 1)
+    assert len(ids(con, "task_queue")) == 3
+
+
+# --- Database._guard, Database._pin: failures while opening -----------------------------------
+
+
+def test_an_error_while_inspecting_the_locks_closes_the_guards_descriptor(
+        tmp_path: Path) -> None:
+    from architect_cleanup.config import DatabaseConfig
+    from architect_cleanup.db import Database, DbFile
+    from architect_cleanup.dblocks import LockWatch
+
+    class Broken(LockWatch):
+        def check(self, *a: object, **kw: object) -> None:
+            raise RuntimeError("inspection failed")
+
+    path = tmp_path / "a.db"
+    make_db(path)  # WAL: the guard inspects it
+    fds = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(RuntimeError, match=r"^inspection failed$"):
+        Database(DbFile("prod", path.name, str(path)), DatabaseConfig(), dry_run=True,
+                 locks=Broken())
+    assert set(os.listdir("/proc/self/fd")) <= fds
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a root process without CAP_SETUID)")
+def test_root_without_cap_setuid_refuses_to_open_a_database_it_cannot_open_as_its_owner(
+        tmp_path: Path) -> None:
+    """Opened as root, a swapped path would hand root's files to the owner: without the
+    capabilities to act as the owner, the database is not touched, and the error says why."""
+    import json
+    import subprocess
+    import sys
+
+    from architect_cleanup import db as dbmod
+    root = tmp_path / "srv"
+    path = root / "data" / "prod" / "architect.db"
+    make_db(path).close()
+    os.chown(path, 65534, 65534)
+    before = sorted(os.listdir(path.parent))
+    code = ("import json, sys\n"
+            "from architect_cleanup.config import DatabaseConfig\n"
+            "from architect_cleanup.db import Database, DbError, DbFile\n"
+            "try:\n"
+            "    Database(DbFile('prod', 'data/prod/architect.db', sys.argv[1] + "
+            "'/data/prod/architect.db'), DatabaseConfig(), dry_run=False, root=sys.argv[1])\n"
+            "except DbError as exc:\n"
+            "    print(json.dumps(str(exc)))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(dbmod.__file__).resolve().parents[1])}
+    proc = subprocess.run(["setpriv", "--bounding-set=-setuid,-setgid", "--inh-caps=-all",
+                           sys.executable, "-c", code, str(root)],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == (
+        "cannot act as its owner (uid 65534, gid 65534): setfsuid/setfsgid need CAP_SETUID "
+        "and CAP_SETGID; not touched")
+    assert sorted(os.listdir(path.parent)) == before

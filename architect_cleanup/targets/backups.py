@@ -489,14 +489,13 @@ class Backups(FileTarget):
             self._row(plan, name, "remove" if gone else "keep", reason)
 
     def _row(self, plan: _Plan, name: str, verdict: str, reason: str) -> None:
-        st = plan.files.get(name)
+        st = plan.files[name]  # every name judged was stat'ed (_list, _compress_one)
         check = plan.checks.get(name)
         self.inventory.append({
             "env": plan.label, "name": name, "backup": bc.original_name(name),
             "path": plan.d.join(name),
-            "mtime": st.st_mtime if st is not None else None,
-            "size": (st.st_size + sum(s.st_size for _, s in plan.siblings.get(name, ())))
-            if st is not None else None,
+            "mtime": st.st_mtime,
+            "size": st.st_size + sum(s.st_size for _, s in plan.siblings.get(name, ())),
             "files": [name, *(n for n, _ in plan.siblings.get(name, ()))],
             "state": check.state.value if check is not None else "unverified",
             "detail": check.detail if check is not None else "not checked",
@@ -505,10 +504,9 @@ class Backups(FileTarget):
             "verdict": verdict, "reason": reason,
         })
 
-    def _known_upload(self, st: os.stat_result | None) -> dict[str, object]:
+    def _known_upload(self, st: os.stat_result) -> dict[str, object]:
         """``uploaded`` (the key of a verified copy, or None) and its SHA-256."""
-        e = (self._uploaded.lookup(st, self._url)
-             if self._uploaded is not None and st is not None else None)
+        e = self._uploaded.lookup(st, self._url) if self._uploaded is not None else None
         return {"uploaded": str(e["key"]) if e else None,
                 "uploaded_sha256": str(e["sha256"]) if e else None}
 

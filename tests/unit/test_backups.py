@@ -169,13 +169,15 @@ def test_every_decision_says_why(srv: Path) -> None:
 # --- Backups._row, _apply_verdict, _kept_bytes: the inventory rows (``backups list``) ---------
 
 
-def judge(cfg: Config, *, dry_run: bool = True, open_files: bool = False
+def judge(cfg: Config, *, dry_run: bool = True, open_files: bool = False,
+          decisions: list[Decision] | None = None
           ) -> tuple[list[dict[str, object]], TargetResult]:
     """The backups target itself, on the test clock (as ``backups list`` runs it): its
-    inventory rows and its result."""
+    inventory rows and its result (and its decisions into *decisions*, when given)."""
     target = Backups()
     ctx = RunContext(config=cfg, now=NOW, dry_run=dry_run, source="test",
-                     open_files=OpenFiles() if open_files else None)
+                     open_files=OpenFiles() if open_files else None,
+                     on_decision=None if decisions is None else decisions.append)
     result = TargetResult("backups")
     try:
         target.run(ctx, result)
@@ -246,6 +248,47 @@ def test_unfinished_copies_of_compression_and_download_are_neither_listed_nor_no
     assert all(p.exists() for p in temps)
 
 
+def test_a_backup_deleted_between_the_listing_and_its_stat_is_skipped_and_the_rest_listed(
+        srv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's own rotation may delete a backup while the directory is being read:
+    that one is passed over, every other one is still judged."""
+    import architect_cleanup.targets.backups as mod
+
+    d = srv / "data/prod/backups"
+    bs = backups(d, 6, size=10)
+    real = os.scandir
+    gone: list[str] = []
+
+    class Racing:
+        """The directory's entries, the first backup deleted just after it is read."""
+
+        def __init__(self, fd: int) -> None:
+            self.it = real(fd)
+
+        def __enter__(self) -> Racing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.it.close()
+
+        def __iter__(self) -> Racing:
+            return self
+
+        def __next__(self) -> os.DirEntry[str]:
+            entry = next(self.it)
+            if not gone:
+                gone.append(entry.name)
+                os.unlink(d / entry.name)
+            return entry
+
+    monkeypatch.setattr(mod.os, "scandir", Racing)
+    rows, result = judge(make_config(srv, backups={"retention": {"prod": 2},
+                                                   "shared_dir": ""}))
+    monkeypatch.undo()
+    assert sorted(r["name"] for r in rows) == sorted(p.name for p in bs if p.name not in gone)
+    assert result.checked == 5
+
+
 # --- Backups._pair_siblings: side files and compressed twins under their backup ---------------
 
 
@@ -274,7 +317,7 @@ def test_side_files_go_with_their_backup_whichever_of_the_two_is_compressed(srv:
 
 
 def test_backups_to_remove_stay_with_the_reason_when_the_bucket_cannot_be_reached(
-        srv: Path, tmp_path: Path) -> None:
+        srv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     bs = backups(srv / "data/prod/backups", 3, size=10)
     creds = tmp_path / "s3"
     creds.write_text("[default]\naws_access_key_id = a\naws_secret_access_key = b\n")
@@ -282,11 +325,17 @@ def test_backups_to_remove_stay_with_the_reason_when_the_bucket_cannot_be_reache
     cfg = make_config(srv, backups={"retention": {"prod": 1}, "shared_dir": "", "offload": {
         "url": "s3://nowhere/x", "endpoint": "http://127.0.0.1:9", "credentials": str(creds)}})
     creds.unlink()  # offload is unavailable: no client, no request
-    rows, result = judge(cfg, dry_run=False)
+    seen: list[Decision] = []
+    with caplog.at_level(logging.INFO, logger="architect_cleanup.targets.backups"):
+        rows, result = judge(cfg, dry_run=False, decisions=seen)
+    why = "beyond the newest 1 of prod; kept: no verified copy in the bucket"
     assert [(r["name"], r["verdict"], r["reason"]) for r in rows] == [
         (bs[0].name, "keep", "newest backup of prod"),
-        *((p.name, "keep", "beyond the newest 1 of prod; kept: no verified copy in the bucket")
-          for p in bs[1:])]
+        *((p.name, "keep", why) for p in bs[1:])]
+    assert [(d.path, d.remove, d.reason) for d in seen] == [
+        (str(bs[0]), False, "newest backup of prod"), *((str(p), False, why) for p in bs[1:])]
+    assert "backups: prod: kept 3, removed 0 by backups.retention.prod (last 1)" in [
+        r.getMessage() for r in caplog.records]
     assert result.detail["prod"] == {"removed": 0, "bytes": 0, "kept": 3, "kept_bytes": 30}
     assert result.message == (f"prod: offload unavailable, 2 backup(s) kept: credentials "
                               f"{creds}: cannot open: No such file or directory")

@@ -523,7 +523,7 @@ def test_a_side_file_a_pattern_matches_whose_backup_is_gone_is_no_backup_and_lef
 
 
 def test_a_backup_kept_at_the_last_moment_is_a_kept_row_and_counts_in_the_kept_bytes(
-        srv: Path) -> None:
+        srv: Path, caplog: pytest.LogCaptureFixture) -> None:
     from test_backups import judge
 
     d = srv / "data" / "prod" / "backups"
@@ -532,11 +532,14 @@ def test_a_backup_kept_at_the_last_moment_is_a_kept_row_and_counts_in_the_kept_b
     gone = backup(d, "20261115_000000", 11 * DAY, size=4)
     fd = os.open(held, os.O_RDONLY)
     try:
-        rows, result = judge(make_config(srv, backups={"retention": {"prod": 1},
-                                                       "shared_dir": ""}),
-                             dry_run=False, open_files=True)
+        with caplog.at_level(logging.INFO, logger="architect_cleanup.targets.backups"):
+            rows, result = judge(make_config(srv, backups={"retention": {"prod": 1},
+                                                           "shared_dir": ""}),
+                                 dry_run=False, open_files=True)
     finally:
         os.close(fd)
+    assert "backups: prod: kept 2, removed 1 by backups.retention.prod (last 1)" in [
+        r.getMessage() for r in caplog.records]
     assert [(r["name"], r["verdict"], r["reason"]) for r in rows] == [
         (newest.name, "keep", "newest backup of prod"),
         (held.name, "keep", "beyond the newest 1 of prod; kept at the last moment"),

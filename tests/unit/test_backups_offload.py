@@ -188,6 +188,21 @@ def test_upload_all_sends_every_good_backup_once_with_its_wal(
     assert {o.name: o.last_modified for o in c.list("prod")} == before
 
 
+def test_upload_all_sends_an_older_backup_copied_in_after_the_newer_ones_went_up(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    """The backups already in the bucket (newest first) are passed over, not the end of the
+    list: one restored from elsewhere, older than them, still goes up."""
+    d = srv / "data/prod/backups"
+    for i in range(2):
+        put(good_db, d, name(i), DAY * (i + 1))
+    cfg = config(srv, server, bucket, creds, offload={"upload": "all"}, retention={"prod": 5})
+    assert run(cfg).success  # type: ignore[attr-defined]
+    assert keys(server, bucket) == sorted([name(0), name(1)])
+    put(good_db, d, name(5), DAY * 6)
+    assert run(cfg).success  # type: ignore[attr-defined]
+    assert keys(server, bucket) == sorted([name(0), name(1), name(5)])
+
+
 def test_remote_retention_applies_the_offload_policy_after_a_dry_run(
         srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
     d = srv / "data/prod/backups"

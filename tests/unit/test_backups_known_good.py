@@ -358,11 +358,12 @@ def test_a_compressed_backup_is_recorded_with_its_new_files_check_and_sizes(
 
 def test_the_configured_zstd_level_is_the_one_used(tmp_path: Path) -> None:
     sizes = []
+    data = compressible(256 << 10)  # the same bytes for both (it has random noise in it)
     for level in (1, 19):
         root = tmp_path / f"level{level}"
         d = root / "data/prod/backups"
         d.mkdir(parents=True)
-        (d / name(3)).write_bytes(compressible(256 << 10))
+        (d / name(3)).write_bytes(data)
         os.utime(d / name(3), (NOW_TS - 4 * DAY,) * 2)
         direct(make_config(root, backups={"retention": {"prod": 5},
                                           "compress": {"after": "1d", "level": level}}),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from backupkit import backup_with_wal, make_db, rows_in, sha256, zstd_test
-from seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, credentials_file
+from seaweed import ACCESS_KEY, READER_KEY, READER_SECRET, SECRET_KEY, Seaweed, credentials_file
 
 from architect_cleanup import cli
 from architect_cleanup.backup_offload import OffloadCache
@@ -204,7 +204,8 @@ def test_upload_all_sends_an_older_backup_copied_in_after_the_newer_ones_went_up
 
 
 def test_remote_retention_applies_the_offload_policy_after_a_dry_run(
-        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     d = srv / "data/prod/backups"
     for i in range(4):
         put(good_db, d, name(i), DAY * (i + 1))
@@ -214,12 +215,53 @@ def test_remote_retention_applies_the_offload_policy_after_a_dry_run(
     assert len(keys(server, bucket)) == 4
     remote = config(srv, server, bucket, creds, retention={"prod": 10},
                     offload={"upload": "all", "policy": {"prod": {"keep_last": 2}}})
+    caplog.set_level("INFO", logger="architect_cleanup.targets.backups")
     stats = run(remote, dry_run=True)
     assert len(keys(server, bucket)) == 4
     assert stats.targets["backups"].detail["prod"]["remote_removed"] == 2  # type: ignore[attr-defined]
+    said = "backups: prod (bucket): {} 2 of 4 by backups.offload.policy.prod"
+    assert said.format("would delete") in [r.getMessage() for r in caplog.records]
+    caplog.clear()
     run(remote)
     assert keys(server, bucket) == sorted([name(0), name(1)])
     assert len(list(d.iterdir())) == 4  # local copies untouched by remote retention
+    assert said.format("deleted") in [r.getMessage() for r in caplog.records]
+
+
+def test_a_bucket_that_refuses_deletes_fails_remote_retention_and_keeps_every_copy(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path,
+        tmp_path: Path) -> None:
+    d = srv / "data/prod/backups"
+    for i in range(3):
+        put(good_db, d, name(i), DAY * (i + 1))
+    assert run(config(srv, server, bucket, creds, offload={"upload": "all"},
+                      retention={"prod": 10})).success  # type: ignore[attr-defined]
+    reader = credentials_file(str(tmp_path / "reader"), access_key=READER_KEY,
+                              secret=READER_SECRET)
+    stats = run(config(srv, server, bucket, reader, retention={"prod": 10},
+                       offload={"policy": {"prod": {"keep_last": 1}}}))
+    t = stats.targets["backups"]  # type: ignore[attr-defined]
+    assert not t.failed and len(t.errors) == 2  # one item's error: the target goes on
+    for n, e in zip((name(1), name(2)), t.errors, strict=True):
+        assert e.startswith(f"prod (bucket): {n}: not deleted: ") and "denied" in e
+    assert t.detail["prod"]["remote_removed"] == 0
+    assert len(keys(server, bucket)) == 3
+
+
+def test_a_remote_policy_the_bucket_cannot_meet_fails_the_target_and_deletes_nothing(
+        srv: Path, server: Seaweed, bucket: str, creds: str, good_db: Path) -> None:
+    d = srv / "data/prod/backups"
+    for i in range(2):
+        put(good_db, d, name(i), DAY * (i + 1))
+    assert run(config(srv, server, bucket, creds, offload={"upload": "all"},
+                      retention={"prod": 10})).success  # type: ignore[attr-defined]
+    stats = run(config(srv, server, bucket, creds, retention={"prod": 10}, offload={
+        "policy": {"prod": {"keep_last": 1, "max_total_size": "1K"}}}))
+    t = stats.targets["backups"]  # type: ignore[attr-defined]
+    assert t.failed
+    assert t.message.startswith("prod: remote retention: max_total_size 1.0 KiB of prod "
+                                f"(bucket) is smaller than its newest backup {name(0)} (")
+    assert len(keys(server, bucket)) == 2
 
 
 def test_without_a_remote_policy_remote_copies_are_never_deleted(

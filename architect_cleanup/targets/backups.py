@@ -407,7 +407,7 @@ class Backups(FileTarget):
         label = plan.label
         cfg = ctx.config.backups
         for name, reason in plan.held:
-            self._kept_bytes(result, label, plan.files[name].st_size)
+            self._kept_bytes(result, label, _size_of(plan, name))
             self.keep(ctx, result, plan.d.join(name), reason, label)
             self._row(plan, name, "keep", reason)
         self._apply_corrupt(ctx, result, plan)
@@ -447,14 +447,15 @@ class Backups(FileTarget):
         """Keep or remove one judged backup (under its name now: *name*); True when it is
         (or would be) gone."""
         d, label = plan.d, plan.label
+        size = _size_of(plan, name)  # compressed in this run: its .zst files
         if v.keep:
-            self._kept_bytes(result, label, v.backup.size)
+            self._kept_bytes(result, label, size)
             self.keep(ctx, result, d.join(name), v.reason, label)
             self._row(plan, name, "keep", v.reason + (
                 "; would be compressed" if name in self._would_compress else ""))
             return False
         if name not in safe:
-            self._kept_bytes(result, label, v.backup.size)
+            self._kept_bytes(result, label, size)
             reason = f"{v.reason}; kept: no verified copy in the bucket"
             self.keep(ctx, result, d.join(name), reason, label)
             self._row(plan, name, "keep", reason)
@@ -463,7 +464,7 @@ class Backups(FileTarget):
                        siblings=tuple(plan.siblings.get(name, ()))):
             self._row(plan, name, "remove", v.reason)
             return True
-        self._kept_bytes(result, label, v.backup.size)
+        self._kept_bytes(result, label, size)
         self._row(plan, name, "keep", f"{v.reason}; kept at the last moment")
         return False
 
@@ -476,7 +477,7 @@ class Backups(FileTarget):
                 why = ("remove_corrupt_after is not set" if after is None else
                        f"younger than remove_corrupt_after {format_duration(after)}")
                 reason = f"corrupt ({check.detail}): not counted, kept ({why})"
-                self._kept_bytes(result, plan.label, st.st_size)
+                self._kept_bytes(result, plan.label, _size_of(plan, name))
                 self.keep(ctx, result, plan.d.join(name), reason, plan.label)
                 self._row(plan, name, "keep", reason)
                 continue
@@ -485,7 +486,7 @@ class Backups(FileTarget):
             gone = self.remove(ctx, result, plan.d, name, st, reason, part=plan.label,
                                siblings=tuple(plan.siblings.get(name, ())))
             if not gone:
-                self._kept_bytes(result, plan.label, st.st_size)
+                self._kept_bytes(result, plan.label, _size_of(plan, name))
             self._row(plan, name, "remove" if gone else "keep", reason)
 
     def _row(self, plan: _Plan, name: str, verdict: str, reason: str) -> None:
@@ -495,7 +496,7 @@ class Backups(FileTarget):
             "env": plan.label, "name": name, "backup": bc.original_name(name),
             "path": plan.d.join(name),
             "mtime": st.st_mtime,
-            "size": st.st_size + sum(s.st_size for _, s in plan.siblings.get(name, ())),
+            "size": _size_of(plan, name),
             "files": [name, *(n for n, _ in plan.siblings.get(name, ()))],
             "state": check.state.value if check is not None else "unverified",
             "detail": check.detail if check is not None else "not checked",
@@ -560,7 +561,7 @@ class Backups(FileTarget):
         outcomes = unlink_all(d, list(done.remove))
         failed = [str(e) for e in outcomes if e is not None]
         if failed:
-            result.error(f"{display(name)}: compressed, but the original stays: "
+            result.error(f"{label_of(plan)}: {display(name)}: compressed, but the original stays: "
                          f"{failed[0]}")
             return None
         new = done.name
@@ -738,6 +739,11 @@ class Backups(FileTarget):
         """The bytes of the backups an environment keeps (the history's samples)."""
         part = result.part(label)
         part["kept_bytes"] = part.get("kept_bytes", 0) + size
+
+
+def _size_of(plan: _Plan, name: str) -> int:
+    """The bytes of backup *name* and its side files, as they were listed or made."""
+    return plan.files[name].st_size + sum(st.st_size for _, st in plan.siblings.get(name, ()))
 
 
 def label_of(plan: _Plan) -> str:

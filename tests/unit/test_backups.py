@@ -84,6 +84,16 @@ def test_siblings_go_with_their_backup_and_count_in_its_size(srv: Path) -> None:
     assert stats.space_freed == 1330  # type: ignore[attr-defined]
     assert not old.exists() and not wal.exists() and not shm.exists()
     assert kept_wal.exists()
+    assert stats.targets["backups"].detail["test"]["kept_bytes"] == 3 * 1000 + 7  # type: ignore[attr-defined]
+
+
+def test_a_young_backup_held_out_of_the_rules_counts_its_side_files_in_the_bytes_kept(
+        srv: Path) -> None:
+    d = srv / "data/test/backups"
+    writing = touch(d / "architect_20261126_115500.db", age=300, size=100)
+    touch(d / (writing.name + "-wal"), age=300, size=20)
+    stats, _ = run(make_config(srv), dry_run=True)
+    assert stats.targets["backups"].detail["test"]["kept_bytes"] == 120  # type: ignore[attr-defined]
 
 
 def test_a_sibling_whose_backup_is_gone_is_left_alone_and_reported(srv: Path) -> None:

@@ -149,6 +149,8 @@ def test_a_corrupt_backup_removed_takes_its_side_files_with_it(
              for p, a in ((young, 2 * DAY), (old, 9 * DAY)) for s in ("-wal", "-shm")]
     stats, seen = run(cfg(srv, verify={"check": "quick", "remove_corrupt_after": "7d"}))
     assert [n for n, x in seen.items() if x.remove] == [old.name]
+    assert stats.targets["backups"].detail["prod"]["kept_bytes"] == (  # type: ignore[attr-defined]
+        good.stat().st_size + bad.stat().st_size + 2 * 7)  # the young one with its sides
     assert [p.exists() for p in (young, *sides[:2], old, *sides[2:])] == [
         True, True, True, False, False, False]
     assert stats.targets["backups"].detail["prod"]["bytes"] == bad.stat().st_size + 2 * 7  # type: ignore[attr-defined]
@@ -436,7 +438,7 @@ def test_an_original_that_cannot_be_removed_after_compression_is_named_and_kept(
                                 dry_run=False)
     finally:
         subprocess.run(["chattr", "-i", str(old)], check=True)
-    assert result.errors == [f"{old.name}: compressed, but the original stays: [Errno 1] "
+    assert result.errors == [f"prod: {old.name}: compressed, but the original stays: [Errno 1] "
                              f"Operation not permitted: '{old.name}'"]
     assert old.exists() and Path(f"{old}.zst").exists()
     assert "compressed" not in result.detail["prod"]
@@ -613,3 +615,6 @@ def test_a_backup_compressed_in_this_run_is_kept_and_listed_under_its_new_name(
     assert rows[1]["path"] == str(d / zst) and rows[1]["state"] == "good"
     assert result.detail["prod"]["compressed"] == 1
     assert not old.exists() and (d / zst).exists()
+    # the bytes kept are what is on disk now: the compressed copy, not the original
+    assert result.detail["prod"]["kept_bytes"] == (d / name(0)).stat().st_size + (
+        d / zst).stat().st_size

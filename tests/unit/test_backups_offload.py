@@ -714,7 +714,6 @@ def test_a_verified_upload_is_remembered_by_the_files_identity(
     assert result.errors == [] and seen and seen[-1][0] == st.st_size
     assert target._known_upload(st) == {"uploaded": f"arch/web1/prod/{p.name}",
                                         "uploaded_sha256": sha256(p)}
-    assert target._known_upload(None) == {"uploaded": None, "uploaded_sha256": None}
 
 
 def test_upload_progress_shows_each_backup_and_the_bytes_sent_of_the_whole(

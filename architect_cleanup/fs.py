@@ -222,7 +222,8 @@ def display(path: str) -> str:
 
 
 def too_long(path: str) -> bool:
-    """True when *path* is longer than :data:`MAX_PATH` bytes (names are often multibyte)."""
+    """True when *path* takes :data:`MAX_PATH` bytes or more (PATH_MAX counts the final NUL, so
+    4,095 is the longest path the kernel accepts; names are often multibyte)."""
     return len(path) >= MAX_PATH // 4 and len(
         path.encode("utf-8", "surrogateescape")) >= MAX_PATH
 
@@ -247,8 +248,10 @@ def _mount_id(fd: int) -> int | None:
     return None
 
 
-def _unescape_mountinfo(field_: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
+def _unescape_mountinfo(field_: bytes) -> str:
+    """A path field of mountinfo (space, tab, newline and backslash written as octal escapes),
+    decoded as every path of this process is (os.fsdecode, whatever the locale)."""
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field_))
 
 
 def mounts_below(path: str) -> list[str]:
@@ -256,7 +259,7 @@ def mounts_below(path: str) -> list[str]:
     prefix = path.rstrip("/") + "/"
     found = []
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+        with open("/proc/self/mountinfo", "rb") as fh:
             for line in fh:
                 parts = line.split()
                 if len(parts) > 4:

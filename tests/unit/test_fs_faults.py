@@ -510,9 +510,10 @@ def test_iterating_the_walk_hands_out_claimed_directories_as_directories(
     ("/srv/plain", "/srv/plain"), (r"/srv/a\040b", "/srv/a b"), (r"/srv/tab\011x", "/srv/tab\tx"),
     (r"/srv/nl\012", "/srv/nl\n"), (r"/srv/back\134slash", "/srv/back\\slash"),
     (r"/srv/\0401", "/srv/ 1"), (r"/srv/\08", r"/srv/\08"), (r"/srv/\12", r"/srv/\12"),
+    ("/srv/bad\udcffname", os.fsdecode(b"/srv/bad\xffname")),  # decoded as any path here
 ])
 def test_a_mount_point_field_has_its_octal_escapes_undone(field: str, path: str) -> None:
-    assert fs._unescape_mountinfo(field) == path
+    assert fs._unescape_mountinfo(os.fsencode(field)) == path
 
 
 def _mount_tmpfs(point: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -48,6 +49,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = item.path
         if path.parent.name == "unit" and path.name in SLOW_UNIT_MODULES:
             item.add_marker(pytest.mark.slow)
+    if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
+        _fastest_first(items)
+
+
+def _fastest_first(items: list[pytest.Item]) -> None:
+    """Under ``make mutate``: a mutant's tests (which mutmut hands over in no useful order, and
+    runs with ``-x``) in the order likely to kill it soonest: modules without a server first,
+    then by their fastest test, each module's tests together (a module-scoped server starts
+    once) and fastest first. The durations are mutmut's own, from its clean run."""
+    try:
+        with open("mutmut-stats.json", encoding="utf-8") as fh:  # in mutmut's mutants/
+            took: dict[str, float] = json.load(fh)["duration_by_test"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    first: dict[Path, float] = {}
+    for it in items:
+        t = took.get(it.nodeid, 0.0)
+        first[it.path] = min(first.get(it.path, t), t)
+    items.sort(key=lambda it: (it.path.name in SLOW_UNIT_MODULES, first[it.path],
+                               str(it.path), took.get(it.nodeid, 0.0)))
 
 
 @pytest.fixture

@@ -154,6 +154,20 @@ def stage(module: str, keep: bool) -> None:
     (work / "pyproject.toml").write_text(text, encoding="utf-8")
 
 
+def remap_tests(module: str) -> None:
+    """Have mutmut map every test to the functions it reaches again (its clean run, about a
+    minute), keeping every result. mutmut maps only the tests it has not seen before, so a
+    function added since the last full mapping would be tried against the new tests alone
+    (and its mutants could survive tests that kill them)."""
+    stats = work_of(module) / "mutants" / "mutmut-stats.json"
+    if not stats.exists():
+        return
+    data = json.loads(stats.read_text())
+    data["duration_by_test"] = {}  # every test is "new" to mutmut: all are mapped again
+    data["tests_by_mangled_function_name"] = {}
+    stats.write_text(json.dumps(data))
+
+
 def reset_survivors(modules: list[str]) -> int:
     """Mark the previous run's survivors in *modules* unchecked, so mutmut runs them again."""
     n = 0
@@ -409,6 +423,8 @@ def run_module(module: str, args: argparse.Namespace) -> int:
     mutants not run yet: a stopped run's rest, changed functions, or the survivors
     *args.retest* resets)."""
     stage(module, keep=args.keep)
+    if args.keep:
+        remap_tests(module)
     names = survivors([module]) if args.keep and args.survivors_only else None
     if args.keep and args.retest and not names:
         print(f"== {module}: {reset_survivors([module])} survivors of the last run to re-run")

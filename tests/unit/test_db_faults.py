@@ -20,6 +20,7 @@ from dbkit import (
     run,
     text,
 )
+from test_dbfile import open_dir  # noqa: F401  (fixture)
 
 from architect_cleanup.db import cutoff, epoch_sql, glob_below
 
@@ -619,7 +620,7 @@ def test_an_error_while_inspecting_the_locks_closes_the_guards_descriptor(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a root process without CAP_SETUID)")
 def test_root_without_cap_setuid_refuses_to_open_a_database_it_cannot_open_as_its_owner(
-        tmp_path: Path) -> None:
+        open_dir: Path) -> None:  # noqa: F811 (the fixture imported above)
     """Opened as root, a swapped path would hand root's files to the owner: without the
     capabilities to act as the owner, the database is not touched, and the error says why."""
     import json
@@ -627,10 +628,17 @@ def test_root_without_cap_setuid_refuses_to_open_a_database_it_cannot_open_as_it
     import sys
 
     from architect_cleanup import db as dbmod
-    root = tmp_path / "srv"
+    root = open_dir / "srv"  # its owner may traverse it
     path = root / "data" / "prod" / "architect.db"
     make_db(path).close()
     os.chown(path, 65534, 65534)
+    os.chown(path.parent, 65534, 65534)
+    # with the capabilities (this process), it is opened as its owner
+    from architect_cleanup.config import DatabaseConfig
+    from architect_cleanup.db import Database, DbFile
+    with Database(DbFile("prod", "data/prod/architect.db", str(path)), DatabaseConfig(),
+                  dry_run=True, root=str(root)) as d:
+        assert d.pinned is not None and d.pinned.acting_as == 65534
     before = sorted(os.listdir(path.parent))
     code = ("import json, sys\n"
             "from architect_cleanup.config import DatabaseConfig\n"

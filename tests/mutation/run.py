@@ -203,7 +203,13 @@ def run_mutmut(module: str, max_children: int, names: list[str] | None = None) -
     """mutmut run in the work directory (only *names*, when given); its (spinner) output goes
     to a log, progress here."""
     mutmut = Path(sys.executable).parent / "mutmut"
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # pytest's temporary directories in a place of the run's own, removed after it: a forked
+    # mutant ends without pytest's clean-up, so each would leave its basetemp (21 GB in one
+    # afternoon's runs under /tmp/pytest-of-root)
+    tmp = CACHE / "tmp" / module
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TMPDIR=str(tmp))
     cmd = [str(mutmut), "run", "--max-children", str(max_children), *(names or [])]
     print("==", " ".join(cmd[:4]), f"and {len(names)} mutants" if names else "",
           f"(in {work_of(module).relative_to(REPO)}; output in "
@@ -228,6 +234,7 @@ def run_mutmut(module: str, max_children: int, names: list[str] | None = None) -
                     last = now
                 stop_orphans(keep=proc.pid)
     stop_orphans()
+    shutil.rmtree(tmp, ignore_errors=True)
     if rc != 0:
         print(log_of(module).read_text(errors="replace")[-3000:], file=sys.stderr)
     return rc

@@ -80,10 +80,18 @@ def listing(root: Path) -> list[str]:
                   for d, dirs, files in os.walk(root) for n in dirs + files)
 
 
-def test_a_dry_run_decides_the_same_in_the_same_order_with_a_pool(tmp_path: Path) -> None:
+def test_a_dry_run_walks_on_the_runs_own_thread_whatever_the_pool_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run deletes nothing, and listing and stat'ing on threads is slower than on one
+    (the GIL): whatever ``workers`` says, no pool is started, and it decides the same."""
     root = tmp_path / "srv"
     build(root)
     one_stats, one = run(root, 1, dry=True)
+
+    def no_pool(*_a: object, **_k: object) -> None:
+        raise AssertionError("a pool was started")
+
+    monkeypatch.setattr(tree_mod, "ThreadPoolExecutor", no_pool)
     pool_stats, pooled = run(root, POOL, dry=True)
     assert len(one) > 2000 and any(d.startswith("would remove") for d in one)
     assert pooled == one
@@ -223,7 +231,7 @@ def test_the_pool_holds_a_bounded_window_of_directories(
         most[0] = max(most[0], len(self.queue))
 
     monkeypatch.setattr(tree_mod._Pool, "submit", submit)
-    stats, _ = run(root, 2, dry=True)
+    stats, _ = run(root, 2, dry=False)
     assert stats.targets["logs"].removed == 200
     assert 0 < most[0] <= 2 * tree_mod.WINDOW_PER_WORKER
 

@@ -205,8 +205,9 @@ def run_mutmut(module: str, max_children: int, names: list[str] | None = None) -
     mutmut = Path(sys.executable).parent / "mutmut"
     # pytest's temporary directories in a place of the run's own, removed after it: a forked
     # mutant ends without pytest's clean-up, so each would leave its basetemp (21 GB in one
-    # afternoon's runs under /tmp/pytest-of-root)
-    tmp = CACHE / "tmp" / module
+    # afternoon's runs under /tmp/pytest-of-root). A short path: tests bind Unix sockets in
+    # their tmp_path (108 bytes at most).
+    tmp = Path(f"/tmp/mutate-{module}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TMPDIR=str(tmp))

@@ -126,34 +126,24 @@ def test_a_corrupt_newest_backup_is_a_journal_warning_a_note_and_in_status(
     assert "Warning:     prod: newest backup" in capsys.readouterr().out
 
 
-def test_corrupt_backups_go_only_after_remove_corrupt_after(
+def test_corrupt_backups_go_only_after_remove_corrupt_after_with_their_side_files(
         srv: Path, template: tuple[Path, Path]) -> None:
+    """SPEC: a side file goes with its backup; one whose backup is gone would be an orphan."""
     good, bad = template
     d = srv / "data/prod/backups"
     young = put(bad, d, name(0), DAY)
     old = put(bad, d, name(9), DAY * 10)
     put(good, d, name(3), DAY * 4)
-    run(cfg(srv, verify={"check": "quick", "remove_corrupt_after": "7d"}))
-    assert young.exists() and not old.exists()
-
-
-def test_a_corrupt_backup_removed_takes_its_side_files_with_it(
-        srv: Path, template: tuple[Path, Path]) -> None:
-    """SPEC: a side file goes with its backup; one whose backup is gone would be an orphan."""
-    good, bad = template
-    d = srv / "data/prod/backups"
-    put(good, d, name(0), DAY)
-    young = put(bad, d, name(2), 2 * DAY)
-    old = put(bad, d, name(9), 9 * DAY)
     sides = [touch(Path(f"{p}{s}"), age=a, size=7)
-             for p, a in ((young, 2 * DAY), (old, 9 * DAY)) for s in ("-wal", "-shm")]
+             for p, a in ((young, DAY), (old, 10 * DAY)) for s in ("-wal", "-shm")]
     stats, seen = run(cfg(srv, verify={"check": "quick", "remove_corrupt_after": "7d"}))
     assert [n for n, x in seen.items() if x.remove] == [old.name]
-    assert stats.targets["backups"].detail["prod"]["kept_bytes"] == (  # type: ignore[attr-defined]
-        good.stat().st_size + bad.stat().st_size + 2 * 7)  # the young one with its sides
     assert [p.exists() for p in (young, *sides[:2], old, *sides[2:])] == [
         True, True, True, False, False, False]
-    assert stats.targets["backups"].detail["prod"]["bytes"] == bad.stat().st_size + 2 * 7  # type: ignore[attr-defined]
+    detail = stats.targets["backups"].detail["prod"]  # type: ignore[attr-defined]
+    assert detail["kept_bytes"] == (
+        good.stat().st_size + bad.stat().st_size + 2 * 7)  # the young one with its sides
+    assert detail["bytes"] == bad.stat().st_size + 2 * 7
 
 
 def test_each_backup_is_checked_once_the_verdict_is_cached_by_identity(

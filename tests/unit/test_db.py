@@ -340,16 +340,33 @@ CREATE TABLE task_results (id INTEGER PRIMARY KEY,
 """
 
 
+AUDIT = """
+CREATE TABLE task_audit (id INTEGER PRIMARY KEY,
+    task_id INTEGER REFERENCES task_queue(id) ON DELETE {action});
+"""
+
+
+@pytest.mark.parametrize("two_tables", [False, True])
 @pytest.mark.parametrize("indexed", [False, True])
 @pytest.mark.parametrize("action", ["RESTRICT", "NO ACTION"])
 def test_a_row_another_row_refers_to_is_kept_and_counted_as_skipped(tmp_path: Path, indexed,
-                                                                    action):
+                                                                    action, two_tables):
+    """With *two_tables*, a second table refers with the other protecting action: a row
+    either protects is kept."""
     root, con = prod_db(tmp_path)
     con.executescript(RESULTS.format(action=action))
+    if two_tables:
+        other = "NO ACTION" if action == "RESTRICT" else "RESTRICT"
+        con.executescript(AUDIT.format(action=other))
     if indexed:
         con.execute("CREATE INDEX idx_results_task ON task_results(task_id)")
+        if two_tables:
+            con.execute("CREATE INDEX idx_audit_task ON task_audit(task_id)")
     old = tasks(con, 10)
-    insert(con, "task_results", [{"task_id": old[2]}, {"task_id": old[7]}, {"task_id": old[7]}])
+    insert(con, "task_results", [{"task_id": old[2]}] + (
+        [] if two_tables else [{"task_id": old[7]}, {"task_id": old[7]}]))
+    if two_tables:
+        insert(con, "task_audit", [{"task_id": old[7]}, {"task_id": old[7]}])
     cfg = config(root, database={"batch_size": 3})
     dry = run(cfg, tmp_path, dry_run=True)
     real = run(cfg, tmp_path, dry_run=False)
@@ -858,6 +875,36 @@ def test_a_write_lock_taken_between_batches_fails_the_next_one_with_what_was_don
             d.apply(task_plan(path), out, batch_size=2, progress=dashboard_takes_the_lock)
     finally:
         con.execute("ROLLBACK")
+    assert str(err.value) == ("database is locked: another connection held its write lock "
+                              "longer than busy_timeout (0s); 2 finished tasks deleted before "
+                              "that")
+    assert (out.changed, out.batches) == (2, 1)
+    assert len(ids(con, "task_queue")) == 3
+
+
+def test_a_reader_that_keeps_a_rollback_journal_database_at_commit_fails_the_batch(
+        tmp_path: Path):
+    """In rollback-journal mode a COMMIT waits for every reader; one that stays longer than
+    busy_timeout fails the batch inside its transaction: rolled back, and the error says what
+    was done before it."""
+    path = tmp_path / "a.db"
+    con = make_db(path)
+    con.execute("PRAGMA journal_mode=DELETE")
+    tasks(con, 5)
+    reader = sqlite3.connect(path, isolation_level=None)
+    out = Outcome()
+
+    def a_reader_comes(o: Outcome) -> None:
+        if o.batches == 1:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM task_queue").fetchone()
+
+    try:
+        with open_file(path, dry_run=False, busy=0.05) as d, pytest.raises(DbError) as err:
+            d.apply(task_plan(path), out, batch_size=2, progress=a_reader_comes)
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()
     assert str(err.value) == ("database is locked: another connection held its write lock "
                               "longer than busy_timeout (0s); 2 finished tasks deleted before "
                               "that")

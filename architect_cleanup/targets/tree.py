@@ -364,7 +364,8 @@ class _PooledWalk:
     ``files_work``/``dir_work`` does its system calls (``lstat``, the last-moment checks,
     the unlinks: every invariant is the sequential walk's, in the same functions). Reports
     (counts, decisions, notes, errors) are applied here strictly in walk order, so counts
-    and a dry run's ``-v`` output are the same as with one thread."""
+    and ``-v`` output are the same as with one thread. Real runs only: a dry run walks on
+    the run's own thread (:meth:`_SharedWalk.below`)."""
 
     def __init__(self, walk: _SharedWalk, start: Dir, workers: int) -> None:
         self.walk = walk

@@ -147,7 +147,9 @@ class RunHistory:
         h, self.history = self.history, None
         if h is not None:
             with self._guard("close"):
-                h.close()
+                warning = h.close()  # logged: the check begun at the opening failed
+                if warning and not self.problem:
+                    self.problem = warning
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -254,19 +255,64 @@ def test_a_file_that_is_not_a_database_is_set_aside_and_replaced(tmp_path: Path)
     assert opened.history.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 3
 
 
-def test_a_database_with_damaged_pages_is_set_aside_and_replaced(tmp_path: Path) -> None:
+def test_a_database_with_damaged_pages_is_set_aside_when_the_run_closes_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the whole file's quick_check runs beside the run (a thread of its own): damage where
+    # the opening does not read is found by it, and the run that finds it sets the file aside
+    # when it closes the history; the next run starts a new one
     hist = _open(tmp_path)
     _run(hist, NOW, items=3000)
-    hist.close()
+    assert hist.close() is None  # a sound file: no verdict against it
     path = tmp_path / "history.sqlite3"
     with open(path, "r+b") as fh:
         fh.seek(3 * 4096)
         fh.write(os.urandom(3 * 4096))
     opened = h.open_history(str(tmp_path), now=NOW)
+    assert opened.warning is None and opened.history is not None
+    warning = opened.history.close()
+    aside = tmp_path / "history.sqlite3.corrupt-20261126T120000Z"
+    assert warning is not None and "corrupt" in warning and str(aside) in warning
+    assert warning in caplog.text
+    assert aside.exists() and not path.exists()
+    again = h.open_history(str(tmp_path), now=NOW)
+    assert again.warning is None and again.history is not None
+    assert again.history.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    assert again.history.close() is None
+
+
+def test_a_database_whose_schema_pages_are_damaged_is_set_aside_at_once(
+        tmp_path: Path) -> None:
+    hist = _open(tmp_path)
+    _run(hist, NOW, items=3000)
+    hist.close()
+    path = tmp_path / "history.sqlite3"
+    with open(path, "r+b") as fh:  # page 1 past its 100-byte header: sqlite_master
+        fh.seek(100)
+        fh.write(b"\xff" * 3000)
+    opened = h.open_history(str(tmp_path), now=NOW)
     assert opened.warning is not None and "corrupt" in opened.warning
     assert opened.history is not None
     assert opened.history.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
     assert (tmp_path / "history.sqlite3.corrupt-20261126T120000Z").exists()
+
+
+def test_the_check_of_the_whole_file_runs_beside_the_opening(tmp_path: Path) -> None:
+    # a run does not wait for the check (O(file)) to begin: it runs on a thread of its own,
+    # and close() takes its verdict
+    hist = _open(tmp_path)
+    _run(hist, NOW, items=10)
+    hist.close()
+    opened = h.open_history(str(tmp_path), now=NOW)
+    assert opened.history is not None
+    check = opened.history._check
+    assert check is not None and check.thread.name == "history-check"
+    assert check.thread is not threading.current_thread()
+    assert opened.history.close() is None and not check.thread.is_alive()
+    new = tmp_path / "new"
+    new.mkdir()
+    fresh = h.open_history(str(new), now=NOW)
+    assert fresh.history is not None and fresh.history._check is None  # nothing to check yet
+    fresh.history.close()
 
 
 def test_a_database_without_its_tables_is_set_aside(tmp_path: Path) -> None:

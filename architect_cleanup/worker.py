@@ -194,6 +194,7 @@ class CleanupWorker:
             stats.items = {}
         ctx = RunContext(config=self.config, now=now, dry_run=self.dry_run, source=self.source,
                          actor=self.actor, on_decision=self._decisions(stats),
+                         kept_decisions=self.on_decision is not None,
                          on_status=self.notifier.status, should_stop=self.should_stop,
                          on_item=on_item,
                          open_files=OpenFiles() if self.config.safety.skip_open_files else None)

@@ -108,14 +108,19 @@ class RunContext:
     #: every item removed or archived (or that a dry run would remove), as it is decided:
     #: the run's history writer (None: no history this run)
     on_item: Callable[[Item], None] | None = None
+    #: on_decision reads the decisions to keep as well (``-v``); the journal's list of
+    #: removed items does not, and a real run must not build 700,000 of them for nothing
+    kept_decisions: bool = True
     _roots: dict[str, Root | FsError] = field(default_factory=dict)
     _last_status: float = 0.0
     #: ``now`` as a Unix timestamp (compared with every candidate's mtime)
     now_ts: float = field(init=False)
     #: mtimes beyond this are "in the future" (clock trouble): never deleted
     future_limit: float = field(init=False)
-    #: someone reads per-item decisions (-v, or debug logging): build them
+    #: someone reads per-item decisions (-v, the journal, or debug logging): build them
     wants_decisions: bool = field(init=False)
+    #: someone reads the decisions to keep a file (-v, or debug logging)
+    wants_kept: bool = field(init=False)
     #: target -> how many writes a read-only file system refused (see readonly())
     readonly_refused: dict[str, int] = field(default_factory=dict)
     #: dashboard processes found without their SQLite locks (see dblocks.py)
@@ -124,7 +129,9 @@ class RunContext:
     def __post_init__(self) -> None:
         self.now_ts = self.now.timestamp()
         self.future_limit = self.now_ts + FUTURE_SLACK
-        self.wants_decisions = self.on_decision is not None or log.isEnabledFor(logging.DEBUG)
+        debug = log.isEnabledFor(logging.DEBUG)
+        self.wants_decisions = self.on_decision is not None or debug
+        self.wants_kept = (self.on_decision is not None and self.kept_decisions) or debug
 
     def root(self, path: str | None = None) -> Root:
         """The opened root (the configured ``root`` unless *path* names another, e.g. /tmp).
@@ -391,7 +398,7 @@ class FileTarget(Target):
         result.kept += 1
         if part is not None:
             result.part(part)["kept"] += 1
-        if ctx.wants_decisions:
+        if ctx.wants_kept:
             ctx.decide(Decision(self.name, path, False, reason))
 
     def remove(self, ctx: RunContext, result: TargetResult, d: Dir, name: str,
@@ -473,7 +480,7 @@ def _by_age(ctx: RunContext, d: Dir, names: list[str], max_age: float,
     fd = d.fd
     now = ctx.now_ts
     future = ctx.future_limit
-    wants = ctx.wants_decisions
+    wants = ctx.wants_kept
     out = _AgeSort()
     held, doomed = out.held, out.doomed
     quiet = young_bytes = 0

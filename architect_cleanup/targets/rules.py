@@ -225,7 +225,7 @@ class FileRuleRun:
         for name, is_dir in [*((n, False) for n in files), *((n, True) for n in dirs)]:
             theirs = self.owner(d.path, name, is_dir)
             if theirs is not None:
-                if ctx.wants_decisions:
+                if ctx.wants_kept:
                     ctx.decide(Decision(t.name, d.join(name), False,
                                         f"rule {rule.name}: owned by {theirs}"))
                 continue
@@ -290,7 +290,7 @@ class FileRuleRun:
         result.removed += tree.files
         result.bytes += tree.bytes
         result.skipped += tree.kept
-        if ctx.wants_decisions:
+        if ctx.wants_kept:
             for held, reason in tree.held:
                 ctx.decide(Decision(self.t.name, held, False, reason))
         for err in tree.errors:

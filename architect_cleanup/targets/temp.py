@@ -159,7 +159,7 @@ class Temp(TreeTarget):
         result.removed += tree.files
         result.bytes += tree.bytes
         result.skipped += tree.kept
-        if ctx.wants_decisions:
+        if ctx.wants_kept:
             for held, why in tree.held:
                 ctx.decide(Decision(self.name, held, False, why))
         hint = (ctx.readonly(self.name, tree.readonly, tree.readonly_count)

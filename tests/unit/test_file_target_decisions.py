@@ -702,3 +702,34 @@ def test_a_decision_says_what_its_own_target_does_to_the_item() -> None:
     assert str(archived) == "archived     prompts /p/x.json (older than 90d)"
     assert str(Decision("tasks", "tasks#7", True, "done", dry_run=True)).startswith(
         "would delete tasks   tasks#7")
+
+
+def test_a_real_run_builds_no_decision_to_keep_when_only_the_journal_reads_them(
+        srv: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # the journal lists removed items, never kept ones: a real run without -v decides
+    # nothing about the young files (a million-file tree keeps 700,000 of them)
+    d = srv / "logs"
+    touch(d / "old.log", 40 * DAY, size=5)
+    touch(d / "young.log", DAY)
+    touch(d / "young2.log", 2 * DAY)
+    built: list[Decision] = []
+    monkeypatch.setattr(RunContext, "decide", lambda self, dec: built.append(dec))
+    caplog.set_level(logging.INFO)
+    stats = CleanupWorker(dry_run=False, config=make_config(srv), now=NOW,
+                          only=["logs"]).run_cleanup()
+    assert [(os.path.basename(x.path), x.remove) for x in built] == [("old.log", True)]
+    assert (stats.targets["logs"].removed, stats.targets["logs"].kept) == (1, 2)
+    ctx = RunContext(config=make_config(srv), now=NOW, dry_run=False, on_decision=built.append,
+                     kept_decisions=False)
+    assert (ctx.wants_decisions, ctx.wants_kept) == (True, False)
+    for reader, kept in ((None, False), (built.append, True)):
+        ctx = RunContext(config=make_config(srv), now=NOW, dry_run=False, on_decision=reader)
+        assert (ctx.wants_decisions, ctx.wants_kept) == (kept, kept)
+    built.clear()
+    touch(d / "old.log", 40 * DAY, size=5)
+    seen: list[Decision] = []
+    monkeypatch.undo()
+    CleanupWorker(dry_run=False, config=make_config(srv), now=NOW, only=["logs"],
+                  on_decision=seen.append).run_cleanup()  # -v reads both
+    assert sorted((os.path.basename(x.path), x.remove) for x in seen) == [
+        ("old.log", True), ("young.log", False), ("young2.log", False)]

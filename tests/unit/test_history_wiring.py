@@ -23,7 +23,7 @@ from architect_cleanup import history as h
 from architect_cleanup.cli import main
 from architect_cleanup.state import StateStore
 
-from conftest import NOW, make_config
+from conftest import DAY, NOW, make_config, touch
 from demo import build_tree
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -145,6 +145,36 @@ def test_a_corrupt_history_database_is_set_aside_and_the_run_goes_on(
     assert any("corrupt" in r.getMessage() for r in caplog.records)
     assert Counter(r.target for r in items())["logs"] == stats.logs_deleted
     assert StateStore().load()["last_run"]["result"] == "success"
+
+
+def test_damage_the_check_finds_beside_a_run_sets_the_file_aside_when_the_run_ends(
+        demo: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    # damage where the opening does not read (items pages): the run goes on, recording into
+    # the file; the whole file's quick_check (beside the run) finds it, and the run sets the
+    # file aside when it closes the history. The next run starts a new one.
+    root, tmp = demo
+    history = h.open_history(str(state_dir()), now=NOW).history
+    assert history is not None
+    w = history.begin_run(started_at=NOW, dry_run=True, source="timer")
+    w.items(h.Item("logs", f"/srv/x/{i}.log", i, 0.0, "old") for i in range(3000))
+    w.flush()
+    assert history.close() is None
+    path = state_dir() / h.DB_NAME
+    with open(path, "r+b") as fh:
+        fh.seek(3 * 4096)
+        fh.write(os.urandom(3 * 4096))
+    with caplog.at_level(logging.WARNING):
+        stats = CleanupWorker(dry_run=False, config=make_config(root, tmp),
+                              now=NOW).run_cleanup()
+    assert stats.success and stats.logs_deleted > 0
+    aside = list(state_dir().glob(h.DB_NAME + ".corrupt-*"))
+    assert len(aside) == 1 and not path.exists()
+    warning = [r.getMessage() for r in caplog.records if "corrupt" in r.getMessage()]
+    assert len(warning) == 1 and str(aside[0]) in warning[0]
+    assert StateStore().load()["last_run"]["result"] == "success"
+    touch(root / "logs" / "late.log", 40 * DAY)
+    again = CleanupWorker(dry_run=False, config=make_config(root, tmp), now=NOW).run_cleanup()
+    assert again.success and [r.path for r in items()] == [str(root / "logs" / "late.log")]
 
 
 def test_a_history_that_cannot_be_written_never_fails_the_run_or_its_exit_code(

@@ -4,13 +4,14 @@ entry collector, and a small dashboard tree (tests/demo.py)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
-import socket
+import subprocess
 import sys
 import tempfile
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,47 +32,64 @@ __all__ = ["REPO", "TESTS", "Collector", "NotifyReceiver", "build_tree", "check_
            "journal_collector", "notify_socket"]
 
 
+#: The notify socket's drain, in a process of its own: it binds the path and writes each
+#: datagram as one JSON line to the file named second.
+_DRAIN = """
+import json, socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.bind(sys.argv[1])
+with open(sys.argv[2], "a", encoding="utf-8") as fh:
+    while True:
+        fh.write(json.dumps(sock.recv(65536).decode(errors="replace")) + "\\n")
+        fh.flush()
+"""
+
+
 class NotifyReceiver:
-    """A bound AF_UNIX datagram socket, drained by a thread (a full queue would block the
-    sender, as systemd's own socket would if PID 1 stopped reading)."""
+    """A bound AF_UNIX datagram socket, drained by a process of its own.
+
+    Not by a thread of this process: libsystemd's ``sd_notify`` (python3-systemd) keeps the
+    GIL while its send waits on a full queue (ten datagrams: ``net.unix.max_dgram_qlen``), so
+    a draining thread that needs the GIL would never run again (a run in this process sending
+    a burst of progress, as test_notify's does with the throttle off, hung CI once)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.settimeout(0.05)
-        self.messages: list[str] = []
-        self.arrived = threading.Condition()
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self.out = path + ".received"
+        Path(self.out).touch()
+        self.proc = subprocess.Popen([sys.executable, "-c", _DRAIN, path, self.out])
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"the notify socket {path} was not bound")
+            time.sleep(0.01)
 
-    def _loop(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.arrived:
-                self.messages.append(data.decode())
-                self.arrived.notify_all()
+    @property
+    def messages(self) -> list[str]:
+        with open(self.out, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.endswith("\n")]
 
     def wait_for(self, predicate: Any, timeout: float = 30.0) -> bool:
-        with self.arrived:
-            return self.arrived.wait_for(lambda: any(predicate(m) for m in self.messages),
-                                         timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            if any(predicate(m) for m in self.messages):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
 
     def statuses(self) -> list[str]:
-        with self.arrived:
-            return [m.removeprefix("STATUS=") for m in self.messages
-                    if m.startswith("STATUS=")]
+        return [m.removeprefix("STATUS=") for m in self.messages if m.startswith("STATUS=")]
 
     def close(self) -> None:
-        self._stop = True
-        self._thread.join(5)
-        self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()  # our own child, by its PID
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 @contextlib.contextmanager

@@ -292,12 +292,11 @@ def open_history(directory: str, *, now: datetime | None = None) -> Opened:
     try:
         return Opened(_open(path, stamp), None)
     except Corrupt as exc:
-        aside = f"{path}.corrupt-{stamp}"
-        warning = (f"history: {path} is unreadable or corrupt ({exc}); kept as {aside}, "
-                   "starting a new one")
+        warning = (f"history: {path} is unreadable or corrupt ({exc}); kept as "
+                   f"{_aside(path, stamp)}, starting a new one")
         log.warning("%s", warning)
         try:
-            _set_aside(path, aside)
+            _set_aside(path, stamp)
         except OSError as err:
             return _without(f"cannot set {path} aside: {err}")
     except NewerSchema as exc:
@@ -360,7 +359,7 @@ _TABLES = frozenset({"runs", "target_results", "target_parts", "backups", "sampl
                      "texts", "kinds", "items"})
 
 
-def _open(path: str, stamp: str = "") -> History:
+def _open(path: str, stamp: str) -> History:
     """Open (or create) the database: what a run reads first is checked here (the header, the
     schema version, the tables); the whole file's ``quick_check`` starts beside the run
     (:class:`_QuickCheck`), its verdict taken at :meth:`History.close`. *stamp* names the
@@ -385,7 +384,7 @@ def _open(path: str, stamp: str = "") -> History:
             migrate(conn)
             conn.execute("UPDATE runs SET result = 'interrupted' WHERE result = 'running'")
         except sqlite3.DatabaseError as exc:
-            if str(getattr(exc, "sqlite_errorname", "")).startswith(_CORRUPT_ERRORS):
+            if _is_corrupt(exc):
                 raise Corrupt(str(exc)) from exc
             raise
     except BaseException:
@@ -416,7 +415,7 @@ class _QuickCheck:
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            if str(getattr(exc, "sqlite_errorname", "")).startswith(_CORRUPT_ERRORS):
+            if _is_corrupt(exc):
                 self.problem = str(exc)
             else:
                 log.debug("history: %s not checked: %s", self.path, exc)
@@ -433,11 +432,24 @@ def _exists(path: str) -> bool:
     return os.path.lexists(path)
 
 
-def _set_aside(path: str, aside: str) -> None:
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Is *exc* SQLite saying the file is not a usable database (:data:`_CORRUPT_ERRORS`)?"""
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(_CORRUPT_ERRORS)
+
+
+def _aside(path: str, stamp: str) -> str:
+    """The name a corrupt database is kept under: ``<path>.corrupt-<UTC time>``."""
+    return f"{path}.corrupt-{stamp}"
+
+
+def _set_aside(path: str, stamp: str) -> str:
+    """Rename the database and its ``-wal``/``-shm`` to :func:`_aside`'s name; that name."""
+    aside = _aside(path, stamp)
     os.replace(path, aside)
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.replace(path + suffix, aside + suffix)
+    return aside
 
 
 def _ts(dt: datetime) -> float:
@@ -451,8 +463,8 @@ def _ts(dt: datetime) -> float:
 class History:
     """The open history database of one run (see :func:`open_history`)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str, check: _QuickCheck | None = None,
-                 stamp: str = "") -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str, check: _QuickCheck | None,
+                 stamp: str) -> None:
         self.conn = conn
         self.path = path
         self._check = check
@@ -583,10 +595,8 @@ class History:
         self.conn.close()
         if problem is None:
             return None
-        stamp = self._stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = f"{self.path}.corrupt-{stamp}"
         try:
-            _set_aside(self.path, aside)
+            aside = _set_aside(self.path, self._stamp)
         except OSError as exc:
             warning = (f"history: {self.path} is corrupt ({problem}) and cannot be set aside: "
                        f"{exc.strerror or exc}")

@@ -74,7 +74,7 @@ class DatabaseConfig:
                                  "the dashboard's databases, below root")
     naive_timezone: str = key(text(choice("utc", "local")), "utc",
                               "the zone of timestamps stored without one")
-    batch_size: int = key(whole(*BATCH_SIZE), 1000, "rows changed per transaction")
+    batch_size: int = key(whole(*BATCH_SIZE), 1000, "most rows changed per transaction")
     busy_timeout: timedelta = key(duration(), timedelta(seconds=5),
                                   "how long to wait for the dashboard's lock")
 

@@ -7,7 +7,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dbkit import (
@@ -27,6 +29,15 @@ from architect_cleanup import db as dbmod
 from architect_cleanup.db import Database, DbError, Outcome, Plan, epoch_sql, find_databases
 from architect_cleanup.targets.base import Interrupted, RunContext
 from architect_cleanup.targets.tasks import Tasks
+
+
+@pytest.fixture(autouse=True)
+def fixed_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches here take the configured ``batch_size`` rows however long they hold the write
+    lock (a slow machine would make them smaller); the tests of the time-bounded batches
+    (test_a_batch_that_held_the_lock_*) set HOLD_TARGET themselves."""
+    monkeypatch.setattr(dbmod, "HOLD_TARGET", float("inf"))
+
 
 # --- finding databases -----------------------------------------------------------------------
 
@@ -987,8 +998,63 @@ def checkpointed_batches(tmp_path: Path, rows: int, batch_size: int,
 
 def test_small_batches_are_checkpointed_every_hundred(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(dbmod, "CHECKPOINT_FRAMES", 500)
     # a one-row batch writes a few frames: 500 frames would be over a hundred batches
     assert checkpointed_batches(tmp_path, 250, 1) == [1, 101, 201]
+
+
+def batch_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int, batch_size: int,
+               held: Callable[[int], float]) -> list[int]:
+    """The rows of each batch of a real purge of *rows* old tasks, when batch number *i*
+    (from 1) holds the write lock ``held(i)`` seconds (the batch's clock, faked)."""
+    monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(dbmod, "HOLD_TARGET", 0.003)
+    root, con = prod_db(tmp_path)
+    tasks(con, rows)
+    d, plan = open_plan(root, dry_run=False, batch_size=batch_size)
+    sizes: list[int] = []
+    real = dbmod._Run._transaction
+
+    def transaction(self: Any, lo: int, hi: int, *, split: bool) -> float | None:
+        before = self.out.changed
+        real(self, lo, hi, split=split)
+        sizes.append(self.out.changed - before)
+        return held(len(sizes))
+
+    monkeypatch.setattr(dbmod._Run, "_transaction", transaction)
+    with d:
+        d.apply(plan, Outcome())
+    assert ids(con, "task_queue") == set()
+    return sizes
+
+
+def test_a_batch_that_held_the_lock_too_long_halves_the_next_down_to_a_floor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = batch_rows(tmp_path, monkeypatch, 1000, 200, lambda _i: 0.010)
+    assert sizes[:6] == [200, 100, 50, 25, dbmod.MIN_BATCH, dbmod.MIN_BATCH]
+    assert set(sizes[5:-1]) == {dbmod.MIN_BATCH} and sum(sizes) == 1000
+
+
+def test_batches_that_hold_the_lock_briefly_grow_back_to_batch_size_and_no_further(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = batch_rows(tmp_path, monkeypatch, 3000, 200,
+                       lambda i: 0.010 if i <= 4 else 0.001)
+    assert sizes[:5] == [200, 100, 50, 25, 16]
+    grown = sizes[5:sizes.index(200, 5)]
+    assert grown == sorted(set(grown)) and grown[0] == 20  # a quarter more each time
+    assert max(sizes) == 200 and sum(sizes) == 3000
+
+
+def test_a_batch_within_the_target_keeps_its_size(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = batch_rows(tmp_path, monkeypatch, 1000, 200,
+                       lambda i: 0.010 if i == 1 else 0.002)
+    assert sizes == [200] + [100] * 8
+
+
+def test_a_batch_size_below_the_floor_is_never_raised_to_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert batch_rows(tmp_path, monkeypatch, 30, 3, lambda _i: 0.010) == [3] * 10
 
 
 def test_batches_over_the_frame_budget_are_each_checkpointed(tmp_path: Path, monkeypatch):

@@ -31,9 +31,10 @@ Faults never stop a cleanup: a corrupt or unreadable database is set aside (rena
 timestamp, its ``-wal``/``-shm`` with it: they are our own files, no other process opens them)
 and a new one is created; :func:`open_history` returns a warning for the run to report. The
 whole file's ``PRAGMA quick_check`` (O(file): ~2 s for the 180 MB of 90 days of a
-million-file tree) runs beside the run, on a connection and a thread of its own (SQLite works
-without the GIL); damage it finds is reported and the file set aside when the run closes the
-history (:meth:`History.close`), so the next run starts a new one. A
+million-file tree) runs once a day (:data:`CHECK_EVERY`), beside the run, on a connection and
+a thread of its own (SQLite works without the GIL); damage it finds is reported and the file
+set aside when the run closes the history (:meth:`History.close`), so the next run starts a
+new one. A
 write that fails during a run disables the writer for the rest of the run (one warning, kept in
 :attr:`RunWriter.problem`); the cleanup goes on.
 
@@ -66,6 +67,12 @@ DB_NAME = "history.sqlite3"
 #: 3 MB more, for about 5 % less time)
 BATCH = 1000
 BUSY_TIMEOUT_MS = 5000
+#: The whole file's ``quick_check`` runs at most this often (seconds): it reads the whole file
+#: (~1 s of a core per 70 MB), and the hourly timer would pay that 24 times a day. When it
+#: found the file sound is kept beside it in :data:`CHECKED_SUFFIX` (the file's inode and the
+#: run's time); damage any run meets in what it reads or writes is still found at once.
+CHECK_EVERY = 86400.0
+CHECKED_SUFFIX = ".checked"
 #: default retention (the ``[history]`` table's defaults)
 ITEMS_DAYS = 90.0
 RUNS_DAYS = 730.0
@@ -280,7 +287,8 @@ def open_history(directory: str, *, now: datetime | None = None) -> Opened:
     file cannot be opened or created (permissions, read-only or full file system, a newer
     schema) the run goes on without history, and the warning says why."""
     path = db_path(directory)
-    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    when = (now or datetime.now(UTC)).astimezone(UTC)
+    stamp, now_ts = when.strftime("%Y%m%dT%H%M%SZ"), when.timestamp()
     warning: str | None = None
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -290,7 +298,7 @@ def open_history(directory: str, *, now: datetime | None = None) -> Opened:
     except ValueError as exc:
         return _without(str(exc))
     try:
-        return Opened(_open(path, stamp), None)
+        return Opened(_open(path, stamp, now_ts), None)
     except Corrupt as exc:
         warning = (f"history: {path} is unreadable or corrupt ({exc}); kept as "
                    f"{_aside(path, stamp)}, starting a new one")
@@ -304,7 +312,7 @@ def open_history(directory: str, *, now: datetime | None = None) -> Opened:
     except (sqlite3.Error, OSError) as exc:
         return _without(f"cannot open {path}: {exc}")
     try:
-        return Opened(_open(path, stamp), warning)
+        return Opened(_open(path, stamp, now_ts), warning)
     except (Corrupt, NewerSchema, sqlite3.Error, OSError) as exc:
         return _without(f"cannot create {path}: {exc}")
 
@@ -359,11 +367,11 @@ _TABLES = frozenset({"runs", "target_results", "target_parts", "backups", "sampl
                      "texts", "kinds", "items"})
 
 
-def _open(path: str, stamp: str) -> History:
+def _open(path: str, stamp: str, now_ts: float) -> History:
     """Open (or create) the database: what a run reads first is checked here (the header, the
     schema version, the tables); the whole file's ``quick_check`` starts beside the run
-    (:class:`_QuickCheck`), its verdict taken at :meth:`History.close`. *stamp* names the
-    copy a failed check sets aside."""
+    (:class:`_QuickCheck`) when one is due (:func:`_check_due`), its verdict taken at
+    :meth:`History.close`. *stamp* names the copy a failed check sets aside."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         try:
@@ -390,7 +398,37 @@ def _open(path: str, stamp: str) -> History:
     except BaseException:
         conn.close()
         raise
-    return History(conn, path, _QuickCheck(path) if pages else None, stamp)
+    check = _QuickCheck(path, now_ts) if pages and _check_due(path, now_ts) else None
+    return History(conn, path, check, stamp)
+
+
+def _check_due(path: str, now_ts: float) -> bool:
+    """Is the whole file's check due: no sound check of this file (its inode) on record in
+    ``<path>.checked``, or the last one CHECK_EVERY or more ago (or in the future)?"""
+    try:
+        fd = os.open(path + CHECKED_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            ino, at = os.read(fd, 100).decode("ascii").split()
+        finally:
+            os.close(fd)
+        return int(ino) != os.stat(path).st_ino or not 0 <= now_ts - float(at) < CHECK_EVERY
+    except (OSError, ValueError):
+        return True
+
+
+def _checked(path: str, at: float) -> None:
+    """Record a sound check of *path* (its inode) at *at*; a failure only means the next run
+    checks again."""
+    try:
+        ino = os.stat(path).st_ino
+        fd = os.open(path + CHECKED_SUFFIX,
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, f"{ino} {at:.0f}\n".encode("ascii"))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.debug("history: cannot record the check of %s: %s", path, exc)
 
 
 class _QuickCheck:
@@ -399,9 +437,12 @@ class _QuickCheck:
     core the run does not wait for it. :meth:`verdict` waits for it: None when the file is
     sound (or could not be checked, e.g. busy: no verdict, no action), else what is wrong."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, now_ts: float) -> None:
         self.path = path
+        self.now_ts = now_ts
         self.problem: str | None = None
+        #: the check ran and found the file sound
+        self.sound = False
         self.thread = threading.Thread(target=self._check, name="history-check", daemon=True)
         self.thread.start()
 
@@ -422,6 +463,8 @@ class _QuickCheck:
             return
         if rows != [("ok",)]:
             self.problem = "quick_check: " + "; ".join(str(r[0]) for r in rows[:3])
+        else:
+            self.sound = True
 
     def verdict(self) -> str | None:
         self.thread.join()
@@ -594,6 +637,8 @@ class History:
             self.checkpoint()
         self.conn.close()
         if problem is None:
+            if check is not None and check.sound:
+                _checked(self.path, check.now_ts)
             return None
         try:
             aside = _set_aside(self.path, self._stamp)

@@ -315,6 +315,64 @@ def test_the_check_of_the_whole_file_runs_beside_the_opening(tmp_path: Path) -> 
     fresh.history.close()
 
 
+def _checks(tmp_path: Path, at: datetime) -> bool:
+    """Open the history at *at*: did the whole file's check run (it is closed again)?"""
+    opened = h.open_history(str(tmp_path), now=at)
+    assert opened.history is not None and opened.warning is None
+    ran = opened.history._check is not None
+    assert opened.history.close() is None
+    return ran
+
+
+def test_the_whole_file_is_checked_once_a_day_not_at_every_hourly_run(tmp_path: Path) -> None:
+    hist = _open(tmp_path)
+    _run(hist, NOW, items=10)
+    hist.close()  # a new file: nothing to check
+    assert _checks(tmp_path, NOW)  # no check on record: due
+    marker = tmp_path / ("history.sqlite3" + h.CHECKED_SUFFIX)
+    ino, at = marker.read_text().split()
+    assert int(ino) == (tmp_path / "history.sqlite3").stat().st_ino
+    assert float(at) == NOW.timestamp()
+    for hours in (1, 12, 23.9):
+        assert not _checks(tmp_path, NOW + timedelta(hours=hours))
+    assert _checks(tmp_path, NOW + timedelta(hours=24))
+    assert not _checks(tmp_path, NOW + timedelta(hours=25))
+    assert _checks(tmp_path, NOW + timedelta(hours=20))  # the clock went back: check again
+
+
+def test_a_check_on_record_for_another_file_does_not_count(tmp_path: Path) -> None:
+    hist = _open(tmp_path)
+    _run(hist, NOW, items=10)
+    hist.close()
+    assert _checks(tmp_path, NOW)
+    path = tmp_path / "history.sqlite3"
+    copy = tmp_path / "copy"
+    copy.write_bytes(path.read_bytes())
+    os.replace(copy, path)  # the same bytes under another inode: not the file checked
+    assert _checks(tmp_path, NOW + timedelta(hours=1))
+    (tmp_path / ("history.sqlite3" + h.CHECKED_SUFFIX)).write_text("garbage")
+    assert _checks(tmp_path, NOW + timedelta(hours=2))
+
+
+def test_damage_inside_the_day_is_found_by_the_next_days_check(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    hist = _open(tmp_path)
+    _run(hist, NOW, items=3000)
+    hist.close()
+    assert _checks(tmp_path, NOW)
+    path = tmp_path / "history.sqlite3"
+    with open(path, "r+b") as fh:  # items pages, which an opening does not read
+        fh.seek(3 * 4096)
+        fh.write(os.urandom(3 * 4096))
+    assert not _checks(tmp_path, NOW + timedelta(hours=1))
+    opened = h.open_history(str(tmp_path), now=NOW + timedelta(hours=24))
+    assert opened.history is not None
+    warning = opened.history.close()
+    assert warning is not None and "corrupt" in warning
+    assert not path.exists() and (tmp_path / "history.sqlite3.corrupt-20261127T120000Z").exists()
+    assert _checks(tmp_path, NOW + timedelta(hours=25)) is False  # a new, empty file
+
+
 def test_a_database_without_its_tables_is_set_aside(tmp_path: Path) -> None:
     hist = _open(tmp_path)
     hist.conn.execute("DROP TABLE items")

@@ -6,12 +6,13 @@ goal: the dashboard keeps writing while a purge runs (SPEC sections 4.5 and 10).
 - Each configured path (``{env}`` expanded, globs allowed) is opened read-write without ever
   creating it, with ``busy_timeout`` and ``PRAGMA foreign_keys = ON``; a dry run's connection
   is ``query_only``. Tables, columns, indexes and foreign keys are looked up, never assumed.
-- Rows change in batches of ``batch_size`` (one short ``BEGIN IMMEDIATE`` transaction each);
-  after each, the write lock stays free at least as long as the batch held it, and at least
-  as long as the longest sleep of SQLite's busy handler that a writer waiting since the
-  batch began can be in (:func:`pause_after`), so the dashboard's writer gets in at its next
-  try (the read for the next batch and the WAL checkpoints, which this connection runs itself
-  between batches, count toward that pause).
+- Rows change in batches of at most ``batch_size`` (one short ``BEGIN IMMEDIATE``
+  transaction each, fewer rows while a batch would hold the write lock over
+  :data:`HOLD_TARGET`); after each, the write lock stays free at least as long as the batch
+  held it, and at least as long as the longest sleep of SQLite's busy handler that a writer
+  waiting since the batch began can be in (:func:`pause_after`), so the dashboard's writer
+  gets in at its next try (the read for the next batch and the WAL checkpoints, which this
+  connection runs itself between batches, count toward that pause).
   A batch is a rowid range found by a read that walks the table in rowid order
   (``NOT INDEXED``: through the status index the planner would sort every remaining candidate
   per batch, "USE TEMP B-TREE", measured 12x slower). No id list is ever fetched.

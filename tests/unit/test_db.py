@@ -1052,6 +1052,19 @@ def test_a_batch_within_the_target_keeps_its_size(tmp_path: Path,
     assert sizes == [200] + [100] * 8
 
 
+def test_a_batch_that_held_the_lock_exactly_the_target_or_half_of_it_keeps_its_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    edges = {1: 0.010, 2: 0.003, 3: 0.003 / 2}  # too long, exactly the target, then half
+    sizes = batch_rows(tmp_path, monkeypatch, 600, 200, lambda i: edges.get(i, 0.002))
+    assert sizes == [200, 100, 100, 100, 100]
+
+
+def test_a_halved_batch_is_a_whole_number_of_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = batch_rows(tmp_path, monkeypatch, 300, 101, lambda _i: 0.010)
+    assert sizes[:4] == [101, 50, 25, dbmod.MIN_BATCH]
+
+
 def test_a_batch_size_below_the_floor_is_never_raised_to_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert batch_rows(tmp_path, monkeypatch, 30, 3, lambda _i: 0.010) == [3] * 10

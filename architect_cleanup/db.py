@@ -7,8 +7,8 @@ goal: the dashboard keeps writing while a purge runs (SPEC sections 4.5 and 10).
   creating it, with ``busy_timeout`` and ``PRAGMA foreign_keys = ON``; a dry run's connection
   is ``query_only``. Tables, columns, indexes and foreign keys are looked up, never assumed.
 - Rows change in batches of at most ``batch_size`` (one short ``BEGIN IMMEDIATE``
-  transaction each, fewer rows while a batch would hold the write lock over
-  :data:`HOLD_TARGET`); after each, the write lock stays free at least as long as the batch
+  transaction each; in a WAL database fewer rows while a batch would hold the write lock
+  over :data:`HOLD_TARGET`); after each, the write lock stays free at least as long as the batch
   held it, and at least as long as the longest sleep of SQLite's busy handler that a writer
   waiting since the batch began can be in (:func:`pause_after`), so the dashboard's writer
   gets in at its next try (the read for the next batch and the WAL checkpoints, which this
@@ -43,7 +43,9 @@ Threat model: what may break the dashboard, and what keeps it from happening.
   never blocks WAL readers, writers or checkpoints. The explicit ``wal_checkpoint(TRUNCATE)``
   stays: it is coordinated through the ``-shm`` locks, which such a dashboard still holds. A
   rollback-journal database (its writers need that range exclusively at each commit; it has
-  no WAL to protect) has the lock dropped once the journal mode is known; the descriptor
+  no WAL to protect) gets no lock when its header says so, or has it dropped once SQLite
+  reports the journal mode (holding it while SQLite waits for a committing writer's PENDING
+  lock would deadlock both until their busy timeouts); the descriptor
   stays open until the connection is closed, since closing one drops this process's POSIX
   locks on the file. For the same reason nothing here opens a database file besides SQLite
   and the guard: the header is read through the guard's descriptor.
@@ -76,6 +78,7 @@ from architect_cleanup.dblocks import (
     Guard,
     GuardError,
     LockWatch,
+    header_says_rollback,
     header_says_wal,
     opened_elsewhere,
 )
@@ -103,7 +106,8 @@ SCAN_CHUNK = 50_000
 #: (`make bench`, 2M rows) with 500 frames an insert's commit took up to 20 ms during a
 #: purge, with 100 its p99 was about 4 ms, and the purge was no slower.
 CHECKPOINT_FRAMES = 100
-#: A real run's batch holds the write lock at most about this long (seconds): a dashboard
+#: A real run's batch in a WAL database holds the write lock at most about this long
+#: (seconds; a rollback-journal database keeps ``batch_size``, see ``_Run._fit``): a dashboard
 #: writer that began waiting as the batch began gets in at its second try (SQLite's busy
 #: handler tries again after 1, then 2 more ms). ``batch_size`` is the most rows a batch
 #: takes; after a batch that held the lock longer the next one takes half as many, and after
@@ -430,6 +434,11 @@ class Database:
         self.journal_mode = str(con.execute("PRAGMA journal_mode").fetchone()[0])
         if self.journal_mode != "wal":
             guard.release_lock()  # no WAL to protect; its writers need the range
+        elif not guard.locked:  # the file said otherwise a moment ago (its mode changed)
+            try:
+                guard.lock(busy)
+            except GuardError as exc:
+                raise DbError(str(exc)) from None
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         if self.pinned is not None:
             self.pinned.check(before, "first read", own=own)
@@ -477,7 +486,14 @@ class Database:
             os.close(fd)
             raise
         try:
-            return Guard(fd, self.file.label, wait=busy)
+            # a rollback-journal database: no lock (it would deadlock a committing writer);
+            # a -wal beside it is opened by SQLite whatever the header says
+            rollback = header_says_rollback(fd) and self._side_stat("-wal", path) is None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            return Guard(fd, self.file.label, wait=busy, lock=not rollback)
         except GuardError as exc:
             raise DbError(str(exc)) from None
 
@@ -496,6 +512,9 @@ class Database:
         owner = self.pinned.acting_as if self.pinned is not None else None
         self._close_guard()
         self._unpin()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            # a writer held it past busy_timeout (a rollback-journal file: SQLite's own wait)
+            raise DbError(describe(exc)) from exc
         if owner is not None and isinstance(exc, sqlite3.OperationalError):
             if _read_only_fs(os.path.dirname(self.file.path)):
                 # under the service: outside its ReadWritePaths=, not a question of owners
@@ -969,7 +988,14 @@ class _Run:
         self._checkpoint()
 
     def _fit(self, held: float) -> None:
-        """Rows for the next batch, from how long this one held the write lock (HOLD_TARGET)."""
+        """Rows for the next batch, from how long this one held the write lock (HOLD_TARGET).
+
+        WAL databases only: a rollback-journal commit writes and syncs the journal and the
+        database file, which takes as long for 16 rows as for 1,000, so smaller batches only
+        multiply the syncs (measured: 120,000 rows took 52 s in 16-row batches, 2 s in batches
+        of 1,000) and the moments at which the dashboard's writer finds the lock taken."""
+        if self.db.journal_mode != "wal":
+            return
         if held > HOLD_TARGET:
             self.rows = max(min(MIN_BATCH, self.batch_size), self.rows // 2)
         elif held < HOLD_TARGET / 2:

@@ -19,8 +19,14 @@ close fails, it treats the database as still in use, and leaves ``-wal`` and ``-
 before, coordinated through the ``-shm`` locks the dashboard still holds, stays). A read lock
 does not get in the way of a WAL database's readers, writers or checkpoints, which never lock
 the SHARED range exclusively. A rollback-journal database's writers do, at each commit: there
-the lock is dropped as soon as the journal mode is known (the descriptor stays open, since
-closing it would drop this process's own POSIX locks on the file; no WAL, nothing to delete).
+the lock is not taken when the file's header says so and no ``-wal`` lies beside it (SQLite
+opens a ``-wal`` it finds whatever the header says, and would delete it at its close), and
+dropped as soon as SQLite reports the journal mode otherwise (the descriptor stays open,
+since closing it would drop this process's own POSIX locks on the file; no WAL, nothing to
+delete). Taking it there would deadlock: a dashboard committing holds PENDING and waits for
+the SHARED range to be free of readers, while our connection's first read waits for PENDING
+to go, both until their busy timeouts (found by the reliability suite: one insert waited
+5 s, then failed).
 
 **Our own side files.** When the run found neither ``-wal`` nor ``-shm`` beside the database
 as it opened it (no WAL client was connected), SQLite created them for our connection, and
@@ -74,6 +80,8 @@ GUARD_RETRY = 0.005
 
 #: A WAL database's header says so: bytes 18 and 19 (write and read version) are 2.
 _WAL_VERSION = 2
+#: The first 16 bytes of every SQLite database file.
+_MAGIC = b"SQLite format 3\0"
 #: At most this many processes per database listed by PID in a report.
 LIST_LIMIT = 10
 #: Command lines are cut to this many characters.
@@ -109,6 +117,17 @@ def header_says_wal(fd: int) -> bool:
     return len(head) == 20 and head[18] == _WAL_VERSION and head[19] == _WAL_VERSION
 
 
+def header_says_rollback(fd: int) -> bool:
+    """Whether the file open at *fd* is a SQLite database in a rollback-journal mode, by its
+    header (the magic string, and 1 as write and read version); False for anything else (a
+    short, unreadable or foreign file)."""
+    try:
+        head = os.pread(fd, 20, 0)
+    except OSError:
+        return False
+    return len(head) == 20 and head[:16] == _MAGIC and head[18] == 1 and head[19] == 1
+
+
 class Guard:
     """An OFD read lock on a database file's SHARED range, held on a descriptor of its own
     from before the connection opens until after it closes (see the module docstring).
@@ -117,19 +136,23 @@ class Guard:
     guard owns it from then on: :meth:`close` closes it, and must come after the connection's
     close."""
 
-    def __init__(self, fd: int, label: str, *, wait: float = 0.0) -> None:
+    def __init__(self, fd: int, label: str, *, wait: float = 0.0, lock: bool = True) -> None:
         self.fd = fd
         self.label = label
         self.locked = False
-        if not PROTECT:
+        if not lock:
             return
         try:
-            self._lock(wait)
+            self.lock(wait)
         except BaseException:  # an error, or a signal while waiting: the descriptor goes
             self.close()
             raise
 
-    def _lock(self, wait: float) -> None:
+    def lock(self, wait: float) -> None:
+        """Take the lock, retrying for up to *wait* seconds while the range is held
+        exclusively (GuardError after that)."""
+        if not PROTECT or self.locked:
+            return
         end = time.monotonic() + wait
         while True:
             try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -1004,12 +1006,13 @@ def test_small_batches_are_checkpointed_every_hundred(tmp_path: Path, monkeypatc
 
 
 def batch_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int, batch_size: int,
-               held: Callable[[int], float]) -> list[int]:
+               held: Callable[[int], float], journal: str = "wal") -> list[int]:
     """The rows of each batch of a real purge of *rows* old tasks, when batch number *i*
     (from 1) holds the write lock ``held(i)`` seconds (the batch's clock, faked)."""
     monkeypatch.setattr(dbmod.time, "sleep", lambda _s: None)
     monkeypatch.setattr(dbmod, "HOLD_TARGET", 0.003)
     root, con = prod_db(tmp_path)
+    con.execute(f"PRAGMA journal_mode = {journal}")
     tasks(con, rows)
     d, plan = open_plan(root, dry_run=False, batch_size=batch_size)
     sizes: list[int] = []
@@ -1063,6 +1066,13 @@ def test_a_halved_batch_is_a_whole_number_of_rows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = batch_rows(tmp_path, monkeypatch, 300, 101, lambda _i: 0.010)
     assert sizes[:4] == [101, 50, 25, dbmod.MIN_BATCH]
+
+
+def test_a_rollback_journal_database_keeps_batch_size_however_long_a_batch_held_the_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its commits sync the journal and the file: as long for 16 rows as for 200."""
+    sizes = batch_rows(tmp_path, monkeypatch, 1000, 200, lambda _i: 0.010, journal="delete")
+    assert sizes == [200] * 5
 
 
 def test_a_batch_size_below_the_floor_is_never_raised_to_it(
@@ -1342,15 +1352,28 @@ def test_a_database_held_exclusively_past_busy_timeout_is_not_opened(tmp_path: P
     from architect_cleanup.db import DbFile
     root, con = prod_db(tmp_path, "CREATE TABLE t (id INTEGER PRIMARY KEY);")
     con.execute("PRAGMA journal_mode = DELETE")
-    con.execute("PRAGMA locking_mode = EXCLUSIVE")
-    con.execute("INSERT INTO t DEFAULT VALUES")  # keeps the EXCLUSIVE lock from now on
-    f = DbFile("prod", "data/prod/architect.db", str(root / "data" / "prod" / "architect.db"))
-    cfg = DatabaseConfig(busy_timeout=timedelta(seconds=0.05))
-    fds = set(os.listdir("/proc/self/fd"))
-    with pytest.raises(DbError, match=r"^database is locked: another connection held it "
-                                      r"exclusively longer than busy_timeout$"):
-        Database(f, cfg, dry_run=True, root=str(root))
-    assert set(os.listdir("/proc/self/fd")) <= fds  # the guard's and the directory's closed
+    con.close()
+    path = root / "data" / "prod" / "architect.db"
+    # another process (in this one SQLite would keep our closed connection's descriptor
+    # open until the holder's lock goes, so as not to drop it)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+         "c.execute('PRAGMA locking_mode = EXCLUSIVE')\n"
+         "c.execute('INSERT INTO t DEFAULT VALUES')\n"  # keeps the EXCLUSIVE lock from now on
+         "print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        f = DbFile("prod", "data/prod/architect.db", str(path))
+        cfg = DatabaseConfig(busy_timeout=timedelta(seconds=0.05))
+        fds = set(os.listdir("/proc/self/fd"))
+        with pytest.raises(DbError, match=r"^database is locked: another connection held it "
+                                          r"longer than busy_timeout$"):
+            Database(f, cfg, dry_run=True, root=str(root))
+        assert set(os.listdir("/proc/self/fd")) <= fds  # SQLite's, the guard's, the dir's
+    finally:
+        holder.kill()
+        holder.wait(10)
 
 
 # --- _Run with set_sql: archiving keeps the rows and ignores references ----------------------

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,6 +265,129 @@ def test_a_rollback_journal_database_lets_other_writers_commit_while_open(
             other.close()
 
 
+_READER = """import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('BEGIN'); c.execute('SELECT count(*) FROM task_queue').fetchone()
+print('reading', flush=True); sys.stdin.readline(); c.execute('COMMIT')
+"""
+_WRITER = """import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=3.0, isolation_level=None)
+c.execute('BEGIN IMMEDIATE')
+c.execute("INSERT INTO errors (error_type, message) VALUES ('dash', 'dash')")
+print('committing', flush=True)
+try:
+    c.execute('COMMIT')
+    print('committed', flush=True)
+except sqlite3.Error as exc:
+    print('failed:', exc, flush=True)
+"""
+
+
+def test_opening_a_rollback_journal_database_never_deadlocks_a_committing_writer(
+        tmp_path: Path) -> None:
+    """A dashboard's COMMIT holds PENDING and waits for the readers to leave the SHARED
+    range; our open, arriving then, waits for PENDING to go at its first read. Had the guard
+    locked the SHARED range before that read, the COMMIT could never get it: both would wait
+    out their busy timeouts and one would fail (the reliability suite saw an insert wait 5 s
+    and fail). A rollback-journal file's header says so, and the guard takes no lock."""
+    db = tmp_path / "data" / "prod" / "architect.db"
+    make_dashboard_db(db, tasks=10, journal="delete")
+    cfg = config(tmp_path, environments=["prod"], database={"busy_timeout": "3s"})
+    f = DbFile("prod", "data/prod/architect.db", str(db))
+    reader = subprocess.Popen([sys.executable, "-c", _READER, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    writer = None
+    opened: list[tuple[str, bool, int] | BaseException] = []
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(db)],
+                                  stdout=subprocess.PIPE, text=True)
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "committing"
+        time.sleep(0.3)  # the writer holds PENDING and waits for the reader
+
+        def open_db() -> None:
+            try:
+                with Database(f, cfg.database, dry_run=False, root=str(tmp_path)) as d:
+                    assert d.guard is not None
+                    opened.append((d.journal_mode, d.guard.locked, d.con.execute(
+                        "SELECT count(*) FROM errors WHERE message = 'dash'").fetchone()[0]))
+            except BaseException as exc:  # reported below
+                opened.append(exc)
+
+        t = threading.Thread(target=open_db)
+        t.start()
+        time.sleep(0.3)  # our open waits at its first read
+        assert reader.stdin is not None
+        reader.stdin.write("go\n")
+        reader.stdin.flush()
+        assert writer.stdout.readline().strip() == "committed"
+        t.join(10)
+    finally:
+        for p in (reader, writer):
+            if p is not None:
+                p.kill()
+                p.wait(10)
+    assert opened == [("delete", False, 1)]
+
+
+@pytest.mark.parametrize(("head", "rollback"), [
+    (b"SQLite format 3\0" + b"\x10\x00\x01\x01", True),
+    (b"SQLite format 3\0" + b"\x10\x00\x02\x02", False),  # WAL
+    (b"SQLite format 4\0" + b"\x10\x00\x01\x01", False),  # not SQLite's magic
+    (b"SQLite format 3\0" + b"\x10\x00\x01", False),  # short
+    (b"", False),
+])
+def test_only_a_sqlite_header_with_rollback_versions_says_rollback(
+        tmp_path: Path, head: bytes, rollback: bool) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(head + b"\x00" * (100 - len(head)) if len(head) == 20 else head)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert dblocks.header_says_rollback(fd) is rollback
+    finally:
+        os.close(fd)
+
+
+def test_a_rollback_journal_database_with_a_wal_beside_it_is_guarded_from_the_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite opens a -wal it finds whatever the header says (and deletes it at the close
+    of its last connection, even one that failed at its first read): the guard locks before
+    the connection opens, as for a WAL database."""
+    db = tmp_path / "data" / "prod" / "architect.db"
+    make_dashboard_db(db, tasks=1, journal="delete")
+    cfg = config(tmp_path, environments=["prod"])
+    f = DbFile("prod", "data/prod/architect.db", str(db))
+    Path(f"{db}-wal").write_bytes(b"not a wal header yet")
+    at_open: list[bool] = []
+    prepare = Database._prepare
+
+    def spy(self: Database, guard: Any, *args: Any) -> None:
+        at_open.append(guard.locked)
+        prepare(self, guard, *args)
+
+    monkeypatch.setattr(Database, "_prepare", spy)
+    with Database(f, cfg.database, dry_run=True, root=str(tmp_path)) as d:
+        assert d.journal_mode == "wal" and d.guard is not None and d.guard.locked
+    assert at_open == [True]
+    assert Path(f"{db}-wal").exists()  # not ours to delete
+
+
+def test_a_database_whose_header_turned_to_wal_during_the_open_is_guarded_from_then_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard goes by the header it read; when SQLite then finds the file in WAL mode
+    (the dashboard switched it in between), the lock is taken before anything else."""
+    db = tmp_path / "data" / "prod" / "architect.db"
+    make_dashboard_db(db, tasks=10)
+    monkeypatch.setattr("architect_cleanup.db.header_says_rollback", lambda _fd: True)
+    monkeypatch.setattr(Database, "_side_stat", lambda *_a: None)
+    cfg = config(tmp_path, environments=["prod"])
+    f = DbFile("prod", "data/prod/architect.db", str(db))
+    with Database(f, cfg.database, dry_run=False, root=str(tmp_path)) as d:
+        assert d.journal_mode == "wal"
+        assert d.guard is not None and d.guard.locked
+        assert our_locks(db) != []
+
+
 def test_a_database_locked_exclusively_past_busy_timeout_is_a_clear_error(
         tmp_path: Path) -> None:
     db = tmp_path / "data" / "prod" / "architect.db"
@@ -277,7 +401,10 @@ def test_a_database_locked_exclusively_past_busy_timeout_is_a_clear_error(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         f = DbFile("prod", "data/prod/architect.db", str(db))
-        with pytest.raises(DbError, match="locked"):
+        # SQLite's own busy timeout at the first read (the guard takes no lock on a
+        # rollback-journal file); the run reports it in these words
+        with pytest.raises(DbError, match=r"^database is locked: another connection held "
+                                          r"it longer than busy_timeout$"):
             Database(f, cfg.database, dry_run=False, root=str(tmp_path))
     finally:
         holder.kill()

@@ -477,15 +477,10 @@ class Database:
             except OSError as exc:
                 raise DbError(f"cannot open it: {exc.strerror}") from None
         try:
-            wal = header_says_wal(fd)
-            if locks is not None and wal:
+            if locks is not None and header_says_wal(fd):
                 db = os.fstat(fd)
                 shm = self._side_stat("-shm", path)
                 locks.check(self.file.label, self.file.path, db, shm, fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
             # a rollback-journal database: no lock (it would deadlock a committing writer);
             # a -wal beside it is opened by SQLite whatever the header says
             rollback = header_says_rollback(fd) and self._side_stat("-wal", path) is None

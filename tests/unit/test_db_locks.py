@@ -388,6 +388,61 @@ def test_a_database_whose_header_turned_to_wal_during_the_open_is_guarded_from_t
         assert our_locks(db) != []
 
 
+def test_a_late_guard_that_cannot_lock_fails_the_database_with_its_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "data" / "prod" / "architect.db"
+    make_dashboard_db(db, tasks=1)
+    monkeypatch.setattr("architect_cleanup.db.header_says_rollback", lambda _fd: True)
+    monkeypatch.setattr(Database, "_side_stat", lambda *_a: None)
+
+    def refuse(_self: object, _wait: float) -> None:
+        raise dblocks.GuardError("the reason")
+
+    monkeypatch.setattr(dblocks.Guard, "lock", refuse)
+    cfg = config(tmp_path, environments=["prod"])
+    f = DbFile("prod", "data/prod/architect.db", str(db))
+    with pytest.raises(DbError, match=r"^the reason$"):
+        Database(f, cfg.database, dry_run=True, root=str(tmp_path))
+    assert our_fds(db) == []
+
+
+_EXCLUSIVE_WAL = """import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('PRAGMA locking_mode = EXCLUSIVE')
+c.execute("INSERT INTO errors (error_type, message) VALUES ('x', 'y')")
+print('held', flush=True)
+time.sleep(float(sys.argv[2]))
+c.close()
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize(("hold", "busy", "opens"), [(0.3, "5s", True), (30, "1s", False)])
+def test_the_guard_of_a_wal_database_waits_up_to_busy_timeout_for_an_exclusive_holder(
+        tmp_path: Path, hold: float, busy: str, opens: bool) -> None:
+    """A WAL connection in exclusive locking mode (or one closing as the last) holds the
+    SHARED range exclusively: the guard retries until busy_timeout, then fails clearly."""
+    db = tmp_path / "data" / "prod" / "architect.db"
+    make_dashboard_db(db, tasks=1)
+    cfg = config(tmp_path, environments=["prod"], database={"busy_timeout": busy})
+    f = DbFile("prod", "data/prod/architect.db", str(db))
+    holder = subprocess.Popen([sys.executable, "-c", _EXCLUSIVE_WAL, str(db), str(hold)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        if opens:
+            with Database(f, cfg.database, dry_run=True, root=str(tmp_path)) as d:
+                assert d.journal_mode == "wal" and d.guard is not None and d.guard.locked
+        else:
+            with pytest.raises(DbError, match=r"^database is locked: another connection "
+                                              r"held it exclusively longer than busy_timeout$"):
+                Database(f, cfg.database, dry_run=True, root=str(tmp_path))
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert our_fds(db) == []
+
+
 def test_a_database_locked_exclusively_past_busy_timeout_is_a_clear_error(
         tmp_path: Path) -> None:
     db = tmp_path / "data" / "prod" / "architect.db"

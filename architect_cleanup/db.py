@@ -507,7 +507,7 @@ class Database:
         owner = self.pinned.acting_as if self.pinned is not None else None
         self._close_guard()
         self._unpin()
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        if isinstance(exc, sqlite3.OperationalError) and is_locked(exc):
             # a writer held it past busy_timeout (a rollback-journal file: SQLite's own wait)
             raise DbError(describe(exc)) from exc
         if owner is not None and isinstance(exc, sqlite3.OperationalError):
@@ -1071,9 +1071,14 @@ class _Run:
             self._batch(rid, rid, split=False)
 
 
+def is_locked(exc: BaseException) -> bool:
+    """Whether *exc* says another connection held the database past busy_timeout."""
+    low = str(exc).lower()
+    return "locked" in low or "busy" in low
+
+
 def locked_message(exc: sqlite3.Error, cfg: DatabaseConfig, out: Outcome, plan: Plan) -> str:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
+    if is_locked(exc):
         verb = "archived" if plan.set_sql is not None else "deleted"
         return (f"database is locked: another connection held its write lock longer than "
                 f"busy_timeout ({format_duration(cfg.busy_timeout)}); {out.changed:,} "
@@ -1094,7 +1099,7 @@ def describe(exc: BaseException) -> str:
                 "`systemctl edit architect-cleanup.service` (ReadWritePaths=))")
     if "unable to open" in low:
         return f"cannot open it: {text}"
-    if "locked" in low or "busy" in low:
+    if is_locked(exc):
         return f"{text}: another connection held it longer than busy_timeout"
     return text
 

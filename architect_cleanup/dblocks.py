@@ -107,13 +107,19 @@ def ofd_unlock_shared(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK))
 
 
-def header_says_wal(fd: int) -> bool:
-    """Whether the database file open at *fd* is in WAL mode, by its header (read through
-    that descriptor: opening the file again and closing it would drop this process's locks)."""
+def _header(fd: int) -> bytes:
+    """The first 20 bytes of the database file open at *fd* (fewer, or none, when it is
+    short or cannot be read), read through that descriptor: opening the file again and
+    closing it would drop this process's locks."""
     try:
-        head = os.pread(fd, 20, 0)
+        return os.pread(fd, 20, 0)
     except OSError:
-        return False
+        return b""
+
+
+def header_says_wal(fd: int) -> bool:
+    """Whether the database file open at *fd* is in WAL mode, by its header."""
+    head = _header(fd)
     return len(head) == 20 and head[18] == _WAL_VERSION and head[19] == _WAL_VERSION
 
 
@@ -121,10 +127,7 @@ def header_says_rollback(fd: int) -> bool:
     """Whether the file open at *fd* is a SQLite database in a rollback-journal mode, by its
     header (the magic string, and 1 as write and read version); False for anything else (a
     short, unreadable or foreign file)."""
-    try:
-        head = os.pread(fd, 20, 0)
-    except OSError:
-        return False
+    head = _header(fd)
     return len(head) == 20 and head[:16] == _MAGIC and head[18] == 1 and head[19] == 1
 
 

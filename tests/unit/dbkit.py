@@ -3,8 +3,11 @@ a fixed clock, and a worker run confined to a tmp dir."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,3 +111,17 @@ def run(cfg: Config, tmp: Path, *, dry_run: bool, only: Sequence[str] = ("tasks"
                            lock_file=str(tmp / "lock"), state=StateStore(str(tmp / "state")),
                            notifier=Notifier({}), **kw)
     return worker.run_cleanup()
+
+
+@contextlib.contextmanager
+def held_by(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """Another process running *code* (``python -c``, with *args*), from the moment it prints
+    ``held`` (it has taken its lock) until it is killed when the block ends."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from dbkit import (
     close_databases,  # noqa: F401  (autouse fixture)
     config,
     digest,
+    held_by,
     ids,
     insert,
     make_db,
@@ -1356,14 +1355,11 @@ def test_a_database_held_exclusively_past_busy_timeout_is_not_opened(tmp_path: P
     path = root / "data" / "prod" / "architect.db"
     # another process (in this one SQLite would keep our closed connection's descriptor
     # open until the holder's lock goes, so as not to drop it)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys, time\n"
-         f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
-         "c.execute('PRAGMA locking_mode = EXCLUSIVE')\n"
-         "c.execute('INSERT INTO t DEFAULT VALUES')\n"  # keeps the EXCLUSIVE lock from now on
-         "print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with held_by("import sqlite3, sys, time\n"
+                 f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+                 "c.execute('PRAGMA locking_mode = EXCLUSIVE')\n"
+                 "c.execute('INSERT INTO t DEFAULT VALUES')\n"  # keeps the EXCLUSIVE lock
+                 "print('held', flush=True); time.sleep(30)"):
         f = DbFile("prod", "data/prod/architect.db", str(path))
         cfg = DatabaseConfig(busy_timeout=timedelta(seconds=0.05))
         fds = set(os.listdir("/proc/self/fd"))
@@ -1371,9 +1367,6 @@ def test_a_database_held_exclusively_past_busy_timeout_is_not_opened(tmp_path: P
                                           r"longer than busy_timeout$"):
             Database(f, cfg, dry_run=True, root=str(root))
         assert set(os.listdir("/proc/self/fd")) <= fds  # SQLite's, the guard's, the dir's
-    finally:
-        holder.kill()
-        holder.wait(10)
 
 
 # --- _Run with set_sql: archiving keeps the rows and ignores references ----------------------

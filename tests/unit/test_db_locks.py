@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbkit import DASHBOARD_SQL, ago, config, run, text
+from dbkit import DASHBOARD_SQL, ago, config, held_by, run, text
 from wal_writer import Writer
 
 from architect_cleanup import dblocks
@@ -426,10 +426,7 @@ def test_the_guard_of_a_wal_database_waits_up_to_busy_timeout_for_an_exclusive_h
     make_dashboard_db(db, tasks=1)
     cfg = config(tmp_path, environments=["prod"], database={"busy_timeout": busy})
     f = DbFile("prod", "data/prod/architect.db", str(db))
-    holder = subprocess.Popen([sys.executable, "-c", _EXCLUSIVE_WAL, str(db), str(hold)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with held_by(_EXCLUSIVE_WAL, str(db), str(hold)):
         if opens:
             with Database(f, cfg.database, dry_run=True, root=str(tmp_path)) as d:
                 assert d.journal_mode == "wal" and d.guard is not None and d.guard.locked
@@ -437,9 +434,6 @@ def test_the_guard_of_a_wal_database_waits_up_to_busy_timeout_for_an_exclusive_h
             with pytest.raises(DbError, match=r"^database is locked: another connection "
                                               r"held it exclusively longer than busy_timeout$"):
                 Database(f, cfg.database, dry_run=True, root=str(tmp_path))
-    finally:
-        holder.kill()
-        holder.wait(10)
     assert our_fds(db) == []
 
 
@@ -448,22 +442,15 @@ def test_a_database_locked_exclusively_past_busy_timeout_is_a_clear_error(
     db = tmp_path / "data" / "prod" / "architect.db"
     make_dashboard_db(db, tasks=10, journal="delete")
     cfg = config(tmp_path, environments=["prod"], database={"busy_timeout": "1s"})
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys, time\n"
-         f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
-         "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with held_by("import sqlite3, sys, time\n"
+                 f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+                 "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(30)"):
         f = DbFile("prod", "data/prod/architect.db", str(db))
         # SQLite's own busy timeout at the first read (the guard takes no lock on a
         # rollback-journal file); the run reports it in these words
         with pytest.raises(DbError, match=r"^database is locked: another connection held "
                                           r"it longer than busy_timeout$"):
             Database(f, cfg.database, dry_run=False, root=str(tmp_path))
-    finally:
-        holder.kill()
-        holder.wait(10)
     assert our_fds(db) == []
 
 

@@ -30,6 +30,7 @@ APT_PACKAGES := python3 python3-venv python3-systemd python3-tomli-w python3-pyt
 	restic python3-cryptography time findutils \
 	python3-zstandard python3-boto3 zstd \
 	debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all groff-base man-db \
+	build-essential python3-dev python3-all-dev \
 	bash-completion \
 	lintian fakeroot systemd systemd-container mmdebstrap \
 	python3-prometheus-client prometheus \
@@ -42,9 +43,16 @@ DEMO := $(CURDIR)/.demo
 	system-if-possible deb version-check bench bench-quick bench-backups stress mutate clean \
 	distclean
 
-setup: $(VENV)/.stamp
+# The C loops of the file layer (architect_cleanup/_fsops.c), built in place: `pip install -e`
+# builds them once, this rule again whenever the source changes.
+FSOPS_SO := architect_cleanup/_fsops$(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 
-$(VENV)/.stamp: requirements-dev.txt pyproject.toml
+setup: $(VENV)/.stamp $(FSOPS_SO)
+
+$(FSOPS_SO): architect_cleanup/_fsops.c setup.py $(VENV)/.stamp
+	$(VPY) setup.py -q build_ext --inplace --build-temp build/ext
+
+$(VENV)/.stamp: requirements-dev.txt pyproject.toml setup.py
 	@missing=""; for p in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || missing="$$missing $$p"; \
 	done; \
@@ -135,14 +143,14 @@ lint: setup
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' architect_cleanup/__init__.py)
 DEB_VERSION = $(shell dpkg-parsechangelog -l packaging/debian/changelog -S Version)
 STAGE = build/architect-cleanup-$(VERSION)
-DEB = build/architect-cleanup_$(DEB_VERSION)_all.deb
+DEB = build/architect-cleanup_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
 API_DEB = build/architect-cleanup-api_$(DEB_VERSION)_all.deb
-STAGED = pyproject.toml architect_cleanup systemd packaging $(wildcard README.md CHANGELOG.md LICENSE)
+STAGED = pyproject.toml setup.py architect_cleanup systemd packaging $(wildcard README.md CHANGELOG.md LICENSE)
 
 deb: setup version-check
 	rm -rf build/architect-cleanup-* build/architect-cleanup_*
 	mkdir -p $(STAGE)
-	tar -c --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' $(STAGED) \
+	tar -c --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' --exclude='*.so' $(STAGED) \
 		| tar -x -C $(STAGE)
 	cp -a packaging/debian $(STAGE)/debian
 	cd $(STAGE) && env -u PYTHONPATH -u PYTHONHOME -u VIRTUAL_ENV PATH=$(CLEAN_PATH) \
@@ -196,6 +204,7 @@ $(VENV)/.mutate-stamp: requirements-mutate.txt
 
 clean:
 	rm -rf $(DEMO) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -f architect_cleanup/*.so
 
 distclean: clean
 	rm -rf $(VENV)

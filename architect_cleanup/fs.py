@@ -27,6 +27,13 @@ a few threads (``safety.workers``): each gets the directory through a descriptor
 :func:`remove_tree`), so every rule above holds on every thread; only the walk's order and
 the reports stay on the run's thread.
 
+The system calls of one directory's hot loops — its listing, the ``lstat`` of the names a rule
+matched, the checked unlinks — run in C when the extension :mod:`architect_cleanup._fsops` is
+built (the Debian package always builds it): one call per directory with the GIL released,
+so the pool's threads do not hand the GIL over at every file. :data:`FSOPS` is that module,
+or None where it is not built; the Python loops here are then used, with the same outcome
+(``tests/unit/test_fsops.py`` runs both on the same trees).
+
 The walk is iterative and streams: memory holds one list of sub-directory *names* per level of
 the current path, never the tree. Only a bounded window of ancestor descriptors stays open; an
 ancestor whose descriptor was closed is re-opened through ``..`` and must have the same device
@@ -47,7 +54,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
+from types import ModuleType
 from typing import Any
+
+try:
+    from architect_cleanup import _fsops
+except ImportError:  # a source tree nobody built (pip install -e . builds it)
+    _fsops = None  # type: ignore[assignment]
+
+#: The C loops (:mod:`architect_cleanup._fsops`), or None: this module's own Python loops.
+FSOPS: ModuleType | None = _fsops
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Open descriptors kept per walk; deeper ancestors are closed and re-opened through "..".
@@ -178,6 +194,38 @@ def group_matcher(groups: Sequence[tuple[str, Sequence[str]]]) -> Matcher:
         return None
 
     return match
+
+
+#: What a listing in C may keep of a directory's names before the matcher sees them
+#: (:func:`group_prefilter`): names ending with one of the first texts or holding one of the
+#: second (the names' bytes, as the file system has them).
+Prefilter = tuple[tuple[bytes, ...], tuple[bytes, ...]]
+
+
+def group_prefilter(groups: Sequence[tuple[str, Sequence[str]]]) -> Prefilter | None:
+    """The names :func:`group_matcher` over the same *groups* may match, as plain texts: the
+    suffix of each ``*`` + literal pattern, and the longest literal part of each other one;
+    None when a pattern has no such part (every name must be asked).
+
+    It keeps every name the matcher takes (a name ending with a text has its encoding end
+    with the text's encoding: the file system encoding maps a name character by character),
+    and the matcher still decides: the filter only spares it the names it would refuse."""
+    tails: list[bytes] = []
+    needles: list[bytes] = []
+    try:
+        for _group, pats in groups:
+            for p in pats:
+                rest = p[1:]
+                if p.startswith("*") and rest and not any(c in rest for c in "*?[]"):
+                    tails.append(os.fsencode(rest))
+                    continue
+                need = _needed([p])
+                if need is None:
+                    return None
+                needles.append(os.fsencode(need[0]))
+    except UnicodeError:  # a text the file system encoding cannot hold: ask every name
+        return None
+    return tuple(tails), tuple(needles)
 
 
 def _needed(patterns: Sequence[str]) -> tuple[str, ...] | None:
@@ -425,6 +473,8 @@ class Scope:
     files: Matcher | None = None
     claim: Matcher | None = None
     exclude: Matcher | None = None
+    #: the names *files* may match, for a listing in C to keep (None: every name)
+    prefilter: Prefilter | None = None
 
 
 #: Given the directory being entered, the scope that applies there (None: nothing to find,
@@ -507,7 +557,7 @@ class Walker:
         elif files is not None and self.lazy_leaves:
             yield d, UNLISTED, []  # the consumer lists it: list_leaf()
         elif files is not None:
-            found, seen, why = list_leaf(d, files)
+            found, seen, why = list_leaf(d, files, sc.prefilter)
             if why is not None:
                 self.on_skip(d.path, why)
             self.entries_seen += seen
@@ -628,15 +678,25 @@ class Walker:
 UNLISTED: list[tuple[str, Any]] = []
 
 
-def list_leaf(d: Dir, files: Matcher) -> tuple[list[tuple[str, Any]], int, str | None]:
+def list_leaf(d: Dir, files: Matcher, prefilter: Prefilter | None = None
+              ) -> tuple[list[tuple[str, Any]], int, str | None]:
     """Read a directory the walk handed out unlisted, as the walk would: the names *files*
     matches (with what it returned), how many entries there were, and why it could not be
-    listed (None when it could). Safe to call on any thread, on a descriptor of its own."""
+    listed (None when it could). Safe to call on any thread, on a descriptor of its own.
+
+    With the C loops, the listing keeps only the names *prefilter* allows (see
+    :func:`group_prefilter`), so the matcher is asked of fewer names; what it returns is
+    the same."""
     try:
-        names = os.listdir(d.fd)
+        if FSOPS is not None:
+            tails, needles = prefilter if prefilter is not None else (None, ())
+            names, total = FSOPS.listdir_filter(d.fd, tails, needles)
+        else:
+            names = os.listdir(d.fd)
+            total = len(names)
     except OSError as exc:
         return [], 0, f"cannot list: {exc.strerror}"
-    return [(n, m) for n in names if (m := files(n)) is not None], len(names), None
+    return [(n, m) for n in names if (m := files(n)) is not None], total, None
 
 
 # --- deleting --------------------------------------------------------------------------------
@@ -648,6 +708,22 @@ class Changed(FsError):
 
 def lstat_at(d: Dir, name: str) -> os.stat_result:
     return os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+
+
+def lstat_many(d: Dir, names: list[str]) -> list[os.stat_result | None]:
+    """:func:`lstat_at` of each name, in order; None where it failed (the name vanished
+    since the listing, or cannot be read). Safe on any thread."""
+    if FSOPS is not None:
+        got: list[os.stat_result | None] = FSOPS.lstat_many(d.fd, names)
+        return got
+    out: list[os.stat_result | None] = []
+    fd = d.fd
+    for name in names:
+        try:
+            out.append(os.stat(name, dir_fd=fd, follow_symlinks=False))
+        except OSError:
+            out.append(None)
+    return out
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:
@@ -804,6 +880,10 @@ def unlink_all(d: Dir, judged: list[tuple[str, os.stat_result]]) -> list[Excepti
         return out
     fd = d.fd
     guarded = shared_dir(d)
+    if not guarded and FSOPS is not None:
+        done = _unlink_all_in_c(d, judged)
+        if done is not None:
+            return done
     isdir = stat.S_ISDIR
     for name, was in judged:
         try:
@@ -819,6 +899,27 @@ def unlink_all(d: Dir, judged: list[tuple[str, os.stat_result]]) -> list[Excepti
             out.append(exc)
             continue
         out.append(None)
+    return out
+
+
+def _unlink_all_in_c(d: Dir, judged: list[tuple[str, os.stat_result]]
+                     ) -> list[Exception | None] | None:
+    """:func:`unlink_all`'s loop in C (same checks, same order, same outcomes); None when it
+    did nothing (a judged time beyond 64 bits of nanoseconds: the Python loop does it)."""
+    assert FSOPS is not None
+    rcs = FSOPS.unlink_many(d.fd, [(name, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+                                   for name, st in judged])
+    if rcs is None:
+        return None
+    changed = FSOPS.CHANGED
+    out: list[Exception | None] = []
+    for (name, _), rc in zip(judged, rcs, strict=True):
+        if rc == 0:
+            out.append(None)
+        elif rc == changed:
+            out.append(Changed(f"{display(d.join(name))}: changed since it was checked"))
+        else:
+            out.append(OSError(rc, os.strerror(rc), name))
     return out
 
 

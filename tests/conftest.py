@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -69,6 +72,36 @@ def _fastest_first(items: list[pytest.Item]) -> None:
         first[it.path] = min(first.get(it.path, t), t)
     items.sort(key=lambda it: (it.path.name in SLOW_UNIT_MODULES, first[it.path],
                                str(it.path), took.get(it.nodeid, 0.0)))
+
+
+@pytest.fixture(params=["c", "python"])
+def fs_loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The file layer's hot loops in C (``architect_cleanup._fsops``, which ``make setup``
+    builds) and in Python: a module with ``pytestmark = pytest.mark.usefixtures("fs_loops")``
+    runs every test both ways."""
+    from architect_cleanup import fs
+
+    if request.param == "python":
+        monkeypatch.setattr(fs, "FSOPS", None)
+    else:
+        assert fs.FSOPS is not None, "architect_cleanup._fsops is not built: make setup"
+    return str(request.param)
+
+
+def patch_fsops(monkeypatch: pytest.MonkeyPatch, **funcs: Callable[..., Any]) -> None:
+    """Bend the C loops of the file layer for one test (a no-op when the Python loops run):
+    each of *funcs* (``listdir_filter=...``) replaces that function of ``fs.FSOPS`` and is
+    called with the real one first, then the call's arguments."""
+    from architect_cleanup import fs
+
+    real = fs.FSOPS
+    if real is None:
+        return
+    ns = SimpleNamespace(CHANGED=real.CHANGED, listdir_filter=real.listdir_filter,
+                         lstat_many=real.lstat_many, unlink_many=real.unlink_many)
+    for name, func in funcs.items():
+        setattr(ns, name, functools.partial(func, getattr(real, name)))
+    monkeypatch.setattr(fs, "FSOPS", ns)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from architect_cleanup.fs import (
     Scope,
     Walker,
     group_matcher,
+    group_prefilter,
     list_leaf,
     patterns_regex,
 )
@@ -161,6 +162,7 @@ class _Scopes:
                 dirs.append(f"(?P<{m.group}>{patterns_regex(dpats)})")
         return Scope(
             files=group_matcher(files) if files else None,
+            prefilter=group_prefilter(files) if files else None,
             claim=re.compile("|".join(dirs)).match if dirs else None,
             exclude=self.exclude.match if self.exclude is not None else None,
         )
@@ -379,10 +381,10 @@ class _PooledWalk:
         walk, walker, pool = self.walk, self.walker, self.pool
         try:
             for d, files, dirs in walker.batches():
-                matcher = walk.scopes.for_dir(d).files if files is UNLISTED else None
+                scope = walk.scopes.for_dir(d) if files is UNLISTED else None
                 own = Dir(os.dup(d.fd), d.path, d.dev, d.ino, d.mnt, d.nlink, d.shared)
-                listed = files if matcher is None else []
-                pool.submit(functools.partial(self._job, own, listed, dirs, matcher))
+                listed = files if scope is None else []
+                pool.submit(functools.partial(self._job, own, listed, dirs, scope))
         except BaseException:
             pool.stopping.set()  # stopped, or the walk failed: no more work starts
             raise
@@ -406,16 +408,17 @@ class _PooledWalk:
         ctx.status(f"{self.walk.label}: {self.walker.entries_seen + self.seen:,} files checked")
 
     def _job(self, d: Dir, files: list[tuple[str, Any]], dirs: list[tuple[str, Any]],
-             matcher: Callable[[str], Any] | None) -> Callable[[], None]:
-        """On a pool thread: list a leaf directory handed out unlisted (*matcher*), then run
-        each target's work on its names; returns the report, for the run's thread."""
+             scope: Scope | None) -> Callable[[], None]:
+        """On a pool thread: list a leaf directory handed out unlisted (with its *scope*),
+        then run each target's work on its names; returns the report, for the run's
+        thread."""
         steps: list[tuple[_Member, Step | Exception]] = []
         listed, why = 0, None
         try:
             if self.pool.stopping.is_set():
                 return d.close
-            if matcher is not None:
-                files, listed, why = list_leaf(d, matcher)
+            if scope is not None and scope.files is not None:
+                files, listed, why = list_leaf(d, scope.files, scope.prefilter)
             self._work_on(d, files, dirs, steps)
         except Exception as exc:  # a fault of the walk's own code: fail the first target
             steps.append((self.walk.members[0], exc))

@@ -125,12 +125,15 @@ def test_the_operator_guide_walked_in_order_with_dry_run_false_previews_remove_n
 
 
 def _bumped(box: Container, deb: str, version: str, new: str, out_dir: str) -> str:
-    """*deb* re-packed as version *new* (and its exact dependency on architect-cleanup)."""
+    """*deb* re-packed as version *new* (and its dependency on architect-cleanup)."""
     work = f"/root/repack-{Path(deb).name}"
     box.run(f"rm -rf {work} && dpkg-deb -R {deb} {work}")
     control = box.read_file(f"{work}/DEBIAN/control")
     control = re.sub(r"^Version: .*$", f"Version: {new}", control, flags=re.M)
-    control = control.replace(f"architect-cleanup (= {version})", f"architect-cleanup (= {new})")
+    # as a build of the new source version would have it: architect-cleanup of that version
+    control = control.replace(f"architect-cleanup (>= {version})", f"architect-cleanup (>= {new})")
+    control = control.replace(f"architect-cleanup (<< {version}.1~)",
+                              f"architect-cleanup (<< {new}.1~)")
     box.write_file(f"{work}/DEBIAN/control", control)
     name = Path(deb).name.replace(f"_{version}_", f"_{new}_")
     box.run(f"mkdir -p {out_dir} && dpkg-deb --root-owner-group -b {work} {out_dir}/{name}"
@@ -147,7 +150,7 @@ def test_upgrading_both_packages_with_the_documented_command_keeps_token_config_
     version = box.sh(f"dpkg-deb -f {core} Version").strip()
     new = f"{version}+upgrade1"
     box.run(f"mkdir -p {GUIDE_DIR}/build && cp {core} {api} {GUIDE_DIR}/build/")
-    install = ("apt install ./build/architect-cleanup_*_all.deb "
+    install = ("apt install ./build/architect-cleanup_*.deb "
                "./build/architect-cleanup-api_*_all.deb")
     assert f"{install}\n" in (REPO / "README.md").read_text()  # the documented command
     box.run(["bash", "-c", f"cd {GUIDE_DIR} && {install}"], env=APT_ENV, timeout=300)

@@ -34,9 +34,11 @@ from architect_cleanup.fs import (
     unlink_checked,
 )
 
-from conftest import snapshot, touch
+from conftest import patch_fsops, snapshot, touch
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+#: every test with the file layer's loops in C and in Python (conftest.fs_loops)
+pytestmark = pytest.mark.usefixtures("fs_loops")
 
 
 ALL = Scope(files=re.compile(r".*", re.S).match)
@@ -393,7 +395,13 @@ def test_names_are_matched_before_any_stat(tmp_path: Path, monkeypatch: pytest.M
             (log_stats if path.endswith(".log") else other_stats).append(path)
         return real_stat(path, *a, **k)  # type: ignore[arg-type]
 
+    def watch_lstat_many(real: Callable[..., Any], fd: int, names: list[str]) -> Any:
+        for path in names:
+            (log_stats if path.endswith(".log") else other_stats).append(path)
+        return real(fd, names)
+
     monkeypatch.setattr(os, "stat", watch_stat)
+    patch_fsops(monkeypatch, lstat_many=watch_lstat_many)
     from architect_cleanup.worker import CleanupWorker
 
     from conftest import NOW, make_config
@@ -682,6 +690,13 @@ class _Listing:
         self.at = at
         self.unreadable = unreadable
         monkeypatch.setattr(os, func, self)
+        if func == "listdir":  # and the C loops' listing (fs.list_leaf)
+            patch_fsops(monkeypatch, listdir_filter=self._in_c)
+
+    def _in_c(self, real: Callable[..., Any], fd: int, *args: Any) -> Any:
+        if os.fstat(fd).st_ino == self.ino:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd, *args)
 
     def __call__(self, *args: Any) -> Any:
         if not (args and isinstance(args[0], int) and os.fstat(args[0]).st_ino == self.ino):

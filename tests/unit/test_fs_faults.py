@@ -30,6 +30,8 @@ from architect_cleanup.fs import Changed, FsError, OpenFiles, Root, Scope, Walke
 from conftest import snapshot, touch
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+#: every test with the file layer's loops in C and in Python (conftest.fs_loops)
+pytestmark = pytest.mark.usefixtures("fs_loops")
 
 ALL = Scope(files=re.compile(r".*", re.S).match)
 

@@ -151,7 +151,7 @@ def test_the_package_depends_on_debian_packages_only_and_not_on_the_api_stack() 
     assert depends
     names = {d.strip().split()[0] for d in depends.group(1).split(",") if d.strip()}
     assert names == {"python3-systemd", "python3-tomli-w", "${misc:Depends}",
-                     "${python3:Depends}"}
+                     "${python3:Depends}", "${shlibs:Depends}"}  # the C extension: libc
 
 
 def test_purge_removes_configuration_state_and_the_runtime_directory() -> None:

@@ -9,6 +9,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ from architect_cleanup.targets import tree as tree_mod
 from architect_cleanup.targets.base import Decision
 from architect_cleanup.worker import CleanupWorker
 
-from conftest import DAY, HOUR, NOW, make_config, touch
+from conftest import DAY, HOUR, NOW, make_config, patch_fsops, touch
+
+#: every test with the file layer's loops in C and in Python (conftest.fs_loops)
+pytestmark = pytest.mark.usefixtures("fs_loops")
 
 POOL = 4
 
@@ -182,7 +186,12 @@ def test_an_unlink_error_in_one_thread_is_contained_to_its_file(
             raise OSError(errno.EIO, os.strerror(errno.EIO), path)
         real_unlink(path, *a, **k)
 
+    def unlink_many(real: Callable[..., Any], fd: int, items: list[Any]) -> list[int]:
+        rcs = iter(real(fd, [it for it in items if it[0] != "f1.log"]))
+        return [errno.EIO if it[0] == "f1.log" else next(rcs) for it in items]
+
     monkeypatch.setattr(os, "unlink", unlink)
+    patch_fsops(monkeypatch, unlink_many=unlink_many)
     build(tmp_path / "other")  # the same tree, the same faults
     one_stats, one = run(root, 1, dry=False)
     pool_stats, pooled = run(tmp_path / "other", POOL, dry=False)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from architect_cleanup.worker import CleanupWorker
 
 from conftest import DAY, HOUR, NOW, make_config, touch
+
+#: every test with the file layer's loops in C and in Python (conftest.fs_loops)
+pytestmark = pytest.mark.usefixtures("fs_loops")
 
 
 def run(srv: Path, dry_run: bool = False, **sections: object):  # type: ignore[no-untyped-def]

@@ -1,0 +1,469 @@
+/* architect_cleanup._fsops: one directory's system calls in one call, without the GIL.
+ *
+ * The file walk (architect_cleanup/fs.py) lists a directory, lstat()s the names a rule
+ * matched and unlinks the judged ones, each re-checked right before its own unlink. Done one
+ * system call at a time from Python, every call releases and takes back the GIL: with the
+ * pool's threads (safety.workers) that is a futex hand-over per file, and the interpreter's
+ * time per name is most of what a run costs beyond the kernel's. These functions do one
+ * directory's calls in a loop with the GIL released and return what os.listdir, os.lstat
+ * and fs.unlink_all would have found. The decisions (rules, last-moment reasons, counts)
+ * stay in Python; fs.py falls back to its own loops when this module is not built.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* os.stat_result, whose instances lstat_many() returns */
+static PyTypeObject *stat_result_type;
+
+/* ---- listdir_filter ------------------------------------------------------------------- */
+
+typedef struct {
+    char *buf;      /* the kept names, each NUL-terminated */
+    size_t len, cap;
+    size_t *offs;   /* where each kept name starts in buf */
+    size_t n, ncap;
+} names_t;
+
+static int
+names_add(names_t *nm, const char *s, size_t l)
+{
+    if (nm->len + l + 1 > nm->cap) {
+        size_t cap = nm->cap ? nm->cap : 16384;
+        while (cap < nm->len + l + 1)
+            cap *= 2;
+        char *b = realloc(nm->buf, cap);
+        if (b == NULL)
+            return -1;
+        nm->buf = b;
+        nm->cap = cap;
+    }
+    if (nm->n == nm->ncap) {
+        size_t c = nm->ncap ? nm->ncap * 2 : 256;
+        size_t *o = realloc(nm->offs, c * sizeof *o);
+        if (o == NULL)
+            return -1;
+        nm->offs = o;
+        nm->ncap = c;
+    }
+    memcpy(nm->buf + nm->len, s, l + 1);
+    nm->offs[nm->n++] = nm->len;
+    nm->len += l + 1;
+    return 0;
+}
+
+typedef struct {
+    const char *s;
+    size_t l;
+} text_t;
+
+/* The texts of a tuple of bytes (borrowed: the tuple outlives their use). */
+static int
+texts_of(PyObject *tuple, text_t **out, Py_ssize_t *n)
+{
+    if (!PyTuple_Check(tuple)) {
+        PyErr_SetString(PyExc_TypeError, "expected a tuple of bytes");
+        return -1;
+    }
+    *n = PyTuple_GET_SIZE(tuple);
+    *out = PyMem_Calloc(*n ? (size_t)*n : 1, sizeof **out);
+    if (*out == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        char *p;
+        Py_ssize_t l;
+        if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(tuple, i), &p, &l) < 0)
+            return -1;
+        (*out)[i].s = p;
+        (*out)[i].l = (size_t)l;
+    }
+    return 0;
+}
+
+static int
+keeps(const char *s, size_t l, const text_t *tails, Py_ssize_t nt, const text_t *needles,
+      Py_ssize_t nn)
+{
+    for (Py_ssize_t i = 0; i < nt; i++)
+        if (tails[i].l <= l && memcmp(s + l - tails[i].l, tails[i].s, tails[i].l) == 0)
+            return 1;
+    for (Py_ssize_t i = 0; i < nn; i++)
+        if (memmem(s, l, needles[i].s, needles[i].l) != NULL)
+            return 1;
+    return 0;
+}
+
+PyDoc_STRVAR(listdir_filter_doc,
+"listdir_filter(fd, tails, needles) -> (names, total)\n\n"
+"os.listdir(fd), keeping only the names that end with one of *tails* or hold one of\n"
+"*needles* (tuples of bytes, compared with the name's bytes); *tails* None keeps every\n"
+"name. *total* is how many names the directory held. Names are decoded as os.listdir\n"
+"decodes them (the file system encoding, surrogateescape). The descriptor's position is\n"
+"left at the start, as os.listdir leaves it.");
+
+static PyObject *
+listdir_filter(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int fd;
+    PyObject *tails_obj, *needles_obj;
+    if (!PyArg_ParseTuple(args, "iOO:listdir_filter", &fd, &tails_obj, &needles_obj))
+        return NULL;
+    int every = tails_obj == Py_None;
+    text_t *tails = NULL, *needles = NULL;
+    Py_ssize_t nt = 0, nn = 0;
+    PyObject *list = NULL, *result = NULL;
+    names_t nm = {0};
+    long long total = 0;
+    int err = 0;
+
+    if (!every && (texts_of(tails_obj, &tails, &nt) < 0
+                   || texts_of(needles_obj, &needles, &nn) < 0))
+        goto done;
+
+    Py_BEGIN_ALLOW_THREADS
+    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    DIR *dir = dfd < 0 ? NULL : fdopendir(dfd);
+    if (dir == NULL) {
+        err = errno;
+        if (dfd >= 0)
+            close(dfd);
+    }
+    else {
+        rewinddir(dir);
+        for (;;) {
+            errno = 0;
+            struct dirent *e = readdir(dir);
+            if (e == NULL) {
+                err = errno;
+                break;
+            }
+            const char *s = e->d_name;
+            if (s[0] == '.' && (s[1] == '\0' || (s[1] == '.' && s[2] == '\0')))
+                continue;
+            total++;
+            size_t l = strlen(s);
+            if ((every || keeps(s, l, tails, nt, needles, nn)) && names_add(&nm, s, l) < 0) {
+                err = ENOMEM;
+                break;
+            }
+        }
+        rewinddir(dir);
+        closedir(dir);
+    }
+    Py_END_ALLOW_THREADS
+
+    if (err == ENOMEM) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (err != 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    list = PyList_New((Py_ssize_t)nm.n);
+    if (list == NULL)
+        goto done;
+    for (size_t i = 0; i < nm.n; i++) {
+        const char *s = nm.buf + nm.offs[i];
+        PyObject *u = PyUnicode_DecodeFSDefaultAndSize(s, (Py_ssize_t)strlen(s));
+        if (u == NULL)
+            goto done;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, u);
+    }
+    result = Py_BuildValue("(OL)", list, total);
+done:
+    Py_XDECREF(list);
+    PyMem_Free(tails);
+    PyMem_Free(needles);
+    free(nm.buf);
+    free(nm.offs);
+    return result;
+}
+
+/* ---- lstat_many ----------------------------------------------------------------------- */
+
+/* As posixmodule.c's fill_time: whole seconds at index, float seconds at index+3,
+   nanoseconds at index+6. */
+static int
+fill_time(PyObject *v, int index, time_t sec, long nsec)
+{
+    PyObject *s = PyLong_FromLongLong((long long)sec);
+    PyObject *billion = PyLong_FromLong(1000000000L);
+    PyObject *frac = PyLong_FromLong(nsec);
+    PyObject *s_ns = (s && billion) ? PyNumber_Multiply(s, billion) : NULL;
+    PyObject *total = (s_ns && frac) ? PyNumber_Add(s_ns, frac) : NULL;
+    PyObject *f = PyFloat_FromDouble((double)sec + (double)nsec * 1e-9);
+    Py_XDECREF(billion);
+    Py_XDECREF(frac);
+    Py_XDECREF(s_ns);
+    if (s == NULL || total == NULL || f == NULL) {
+        Py_XDECREF(s);
+        Py_XDECREF(total);
+        Py_XDECREF(f);
+        return -1;
+    }
+    PyStructSequence_SET_ITEM(v, index, s);
+    PyStructSequence_SET_ITEM(v, index + 3, f);
+    PyStructSequence_SET_ITEM(v, index + 6, total);
+    return 0;
+}
+
+static PyObject *
+id_long(unsigned long id)
+{
+    /* posixmodule.c's _PyLong_FromUid/_PyLong_FromGid: (uid_t)-1 is -1 */
+    return id == (unsigned long)(uid_t)-1 ? PyLong_FromLong(-1) : PyLong_FromUnsignedLong(id);
+}
+
+/* An os.stat_result equal to what os.lstat() returns for *st*. */
+static PyObject *
+stat_result(const struct stat *st)
+{
+    PyObject *v = PyStructSequence_New(stat_result_type);
+    if (v == NULL)
+        return NULL;
+    PyStructSequence_SET_ITEM(v, 0, PyLong_FromLong((long)st->st_mode));
+    PyStructSequence_SET_ITEM(v, 1, PyLong_FromUnsignedLongLong((unsigned long long)st->st_ino));
+    PyStructSequence_SET_ITEM(v, 2, PyLong_FromUnsignedLongLong((unsigned long long)st->st_dev));
+    PyStructSequence_SET_ITEM(v, 3, PyLong_FromLong((long)st->st_nlink));
+    PyStructSequence_SET_ITEM(v, 4, id_long((unsigned long)st->st_uid));
+    PyStructSequence_SET_ITEM(v, 5, id_long((unsigned long)st->st_gid));
+    PyStructSequence_SET_ITEM(v, 6, PyLong_FromLongLong((long long)st->st_size));
+    PyStructSequence_SET_ITEM(v, 16, PyLong_FromLong((long)st->st_blksize));
+    PyStructSequence_SET_ITEM(v, 17, PyLong_FromLong((long)st->st_blocks));
+    PyStructSequence_SET_ITEM(v, 18, PyLong_FromLong((long)st->st_rdev));
+    if (fill_time(v, 7, st->st_atim.tv_sec, st->st_atim.tv_nsec) < 0
+            || fill_time(v, 8, st->st_mtim.tv_sec, st->st_mtim.tv_nsec) < 0
+            || fill_time(v, 9, st->st_ctim.tv_sec, st->st_ctim.tv_nsec) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < Py_SIZE(v); i++) {
+        if (PyStructSequence_GET_ITEM(v, i) == NULL) {  /* a PyLong_From* failed */
+            Py_DECREF(v);
+            return NULL;
+        }
+    }
+    return v;
+}
+
+/* Each name of *names* (a list of str or bytes) encoded as os functions encode a path. */
+static PyObject **
+encode_names(PyObject *names, Py_ssize_t n)
+{
+    PyObject **enc = PyMem_Calloc(n ? (size_t)n : 1, sizeof *enc);
+    if (enc == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyUnicode_FSConverter(PyList_GET_ITEM(names, i), &enc[i])) {
+            for (Py_ssize_t j = 0; j < i; j++)
+                Py_DECREF(enc[j]);
+            PyMem_Free(enc);
+            return NULL;
+        }
+    }
+    return enc;
+}
+
+PyDoc_STRVAR(lstat_many_doc,
+"lstat_many(fd, names) -> list\n\n"
+"os.lstat(name, dir_fd=fd) of each name (a list of str), in order: its os.stat_result, or\n"
+"None where the call failed (the name vanished since the listing, or cannot be read).");
+
+static PyObject *
+lstat_many(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int fd;
+    PyObject *names;
+    if (!PyArg_ParseTuple(args, "iO!:lstat_many", &fd, &PyList_Type, &names))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    PyObject **enc = encode_names(names, n);
+    if (enc == NULL)
+        return NULL;
+    struct stat *sts = PyMem_Malloc((n ? (size_t)n : 1) * sizeof *sts);
+    char *ok = PyMem_Malloc(n ? (size_t)n : 1);
+    PyObject *out = NULL;
+    if (sts == NULL || ok == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        ok[i] = fstatat(fd, PyBytes_AS_STRING(enc[i]), &sts[i], AT_SYMLINK_NOFOLLOW) == 0;
+    Py_END_ALLOW_THREADS
+    out = PyList_New(n);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = ok[i] ? stat_result(&sts[i]) : Py_NewRef(Py_None);
+        if (v == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+done:
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_DECREF(enc[i]);
+    PyMem_Free(enc);
+    PyMem_Free(sts);
+    PyMem_Free(ok);
+    return out;
+}
+
+/* ---- unlink_many ---------------------------------------------------------------------- */
+
+/* The outcome of one unlink_many item: 0 unlinked, CHANGED, or the errno of the failed call */
+#define CHANGED (-1)
+
+typedef struct {
+    unsigned long long dev, ino;
+    long long mtime_ns, ctime_ns;
+} judged_t;
+
+/* seconds and nanoseconds as one count of nanoseconds; 0 when it does not fit */
+static int
+ns_of(const struct timespec *ts, long long *out)
+{
+    long long s;
+    return !__builtin_mul_overflow((long long)ts->tv_sec, 1000000000LL, &s)
+           && !__builtin_add_overflow(s, (long long)ts->tv_nsec, out);
+}
+
+static int
+unlink_one(int fd, const char *name, const judged_t *was)
+{
+    struct stat st;
+    long long m, c;
+    if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno;
+    /* a time that no longer fits in 64 bits cannot be the judged one, which did */
+    if (!ns_of(&st.st_mtim, &m) || !ns_of(&st.st_ctim, &c)
+            || (unsigned long long)st.st_dev != was->dev
+            || (unsigned long long)st.st_ino != was->ino
+            || m != was->mtime_ns || c != was->ctime_ns || S_ISDIR(st.st_mode))
+        return CHANGED;
+    return unlinkat(fd, name, 0) == 0 ? 0 : errno;
+}
+
+PyDoc_STRVAR(unlink_many_doc,
+"unlink_many(fd, items) -> list | None\n\n"
+"For each (name, st_dev, st_ino, st_mtime_ns, st_ctime_ns) of *items*, in order: lstat the\n"
+"name in the directory *fd* right before its own unlink, and unlink it only if it is still\n"
+"that file and not a directory. Each outcome is 0 (unlinked), -1 (changed since it was\n"
+"judged, left alone) or the errno of the lstat or the unlink. None, with nothing done, when\n"
+"a judged time does not fit in 64 bits (the caller's own loop then does the work).");
+
+static PyObject *
+unlink_many(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int fd;
+    PyObject *items;
+    if (!PyArg_ParseTuple(args, "iO!:unlink_many", &fd, &PyList_Type, &items))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    PyObject *names = PyList_New(n);
+    if (names == NULL)
+        return NULL;
+    judged_t *was = PyMem_Calloc(n ? (size_t)n : 1, sizeof *was);
+    int *rc = PyMem_Calloc(n ? (size_t)n : 1, sizeof *rc);
+    PyObject **enc = NULL, *out = NULL;
+    int too_big = 0;
+    if (was == NULL || rc == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name, *dev, *ino, *m, *c;
+        int over_m = 0, over_c = 0;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(items, i), "OOOOO:unlink_many", &name, &dev,
+                              &ino, &m, &c))
+            goto done;
+        PyList_SET_ITEM(names, i, Py_NewRef(name));
+        was[i].dev = PyLong_AsUnsignedLongLong(dev);
+        was[i].ino = PyLong_AsUnsignedLongLong(ino);
+        was[i].mtime_ns = PyLong_AsLongLongAndOverflow(m, &over_m);
+        was[i].ctime_ns = PyLong_AsLongLongAndOverflow(c, &over_c);
+        if (PyErr_Occurred())
+            goto done;
+        too_big |= over_m | over_c;
+    }
+    if (too_big) {
+        out = Py_NewRef(Py_None);
+        goto done;
+    }
+    enc = encode_names(names, n);
+    if (enc == NULL)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        rc[i] = unlink_one(fd, PyBytes_AS_STRING(enc[i]), &was[i]);
+    Py_END_ALLOW_THREADS
+    out = PyList_New(n);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLong(rc[i]);
+        if (v == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+done:
+    if (enc != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_DECREF(enc[i]);
+        PyMem_Free(enc);
+    }
+    Py_DECREF(names);
+    PyMem_Free(was);
+    PyMem_Free(rc);
+    return out;
+}
+
+/* ---- the module ----------------------------------------------------------------------- */
+
+static PyMethodDef fsops_methods[] = {
+    {"listdir_filter", listdir_filter, METH_VARARGS, listdir_filter_doc},
+    {"lstat_many", lstat_many, METH_VARARGS, lstat_many_doc},
+    {"unlink_many", unlink_many, METH_VARARGS, unlink_many_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef fsops_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "architect_cleanup._fsops",
+    .m_doc = "One directory's listing, lstat()s and checked unlinks, without the GIL.",
+    .m_size = -1,
+    .m_methods = fsops_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__fsops(void)
+{
+    PyObject *os = PyImport_ImportModule("os");
+    if (os == NULL)
+        return NULL;
+    stat_result_type = (PyTypeObject *)PyObject_GetAttrString(os, "stat_result");
+    Py_DECREF(os);
+    if (stat_result_type == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&fsops_module);
+    if (m != NULL && PyModule_AddIntConstant(m, "CHANGED", CHANGED) < 0)
+        Py_CLEAR(m);
+    return m;
+}

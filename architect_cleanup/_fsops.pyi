@@ -1,0 +1,9 @@
+# The C extension's interface (architect_cleanup/_fsops.c), for mypy.
+import os
+
+CHANGED: int
+
+def listdir_filter(fd: int, tails: tuple[bytes, ...] | None, needles: tuple[bytes, ...]
+                   ) -> tuple[list[str], int]: ...
+def lstat_many(fd: int, names: list[str]) -> list[os.stat_result | None]: ...
+def unlink_many(fd: int, items: list[tuple[str, int, int, int, int]]) -> list[int] | None: ...

@@ -1,0 +1,225 @@
+"""The C loops of the file layer (architect_cleanup._fsops) against what Python's own calls
+return on the same files: the listing, the lstat()s, the checked unlinks, and the prefilter
+that lets the listing drop names before the matcher sees them."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from architect_cleanup import _fsops, fs
+from architect_cleanup.fs import Dir, Root, group_matcher, group_prefilter, unlink_all
+
+from conftest import touch
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown and chattr need root")
+
+STAT_FIELDS = [f for f in dir(os.stat_result) if f.startswith("st_")]
+
+
+@pytest.fixture
+def d(tmp_path: Path) -> Iterator[Dir]:
+    with Root.open(str(tmp_path)) as root:
+        yield root.dir
+
+
+def same_stat(a: os.stat_result, b: os.stat_result) -> bool:
+    return (type(a) is type(b) and tuple(a) == tuple(b)
+            and all(getattr(a, f) == getattr(b, f) for f in STAT_FIELDS))
+
+
+def test_the_extension_is_what_fs_uses() -> None:
+    assert fs.FSOPS is _fsops  # make setup builds it, and the Debian package ships it
+
+
+def test_lstat_many_returns_what_os_lstat_returns_for_every_kind_of_entry(
+        tmp_path: Path, d: Dir) -> None:
+    touch(tmp_path / "plain.log", size=123)
+    os.utime(tmp_path / "plain.log", ns=(1_700_000_000_123_456_789, 1_600_000_000_987_654_321))
+    touch(tmp_path / "old.log")
+    os.utime(tmp_path / "old.log", ns=(-86_400_000_000_001, -1_500_000_000))  # before 1970
+    touch(tmp_path / "far.log")
+    os.utime(tmp_path / "far.log", ns=(2**33 * 10**9 + 7, 2**33 * 10**9 + 7))  # year 2242
+    os.symlink("nowhere", tmp_path / "dangling.log")
+    os.mkfifo(tmp_path / "fifo.log")
+    (tmp_path / "dir.log").mkdir()
+    touch(tmp_path / "linked.log")
+    os.link(tmp_path / "linked.log", tmp_path / "second-link")
+    odd = os.fsdecode(b"caf\xe9 \n\x01.log")  # undecodable byte, newline, control character
+    touch(tmp_path / odd)
+    names = ["plain.log", "old.log", "far.log", "dangling.log", "fifo.log", "dir.log",
+             "linked.log", odd]
+    got = _fsops.lstat_many(d.fd, names)
+    for name, st_ in zip(names, got, strict=True):
+        assert st_ is not None
+        assert same_stat(st_, os.stat(name, dir_fd=d.fd, follow_symlinks=False)), name
+
+
+@needs_root
+def test_lstat_many_reads_owners_as_os_lstat_does(tmp_path: Path, d: Dir) -> None:
+    touch(tmp_path / "theirs")
+    os.chown(tmp_path / "theirs", 4_000_000_000, 12345)  # beyond 31 bits
+    got = _fsops.lstat_many(d.fd, ["theirs"])[0]
+    assert got is not None and got.st_uid == 4_000_000_000 and got.st_gid == 12345
+    assert same_stat(got, os.lstat(tmp_path / "theirs"))
+
+
+def test_lstat_many_gives_none_for_a_name_that_cannot_be_read_and_keeps_the_order(
+        tmp_path: Path, d: Dir) -> None:
+    touch(tmp_path / "a")
+    touch(tmp_path / "c")
+    got = _fsops.lstat_many(d.fd, ["a", "gone", "c", "a/below"])
+    assert [g is not None for g in got] == [True, False, True, False]
+    assert _fsops.lstat_many(d.fd, []) == []
+
+
+def test_lstat_many_refuses_what_os_lstat_refuses(d: Dir) -> None:
+    with pytest.raises(ValueError, match="null"):
+        _fsops.lstat_many(d.fd, ["a\0b"])
+    with pytest.raises(TypeError):
+        _fsops.lstat_many(d.fd, [7])  # type: ignore[list-item]
+
+
+def test_listdir_filter_lists_as_os_listdir_and_leaves_the_position_at_the_start(
+        tmp_path: Path, d: Dir) -> None:
+    for i in range(300):
+        touch(tmp_path / f"f{i:03d}.log")
+    touch(tmp_path / os.fsdecode(b"bad\xff.tmp"))
+    (tmp_path / "sub").mkdir()
+    names, total = _fsops.listdir_filter(d.fd, None, ())
+    assert names == os.listdir(d.fd) and total == 302  # the same order as well
+    assert _fsops.listdir_filter(d.fd, None, ()) == (names, total)  # read again, whole
+
+
+@given(st.lists(st.text(st.sampled_from("ab.lgo*\xe9\udcff"), max_size=8), max_size=30,
+                unique=True))
+@settings(max_examples=60, deadline=None)
+def test_listdir_filter_keeps_exactly_the_names_ending_with_a_tail_or_holding_a_needle(
+        tmp_path_factory: pytest.TempPathFactory, raw: list[str]) -> None:
+    where = tmp_path_factory.mktemp("names")
+    made = []
+    for n in raw:
+        name = n.replace("/", "_").strip("\0")
+        if name in ("", ".", "..") or "*" in name:
+            continue
+        (where / name).touch()
+        made.append(name)
+    tails, needles = (b".log", os.fsencode("\xe9")), (b"a.", os.fsencode("\udcff"))
+    fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names, total = _fsops.listdir_filter(fd, tails, needles)
+    finally:
+        os.close(fd)
+    want = [n for n in os.listdir(where)
+            if os.fsencode(n).endswith(tails) or any(x in os.fsencode(n) for x in needles)]
+    assert names == want and total == len(made)
+
+
+def test_listdir_filter_fails_as_os_listdir_fails(tmp_path: Path) -> None:
+    touch(tmp_path / "file")
+    fd = os.open(tmp_path / "file", os.O_RDONLY)
+    try:
+        with pytest.raises(NotADirectoryError):
+            _fsops.listdir_filter(fd, None, ())
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        _fsops.listdir_filter(fd, None, ())
+    with pytest.raises(TypeError):
+        _fsops.listdir_filter(0, ("log",), ())  # type: ignore[arg-type]
+
+
+PATTERN_TEXT = st.text(st.sampled_from("ab.*?[]!l"), min_size=1, max_size=6)
+
+
+@given(st.lists(st.lists(PATTERN_TEXT, min_size=1, max_size=3), min_size=1, max_size=3),
+       st.lists(st.text(st.sampled_from("ab.l\udcff]"), max_size=7), max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_the_prefilter_never_drops_a_name_the_matcher_takes(
+        groups: list[list[str]], names: list[str]) -> None:
+    named = [(f"g{i}", tuple(p)) for i, p in enumerate(groups)]
+    match = group_matcher(named)
+    pre = group_prefilter(named)
+    for name in names:
+        if match(name) is None or pre is None:
+            continue
+        raw = os.fsencode(name)
+        assert raw.endswith(pre[0]) or any(n in raw for n in pre[1]), (name, named, pre)
+
+
+def test_the_prefilter_of_the_shipped_rules_is_their_suffixes_and_literal_parts() -> None:
+    assert group_prefilter([("t0", ("*.log", "*.log.*")),
+                            ("t1", ("*.tmp", "architect_*_worker.log"))]) == (
+        (b".log", b".tmp"), (b".log.", b"_worker.log"))
+    assert group_prefilter([("t0", ("*.log", "[ab]*"))]) is None  # brackets: every name
+    assert group_prefilter([("t0", ("*",))]) is None
+
+
+def judged(d: Dir, *names: str) -> list[tuple[str, os.stat_result]]:
+    return [(n, os.stat(n, dir_fd=d.fd, follow_symlinks=False)) for n in names]
+
+
+def test_unlink_many_unlinks_what_is_unchanged_and_reports_the_rest_in_order(
+        tmp_path: Path, d: Dir) -> None:
+    for n in ("keep-same", "gone", "replaced", "touched", "now-a-dir", "unlinked", "chmodded"):
+        touch(tmp_path / n, age=3600)
+    items = judged(d, "unlinked", "gone", "replaced", "touched", "now-a-dir", "chmodded",
+                   "keep-same")
+    (tmp_path / "gone").unlink()
+    (tmp_path / "replaced").unlink()
+    touch(tmp_path / "replaced", age=3600)  # a new file under the name (maybe the inode)
+    os.utime(tmp_path / "touched", (1, 1))
+    (tmp_path / "now-a-dir").unlink()
+    (tmp_path / "now-a-dir").mkdir()
+    (tmp_path / "chmodded").chmod(0o600)  # only its ctime moves on
+    items[-1] = ("keep-same", items[-1][1])
+    os.utime(tmp_path / "keep-same")  # mtime and ctime move on
+    rcs = _fsops.unlink_many(d.fd, [(n, s.st_dev, s.st_ino, s.st_mtime_ns, s.st_ctime_ns)
+                                    for n, s in items])
+    assert rcs == [0, errno.ENOENT, *[_fsops.CHANGED] * 5]
+    assert sorted(os.listdir(tmp_path)) == ["chmodded", "keep-same", "now-a-dir", "replaced",
+                                            "touched"]
+
+
+@needs_root
+def test_unlink_many_reports_the_errno_of_a_refused_unlink(tmp_path: Path, d: Dir) -> None:
+    touch(tmp_path / "held")
+    subprocess.run(["chattr", "+i", str(tmp_path / "held")], check=True)  # ext4: EPERM
+    items = judged(d, "held")
+    try:
+        assert _fsops.unlink_many(d.fd, [(n, s.st_dev, s.st_ino, s.st_mtime_ns,
+                                          s.st_ctime_ns) for n, s in items]) == [errno.EPERM]
+        out = unlink_all(d, items)  # as the caller sees it: an OSError with that errno
+        assert isinstance(out[0], PermissionError) and out[0].filename == "held"
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "held")], check=True)
+
+
+def test_a_judged_time_beyond_64_bits_leaves_the_work_to_the_python_loop(
+        tmp_path: Path, d: Dir) -> None:
+    touch(tmp_path / "far")
+    os.utime(tmp_path / "far", ns=(2**62, 2**62))  # year 2116: fits
+    far = judged(d, "far")[0][1]
+    big = os.stat_result((*far[:10],), {"st_mtime_ns": 2**63, "st_ctime_ns": far.st_ctime_ns,
+                                        "st_atime_ns": 0})
+    assert _fsops.unlink_many(d.fd, [("far", far.st_dev, far.st_ino, 2**63, 0)]) is None
+    assert (tmp_path / "far").exists()  # nothing done
+    out = unlink_all(d, [("far", big)])  # the Python loop: not the judged file, kept
+    assert isinstance(out[0], fs.Changed) and (tmp_path / "far").exists()
+    assert unlink_all(d, [("far", far)]) == [None] and not (tmp_path / "far").exists()
+
+
+def test_unlink_many_never_removes_a_directory(tmp_path: Path, d: Dir) -> None:
+    (tmp_path / "sub").mkdir()
+    st_ = os.stat(tmp_path / "sub")
+    rcs = _fsops.unlink_many(d.fd, [("sub", st_.st_dev, st_.st_ino, st_.st_mtime_ns,
+                                     st_.st_ctime_ns)])
+    assert rcs == [_fsops.CHANGED] and stat.S_ISDIR(os.stat(tmp_path / "sub").st_mode)

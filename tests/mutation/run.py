@@ -63,7 +63,7 @@ MODULES: dict[str, tuple[str, float]] = {
 #: The unit tests the mutants run against (mutmut picks, per mutated function, those that
 #: reach it). Tests of other modules that drive these six through a real run count too.
 TEST_FILES = (
-    "tests/unit/test_fs.py", "tests/unit/test_fs_faults.py",
+    "tests/unit/test_fs.py", "tests/unit/test_fs_faults.py", "tests/unit/test_fsops.py",
     "tests/unit/test_retention.py", "tests/unit/test_retention_faults.py",
     "tests/unit/test_backups.py", "tests/unit/test_backups_retention.py",
     "tests/unit/test_backups_free_space.py", "tests/unit/test_backups_faults.py",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from itertools import repeat
 from stat import S_ISLNK, S_ISREG
 from typing import ClassVar, TypedDict
 
@@ -486,10 +487,11 @@ def _by_age(ctx: RunContext, d: Dir, names: list[str], max_age: float,
     quiet = young_bytes = 0
     # one call for the directory's lstat()s (in C, without the GIL: fs.lstat_many), then
     # the names in their order, the protected ones in their places
-    stats = iter(lstat_many(d, names if protected is None
-                            else [n for n in names if not protected(n)]))
-    for name in names:
-        if protected is not None and protected(name):
+    flags = [protected(n) for n in names] if protected is not None else None
+    stats = iter(lstat_many(d, names if flags is None
+                            else [n for n, p in zip(names, flags, strict=True) if not p]))
+    for name, is_protected in zip(names, flags or repeat(False), strict=False):  # endless
+        if is_protected:
             held.append((name, None, _PROTECTED))
             continue
         st = next(stats)

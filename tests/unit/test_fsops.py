@@ -10,6 +10,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -159,6 +160,7 @@ def test_the_prefilter_of_the_shipped_rules_is_their_suffixes_and_literal_parts(
     assert group_prefilter([("t0", ("*.log", "*.log.*")),
                             ("t1", ("*.tmp", "architect_*_worker.log"))]) == (
         (b".log", b".tmp"), (b".log.", b"_worker.log"))
+    assert group_prefilter([("t0", ("*.Xz", "*.z*"))]) == ((b".Xz",), (b".z",))
     assert group_prefilter([("t0", ("*.log", "[ab]*"))]) is None  # brackets: every name
     assert group_prefilter([("t0", ("*",))]) is None
 
@@ -223,3 +225,60 @@ def test_unlink_many_never_removes_a_directory(tmp_path: Path, d: Dir) -> None:
     rcs = _fsops.unlink_many(d.fd, [("sub", st_.st_dev, st_.st_ino, st_.st_mtime_ns,
                                      st_.st_ctime_ns)])
     assert rcs == [_fsops.CHANGED] and stat.S_ISDIR(os.stat(tmp_path / "sub").st_mode)
+
+
+# --- the file layer's functions, with the C loops and with the Python ones -------------------
+
+
+@pytest.mark.usefixtures("fs_loops")
+def test_the_file_layers_lstat_many_reads_links_not_their_targets(tmp_path: Path,
+                                                                   d: Dir) -> None:
+    touch(tmp_path / "target", size=10)
+    os.symlink("target", tmp_path / "link.log")
+    os.symlink("nowhere", tmp_path / "dangling.log")
+    link, dangling, missing = fs.lstat_many(d, ["link.log", "dangling.log", "missing"])
+    assert link is not None and same_stat(link, os.lstat(tmp_path / "link.log"))
+    assert dangling is not None and stat.S_ISLNK(dangling.st_mode) and missing is None
+
+
+@pytest.mark.usefixtures("fs_loops")
+def test_a_file_changed_since_it_was_judged_is_reported_by_its_path(tmp_path: Path,
+                                                                    d: Dir) -> None:
+    touch(tmp_path / "x.log", age=3600)
+    items = judged(d, "x.log")
+    os.utime(tmp_path / "x.log")
+    [out] = unlink_all(d, items)
+    assert isinstance(out, fs.Changed)
+    assert str(out) == f"{tmp_path}/x.log: changed since it was checked"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_walk_lists_leaves_and_unlinks_in_c_keeping_only_names_a_rule_may_take(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    from architect_cleanup.worker import CleanupWorker
+
+    from conftest import DAY, NOW, make_config, patch_fsops
+
+    calls: list[tuple[object, ...]] = []
+
+    def listdir_filter(real: Any, fd: int, tails: Any, needles: Any) -> Any:
+        names, total = real(fd, tails, needles)
+        calls.append(("list", tails, sorted(names), total))
+        return names, total
+
+    def unlink_many(real: Any, fd: int, items: list[Any]) -> Any:
+        calls.append(("unlink", [i[0] for i in items]))
+        return real(fd, items)
+
+    patch_fsops(monkeypatch, listdir_filter=listdir_filter, unlink_many=unlink_many)
+    touch(tmp_path / "logs" / "old.log", 40 * DAY)
+    touch(tmp_path / "logs" / "new.log")
+    touch(tmp_path / "logs" / "old.txt", 40 * DAY)
+    cfg = make_config(tmp_path, None, safety={"workers": workers}, backups={"enabled": False})
+    CleanupWorker(config=cfg, now=NOW, dry_run=False, only=["logs"],
+                  record_state=False).run_cleanup()
+    [(_, tails, names, total)] = [c for c in calls if c[0] == "list" and "old.log" in c[2]]
+    assert tails is not None and b".log" in tails  # the rules' prefilter, not every name
+    assert (names, total) == (["new.log", "old.log"], 3)
+    assert [c for c in calls if c[0] == "unlink"] == [("unlink", ["old.log"])]
+    assert sorted(os.listdir(tmp_path / "logs")) == ["new.log", "old.txt"]

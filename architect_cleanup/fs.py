@@ -176,9 +176,9 @@ def group_matcher(groups: Sequence[tuple[str, Sequence[str]]]) -> Matcher:
     for group, pats in groups:
         suffixes, others = [], []
         for p in pats:
-            rest = p[1:]
-            if p.startswith("*") and rest and not any(c in rest for c in "*?[]"):
-                suffixes.append(rest)
+            tail = _plain_suffix(p)
+            if tail is not None:
+                suffixes.append(tail)
             else:
                 others.append(p)
         rx = re.compile(patterns_regex(others)).match if others else None
@@ -194,6 +194,15 @@ def group_matcher(groups: Sequence[tuple[str, Sequence[str]]]) -> Matcher:
         return None
 
     return match
+
+
+def _plain_suffix(pattern: str) -> str | None:
+    """The literal text of a pattern that is ``*`` and literal text (``*.log``: ``.log``),
+    which a name matches by ending with it; None for any other pattern."""
+    rest = pattern[1:]
+    if pattern.startswith("*") and rest and not any(c in rest for c in "*?[]"):
+        return rest
+    return None
 
 
 #: What a listing in C may keep of a directory's names before the matcher sees them
@@ -215,9 +224,9 @@ def group_prefilter(groups: Sequence[tuple[str, Sequence[str]]]) -> Prefilter | 
     try:
         for _group, pats in groups:
             for p in pats:
-                rest = p[1:]
-                if p.startswith("*") and rest and not any(c in rest for c in "*?[]"):
-                    tails.append(os.fsencode(rest))
+                tail = _plain_suffix(p)  # as group_matcher sorts them: the filter follows it
+                if tail is not None:
+                    tails.append(os.fsencode(tail))
                     continue
                 need = _needed([p])
                 if need is None:
@@ -717,10 +726,9 @@ def lstat_many(d: Dir, names: list[str]) -> list[os.stat_result | None]:
         got: list[os.stat_result | None] = FSOPS.lstat_many(d.fd, names)
         return got
     out: list[os.stat_result | None] = []
-    fd = d.fd
     for name in names:
         try:
-            out.append(os.stat(name, dir_fd=fd, follow_symlinks=False))
+            out.append(lstat_at(d, name))
         except OSError:
             out.append(None)
     return out
@@ -889,7 +897,7 @@ def unlink_all(d: Dir, judged: list[tuple[str, os.stat_result]]) -> list[Excepti
         try:
             now = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if not same_file(now, was) or isdir(now.st_mode):
-                out.append(Changed(f"{display(d.join(name))}: changed since it was checked"))
+                out.append(_changed(d, name))
                 continue
             if guarded:
                 out.append(_unlink_guarded(d, name, was))
@@ -900,6 +908,11 @@ def unlink_all(d: Dir, judged: list[tuple[str, os.stat_result]]) -> list[Excepti
             continue
         out.append(None)
     return out
+
+
+def _changed(d: Dir, name: str) -> Changed:
+    """What unlink_all reports for a file that is no longer the one judged."""
+    return Changed(f"{display(d.join(name))}: changed since it was checked")
 
 
 def _unlink_all_in_c(d: Dir, judged: list[tuple[str, os.stat_result]]
@@ -917,7 +930,7 @@ def _unlink_all_in_c(d: Dir, judged: list[tuple[str, os.stat_result]]
         if rc == 0:
             out.append(None)
         elif rc == changed:
-            out.append(Changed(f"{display(d.join(name))}: changed since it was checked"))
+            out.append(_changed(d, name))
         else:
             out.append(OSError(rc, os.strerror(rc), name))
     return out

@@ -99,22 +99,26 @@ BUSY_SLACK = 0.001
 #: Rows per read when counting what a table holds (a read never blocks a WAL writer, but a long
 #: one would block a rollback-journal writer's commit).
 SCAN_CHUNK = 50_000
-#: During a purge, copy the WAL back into the database about every this many WAL frames (a
-#: tenth of SQLite's autocheckpoint threshold, so the dashboard's own commits seldom find the
-#: WAL over it and pay for a checkpoint themselves). Small and often: a checkpoint writes and
-#: syncs what it copies, and the dashboard's commit waits for the disk behind it; measured
-#: (`make bench`, 2M rows) with 500 frames an insert's commit took up to 20 ms during a
-#: purge, with 100 its p99 was about 4 ms, and the purge was no slower.
-CHECKPOINT_FRAMES = 100
+#: During a purge, copy the WAL back into the database about every this many WAL frames (so
+#: the dashboard's own commits seldom find the WAL over SQLite's autocheckpoint threshold and
+#: pay for a checkpoint themselves). Small and often: the checkpoint syncs the WAL the purge
+#: wrote (its commits do not: ``synchronous = NORMAL``), and a dashboard commit that syncs the
+#: same file waits for every frame still unsynced. Measured (`make bench`, 2M rows): with
+#: 500 frames an insert's commit took up to 20 ms during a purge, with 100 up to 9 ms, with 30
+#: 2.8-3.9 ms (the dashboard alone: up to 1.2-4.5 ms), for a purge about 7 % slower.
+CHECKPOINT_FRAMES = 30
 #: A real run's batch in a WAL database holds the write lock at most about this long
 #: (seconds; a rollback-journal database keeps ``batch_size``, see ``_Run._fit``): a dashboard
 #: writer that began waiting as the batch began gets in at its second try (SQLite's busy
-#: handler tries again after 1, then 2 more ms). ``batch_size`` is the most rows a batch
-#: takes; after a batch that held the lock longer the next one takes half as many, and after
-#: one that held it less than half as long a quarter more (up to ``batch_size`` again).
-#: Measured (`make bench`, 2M rows): a fixed 1,000-row batch held it 4-6 ms, and the inserts
-#: that waited behind one waited 8.4 ms (their third try).
-HOLD_TARGET = 0.003
+#: handler tries again after 1, then 2 more ms), and one batch that overruns it twice over
+#: still lets it in at its third (3 ms), not at its fourth (8 ms). ``batch_size`` is the most
+#: rows a batch takes; after a batch that held the lock longer the next one takes half as
+#: many, and after one that held it less than half as long a quarter more (up to
+#: ``batch_size`` again). Measured (`make bench`, 2M rows): a fixed 1,000-row batch held it
+#: 4-6 ms, and the inserts that waited behind one waited 8.4 ms (their fourth try); with 3 ms
+#: an overrunning batch still cost one insert 10 ms in about one purge of three; with 1.5 ms
+#: the longest wait was 3.6 ms, and the purge took 3.1-3.4x a plain DELETE (1.7x with 3 ms).
+HOLD_TARGET = 0.0015
 #: The fewest rows a batch takes, whatever it held (the read that finds a batch is not free).
 MIN_BATCH = 16
 #: The busy timeout (ms) for the final TRUNCATE checkpoint, which blocks new writers while it

@@ -36,6 +36,7 @@ from architect_cleanup.config import Config
 from architect_cleanup.forecast import Forecast
 from architect_cleanup.history import (
     BackupRecord,
+    DirItems,
     History,
     Item,
     RunWriter,
@@ -100,6 +101,13 @@ class RunHistory:
         """Where the targets hand their items (None when nothing is recorded)."""
         w = self.writer
         return w.item if w is not None and w.problem is None else None
+
+    @property
+    def on_dir_items(self) -> DirItems | None:
+        """Where the file targets hand a directory's items at once (see
+        :meth:`RunWriter.dir_items`; None when nothing is recorded)."""
+        w = self.writer
+        return w.dir_items if w is not None and w.problem is None else None
 
     def finished_at(self, stats: CleanupStats) -> datetime:
         return self.started_at + timedelta(seconds=stats.duration)

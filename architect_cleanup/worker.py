@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from architect_cleanup import activity, alerts, preflight
 from architect_cleanup.config import Config, load_config, with_overrides
 from architect_cleanup.fs import OpenFiles, raise_nofile_limit
-from architect_cleanup.history import Item
+from architect_cleanup.history import DirItems, Item
 from architect_cleanup.journal import fields
 from architect_cleanup.lock import LockHeld, LockUnusable, RunLock, lock_path
 from architect_cleanup.notify import Notifier
@@ -152,7 +152,7 @@ class CleanupWorker:
         self._history = hist
         try:
             plan = plan_run(self.config, self.only, self._final_steps(hist))
-            ctx, stats = self._start(now, hist.on_item)
+            ctx, stats = self._start(now, hist.on_item, hist.on_dir_items)
             try:
                 self._run_slots(ctx, plan, stats)
             finally:
@@ -185,8 +185,8 @@ class CleanupWorker:
         steps.append(FinalStep("summary", lambda _ctx, stats: self._summary(stats), False))
         return steps
 
-    def _start(self, now: datetime, on_item: Callable[[Item], None] | None
-               ) -> tuple[RunContext, CleanupStats]:
+    def _start(self, now: datetime, on_item: Callable[[Item], None] | None,
+               on_dir_items: DirItems | None = None) -> tuple[RunContext, CleanupStats]:
         self._started = time.monotonic()
         stats = CleanupStats(dry_run=self.dry_run, source=self.source,
                              started_at=utc_iso(now))
@@ -196,7 +196,7 @@ class CleanupWorker:
                          actor=self.actor, on_decision=self._decisions(stats),
                          kept_decisions=self.on_decision is not None,
                          on_status=self.notifier.status, should_stop=self.should_stop,
-                         on_item=on_item,
+                         on_item=on_item, on_dir_items=on_dir_items,
                          open_files=OpenFiles() if self.config.safety.skip_open_files else None)
         mode = "dry run" if self.dry_run else "real run"
         log.info("Starting cleanup (%s, from %s) of %s", mode, self.source, self.config.root,

@@ -28,7 +28,7 @@ from architect_cleanup.fs import (
     unlink_all,
     unlink_checked,
 )
-from architect_cleanup.history import Item
+from architect_cleanup.history import DirItems, Item, ItemRow
 from architect_cleanup.journal import fields
 from architect_cleanup.stats import TargetResult, action
 
@@ -110,6 +110,9 @@ class RunContext:
     #: every item removed or archived (or that a dry run would remove), as it is decided:
     #: the run's history writer (None: no history this run)
     on_item: Callable[[Item], None] | None = None
+    #: the same for a directory's files at once (``RunWriter.dir_items``): what the file
+    #: targets use when set, with ``on_item`` (None: item by item through ``on_item``)
+    on_dir_items: DirItems | None = None
     #: on_decision reads the decisions to keep as well (``-v``); the journal's list of
     #: removed items does not, and a real run must not build 700,000 of them for nothing
     kept_decisions: bool = True
@@ -348,6 +351,10 @@ class FileTarget(Target):
                 self._kept_at_last_moment(ctx, result, d.join(name), st, why_keep, reason(st))
             wants = ctx.wants_decisions
             record = ctx.on_item
+            # the items of the directory in one call, unless decisions are read too
+            rows: list[ItemRow] | None = (
+                [] if record is not None and ctx.on_dir_items is not None and not wants
+                else None)
             target = self.name
             removed = nbytes = 0
             for (name, st), exc in zip(go, outcomes, strict=True):
@@ -355,7 +362,9 @@ class FileTarget(Target):
                     size = freed_bytes(st)
                     removed += 1
                     nbytes += size
-                    if wants or record is not None:
+                    if rows is not None:
+                        rows.append((name, size, st.st_mtime, reason(st)))
+                    elif wants or record is not None:
                         why = reason(st)
                         path = d.join(name)
                         if wants:
@@ -364,6 +373,8 @@ class FileTarget(Target):
                             record(Item(target, path, size, st.st_mtime, why))
                     continue
                 self._not_removed(ctx, result, d.join(name), exc)
+            if rows and ctx.on_dir_items is not None:
+                ctx.on_dir_items(target, d.join(""), rows)
             result.removed += removed
             result.bytes += nbytes
 

@@ -145,6 +145,71 @@ def test_every_kind_of_path_and_reason_comes_back_exactly(
     assert hist.conn.execute("SELECT COUNT(*) FROM texts").fetchone()[0] == 6 + 37 + 13
 
 
+def _dump(hist: h.History) -> list[tuple[object, ...]]:
+    return hist.conn.execute(
+        "SELECT i.id, i.run_id, k.target, k.env, k.action, d.text, i.name, i.size, i.mtime, "
+        "x.text FROM items i JOIN texts d ON d.id = i.dir JOIN texts x ON x.id = i.reason "
+        "JOIN kinds k ON k.id = i.kind ORDER BY i.id").fetchall()
+
+
+@pytest.mark.parametrize("batch", [1, 3, 1000])
+def test_a_directorys_items_at_once_are_stored_as_one_by_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """RunWriter.dir_items (the file targets' way) and RunWriter.item give the same rows, in
+    the same order, mixed with items of other kinds, whatever the batch and the cache."""
+    monkeypatch.setattr(h, "TEXT_CACHE", 4)
+    folders = ["/srv/a/", "/srv/b c/", "", "/srv/a/"]
+    plan = [(f, [(f"n{i}-{j}", i * 10 + j, NOW.timestamp() - j, f"{j % 3} days old > 0d")
+                 for j in range(i + 1)]) for i, f in enumerate(folders)]
+    dumps = []
+    for way in ("item", "dir_items"):
+        hist = _open(tmp_path / way)
+        w = hist.begin_run(started_at=NOW, dry_run=True, source="timer", batch=batch)
+        for n, (folder, rows) in enumerate(plan):
+            w.item(h.Item("backups", f"/b/x{n}", n, None, "kept 3", env="prod"))
+            if way == "item":
+                for name, size, mtime, why in rows:
+                    w.item(h.Item("logs", folder + name, size, mtime, why))
+            else:
+                w.dir_items("logs", folder, rows)
+        w.dir_items("logs", "/srv/none/", [])  # nothing to record: nothing written
+        w.finish(finished_at=NOW, result="success", duration_s=1, items=0, bytes=0)
+        assert w.items_recorded == len(plan) + sum(len(r) for _f, r in plan)
+        dumps.append(_dump(hist))
+        hist.close()
+    assert dumps[0] == dumps[1]
+    assert [r[5] + r[6] for r in dumps[1] if r[2] == "logs"] == [
+        f + name for f, rows in plan for name, *_ in rows]
+
+
+def test_a_file_name_that_is_not_utf8_is_recorded_escaped_and_loses_nothing(
+        tmp_path: Path) -> None:
+    """os.fsdecode gives an undecodable byte as a lone surrogate, which SQLite's text cannot
+    hold: the item is stored with it as \\xNN (as the journal shows it), and so are the
+    other items of its batch; the run's record is whole."""
+    hist = _open(tmp_path)
+    w = hist.begin_run(started_at=NOW, dry_run=False, source="timer", batch=4)
+    bad_dir = os.fsdecode(b"/srv/d\xe9j\xe0/")
+    w.dir_items("logs", "/srv/ok/", [("a.log", 1, 1.0, "31 days old > 30d")])
+    w.dir_items("logs", bad_dir, [(os.fsdecode(b"caf\xe9.log"), 2, 2.0, "31 days old > 30d"),
+                                  ("b.log", 3, 3.0, "31 days old > 30d")])
+    w.item(h.Item("temp", os.fsdecode(b"/srv/t/x\xff.tmp"), 4, 4.0, "2 hours old > 1h"))
+    w.item(h.Item("temp", "/srv/t/\udcff-direct.tmp", 5, 5.0, "odd \ud800 reason"))
+    w.dir_items("logs", "/srv/ok/", [("c.log", 6, 6.0, "31 days old > 30d")])
+    w.finish(finished_at=NOW, result="success", duration_s=1, items=6, bytes=0)
+    assert w.problem is None
+    back = list(reports.items_since(hist.conn, NOW - timedelta(days=1)))
+    assert [x.path for x in back] == [
+        "/srv/ok/a.log", "/srv/d\\xe9j\\xe0/caf\\xe9.log", "/srv/d\\xe9j\\xe0/b.log",
+        "/srv/t/x\\xff.tmp", "/srv/t/\\xff-direct.tmp", "/srv/ok/c.log"]
+    assert back[4].reason == "odd \\ud800 reason"
+    assert [x.size for x in back] == [1, 2, 3, 4, 5, 6]
+    run = hist.conn.execute("SELECT result, items_recorded FROM runs").fetchone()
+    assert run == ("success", 6)
+    assert h.storable("plain ü\n") == "plain ü\n"
+    hist.close()
+
+
 def test_a_runs_items_are_read_by_their_id_range_without_an_index(tmp_path: Path) -> None:
     hist = _open(tmp_path)
     plan = " ".join(str(r[-1]) for r in hist.conn.execute(

@@ -102,6 +102,29 @@ def test_a_dry_run_records_what_it_would_remove_and_the_real_run_the_same(
     assert sorted((r.target, r.path) for r in dry) == sorted((r.target, r.path) for r in real)
 
 
+@pytest.mark.parametrize("dry", [True, False])
+def test_files_whose_names_are_not_utf8_are_recorded_and_the_run_is_whole(
+        demo: tuple[Path, Path], dry: bool) -> None:
+    """A hostile tree: old logs whose names (and directory) are not UTF-8, among more than a
+    batch of others. Every item is recorded, those names as the journal shows them (\\xNN),
+    and the run's record is finished (it used to stay "running": SQLite cannot hold the
+    name, and the write failed)."""
+    root, tmp = demo
+    bad = os.fsencode(root / "logs") + b"/d\xe9j\xe0"
+    for i in range(3):
+        touch(Path(os.fsdecode(bad + b"/caf\xe9-%d.log" % i)), 40 * DAY)
+    for i in range(h.BATCH + 5):
+        touch(root / "logs" / "many" / f"old-{i}.log", 40 * DAY)
+    stats = run(root, tmp, dry=dry)
+    assert stats.success  # type: ignore[attr-defined]
+    rows = [r for r in items() if r.target == "logs"]
+    assert len(rows) == stats.logs_deleted  # type: ignore[attr-defined]
+    escaped = sorted(r.path for r in rows if "caf" in r.path)
+    assert escaped == [f"{root}/logs/d\\xe9j\\xe0/caf\\xe9-{i}.log" for i in range(3)]
+    with closing(reader()) as conn:
+        assert conn.execute("SELECT result FROM runs").fetchall() == [("success",)]
+
+
 def test_the_runs_figures_backups_and_space_samples_are_recorded(
         demo: tuple[Path, Path]) -> None:
     root, tmp = demo

@@ -51,7 +51,7 @@ import re
 import resource
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
 from types import ModuleType
@@ -1207,17 +1207,21 @@ class OpenFiles:
         return ids
 
     def is_open(self, st: os.stat_result) -> bool:
-        return self.holder(st) is not None
+        return (st.st_dev, st.st_ino) in self.index()
 
     def holder(self, st: os.stat_result) -> int | None:
         """The PID of a process that holds the file open (the first one found), or None."""
+        return self.index().get((st.st_dev, st.st_ino))
+
+    def index(self) -> Mapping[tuple[int, int], int]:
+        """(device, inode) -> the PID of a process that holds it open (scanned on first use)."""
         ids = self._ids
         if ids is None:
             with self._scanning:  # the pool's threads ask at once
                 if self._ids is None:
                     self._ids = self._scan()
                 ids = self._ids
-        return ids.get((st.st_dev, st.st_ino))
+        return ids
 
     def describe(self, st: os.stat_result) -> str | None:
         """"open by PID 1234 (gunicorn)" for a file some process holds open, else None."""

@@ -6,13 +6,12 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from itertools import repeat
 from stat import S_ISLNK, S_ISREG
-from typing import ClassVar, TypedDict
+from typing import ClassVar, Literal, TypedDict
 
 from architect_cleanup.config import Config
 from architect_cleanup.dblocks import LockWatch
@@ -278,11 +277,8 @@ class FileTarget(Target):
     def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> Hold | None:
         """Reasons that override any rule: a future mtime, a file some process holds open
         (``ctx.open_files`` is None when ``safety.skip_open_files`` is off)."""
-        if st.st_mtime > ctx.future_limit:
-            return Hold.FUTURE
-        if ctx.open_files is not None and ctx.open_files.is_open(st):
-            return Hold.OPEN
-        return None
+        kept = last_moment_sort(ctx, [("", st)])[1]
+        return kept[0][2] if kept else None
 
     def age_work(self, ctx: RunContext, d: Dir, names: list[str], *, max_age: float,
                  limit: str, young: str, protected: Callable[[str], bool] | None = None,
@@ -336,14 +332,7 @@ class FileTarget(Target):
         loop; safe on any thread (see :meth:`age_work`). The report it returns does the
         counts and decisions on the run's own thread; its *reason* builds a file's reason
         from its stat, only when someone reads decisions or items."""
-        go: list[tuple[str, os.stat_result]] = []
-        kept: list[tuple[str, os.stat_result, Hold]] = []
-        for name, st in judged:
-            why_keep = self.last_moment_keep(ctx, st)
-            if why_keep is None:
-                go.append((name, st))
-            else:
-                kept.append((name, st, why_keep))
+        go, kept = last_moment_sort(ctx, judged)
         outcomes: list[Exception | None] = [None] * len(go) if ctx.dry_run else unlink_all(d, go)
 
         def report(result: TargetResult, reason: Callable[[os.stat_result], str]) -> None:
@@ -465,6 +454,25 @@ class FileTarget(Target):
             log.warning("%s: %s is %s; kept", self.name, display(path), future_text(ahead))
 
 
+def last_moment_sort(ctx: RunContext, judged: list[tuple[str, os.stat_result]]
+                     ) -> tuple[list[tuple[str, os.stat_result]],
+                                list[tuple[str, os.stat_result, Hold]]]:
+    """:meth:`FileTarget.last_moment_keep` of each judged file, in one loop: those no reason
+    keeps, and those one does with the reason, each in their order."""
+    go: list[tuple[str, os.stat_result]] = []
+    kept: list[tuple[str, os.stat_result, Hold]] = []
+    future = ctx.future_limit
+    is_open = ctx.open_files.is_open if ctx.open_files is not None else None
+    for name, st in judged:
+        if st.st_mtime > future:
+            kept.append((name, st, Hold.FUTURE))
+        elif is_open is not None and is_open(st):
+            kept.append((name, st, Hold.OPEN))
+        else:
+            go.append((name, st))
+    return go, kept
+
+
 #: Why the age rule keeps a file (:class:`_AgeSort`): protected by name, not a regular file,
 #: modified in the future, younger than the limit.
 _PROTECTED, _NOT_A_FILE, _FUTURE, _YOUNG = range(4)
@@ -497,17 +505,19 @@ def _by_age(ctx: RunContext, d: Dir, names: list[str], max_age: float,
     held, doomed = out.held, out.doomed
     quiet = young_bytes = 0
     # one call for the directory's lstat()s (in C, without the GIL: fs.lstat_many), then
-    # the names in their order, the protected ones in their places
+    # the names in their order, the protected ones in their places (False: not asked)
     flags = [protected(n) for n in names] if protected is not None else None
-    stats = iter(lstat_many(d, names if flags is None
-                            else [n for n, p in zip(names, flags, strict=True) if not p]))
-    for name, is_protected in zip(names, flags or repeat(False), strict=False):  # endless
-        if is_protected:
-            held.append((name, None, _PROTECTED))
+    stats: Sequence[os.stat_result | Literal[False] | None]
+    if flags is None or not any(flags):
+        stats = lstat_many(d, names)
+    else:
+        asked = iter(lstat_many(d, [n for n, p in zip(names, flags, strict=True) if not p]))
+        stats = [False if p else next(asked) for p in flags]
+    for name, st in zip(names, stats, strict=True):
+        if not st:  # protected, or vanished since the listing
+            if st is False:
+                held.append((name, None, _PROTECTED))
             continue
-        st = next(stats)
-        if st is None:
-            continue  # vanished since the listing
         mode = st.st_mode
         if not (S_ISREG(mode) or S_ISLNK(mode)):
             held.append((name, None, _NOT_A_FILE))
@@ -565,6 +575,43 @@ def unique_dirs(dirs: tuple[str, ...]) -> list[str]:
             continue
         out.append(p)
     return out
+
+
+class Under:
+    """:func:`under` for one set of *dirs*, asked of many paths: it walks up a path only to
+    the nearest directory it has answered for (the walk is depth first, so that is mostly the
+    parent). Remembers up to :data:`UNDER_MEMO` directories; safe on any thread."""
+
+    def __init__(self, dirs: frozenset[str]) -> None:
+        self.dirs = dirs
+        self._memo: dict[str, bool] = {}
+
+    def __call__(self, path: str) -> bool:
+        memo, dirs = self._memo, self.dirs
+        below: list[str] = []
+        p = path
+        while True:
+            got = memo.get(p)
+            if got is not None:
+                break
+            if p in dirs:
+                got = True
+                break
+            parent = os.path.dirname(p)
+            if parent == p:
+                got = False
+                break
+            below.append(p)
+            p = parent
+        if len(memo) + len(below) > UNDER_MEMO:
+            memo.clear()
+        for q in below:
+            memo[q] = got
+        return got
+
+
+#: how many directories an :class:`Under` remembers
+UNDER_MEMO = 4096
 
 
 def under(path: str, dirs: frozenset[str]) -> bool:

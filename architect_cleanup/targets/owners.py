@@ -16,7 +16,6 @@ judged by exactly one target, so a dry run counts it once:
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 from architect_cleanup.config import Config
 from architect_cleanup.fs import compile_patterns
 from architect_cleanup.targets.backups import backup_dirs
-from architect_cleanup.targets.base import under
+from architect_cleanup.targets.base import Under, under
 
 if TYPE_CHECKING:
     from architect_cleanup.targets.tree import TreeTarget
@@ -42,11 +41,13 @@ def backup_names(cfg: Config) -> BackupNames:
     is_backup = compile_patterns(cfg.backups.patterns)
     dirs = frozenset(cfg.resolve(rel) for _, rel, _ in backup_dirs(cfg))
 
-    # asked for every file of a directory taken whole (temp's keep_name): one answer per
-    # directory, not a walk up its path per file
-    @functools.lru_cache(maxsize=256)
+    # asked for every directory of the walk and every file of a directory taken whole
+    # (temp's keep_name): a step up from the nearest directory answered before, not a walk
+    # up the whole path each time
+    inside = Under(dirs)
+
     def theirs(path: str) -> Callable[[str], bool] | None:
-        return is_backup if under(path, dirs) else None
+        return is_backup if inside(path) else None
 
     return theirs
 

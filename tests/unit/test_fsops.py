@@ -49,6 +49,9 @@ def test_lstat_many_returns_what_os_lstat_returns_for_every_kind_of_entry(
     os.utime(tmp_path / "old.log", ns=(-86_400_000_000_001, -1_500_000_000))  # before 1970
     touch(tmp_path / "far.log")
     os.utime(tmp_path / "far.log", ns=(2**33 * 10**9 + 7, 2**33 * 10**9 + 7))  # year 2242
+    # beyond 9e9 seconds (year 2255): the nanoseconds as Python's multiplication makes them
+    touch(tmp_path / "farther.log")
+    os.utime(tmp_path / "farther.log", ns=(9_100_000_000 * 10**9 + 9, 10**19 + 11))
     os.symlink("nowhere", tmp_path / "dangling.log")
     os.mkfifo(tmp_path / "fifo.log")
     (tmp_path / "dir.log").mkdir()
@@ -56,7 +59,7 @@ def test_lstat_many_returns_what_os_lstat_returns_for_every_kind_of_entry(
     os.link(tmp_path / "linked.log", tmp_path / "second-link")
     odd = os.fsdecode(b"caf\xe9 \n\x01.log")  # undecodable byte, newline, control character
     touch(tmp_path / odd)
-    names = ["plain.log", "old.log", "far.log", "dangling.log", "fifo.log", "dir.log",
+    names = ["plain.log", "old.log", "far.log", "farther.log", "dangling.log", "fifo.log", "dir.log",
              "linked.log", odd]
     got = _fsops.lstat_many(d.fd, names)
     for name, st_ in zip(names, got, strict=True):

@@ -15,6 +15,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -102,6 +104,79 @@ keeps(const char *s, size_t l, const text_t *tails, Py_ssize_t nt, const text_t 
     return 0;
 }
 
+/* Raise the error *err* (an errno; 0: none), as os functions raise it; -1 when raised. */
+static int
+set_error(int err)
+{
+    if (err == 0)
+        return 0;
+    if (err == ENOMEM)
+        PyErr_NoMemory();
+    else {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return -1;
+}
+
+/* The names of the directory *fd* that keeps() (every name when *every*), in listing order,
+   into *nm*, and how many it held into *total*; 0 or an errno. Needs no GIL. The descriptor's
+   position is left at the start. */
+static int
+list_names(int fd, int every, const text_t *tails, Py_ssize_t nt, const text_t *needles,
+           Py_ssize_t nn, names_t *nm, long long *total)
+{
+    int err = 0;
+    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    DIR *dir = dfd < 0 ? NULL : fdopendir(dfd);
+    if (dir == NULL) {
+        err = errno;
+        if (dfd >= 0)
+            close(dfd);
+        return err;
+    }
+    rewinddir(dir);
+    for (;;) {
+        errno = 0;
+        struct dirent *e = readdir(dir);
+        if (e == NULL) {
+            err = errno;
+            break;
+        }
+        const char *s = e->d_name;
+        if (s[0] == '.' && (s[1] == '\0' || (s[1] == '.' && s[2] == '\0')))
+            continue;
+        (*total)++;
+        size_t l = strlen(s);
+        if ((every || keeps(s, l, tails, nt, needles, nn)) && names_add(nm, s, l) < 0) {
+            err = ENOMEM;
+            break;
+        }
+    }
+    rewinddir(dir);
+    closedir(dir);
+    return err;
+}
+
+/* The names of *nm* as a list of str, decoded as os.listdir decodes them. */
+static PyObject *
+names_list(const names_t *nm)
+{
+    PyObject *list = PyList_New((Py_ssize_t)nm->n);
+    if (list == NULL)
+        return NULL;
+    for (size_t i = 0; i < nm->n; i++) {
+        const char *s = nm->buf + nm->offs[i];
+        PyObject *u = PyUnicode_DecodeFSDefaultAndSize(s, (Py_ssize_t)strlen(s));
+        if (u == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, u);
+    }
+    return list;
+}
+
 PyDoc_STRVAR(listdir_filter_doc,
 "listdir_filter(fd, tails, needles) -> (names, total)\n\n"
 "os.listdir(fd), keeping only the names that end with one of *tails* or hold one of\n"
@@ -123,63 +198,21 @@ listdir_filter(PyObject *Py_UNUSED(module), PyObject *args)
     PyObject *list = NULL, *result = NULL;
     names_t nm = {0};
     long long total = 0;
-    int err = 0;
+    int err;
 
     if (!every && (texts_of(tails_obj, &tails, &nt) < 0
                    || texts_of(needles_obj, &needles, &nn) < 0))
         goto done;
 
     Py_BEGIN_ALLOW_THREADS
-    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    DIR *dir = dfd < 0 ? NULL : fdopendir(dfd);
-    if (dir == NULL) {
-        err = errno;
-        if (dfd >= 0)
-            close(dfd);
-    }
-    else {
-        rewinddir(dir);
-        for (;;) {
-            errno = 0;
-            struct dirent *e = readdir(dir);
-            if (e == NULL) {
-                err = errno;
-                break;
-            }
-            const char *s = e->d_name;
-            if (s[0] == '.' && (s[1] == '\0' || (s[1] == '.' && s[2] == '\0')))
-                continue;
-            total++;
-            size_t l = strlen(s);
-            if ((every || keeps(s, l, tails, nt, needles, nn)) && names_add(&nm, s, l) < 0) {
-                err = ENOMEM;
-                break;
-            }
-        }
-        rewinddir(dir);
-        closedir(dir);
-    }
+    err = list_names(fd, every, tails, nt, needles, nn, &nm, &total);
     Py_END_ALLOW_THREADS
 
-    if (err == ENOMEM) {
-        PyErr_NoMemory();
+    if (set_error(err) < 0)
         goto done;
-    }
-    if (err != 0) {
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
-        goto done;
-    }
-    list = PyList_New((Py_ssize_t)nm.n);
+    list = names_list(&nm);
     if (list == NULL)
         goto done;
-    for (size_t i = 0; i < nm.n; i++) {
-        const char *s = nm.buf + nm.offs[i];
-        PyObject *u = PyUnicode_DecodeFSDefaultAndSize(s, (Py_ssize_t)strlen(s));
-        if (u == NULL)
-            goto done;
-        PyList_SET_ITEM(list, (Py_ssize_t)i, u);
-    }
     result = Py_BuildValue("(OL)", list, total);
 done:
     Py_XDECREF(list);
@@ -270,6 +303,24 @@ stat_result(const struct stat *st)
     return v;
 }
 
+/* A list of n os.stat_results, None where *ok* is 0. */
+static PyObject *
+stats_list(Py_ssize_t n, const struct stat *sts, const char *ok)
+{
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = ok[i] ? stat_result(&sts[i]) : Py_NewRef(Py_None);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
 /* Each name of *names* (a list of str or bytes) encoded as os functions encode a path. */
 static PyObject **
 encode_names(PyObject *names, Py_ssize_t n)
@@ -317,17 +368,7 @@ lstat_many(PyObject *Py_UNUSED(module), PyObject *args)
     for (Py_ssize_t i = 0; i < n; i++)
         ok[i] = fstatat(fd, PyBytes_AS_STRING(enc[i]), &sts[i], AT_SYMLINK_NOFOLLOW) == 0;
     Py_END_ALLOW_THREADS
-    out = PyList_New(n);
-    if (out == NULL)
-        goto done;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = ok[i] ? stat_result(&sts[i]) : Py_NewRef(Py_None);
-        if (v == NULL) {
-            Py_CLEAR(out);
-            goto done;
-        }
-        PyList_SET_ITEM(out, i, v);
-    }
+    out = stats_list(n, sts, ok);
 done:
     for (Py_ssize_t i = 0; i < n; i++)
         Py_DECREF(enc[i]);
@@ -448,6 +489,271 @@ done:
     return out;
 }
 
+/* ---- Prefetch ------------------------------------------------------------------------ */
+
+/* One directory handed to the prefetching thread: listed and its kept names lstat()ed there. */
+typedef struct job {
+    int fd;                   /* the caller keeps it open until take() returns this job */
+    PyObject *keep;           /* (tails, needles), whose bytes the texts point into */
+    text_t *tails, *needles;
+    Py_ssize_t nt, nn;
+    int every;
+    names_t nm;
+    struct stat *sts;
+    char *ok;
+    long long total;
+    int err;
+    int done;                 /* set by the thread, under the lock */
+    struct job *next;
+} job_t;
+
+typedef struct {
+    PyObject_HEAD
+    pthread_t thread;
+    int started, closed, stopping;
+    pthread_mutex_t mu;
+    pthread_cond_t wake;      /* a job to do, or stop */
+    pthread_cond_t finished;  /* a job is done */
+    job_t *head;              /* the oldest job not taken */
+    job_t *tail;              /* the newest */
+    job_t *todo;              /* the oldest job not started */
+} Prefetch;
+
+/* The thread's work on one job: no Python object is touched, the GIL is never taken. */
+static void
+job_run(job_t *j)
+{
+    j->err = list_names(j->fd, j->every, j->tails, j->nt, j->needles, j->nn, &j->nm,
+                        &j->total);
+    if (j->err != 0 || j->nm.n == 0)
+        return;
+    j->sts = malloc(j->nm.n * sizeof *j->sts);
+    j->ok = malloc(j->nm.n);
+    if (j->sts == NULL || j->ok == NULL) {
+        j->err = ENOMEM;
+        return;
+    }
+    for (size_t i = 0; i < j->nm.n; i++)
+        j->ok[i] = fstatat(j->fd, j->nm.buf + j->nm.offs[i], &j->sts[i],
+                           AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* Free a job (with the GIL: it holds references). */
+static void
+job_free(job_t *j)
+{
+    Py_XDECREF(j->keep);
+    PyMem_Free(j->tails);
+    PyMem_Free(j->needles);
+    free(j->nm.buf);
+    free(j->nm.offs);
+    free(j->sts);
+    free(j->ok);
+    PyMem_Free(j);
+}
+
+static void *
+prefetch_main(void *arg)
+{
+    Prefetch *self = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);  /* signals are the run's thread's */
+    pthread_mutex_lock(&self->mu);
+    for (;;) {
+        while (!self->stopping && self->todo == NULL)
+            pthread_cond_wait(&self->wake, &self->mu);
+        if (self->stopping)
+            break;
+        job_t *j = self->todo;
+        self->todo = j->next;
+        pthread_mutex_unlock(&self->mu);
+        job_run(j);
+        pthread_mutex_lock(&self->mu);
+        j->done = 1;
+        pthread_cond_broadcast(&self->finished);
+    }
+    pthread_mutex_unlock(&self->mu);
+    return NULL;
+}
+
+static PyObject *
+Prefetch_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Prefetch", kwlist))
+        return NULL;
+    Prefetch *self = (Prefetch *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    pthread_mutex_init(&self->mu, NULL);
+    pthread_cond_init(&self->wake, NULL);
+    pthread_cond_init(&self->finished, NULL);
+    int rc = pthread_create(&self->thread, NULL, prefetch_main, self);
+    if (rc != 0) {
+        Py_DECREF(self);
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->started = 1;
+    return (PyObject *)self;
+}
+
+/* Stop the thread (it finishes the job it is on), then free every job not taken. */
+static void
+prefetch_stop(Prefetch *self)
+{
+    if (self->closed)
+        return;
+    self->closed = 1;
+    if (self->started) {
+        pthread_mutex_lock(&self->mu);
+        self->stopping = 1;
+        pthread_cond_broadcast(&self->wake);
+        pthread_mutex_unlock(&self->mu);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(self->thread, NULL);
+        Py_END_ALLOW_THREADS
+    }
+    while (self->head != NULL) {
+        job_t *j = self->head;
+        self->head = j->next;
+        job_free(j);
+    }
+    self->tail = self->todo = NULL;
+}
+
+static int
+prefetch_open(Prefetch *self)
+{
+    if (self->closed) {
+        PyErr_SetString(PyExc_ValueError, "the prefetch is closed");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(Prefetch_submit_doc,
+"submit(fd, tails, needles) -> None\n\n"
+"Hand the directory *fd* to the thread: listdir_filter(fd, tails, needles), then the\n"
+"lstat of each name kept. The descriptor must stay open until take() returns its result.");
+
+static PyObject *
+Prefetch_submit(Prefetch *self, PyObject *args)
+{
+    int fd;
+    PyObject *tails_obj, *needles_obj;
+    if (!PyArg_ParseTuple(args, "iOO:submit", &fd, &tails_obj, &needles_obj)
+            || prefetch_open(self) < 0)
+        return NULL;
+    job_t *j = PyMem_Calloc(1, sizeof *j);
+    if (j == NULL)
+        return PyErr_NoMemory();
+    j->fd = fd;
+    j->every = tails_obj == Py_None;
+    j->keep = PyTuple_Pack(2, tails_obj, needles_obj);
+    if (j->keep == NULL || (!j->every && (texts_of(tails_obj, &j->tails, &j->nt) < 0
+                                          || texts_of(needles_obj, &j->needles, &j->nn) < 0))) {
+        job_free(j);
+        return NULL;
+    }
+    pthread_mutex_lock(&self->mu);
+    if (self->tail != NULL)
+        self->tail->next = j;
+    else
+        self->head = j;
+    self->tail = j;
+    if (self->todo == NULL)
+        self->todo = j;
+    pthread_cond_signal(&self->wake);
+    pthread_mutex_unlock(&self->mu);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Prefetch_take_doc,
+"take() -> (names, stats, total)\n\n"
+"The oldest job's result, once the thread has done it: the names kept (as listdir_filter),\n"
+"the lstat of each (as lstat_many) and how many names the directory held. Raises the\n"
+"OSError of the listing, or LookupError when no job is waiting.");
+
+static PyObject *
+Prefetch_take(Prefetch *self, PyObject *Py_UNUSED(ignored))
+{
+    if (prefetch_open(self) < 0)
+        return NULL;
+    job_t *j = self->head;
+    if (j == NULL) {
+        PyErr_SetString(PyExc_LookupError, "no directory was handed to the prefetch");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->mu);
+    while (!j->done)
+        pthread_cond_wait(&self->finished, &self->mu);
+    self->head = j->next;
+    if (self->tail == j)
+        self->tail = NULL;
+    pthread_mutex_unlock(&self->mu);
+    Py_END_ALLOW_THREADS
+    PyObject *names = NULL, *stats = NULL, *out = NULL;
+    if (set_error(j->err) < 0)
+        goto done;
+    names = names_list(&j->nm);
+    stats = names == NULL ? NULL : stats_list((Py_ssize_t)j->nm.n, j->sts, j->ok);
+    if (stats != NULL)
+        out = Py_BuildValue("(OOL)", names, stats, j->total);
+done:
+    Py_XDECREF(names);
+    Py_XDECREF(stats);
+    job_free(j);
+    return out;
+}
+
+PyDoc_STRVAR(Prefetch_close_doc,
+"close() -> None\n\n"
+"Stop the thread (after the directory it is on) and drop the results not taken.");
+
+static PyObject *
+Prefetch_close(Prefetch *self, PyObject *Py_UNUSED(ignored))
+{
+    prefetch_stop(self);
+    Py_RETURN_NONE;
+}
+
+static void
+Prefetch_dealloc(Prefetch *self)
+{
+    prefetch_stop(self);
+    pthread_mutex_destroy(&self->mu);
+    pthread_cond_destroy(&self->wake);
+    pthread_cond_destroy(&self->finished);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Prefetch_methods[] = {
+    {"submit", (PyCFunction)Prefetch_submit, METH_VARARGS, Prefetch_submit_doc},
+    {"take", (PyCFunction)Prefetch_take, METH_NOARGS, Prefetch_take_doc},
+    {"close", (PyCFunction)Prefetch_close, METH_NOARGS, Prefetch_close_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(Prefetch_doc,
+"Prefetch()\n\n"
+"A thread of its own that lists directories and lstat()s their names ahead of the caller,\n"
+"without the GIL (the dry run's walk: its Python work overlaps the kernel's). Results are\n"
+"taken in the order the directories were handed in.");
+
+static PyTypeObject PrefetchType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "architect_cleanup._fsops.Prefetch",
+    .tp_basicsize = sizeof(Prefetch),
+    .tp_dealloc = (destructor)Prefetch_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = Prefetch_doc,
+    .tp_methods = Prefetch_methods,
+    .tp_new = Prefetch_new,
+};
+
 /* ---- the module ----------------------------------------------------------------------- */
 
 static PyMethodDef fsops_methods[] = {
@@ -475,8 +781,11 @@ PyInit__fsops(void)
     Py_DECREF(os);
     if (stat_result_type == NULL)
         return NULL;
+    if (PyType_Ready(&PrefetchType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&fsops_module);
-    if (m != NULL && PyModule_AddIntConstant(m, "CHANGED", CHANGED) < 0)
+    if (m != NULL && (PyModule_AddIntConstant(m, "CHANGED", CHANGED) < 0
+                      || PyModule_AddObjectRef(m, "Prefetch", (PyObject *)&PrefetchType) < 0))
         Py_CLEAR(m);
     return m;
 }

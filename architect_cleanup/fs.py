@@ -340,6 +340,9 @@ class Dir:
     nlink: int = 0  # 2 means "no sub-directories" on file systems that count them
     #: someone other than this process may rename files over names in it (see shared_dir)
     shared: bool | None = None
+    #: the lstat of its names, taken as it was listed (a dry run's walk: see list_ahead);
+    #: lstat_many answers from it
+    known: dict[str, os.stat_result | None] | None = None
 
     def join(self, name: str) -> str:
         return name if not self.path else f"{self.path.rstrip('/')}/{name}"
@@ -708,6 +711,44 @@ def list_leaf(d: Dir, files: Matcher, prefilter: Prefilter | None = None
     return [(n, m) for n in names if (m := files(n)) is not None], total, None
 
 
+class ListAhead:
+    """Leaf directories listed, and the names their rules may take lstat()ed, on a thread of
+    the C module's own (``_fsops.Prefetch``), ahead of the walk that judges them: a dry run's
+    Python work then overlaps the kernel's. Results come back in the order the directories
+    went in. Made by :func:`list_ahead`."""
+
+    def __init__(self, thread: _fsops.Prefetch) -> None:
+        self._thread = thread
+
+    def submit(self, d: Dir, prefilter: Prefilter | None) -> None:
+        """Hand *d* over; its descriptor must stay open until :meth:`take` returns it."""
+        tails, needles = prefilter if prefilter is not None else (None, ())
+        self._thread.submit(d.fd, tails, needles)
+
+    def take(self, d: Dir, files: Matcher) -> tuple[list[tuple[str, Any]], int, str | None]:
+        """:func:`list_leaf` of the oldest directory handed over (*d*), its names' lstat
+        kept in ``d.known`` for :func:`lstat_many` (what a dry run reads is then the
+        listing's own view)."""
+        try:
+            names, stats, total = self._thread.take()
+        except OSError as exc:
+            return [], 0, f"cannot list: {exc.strerror}"
+        d.known = dict(zip(names, stats, strict=True))
+        return [(n, m) for n in names if (m := files(n)) is not None], total, None
+
+    def close(self) -> None:
+        """Stop the thread (after the directory it is on): call before closing the
+        descriptors of directories handed over and not taken."""
+        self._thread.close()
+
+
+def list_ahead() -> ListAhead | None:
+    """A :class:`ListAhead`, where the C loops are built (None: each leaf is listed by the
+    walk itself)."""
+    prefetch = getattr(FSOPS, "Prefetch", None)
+    return ListAhead(prefetch()) if prefetch is not None else None
+
+
 # --- deleting --------------------------------------------------------------------------------
 
 
@@ -722,6 +763,9 @@ def lstat_at(d: Dir, name: str) -> os.stat_result:
 def lstat_many(d: Dir, names: list[str]) -> list[os.stat_result | None]:
     """:func:`lstat_at` of each name, in order; None where it failed (the name vanished
     since the listing, or cannot be read). Safe on any thread."""
+    if d.known is not None:
+        with contextlib.suppress(KeyError):  # every name comes from that listing
+            return [d.known[n] for n in names]
     if FSOPS is not None:
         got: list[os.stat_result | None] = FSOPS.lstat_many(d.fd, names)
         return got

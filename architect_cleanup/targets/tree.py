@@ -26,11 +26,13 @@ from architect_cleanup.fs import (
     UNLISTED,
     Dir,
     FsError,
+    ListAhead,
     Root,
     Scope,
     Walker,
     group_matcher,
     group_prefilter,
+    list_ahead,
     list_leaf,
     patterns_regex,
 )
@@ -58,6 +60,8 @@ CHUNK = 1024
 WINDOW_PER_WORKER = 2
 #: How often (seconds) the run's thread, waiting for a directory's work, asks for a stop.
 STOP_POLL = 0.25
+#: A dry run's leaf directories listed ahead of the one being judged (one descriptor each).
+AHEAD = 16
 
 
 class TreeTarget(FileTarget):
@@ -235,11 +239,15 @@ class _SharedWalk:
                 m.result.error(str(exc))
             return
         # the pool pays for deletions (unlinkat waits for the disk, off the GIL); a dry run
-        # only lists and stats, which the threads do slower than one (the GIL, and a
-        # futex per hand-over: 2x the time of one thread on 1M files), so it walks here
-        workers = 1 if self.ctx.dry_run else self.ctx.config.safety.workers
+        # only lists and stats, which Python threads do slower than one (the GIL, and a
+        # futex per hand-over: 2x the time of one thread on 1M files), so it judges here
+        # while a C thread lists and stats ahead of it (no GIL at all)
+        workers = self.ctx.config.safety.workers
+        ahead = list_ahead() if workers > 1 and self.ctx.dry_run else None
         with contextlib.closing(start):
-            if workers > 1:
+            if ahead is not None:
+                _AheadWalk(self, start, ahead).run()
+            elif workers > 1 and not self.ctx.dry_run:
                 _PooledWalk(self, start, workers).run()
             else:
                 self._sequential(start)
@@ -455,6 +463,76 @@ class _PooledWalk:
                     _guard(m, step, m.result)
         finally:
             d.close()
+
+
+class _AheadWalk:
+    """A dry run's shared walk with its leaf directories listed and lstat()ed ahead of it on
+    a C thread (:class:`~architect_cleanup.fs.ListAhead`), at most :data:`AHEAD` of them.
+
+    Everything else is the sequential walk's, on this thread and in walk order: the matcher,
+    each target's judgement and report (``_hand_out``), the notes of skipped directories.
+    Counts, decisions and ``-v`` output are the same as with one thread."""
+
+    def __init__(self, walk: _SharedWalk, start: Dir, ahead: ListAhead) -> None:
+        self.walk = walk
+        self.ahead = ahead
+        #: in walk order: a directory (its own descriptor, the scope of a leaf handed
+        #: ahead or None, its files and claimed directories), or a skipped one's note
+        self.queue: deque[tuple[Dir, Scope | None, list[tuple[str, Any]],
+                                list[tuple[str, Any]]] | Callable[[], None]] = deque()
+        #: entries of the leaves listed ahead, as they were taken
+        self.seen = 0
+        self.walker = Walker(walk.root, start, scope=walk.scopes.for_dir,
+                             on_skip=self._on_skip, lazy_leaves=True, on_dir=self._tick)
+
+    def run(self) -> None:
+        walk, walker, ahead = self.walk, self.walker, self.ahead
+        try:
+            for d, files, dirs in walker.batches():
+                own = Dir(os.dup(d.fd), d.path, d.dev, d.ino, d.mnt, d.nlink, d.shared)
+                scope = walk.scopes.for_dir(d) if files is UNLISTED else None
+                if scope is not None:
+                    ahead.submit(own, scope.prefilter)
+                self.queue.append((own, scope, files, dirs))
+                while len(self.queue) > AHEAD:
+                    self._next(ahead)
+            while self.queue:
+                self._next(ahead)
+        finally:
+            ahead.close()  # the thread is done with the descriptors: they may be closed
+            for item in self.queue:
+                if not callable(item):
+                    item[0].close()
+        seen = walker.entries_seen + self.seen
+        walk.ctx.status(f"{walk.label}: {seen:,} files checked")  # with the last leaves
+        for m in walk.members:  # the shared walk looked at these entries for every target
+            m.result.checked += seen
+
+    def _next(self, ahead: ListAhead) -> None:
+        item = self.queue.popleft()
+        if callable(item):
+            item()
+            return
+        d, scope, files, dirs = item
+        try:
+            if scope is not None and scope.files is not None:
+                files, listed, why = ahead.take(d, scope.files)
+                self.seen += listed
+                if why is not None:
+                    _skipped(self.walk.members, d.path, why)
+            if files or dirs:
+                self.walk._hand_out(d, files, dirs, self._tick)
+        finally:
+            d.close()
+
+    def _on_skip(self, path: str, why: str) -> None:
+        self.queue.append(functools.partial(_skipped, self.walk.members, path, why))
+
+    def _tick(self) -> None:
+        ctx = self.walk.ctx
+        ctx.check_stop()
+        ctx.status(f"{self.walk.label}: {self.walker.entries_seen + self.seen:,} files "
+                   "checked")
 
 
 def _work(m: _Member, fn: Callable[..., Step], *args: object) -> Step | Exception:

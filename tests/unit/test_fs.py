@@ -412,6 +412,34 @@ def test_names_are_matched_before_any_stat(tmp_path: Path, monkeypatch: pytest.M
     assert [p for p in other_stats if p != fs.CHROMIUM_MARKER] == []  # no .txt, no dirs
 
 
+def test_a_dry_run_listing_ahead_stats_only_names_a_rule_may_take(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fs_loops: str) -> None:
+    """With the C loops a dry run's leaves are listed and stat'ed ahead, on a thread
+    (fs.ListAhead): there too only the names the rules' prefilter keeps are stat'ed."""
+    for i in range(50):
+        touch(tmp_path / "sub" / f"f{i}.txt")
+    touch(tmp_path / "sub" / "one.log")
+    touch(tmp_path / "sub" / "two.log.1")
+    stated: list[str] = []
+    real_take = fs.ListAhead.take
+
+    def take(self: fs.ListAhead, d: fs.Dir, files: Any) -> Any:
+        got = real_take(self, d, files)
+        stated.extend(d.known or ())
+        return got
+
+    monkeypatch.setattr(fs.ListAhead, "take", take)
+    from architect_cleanup.worker import CleanupWorker
+
+    from conftest import NOW, make_config
+    cfg = make_config(tmp_path, None, logs={"dirs": ["."]}, temp={"enabled": False},
+                      backups={"enabled": False}, safety={"workers": 2})
+    stats = CleanupWorker(config=cfg, now=NOW, only=["logs"], record_state=False,
+                          dry_run=True).run_cleanup()
+    assert stats.targets["logs"].kept == 2  # both young
+    assert sorted(stated) == (["one.log", "two.log.1"] if fs_loops == "c" else [])
+
+
 @needs_root
 def test_a_mount_point_below_the_root_is_not_crossed(tmp_path: Path) -> None:
     touch(tmp_path / "own.log")

@@ -59,8 +59,8 @@ def test_lstat_many_returns_what_os_lstat_returns_for_every_kind_of_entry(
     os.link(tmp_path / "linked.log", tmp_path / "second-link")
     odd = os.fsdecode(b"caf\xe9 \n\x01.log")  # undecodable byte, newline, control character
     touch(tmp_path / odd)
-    names = ["plain.log", "old.log", "far.log", "farther.log", "dangling.log", "fifo.log", "dir.log",
-             "linked.log", odd]
+    names = ["plain.log", "old.log", "far.log", "farther.log", "dangling.log", "fifo.log",
+             "dir.log", "linked.log", odd]
     got = _fsops.lstat_many(d.fd, names)
     for name, st_ in zip(names, got, strict=True):
         assert st_ is not None
@@ -139,6 +139,97 @@ def test_listdir_filter_fails_as_os_listdir_fails(tmp_path: Path) -> None:
         _fsops.listdir_filter(fd, None, ())
     with pytest.raises(TypeError):
         _fsops.listdir_filter(0, ("log",), ())  # type: ignore[arg-type]
+
+
+# --- Prefetch: the dry run's leaves listed and lstat()ed on a C thread ----------------------
+
+def _dirs(tmp_path: Path, n: int) -> list[int]:
+    """n directories of varied entries (an undecodable name, a link, a FIFO, a directory),
+    each opened: their descriptors."""
+    fds = []
+    for i in range(n):
+        where = tmp_path / f"d{i:03d}"
+        for k in range(i % 7):
+            touch(where / f"f{k}.log", size=k)
+            touch(where / f"f{k}.json")
+        touch(where / os.fsdecode(b"caf\xe9.log"))
+        if i % 3 == 0:
+            os.symlink("nowhere", where / "link.log")
+            os.mkfifo(where / "fifo.tmp")
+            (where / "sub.log").mkdir()
+        fds.append(os.open(where, os.O_RDONLY | os.O_DIRECTORY))
+    return fds
+
+
+@pytest.mark.parametrize("tails", [(b".log", b".tmp"), None])
+def test_prefetch_gives_what_listdir_filter_and_lstat_many_give_in_the_order_handed_in(
+        tmp_path: Path, tails: tuple[bytes, ...] | None) -> None:
+    fds = _dirs(tmp_path, 40)
+    pf = _fsops.Prefetch()
+    try:
+        for fd in fds:  # all handed in before any is taken: the thread runs ahead
+            pf.submit(fd, tails, (b".log.",))
+        for fd in fds:
+            names, stats, total = pf.take()
+            want, want_total = _fsops.listdir_filter(fd, tails, (b".log.",))
+            assert (names, total) == (want, want_total)
+            for name, got in zip(names, stats, strict=True):
+                assert got is not None
+                assert same_stat(got, os.stat(name, dir_fd=fd, follow_symlinks=False)), name
+        with pytest.raises(LookupError):
+            pf.take()  # nothing left
+    finally:
+        pf.close()
+        for fd in fds:
+            os.close(fd)
+
+
+def test_prefetch_raises_a_listing_error_for_that_directory_only(tmp_path: Path) -> None:
+    fds = _dirs(tmp_path, 2)
+    touch(tmp_path / "file")
+    not_dir = os.open(tmp_path / "file", os.O_RDONLY)
+    closed = os.open(tmp_path, os.O_RDONLY)
+    os.close(closed)
+    pf = _fsops.Prefetch()
+    try:
+        for fd in (fds[0], not_dir, closed, fds[1]):
+            pf.submit(fd, None, ())
+        assert pf.take()[2] == 4  # d000: its name not UTF-8, a link, a FIFO, a directory
+        with pytest.raises(NotADirectoryError):
+            pf.take()
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            pf.take()
+        names, stats, total = pf.take()
+        assert total == len(names) == 3 and all(x is not None for x in stats)
+    finally:
+        pf.close()
+        for fd in (*fds, not_dir):
+            os.close(fd)
+
+
+def test_prefetch_closed_with_work_not_taken_stops_and_refuses_more(tmp_path: Path) -> None:
+    fds = _dirs(tmp_path, 30)
+    threads = len(os.listdir("/proc/self/task"))
+    pf = _fsops.Prefetch()
+    assert len(os.listdir("/proc/self/task")) == threads + 1
+    for fd in fds:
+        pf.submit(fd, None, ())
+    pf.take()
+    pf.close()  # the thread ends after the directory it is on; the rest is dropped
+    assert len(os.listdir("/proc/self/task")) == threads
+    pf.close()  # twice: nothing more
+    with pytest.raises(ValueError, match="closed"):
+        pf.submit(fds[0], None, ())
+    with pytest.raises(ValueError, match="closed"):
+        pf.take()
+    with pytest.raises(TypeError):
+        _fsops.Prefetch().submit(fds[0], ("log",), ())  # type: ignore[arg-type]
+    dropped = _fsops.Prefetch()  # never closed: its thread ends with it
+    dropped.submit(fds[0], None, ())
+    del dropped
+    assert len(os.listdir("/proc/self/task")) == threads
+    for fd in fds:
+        os.close(fd)
 
 
 PATTERN_TEXT = st.text(st.sampled_from("ab.*?[]!l"), min_size=1, max_size=6)

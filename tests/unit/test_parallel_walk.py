@@ -84,13 +84,24 @@ def listing(root: Path) -> list[str]:
                   for d, dirs, files in os.walk(root) for n in dirs + files)
 
 
-def test_a_dry_run_walks_on_the_runs_own_thread_whatever_the_pool_size(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A dry run deletes nothing, and listing and stat'ing on threads is slower than on one
-    (the GIL): whatever ``workers`` says, no pool is started, and it decides the same."""
+def test_a_dry_run_judges_on_the_runs_own_thread_whatever_the_pool_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fs_loops: str) -> None:
+    """A dry run deletes nothing, and Python threads list and stat slower than one (the
+    GIL): whatever ``workers`` says, no pool is started. With a pool and the C loops, a C
+    thread lists the leaves and stats their names ahead (fs.ListAhead); ``workers = 1`` does
+    not. Either way it decides the same, in the same order."""
     root = tmp_path / "srv"
     build(root)
+    taken: list[str] = []
+    real_take = fs.ListAhead.take
+
+    def take(self: fs.ListAhead, d: fs.Dir, files: Any) -> Any:
+        taken.append(d.path)
+        return real_take(self, d, files)
+
+    monkeypatch.setattr(fs.ListAhead, "take", take)
     one_stats, one = run(root, 1, dry=True)
+    assert taken == []
 
     def no_pool(*_a: object, **_k: object) -> None:
         raise AssertionError("a pool was started")
@@ -100,6 +111,62 @@ def test_a_dry_run_walks_on_the_runs_own_thread_whatever_the_pool_size(
     assert len(one) > 2000 and any(d.startswith("would remove") for d in one)
     assert pooled == one
     assert figures(pool_stats, root) == figures(one_stats, root)
+    assert len(taken) > 20 if fs_loops == "c" else taken == []
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_stop_during_a_dry_run_listed_ahead_leaves_no_descriptor_or_thread(
+        tmp_path: Path) -> None:
+    """SIGTERM while leaves are listed ahead: the run stops between directories, and the
+    descriptors handed ahead and the C thread are gone with it."""
+    root = tmp_path / "srv"
+    for j in range(3 * tree_mod.AHEAD):
+        for k in range(3):
+            touch(root / "data" / f"d{j:03d}" / f"f{k}.log", 90 * DAY)
+    fds, threads = open_descriptors(), threading.active_count()
+    tasks = len(os.listdir("/proc/self/task"))
+    asked = [0]
+
+    def should_stop() -> bool:
+        asked[0] += 1
+        return asked[0] > tree_mod.AHEAD + 5
+
+    stats, _ = run(root, POOL, dry=True, should_stop=should_stop)
+    logs = stats.targets["logs"]
+    assert logs.message == "stopped on request"
+    assert 0 < logs.removed < 3 * 3 * tree_mod.AHEAD
+    assert open_descriptors() == fds
+    assert threading.active_count() == threads
+    assert len(os.listdir("/proc/self/task")) == tasks
+
+
+def test_a_dry_run_lists_a_bounded_window_of_leaves_ahead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fs_loops: str) -> None:
+    """Memory and descriptors stay flat with the tree: at most AHEAD leaves are handed to
+    the C thread and not yet judged."""
+    root = tmp_path / "srv"
+    for j in range(200):
+        touch(root / "data" / f"d{j:03d}" / "f.log", 90 * DAY)
+    pending, most = [0], [0]
+    real_submit, real_take = fs.ListAhead.submit, fs.ListAhead.take
+
+    def submit(self: fs.ListAhead, d: fs.Dir, prefilter: Any) -> None:
+        pending[0] += 1
+        most[0] = max(most[0], pending[0])
+        real_submit(self, d, prefilter)
+
+    def take(self: fs.ListAhead, d: fs.Dir, files: Any) -> Any:
+        pending[0] -= 1
+        return real_take(self, d, files)
+
+    monkeypatch.setattr(fs.ListAhead, "submit", submit)
+    monkeypatch.setattr(fs.ListAhead, "take", take)
+    stats, _ = run(root, POOL, dry=True)
+    assert stats.targets["logs"].removed == 200
+    assert 0 < most[0] <= tree_mod.AHEAD + 1 if fs_loops == "c" else most[0] == 0
 
 
 def test_a_real_run_removes_and_reports_the_same_in_the_same_order_with_a_pool(

@@ -31,11 +31,12 @@ typedef struct {
     char *buf;      /* the kept names, each NUL-terminated */
     size_t len, cap;
     size_t *offs;   /* where each kept name starts in buf */
+    unsigned char *codes;  /* the class of each (see classify) */
     size_t n, ncap;
 } names_t;
 
 static int
-names_add(names_t *nm, const char *s, size_t l)
+names_add(names_t *nm, const char *s, size_t l, unsigned char code)
 {
     if (nm->len + l + 1 > nm->cap) {
         size_t cap = nm->cap ? nm->cap : 16384;
@@ -53,9 +54,14 @@ names_add(names_t *nm, const char *s, size_t l)
         if (o == NULL)
             return -1;
         nm->offs = o;
+        unsigned char *k = realloc(nm->codes, c);
+        if (k == NULL)
+            return -1;
+        nm->codes = k;
         nm->ncap = c;
     }
     memcpy(nm->buf + nm->len, s, l + 1);
+    nm->codes[nm->n] = code;
     nm->offs[nm->n++] = nm->len;
     nm->len += l + 1;
     return 0;
@@ -92,16 +98,62 @@ texts_of(PyObject *tuple, text_t **out, Py_ssize_t *n)
 }
 
 static int
-keeps(const char *s, size_t l, const text_t *tails, Py_ssize_t nt, const text_t *needles,
-      Py_ssize_t nn)
+ends_with_one(const char *s, size_t l, const text_t *tails, Py_ssize_t nt)
 {
     for (Py_ssize_t i = 0; i < nt; i++)
         if (tails[i].l <= l && memcmp(s + l - tails[i].l, tails[i].s, tails[i].l) == 0)
             return 1;
+    return 0;
+}
+
+static int
+holds_one(const char *s, size_t l, const text_t *needles, Py_ssize_t nn)
+{
     for (Py_ssize_t i = 0; i < nn; i++)
         if (memmem(s, l, needles[i].s, needles[i].l) != NULL)
             return 1;
     return 0;
+}
+
+/* One group of patterns as fs.group_classes gives it. */
+typedef struct {
+    text_t *suf, *inf, *oth;
+    Py_ssize_t ns, ni, no;
+    int ask;                  /* its other patterns must be asked of every name */
+} class_t;
+
+/* What a listing keeps: every name, the names ending with a tail or holding a needle
+   (listdir_filter), or the names some class may take (Prefetch). */
+typedef struct {
+    int every;
+    const text_t *tails, *needles;
+    Py_ssize_t nt, nn;
+    const class_t *classes;   /* NULL: tails and needles */
+    Py_ssize_t ncls;
+} filter_t;
+
+#define DROP (-1)
+#define UNDECIDED 255
+
+/* The class of a name: the index of the group that takes it (fs.group_matcher's order: a
+   group's suffixes and infixes decide, its other patterns need Python's matcher), UNDECIDED
+   when the matcher must decide, DROP when no group can take it. */
+static int
+classify(const char *s, size_t l, const filter_t *f)
+{
+    if (f->every)
+        return UNDECIDED;
+    if (f->classes == NULL)
+        return ends_with_one(s, l, f->tails, f->nt) || holds_one(s, l, f->needles, f->nn)
+            ? 0 : DROP;
+    for (Py_ssize_t g = 0; g < f->ncls; g++) {
+        const class_t *c = &f->classes[g];
+        if (ends_with_one(s, l, c->suf, c->ns) || holds_one(s, l, c->inf, c->ni))
+            return g < UNDECIDED ? (int)g : UNDECIDED;
+        if (c->ask || holds_one(s, l, c->oth, c->no))
+            return UNDECIDED;
+    }
+    return DROP;
 }
 
 /* Raise the error *err* (an errno; 0: none), as os functions raise it; -1 when raised. */
@@ -119,12 +171,11 @@ set_error(int err)
     return -1;
 }
 
-/* The names of the directory *fd* that keeps() (every name when *every*), in listing order,
-   into *nm*, and how many it held into *total*; 0 or an errno. Needs no GIL. The descriptor's
+/* The names of the directory *fd* that *f* keeps, with their class, in listing order, into
+   *nm*, and how many it held into *total*; 0 or an errno. Needs no GIL. The descriptor's
    position is left at the start. */
 static int
-list_names(int fd, int every, const text_t *tails, Py_ssize_t nt, const text_t *needles,
-           Py_ssize_t nn, names_t *nm, long long *total)
+list_names(int fd, const filter_t *f, names_t *nm, long long *total)
 {
     int err = 0;
     int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -148,7 +199,8 @@ list_names(int fd, int every, const text_t *tails, Py_ssize_t nt, const text_t *
             continue;
         (*total)++;
         size_t l = strlen(s);
-        if ((every || keeps(s, l, tails, nt, needles, nn)) && names_add(nm, s, l) < 0) {
+        int code = classify(s, l, f);
+        if (code != DROP && names_add(nm, s, l, (unsigned char)code) < 0) {
             err = ENOMEM;
             break;
         }
@@ -204,8 +256,9 @@ listdir_filter(PyObject *Py_UNUSED(module), PyObject *args)
                    || texts_of(needles_obj, &needles, &nn) < 0))
         goto done;
 
+    filter_t f = {.every = every, .tails = tails, .needles = needles, .nt = nt, .nn = nn};
     Py_BEGIN_ALLOW_THREADS
-    err = list_names(fd, every, tails, nt, needles, nn, &nm, &total);
+    err = list_names(fd, &f, &nm, &total);
     Py_END_ALLOW_THREADS
 
     if (set_error(err) < 0)
@@ -220,6 +273,7 @@ done:
     PyMem_Free(needles);
     free(nm.buf);
     free(nm.offs);
+    free(nm.codes);
     return result;
 }
 
@@ -494,10 +548,9 @@ done:
 /* One directory handed to the prefetching thread: listed and its kept names lstat()ed there. */
 typedef struct job {
     int fd;                   /* the caller keeps it open until take() returns this job */
-    PyObject *keep;           /* (tails, needles), whose bytes the texts point into */
-    text_t *tails, *needles;
-    Py_ssize_t nt, nn;
-    int every;
+    PyObject *keep;           /* the classes, whose bytes the texts point into */
+    class_t *classes;
+    filter_t filter;
     names_t nm;
     struct stat *sts;
     char *ok;
@@ -523,8 +576,7 @@ typedef struct {
 static void
 job_run(job_t *j)
 {
-    j->err = list_names(j->fd, j->every, j->tails, j->nt, j->needles, j->nn, &j->nm,
-                        &j->total);
+    j->err = list_names(j->fd, &j->filter, &j->nm, &j->total);
     if (j->err != 0 || j->nm.n == 0)
         return;
     j->sts = malloc(j->nm.n * sizeof *j->sts);
@@ -543,10 +595,15 @@ static void
 job_free(job_t *j)
 {
     Py_XDECREF(j->keep);
-    PyMem_Free(j->tails);
-    PyMem_Free(j->needles);
+    for (Py_ssize_t g = 0; j->classes != NULL && g < j->filter.ncls; g++) {
+        PyMem_Free(j->classes[g].suf);
+        PyMem_Free(j->classes[g].inf);
+        PyMem_Free(j->classes[g].oth);
+    }
+    PyMem_Free(j->classes);
     free(j->nm.buf);
     free(j->nm.offs);
+    free(j->nm.codes);
     free(j->sts);
     free(j->ok);
     PyMem_Free(j);
@@ -633,27 +690,62 @@ prefetch_open(Prefetch *self)
     return 0;
 }
 
+/* The classes of fs.group_classes into *j* (None: every name, UNDECIDED). */
+static int
+classes_of(job_t *j, PyObject *obj)
+{
+    j->filter.every = obj == Py_None;
+    if (j->filter.every)
+        return 0;
+    if (!PyTuple_Check(obj)) {
+        PyErr_SetString(PyExc_TypeError, "expected a tuple of classes or None");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(obj);
+    j->classes = PyMem_Calloc(n ? (size_t)n : 1, sizeof *j->classes);
+    if (j->classes == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    j->filter.classes = j->classes;
+    j->filter.ncls = n;
+    for (Py_ssize_t g = 0; g < n; g++) {
+        PyObject *suf, *inf, *oth, *item = PyTuple_GET_ITEM(obj, g);
+        class_t *c = &j->classes[g];
+        if (!PyTuple_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "a class is a tuple (suffixes, infixes, others)");
+            return -1;
+        }
+        if (!PyArg_ParseTuple(item, "O!O!O:class", &PyTuple_Type, &suf,
+                              &PyTuple_Type, &inf, &oth)
+                || texts_of(suf, &c->suf, &c->ns) < 0 || texts_of(inf, &c->inf, &c->ni) < 0)
+            return -1;
+        c->ask = oth == Py_None;
+        if (!c->ask && texts_of(oth, &c->oth, &c->no) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(Prefetch_submit_doc,
-"submit(fd, tails, needles) -> None\n\n"
-"Hand the directory *fd* to the thread: listdir_filter(fd, tails, needles), then the\n"
-"lstat of each name kept. The descriptor must stay open until take() returns its result.");
+"submit(fd, classes) -> None\n\n"
+"Hand the directory *fd* to the thread: list it, keeping each name that one of *classes*\n"
+"(fs.group_classes; None: every name) may take, with its class, then lstat each name kept.\n"
+"The descriptor must stay open until take() returns its result.");
 
 static PyObject *
 Prefetch_submit(Prefetch *self, PyObject *args)
 {
     int fd;
-    PyObject *tails_obj, *needles_obj;
-    if (!PyArg_ParseTuple(args, "iOO:submit", &fd, &tails_obj, &needles_obj)
-            || prefetch_open(self) < 0)
+    PyObject *classes;
+    if (!PyArg_ParseTuple(args, "iO:submit", &fd, &classes) || prefetch_open(self) < 0)
         return NULL;
     job_t *j = PyMem_Calloc(1, sizeof *j);
     if (j == NULL)
         return PyErr_NoMemory();
     j->fd = fd;
-    j->every = tails_obj == Py_None;
-    j->keep = PyTuple_Pack(2, tails_obj, needles_obj);
-    if (j->keep == NULL || (!j->every && (texts_of(tails_obj, &j->tails, &j->nt) < 0
-                                          || texts_of(needles_obj, &j->needles, &j->nn) < 0))) {
+    j->keep = Py_NewRef(classes);
+    if (classes_of(j, classes) < 0) {
         job_free(j);
         return NULL;
     }
@@ -670,11 +762,59 @@ Prefetch_submit(Prefetch *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* A job's names by class, in the order each class first took one: [(class, [names])], and
+   each name's lstat (None where it failed) in a dict in listing order. */
+static PyObject *
+job_result(const job_t *j)
+{
+    PyObject *lists[UNDECIDED + 1] = {0};
+    int order[UNDECIDED + 1];
+    int norder = 0;
+    PyObject *known = PyDict_New(), *sorted = NULL, *out = NULL;
+    if (known == NULL)
+        return NULL;
+    for (size_t i = 0; i < j->nm.n; i++) {
+        const char *s = j->nm.buf + j->nm.offs[i];
+        PyObject *name = PyUnicode_DecodeFSDefaultAndSize(s, (Py_ssize_t)strlen(s));
+        PyObject *st = name == NULL ? NULL
+            : j->ok[i] ? stat_result(&j->sts[i]) : Py_NewRef(Py_None);
+        int code = j->nm.codes[i];
+        if (st != NULL && lists[code] == NULL) {
+            lists[code] = PyList_New(0);
+            order[norder++] = code;
+        }
+        int bad = st == NULL || lists[code] == NULL || PyDict_SetItem(known, name, st) < 0
+            || PyList_Append(lists[code], name) < 0;
+        Py_XDECREF(name);
+        Py_XDECREF(st);
+        if (bad)
+            goto done;
+    }
+    sorted = PyList_New(norder);
+    if (sorted == NULL)
+        goto done;
+    for (int k = 0; k < norder; k++) {
+        PyObject *pair = Py_BuildValue("(iO)", order[k], lists[order[k]]);
+        if (pair == NULL)
+            goto done;
+        PyList_SET_ITEM(sorted, k, pair);
+    }
+    out = Py_BuildValue("(OOL)", sorted, known, j->total);
+done:
+    for (int k = 0; k < norder; k++)
+        Py_XDECREF(lists[order[k]]);
+    Py_XDECREF(sorted);
+    Py_DECREF(known);
+    return out;
+}
+
 PyDoc_STRVAR(Prefetch_take_doc,
-"take() -> (names, stats, total)\n\n"
-"The oldest job's result, once the thread has done it: the names kept (as listdir_filter),\n"
-"the lstat of each (as lstat_many) and how many names the directory held. Raises the\n"
-"OSError of the listing, or LookupError when no job is waiting.");
+"take() -> (sorted, known, total)\n\n"
+"The oldest job's result, once the thread has done it: the names kept by class, in the\n"
+"order each class first took one ([(class, [names])]; class 255: the matcher decides),\n"
+"each name's lstat (os.stat_result, None where it failed) in a dict in listing order, and\n"
+"how many names the directory held. Names are decoded as os.listdir decodes them. Raises\n"
+"the OSError of the listing, or LookupError when no job is waiting.");
 
 static PyObject *
 Prefetch_take(Prefetch *self, PyObject *Py_UNUSED(ignored))
@@ -695,16 +835,7 @@ Prefetch_take(Prefetch *self, PyObject *Py_UNUSED(ignored))
         self->tail = NULL;
     pthread_mutex_unlock(&self->mu);
     Py_END_ALLOW_THREADS
-    PyObject *names = NULL, *stats = NULL, *out = NULL;
-    if (set_error(j->err) < 0)
-        goto done;
-    names = names_list(&j->nm);
-    stats = names == NULL ? NULL : stats_list((Py_ssize_t)j->nm.n, j->sts, j->ok);
-    if (stats != NULL)
-        out = Py_BuildValue("(OOL)", names, stats, j->total);
-done:
-    Py_XDECREF(names);
-    Py_XDECREF(stats);
+    PyObject *out = set_error(j->err) < 0 ? NULL : job_result(j);
     job_free(j);
     return out;
 }

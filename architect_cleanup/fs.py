@@ -171,22 +171,18 @@ def group_matcher(groups: Sequence[tuple[str, Sequence[str]]]) -> Matcher:
     (``*.log``) is a ``str.endswith``; any other pattern keeps its regular expression, asked
     only of a name that holds the longest literal part of one of them (a name ``*.log.*``
     matches holds ``.log.``). Both are exact: what they skip cannot match."""
-    plan: list[tuple[Owned, tuple[str, ...], Callable[[str], Any] | None,
+    plan: list[tuple[Owned, tuple[str, ...], tuple[str, ...], Callable[[str], Any] | None,
                      tuple[str, ...] | None]] = []
     for group, pats in groups:
-        suffixes, others = [], []
-        for p in pats:
-            tail = _plain_suffix(p)
-            if tail is not None:
-                suffixes.append(tail)
-            else:
-                others.append(p)
+        suffixes, infixes, others = _sort_patterns(pats)
         rx = re.compile(patterns_regex(others)).match if others else None
-        plan.append((Owned(group), tuple(suffixes), rx, _needed(others) if others else None))
+        plan.append((Owned(group), suffixes, infixes, rx, _needed(others) if others else None))
 
     def match(name: str) -> Owned | None:
-        for owned, suffixes, rx, needs in plan:
+        for owned, suffixes, infixes, rx, needs in plan:
             if suffixes and name.endswith(suffixes):
+                return owned
+            if infixes and any(x in name for x in infixes):
                 return owned
             if rx is not None and (needs is None or any(n in name for n in needs)) \
                     and rx(name) is not None:
@@ -196,12 +192,39 @@ def group_matcher(groups: Sequence[tuple[str, Sequence[str]]]) -> Matcher:
     return match
 
 
+def _sort_patterns(patterns: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...],
+                                                     list[str]]:
+    """A group's patterns as :func:`group_matcher` asks them: the texts a name matching a
+    ``*`` + literal pattern ends with, those a name matching ``*`` + literal + ``*`` holds,
+    and the other patterns (a regular expression each)."""
+    suffixes, infixes, others = [], [], []
+    for p in patterns:
+        tail, mid = _plain_suffix(p), _plain_infix(p)
+        if tail is not None:
+            suffixes.append(tail)
+        elif mid is not None:
+            infixes.append(mid)
+        else:
+            others.append(p)
+    return tuple(suffixes), tuple(infixes), others
+
+
 def _plain_suffix(pattern: str) -> str | None:
     """The literal text of a pattern that is ``*`` and literal text (``*.log``: ``.log``),
     which a name matches by ending with it; None for any other pattern."""
     rest = pattern[1:]
     if pattern.startswith("*") and rest and not any(c in rest for c in "*?[]"):
         return rest
+    return None
+
+
+def _plain_infix(pattern: str) -> str | None:
+    """The literal text of a pattern that is ``*``, literal text and ``*`` (``*.log.*``:
+    ``.log.``), which a name matches by holding it; None for any other pattern."""
+    mid = pattern[1:-1]
+    if len(pattern) > 2 and pattern[0] == pattern[-1] == "*" \
+            and not any(c in mid for c in "*?[]"):
+        return mid
     return None
 
 
@@ -219,22 +242,46 @@ def group_prefilter(groups: Sequence[tuple[str, Sequence[str]]]) -> Prefilter | 
     It keeps every name the matcher takes (a name ending with a text has its encoding end
     with the text's encoding: the file system encoding maps a name character by character),
     and the matcher still decides: the filter only spares it the names it would refuse."""
-    tails: list[bytes] = []
-    needles: list[bytes] = []
+    classes = group_classes(groups)
+    if classes is None:
+        return None
+    tails = tuple(t for suffixes, _i, _o in classes for t in suffixes)
+    needles = []
+    for _s, infixes, others in classes:
+        if others is None:
+            return None
+        needles += [*infixes, *others]
+    return tails, tuple(needles)
+
+
+#: How a listing in C sorts a directory's names by the group of patterns that takes them
+#: (:func:`group_classes`): per group, in order, the texts a name it takes may end with, those
+#: it may hold, and the literal parts one of which a name its other patterns match holds
+#: (None: an other pattern has none, so it must be asked of every name).
+Classes = tuple[tuple[tuple[bytes, ...], tuple[bytes, ...], tuple[bytes, ...] | None], ...]
+
+
+def group_classes(groups: Sequence[tuple[str, Sequence[str]]]) -> Classes | None:
+    """:func:`group_matcher`'s plan over the same *groups* as plain texts (the names' bytes,
+    as the file system has them), for the C listing to decide what it exactly can: a name
+    ending with a group's suffix or holding its infix is that group's (unless an earlier
+    group's other patterns might match it: then the matcher decides); a name that no group
+    can take is dropped. None when a text cannot be encoded (every name is then asked).
+
+    Exact because it follows the matcher's order (:func:`_sort_patterns`), and the file
+    system encoding maps a name character by character, so a name ending with (holding) a
+    text has its encoding end with (hold) the text's encoding."""
+    out = []
     try:
         for _group, pats in groups:
-            for p in pats:
-                tail = _plain_suffix(p)  # as group_matcher sorts them: the filter follows it
-                if tail is not None:
-                    tails.append(os.fsencode(tail))
-                    continue
-                need = _needed([p])
-                if need is None:
-                    return None
-                needles.append(os.fsencode(need[0]))
+            suffixes, infixes, others = _sort_patterns(pats)
+            needs = _needed(others) if others else ()
+            out.append((tuple(os.fsencode(t) for t in suffixes),
+                        tuple(os.fsencode(t) for t in infixes),
+                        None if needs is None else tuple(os.fsencode(t) for t in needs)))
     except UnicodeError:  # a text the file system encoding cannot hold: ask every name
         return None
-    return tuple(tails), tuple(needles)
+    return tuple(out)
 
 
 def _needed(patterns: Sequence[str]) -> tuple[str, ...] | None:
@@ -487,6 +534,10 @@ class Scope:
     exclude: Matcher | None = None
     #: the names *files* may match, for a listing in C to keep (None: every name)
     prefilter: Prefilter | None = None
+    #: *files*'s groups of patterns in its order (``Owned.lastgroup``) and as plain texts,
+    #: for a listing in C to sort names by the group that takes them (see ListAhead)
+    groups: tuple[str, ...] = ()
+    classes: Classes | None = None
 
 
 #: Given the directory being entered, the scope that applies there (None: nothing to find,
@@ -720,21 +771,35 @@ class ListAhead:
     def __init__(self, thread: _fsops.Prefetch) -> None:
         self._thread = thread
 
-    def submit(self, d: Dir, prefilter: Prefilter | None) -> None:
-        """Hand *d* over; its descriptor must stay open until :meth:`take` returns it."""
-        tails, needles = prefilter if prefilter is not None else (None, ())
-        self._thread.submit(d.fd, tails, needles)
+    def submit(self, d: Dir, scope: Scope) -> None:
+        """Hand *d*, a leaf of *scope*, over; its descriptor must stay open until
+        :meth:`take` returns it."""
+        self._thread.submit(d.fd, scope.classes)
 
-    def take(self, d: Dir, files: Matcher) -> tuple[list[tuple[str, Any]], int, str | None]:
-        """:func:`list_leaf` of the oldest directory handed over (*d*), its names' lstat
-        kept in ``d.known`` for :func:`lstat_many` (what a dry run reads is then the
-        listing's own view)."""
+    def take(self, d: Dir, scope: Scope
+             ) -> tuple[dict[str | None, list[str]], int, str | None]:
+        """The oldest directory handed over (*d*): the names *scope*'s matcher takes, by
+        group (``Owned.lastgroup``, in the order each group first takes a name in the
+        listing), how many entries it held, and why it could not be listed (None when it
+        could). Their lstat is kept in ``d.known`` for :func:`lstat_many` (what a dry run
+        reads is the listing's own view). The C listing sorted the names it could; the
+        matcher decides the rest."""
         try:
-            names, stats, total = self._thread.take()
+            sorted_, known, total = self._thread.take()
         except OSError as exc:
-            return [], 0, f"cannot list: {exc.strerror}"
-        d.known = dict(zip(names, stats, strict=True))
-        return [(n, m) for n in names if (m := files(n)) is not None], total, None
+            return {}, 0, f"cannot list: {exc.strerror}"
+        d.known = known
+        groups = scope.groups
+        if all(code < len(groups) for code, _names in sorted_):
+            return {groups[code]: names for code, names in sorted_}, total, None
+        match = scope.files
+        assert match is not None
+        per: dict[str | None, list[str]] = {}
+        for name in known:  # every name the listing kept, in its order
+            m = match(name)
+            if m is not None:
+                per.setdefault(m.lastgroup, []).append(name)
+        return per, total, None
 
     def close(self) -> None:
         """Stop the thread (after the directory it is on): call before closing the

@@ -277,8 +277,11 @@ class FileTarget(Target):
     def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> Hold | None:
         """Reasons that override any rule: a future mtime, a file some process holds open
         (``ctx.open_files`` is None when ``safety.skip_open_files`` is off)."""
-        kept = last_moment_sort(ctx, [("", st)])[1]
-        return kept[0][2] if kept else None
+        if st.st_mtime > ctx.future_limit:
+            return Hold.FUTURE
+        if ctx.open_files is not None and ctx.open_files.is_open(st):
+            return Hold.OPEN
+        return None
 
     def age_work(self, ctx: RunContext, d: Dir, names: list[str], *, max_age: float,
                  limit: str, young: str, protected: Callable[[str], bool] | None = None,
@@ -457,8 +460,9 @@ class FileTarget(Target):
 def last_moment_sort(ctx: RunContext, judged: list[tuple[str, os.stat_result]]
                      ) -> tuple[list[tuple[str, os.stat_result]],
                                 list[tuple[str, os.stat_result, Hold]]]:
-    """:meth:`FileTarget.last_moment_keep` of each judged file, in one loop: those no reason
-    keeps, and those one does with the reason, each in their order."""
+    """:meth:`FileTarget.last_moment_keep` of each judged file, in one loop (its two tests,
+    without a call per file): those no reason keeps, and those one does with the reason,
+    each in their order."""
     go: list[tuple[str, os.stat_result]] = []
     kept: list[tuple[str, os.stat_result, Hold]] = []
     future = ctx.future_limit

@@ -30,6 +30,7 @@ from architect_cleanup.fs import (
     Root,
     Scope,
     Walker,
+    group_classes,
     group_matcher,
     group_prefilter,
     list_ahead,
@@ -167,6 +168,8 @@ class _Scopes:
         return Scope(
             files=group_matcher(files) if files else None,
             prefilter=group_prefilter(files) if files else None,
+            groups=tuple(group for group, _pats in files),
+            classes=group_classes(files) if files else None,
             claim=re.compile("|".join(dirs)).match if dirs else None,
             exclude=self.exclude.match if self.exclude is not None else None,
         )
@@ -271,8 +274,13 @@ class _SharedWalk:
     def _hand_out(self, d: Dir, files: list[tuple[str, Any]], dirs: list[tuple[str, Any]],
                   tick: Callable[[], None]) -> None:
         """One directory's matching names, handed to their targets a list at a time."""
+        self._hand_groups(d, _by_owner(files), dirs, tick)
+
+    def _hand_groups(self, d: Dir, per: dict[str | None, list[str]],
+                     dirs: list[tuple[str, Any]], tick: Callable[[], None]) -> None:
+        """:meth:`_hand_out` with the names already by group (:func:`_by_owner`)."""
         ctx = self.ctx
-        for group, names in _by_owner(files).items():
+        for group, names in per.items():
             m = self.owner(group)
             for i in range(0, len(names), CHUNK):
                 if i:  # also inside one huge directory: stop (SIGTERM) and progress
@@ -492,7 +500,7 @@ class _AheadWalk:
                 own = Dir(os.dup(d.fd), d.path, d.dev, d.ino, d.mnt, d.nlink, d.shared)
                 scope = walk.scopes.for_dir(d) if files is UNLISTED else None
                 if scope is not None:
-                    ahead.submit(own, scope.prefilter)
+                    ahead.submit(own, scope)
                 self.queue.append((own, scope, files, dirs))
                 while len(self.queue) > AHEAD:
                     self._next(ahead)
@@ -515,13 +523,16 @@ class _AheadWalk:
             return
         d, scope, files, dirs = item
         try:
-            if scope is not None and scope.files is not None:
-                files, listed, why = ahead.take(d, scope.files)
-                self.seen += listed
-                if why is not None:
-                    _skipped(self.walk.members, d.path, why)
-            if files or dirs:
-                self.walk._hand_out(d, files, dirs, self._tick)
+            if scope is None:
+                if files or dirs:
+                    self.walk._hand_out(d, files, dirs, self._tick)
+                return
+            per, listed, why = ahead.take(d, scope)
+            self.seen += listed
+            if why is not None:
+                _skipped(self.walk.members, d.path, why)
+            if per:
+                self.walk._hand_groups(d, per, dirs, self._tick)
         finally:
             d.close()
 

@@ -663,8 +663,20 @@ def test_a_group_matcher_asks_its_regular_expression_only_of_names_holding_a_lon
     assert got == {"a.log": fs.Owned("logs"), "b.XLSX": fs.Owned("logs"),
                    "a.log.1": fs.Owned("rotated"), "zebra.txt": None, "old.gz": None,
                    "plain.txt": None, "z.gz": fs.Owned("rotated")}
-    # "*.log" and "*.XLSX" are plain suffixes; the others' longest literals are ".log." and ".gz"
-    assert spy.asked == ["a.log.1", "old.gz", "z.gz"]
+    # "*.log" and "*.XLSX" are plain suffixes, "*.log.*" a plain infix (held: no regular
+    # expression either); the other's longest literal is ".gz"
+    assert spy.asked == ["old.gz", "z.gz"]
+
+
+@pytest.mark.parametrize(("pattern", "infix"), [
+    ("*.log.*", ".log."), ("*x*", "x"), ("**", None), ("*", None), ("*a*b*", None),
+    ("*[ab]*", None), ("*a?*", None), ("a*", None), ("*a", None), ("*]*", None)])
+def test_a_plain_infix_is_a_star_a_literal_text_and_a_star(pattern: str,
+                                                          infix: str | None) -> None:
+    assert fs._plain_infix(pattern) == infix
+    m = fs.group_matcher([("g", [pattern])])
+    for name in ["x.log.1", ".log.", "ab", "a", "x", "b.log", "]", "zax"]:
+        assert (m(name) is not None) == fnmatchcase(name, pattern), (pattern, name)
 
 
 def test_a_pattern_with_brackets_is_asked_of_every_name() -> None:

@@ -161,21 +161,38 @@ def _dirs(tmp_path: Path, n: int) -> list[int]:
     return fds
 
 
-@pytest.mark.parametrize("tails", [(b".log", b".tmp"), None])
-def test_prefetch_gives_what_listdir_filter_and_lstat_many_give_in_the_order_handed_in(
-        tmp_path: Path, tails: tuple[bytes, ...] | None) -> None:
+SHIPPED = (("t0", ("*.log", "*.log.*")), ("t1", ("*.tmp", "*.temp", "*.cache", "*.pyc")))
+
+
+@pytest.mark.parametrize("classes", [fs.group_classes(SHIPPED), None])
+def test_prefetch_gives_the_names_by_class_and_their_lstat_in_the_order_handed_in(
+        tmp_path: Path, classes: fs.Classes | None) -> None:
+    """Names as listdir_filter lists them with the same texts, each with what os.lstat
+    gives, sorted by the group that takes them (None: every name, for the matcher)."""
     fds = _dirs(tmp_path, 40)
     pf = _fsops.Prefetch()
+    match = group_matcher(SHIPPED)
     try:
         for fd in fds:  # all handed in before any is taken: the thread runs ahead
-            pf.submit(fd, tails, (b".log.",))
+            pf.submit(fd, classes)
         for fd in fds:
-            names, stats, total = pf.take()
-            want, want_total = _fsops.listdir_filter(fd, tails, (b".log.",))
-            assert (names, total) == (want, want_total)
-            for name, got in zip(names, stats, strict=True):
+            by_class, known, total = pf.take()
+            pre = fs.group_prefilter(SHIPPED)
+            assert pre is not None
+            want, want_total = _fsops.listdir_filter(fd, *(pre if classes else (None, ())))
+            assert (list(known), total) == (want, want_total)
+            for name, got in known.items():
                 assert got is not None
                 assert same_stat(got, os.stat(name, dir_fd=fd, follow_symlinks=False)), name
+            if classes is None:
+                assert by_class == [(255, want)]
+            else:
+                per: dict[int, list[str]] = {}
+                for name in want:
+                    m = match(name)
+                    assert m is not None
+                    per.setdefault(int(m.lastgroup[1:]), []).append(name)
+                assert by_class == list(per.items())
         with pytest.raises(LookupError):
             pf.take()  # nothing left
     finally:
@@ -193,14 +210,15 @@ def test_prefetch_raises_a_listing_error_for_that_directory_only(tmp_path: Path)
     pf = _fsops.Prefetch()
     try:
         for fd in (fds[0], not_dir, closed, fds[1]):
-            pf.submit(fd, None, ())
+            pf.submit(fd, None)
         assert pf.take()[2] == 4  # d000: its name not UTF-8, a link, a FIFO, a directory
         with pytest.raises(NotADirectoryError):
             pf.take()
         with pytest.raises(OSError, match="Bad file descriptor"):
             pf.take()
-        names, stats, total = pf.take()
-        assert total == len(names) == 3 and all(x is not None for x in stats)
+        by_class, known, total = pf.take()
+        assert total == len(known) == 3 and all(x is not None for x in known.values())
+        assert by_class == [(255, list(known))]
     finally:
         pf.close()
         for fd in (*fds, not_dir):
@@ -213,19 +231,20 @@ def test_prefetch_closed_with_work_not_taken_stops_and_refuses_more(tmp_path: Pa
     pf = _fsops.Prefetch()
     assert len(os.listdir("/proc/self/task")) == threads + 1
     for fd in fds:
-        pf.submit(fd, None, ())
+        pf.submit(fd, None)
     pf.take()
     pf.close()  # the thread ends after the directory it is on; the rest is dropped
     assert len(os.listdir("/proc/self/task")) == threads
     pf.close()  # twice: nothing more
     with pytest.raises(ValueError, match="closed"):
-        pf.submit(fds[0], None, ())
+        pf.submit(fds[0], None)
     with pytest.raises(ValueError, match="closed"):
         pf.take()
-    with pytest.raises(TypeError):
-        _fsops.Prefetch().submit(fds[0], ("log",), ())  # type: ignore[arg-type]
+    for bad in (("log",), ((b".log",),), (((".log",), (), None),)):
+        with pytest.raises(TypeError):
+            _fsops.Prefetch().submit(fds[0], bad)  # type: ignore[arg-type]
     dropped = _fsops.Prefetch()  # never closed: its thread ends with it
-    dropped.submit(fds[0], None, ())
+    dropped.submit(fds[0], None)
     del dropped
     assert len(os.listdir("/proc/self/task")) == threads
     for fd in fds:
@@ -248,6 +267,38 @@ def test_the_prefilter_never_drops_a_name_the_matcher_takes(
             continue
         raw = os.fsencode(name)
         assert raw.endswith(pre[0]) or any(n in raw for n in pre[1]), (name, named, pre)
+
+
+@given(st.lists(st.lists(PATTERN_TEXT, min_size=1, max_size=3), min_size=1, max_size=3),
+       st.lists(st.text(st.sampled_from("ab.l\udcff]*"), max_size=7), max_size=20,
+                unique=True))
+@settings(max_examples=200, deadline=None)
+def test_the_listing_ahead_sorts_names_by_group_exactly_as_the_matcher(
+        tmp_path_factory: pytest.TempPathFactory, groups: list[list[str]],
+        raw: list[str]) -> None:
+    """fs.ListAhead: what the C listing sorts by class (and the matcher decides for the
+    rest) is what group_matcher and the walk's grouping give: the same names, groups, and
+    order of both."""
+    from architect_cleanup.targets.tree import _by_owner
+
+    where = tmp_path_factory.mktemp("ahead")
+    for name in {n.replace("/", "_") for n in raw} - {"", ".", ".."}:
+        (where / name).touch()
+    named = [(f"g{i}", tuple(p)) for i, p in enumerate(groups)]
+    match = group_matcher(named)
+    scope = fs.Scope(files=match, groups=tuple(g for g, _p in named),
+                     classes=fs.group_classes(named))
+    ahead = fs.list_ahead()
+    assert ahead is not None
+    with Root.open(str(where)) as root:
+        try:
+            ahead.submit(root.dir, scope)
+            per, total, why = ahead.take(root.dir, scope)
+        finally:
+            ahead.close()
+    listed = os.listdir(where)
+    want = _by_owner([(n, m) for n in listed if (m := match(n)) is not None])
+    assert (per, list(per), total, why) == (want, list(want), len(listed), None), named
 
 
 def test_the_prefilter_of_the_shipped_rules_is_their_suffixes_and_literal_parts() -> None:

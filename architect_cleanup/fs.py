@@ -827,7 +827,11 @@ def lstat_at(d: Dir, name: str) -> os.stat_result:
 
 def lstat_many(d: Dir, names: list[str]) -> list[os.stat_result | None]:
     """:func:`lstat_at` of each name, in order; None where it failed (the name vanished
-    since the listing, or cannot be read). Safe on any thread."""
+    since the listing, or cannot be read). Safe on any thread.
+
+    A directory a dry run listed ahead (:class:`ListAhead`) answers from the lstats taken
+    with its listing (``d.known``): nothing is removed on them, and a real run never lists
+    ahead (its unlinks check each file again right before, whatever judged it)."""
     if d.known is not None:
         with contextlib.suppress(KeyError):  # every name comes from that listing
             return [d.known[n] for n in names]

@@ -112,4 +112,5 @@ class SafetyConfig:
                                         "directories never entered")
     skip_open_files: bool = key(boolean, True, "keep files a process holds open")
     workers: int = key(whole(*WORKERS), 4,
-                       "threads that check and delete files (1: one at a time; a dry run: 1)")
+                       "threads that check and delete files (1: one at a time; a dry run: one, "
+                       "and one listing ahead)")

@@ -783,25 +783,21 @@ class RunWriter:
                  ) -> tuple[dict[str, int], dict[tuple[str, str, str], int]]:
         """The ids of the kinds, directories and reasons of a batch's *groups*, the new ones
         added (inside the batch's transaction); *clean*: texts escaped where SQLite cannot
-        hold them (:func:`storable`). The writer remembers at most :data:`TEXT_CACHE` of
-        them, and one batch's more."""
+        hold them (:func:`storable`). The writer remembers the reasons' ids (a few hundred
+        texts repeat over a run; at most :data:`TEXT_CACHE` of them, and one batch's more)
+        and a directory's only for its batch (its items come together): memory stays flat
+        whatever the tree."""
         conn = self.conn
-        texts, kinds = self._texts, self._kinds
-        wanted = {folder for _k, folder, _r in groups}
-        wanted.update(r[3] for _k, _f, rows in groups for r in rows)
-        new = [t for t in wanted if t not in texts]
-        if len(texts) + len(new) > TEXT_CACHE:
-            texts.clear()
+        reasons, kinds = self._texts, self._kinds
+        wanted = {r[3] for _k, _f, rows in groups for r in rows}
+        new = [t for t in wanted if t not in reasons]
+        if len(reasons) + len(new) > TEXT_CACHE:
+            reasons.clear()
             new = list(wanted)
-        stored = [storable(t) for t in new] if clean else new
-        conn.executemany("INSERT OR IGNORE INTO texts (text) VALUES (?)", [(t,) for t in stored])
-        for i in range(0, len(new), _IN_CHUNK):
-            part = stored[i:i + _IN_CHUNK]
-            ids = dict(conn.execute(
-                f"SELECT text, id FROM texts WHERE text IN ({','.join('?' * len(part))})",
-                part).fetchall())
-            for t, st in zip(new[i:i + _IN_CHUNK], part, strict=True):
-                texts[t] = int(ids[st])
+        folders = {folder for _k, folder, _r in groups}
+        ids = self._text_ids([*new, *folders], clean=clean)
+        reasons.update((t, ids[t]) for t in new)
+        texts = {**reasons, **{f: ids[f] for f in folders}}
         new_kinds = [k for k in {k for k, _f, _r in groups} if k not in kinds]
         if len(kinds) + len(new_kinds) > TEXT_CACHE:
             kinds.clear()
@@ -813,6 +809,22 @@ class RunWriter:
                 "SELECT id FROM kinds WHERE target = ? AND env = ? AND action = ?",
                 kind).fetchone()[0])
         return texts, kinds
+
+    def _text_ids(self, wanted: list[str], *, clean: bool) -> dict[str, int]:
+        """The id of each text of *wanted* in ``texts``, added where new (escaped where
+        SQLite cannot hold it when *clean*)."""
+        conn = self.conn
+        stored = [storable(t) for t in wanted] if clean else wanted
+        conn.executemany("INSERT OR IGNORE INTO texts (text) VALUES (?)", [(t,) for t in stored])
+        out: dict[str, int] = {}
+        for i in range(0, len(wanted), _IN_CHUNK):
+            part = stored[i:i + _IN_CHUNK]
+            ids = dict(conn.execute(
+                f"SELECT text, id FROM texts WHERE text IN ({','.join('?' * len(part))})",
+                part).fetchall())
+            for t, st in zip(wanted[i:i + _IN_CHUNK], part, strict=True):
+                out[t] = int(ids[st])
+        return out
 
     def target(self, record: TargetRecord, parts: Iterable[PartRecord] = ()) -> None:
         """Record one target's figures and its per-environment parts."""

@@ -614,8 +614,9 @@ class Under:
         return got
 
 
-#: how many directories an :class:`Under` remembers
-UNDER_MEMO = 4096
+#: how many directories an :class:`Under` remembers (the walk is depth first: the current
+#: path and its recent siblings; 4,096 cost 0.6 MB more peak at 1M files in `make bench`)
+UNDER_MEMO = 1024
 
 
 def under(path: str, dirs: frozenset[str]) -> bool:

@@ -81,6 +81,11 @@ RUNS_DAYS = 730.0
 DRY_ITEM_RUNS = 3
 #: directory and reason ids a writer remembers (a bounded cache; misses cost a SELECT)
 TEXT_CACHE = 4096
+#: pruning gives the free pages back to the file system when they are more than 1/this of
+#: the file; fewer are left for the next runs' items. An hourly dry run drops the items of one
+#: run of the last DRY_ITEM_RUNS + 1 at every prune, which the next one writes again: giving
+#: them back and growing the file again cost a 1M-file dry run 0.07 s of its 1.9 s.
+VACUUM_SHARE = 3
 #: unused texts are swept when pruning items and there are more than this many
 TEXTS_SWEEP = 50_000
 
@@ -614,8 +619,10 @@ class History:
             with _transaction(conn):
                 conn.execute("DELETE FROM texts WHERE id NOT IN (SELECT dir FROM items "
                              "UNION SELECT reason FROM items)")
-        # executescript steps it to the end (execute() would free a single page)
-        conn.executescript("PRAGMA incremental_vacuum;")
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        if free * VACUUM_SHARE > int(conn.execute("PRAGMA page_count").fetchone()[0]):
+            # executescript steps it to the end (execute() would free a single page)
+            conn.executescript("PRAGMA incremental_vacuum;")
 
     def import_run(self, *, started_at: datetime, finished_at: datetime | None,
                    dry_run: bool, result: str, stats: Mapping[str, Any],

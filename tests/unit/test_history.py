@@ -556,6 +556,28 @@ def test_pruning_gives_the_space_back_to_the_file_system(tmp_path: Path) -> None
     assert path.stat().st_size < full / 10
 
 
+def test_pruning_a_small_part_leaves_its_pages_to_the_next_runs(tmp_path: Path) -> None:
+    """Less than a third of the file free: the pages stay in the file, and the next run's
+    items take them instead of growing it."""
+    hist = _open(tmp_path)
+    _run(hist, NOW - timedelta(days=100), items=3000)
+    for day in (3, 2, 1):
+        _run(hist, NOW - timedelta(days=day), items=3000)
+    hist.checkpoint()
+    path = tmp_path / "history.sqlite3"
+    full = path.stat().st_size
+    hist.prune(now=NOW)
+    hist.checkpoint()
+    free = hist.conn.execute("PRAGMA freelist_count").fetchone()[0]
+    assert 0 < free * h.VACUUM_SHARE <= hist.conn.execute("PRAGMA page_count").fetchone()[0]
+    assert path.stat().st_size == full  # not given back
+    _run(hist, NOW, items=3000)
+    hist.checkpoint()
+    assert hist.conn.execute("PRAGMA freelist_count").fetchone()[0] < free
+    assert path.stat().st_size < full * 1.05  # taken again, hardly grown
+    hist.close()
+
+
 def test_texts_no_item_uses_are_swept_with_the_runs(tmp_path: Path) -> None:
     hist = _open(tmp_path)
     w = hist.begin_run(started_at=NOW - timedelta(days=800), dry_run=False, source="timer")

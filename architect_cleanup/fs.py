@@ -394,6 +394,12 @@ class Dir:
     def join(self, name: str) -> str:
         return name if not self.path else f"{self.path.rstrip('/')}/{name}"
 
+    def dup(self) -> Dir:
+        """The same directory on a descriptor of its own (for work the walk hands on: the
+        walk closes its own when it moves on)."""
+        return Dir(os.dup(self.fd), self.path, self.dev, self.ino, self.mnt, self.nlink,
+                   self.shared)
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

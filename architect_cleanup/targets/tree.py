@@ -382,8 +382,8 @@ class _PooledWalk:
     ``files_work``/``dir_work`` does its system calls (``lstat``, the last-moment checks,
     the unlinks: every invariant is the sequential walk's, in the same functions). Reports
     (counts, decisions, notes, errors) are applied here strictly in walk order, so counts
-    and ``-v`` output are the same as with one thread. Real runs only: a dry run walks on
-    the run's own thread (:meth:`_SharedWalk.below`)."""
+    and ``-v`` output are the same as with one thread. Real runs only: a dry run judges on
+    the run's own thread (:class:`_AheadWalk`, :meth:`_SharedWalk.below`)."""
 
     def __init__(self, walk: _SharedWalk, start: Dir, workers: int) -> None:
         self.walk = walk
@@ -398,7 +398,7 @@ class _PooledWalk:
         try:
             for d, files, dirs in walker.batches():
                 scope = walk.scopes.for_dir(d) if files is UNLISTED else None
-                own = Dir(os.dup(d.fd), d.path, d.dev, d.ino, d.mnt, d.nlink, d.shared)
+                own = d.dup()
                 listed = files if scope is None else []
                 pool.submit(functools.partial(self._job, own, listed, dirs, scope))
         except BaseException:
@@ -497,7 +497,7 @@ class _AheadWalk:
         walk, walker, ahead = self.walk, self.walker, self.ahead
         try:
             for d, files, dirs in walker.batches():
-                own = Dir(os.dup(d.fd), d.path, d.dev, d.ino, d.mnt, d.nlink, d.shared)
+                own = d.dup()
                 scope = walk.scopes.for_dir(d) if files is UNLISTED else None
                 if scope is not None:
                     ahead.submit(own, scope)

@@ -814,10 +814,15 @@ class ListAhead:
 
 
 def list_ahead() -> ListAhead | None:
-    """A :class:`ListAhead`, where the C loops are built (None: each leaf is listed by the
-    walk itself)."""
+    """A :class:`ListAhead`, where the C loops are built and a thread can be started (None:
+    each leaf is listed by the walk itself, e.g. at the unit's ``TasksMax=``)."""
     prefetch = getattr(FSOPS, "Prefetch", None)
-    return ListAhead(prefetch()) if prefetch is not None else None
+    if prefetch is None:
+        return None
+    try:
+        return ListAhead(prefetch())
+    except OSError:  # no thread to be had: the walk lists each directory itself
+        return None
 
 
 # --- deleting --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -112,6 +113,25 @@ def test_a_dry_run_judges_on_the_runs_own_thread_whatever_the_pool_size(
     assert pooled == one
     assert figures(pool_stats, root) == figures(one_stats, root)
     assert len(taken) > 20 if fs_loops == "c" else taken == []
+
+
+def test_a_dry_run_without_a_thread_to_list_ahead_walks_as_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No thread can be started (the unit's TasksMax=, RLIMIT_NPROC): the dry run lists
+    each directory itself and decides the same."""
+    root = tmp_path / "srv"
+    build(root)
+    _, one = run(root, 1, dry=True)
+
+    def no_thread() -> None:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    if fs.FSOPS is not None:
+        c = {k: getattr(fs.FSOPS, k) for k in dir(fs.FSOPS) if not k.startswith("_")}
+        monkeypatch.setattr(fs, "FSOPS", SimpleNamespace(**{**c, "Prefetch": no_thread}))
+    assert fs.list_ahead() is None
+    _, pooled = run(root, POOL, dry=True)
+    assert pooled == one
 
 
 def open_descriptors() -> int:

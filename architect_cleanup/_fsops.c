@@ -8,6 +8,11 @@
  * directory's calls in a loop with the GIL released and return what os.listdir, os.lstat
  * and fs.unlink_all would have found. The decisions (rules, last-moment reasons, counts)
  * stay in Python; fs.py falls back to its own loops when this module is not built.
+ *
+ * Prefetch is the dry run's: a thread of this module's own lists leaf directories and
+ * lstat()s their names ahead of the run's thread, never touching a Python object (so never
+ * taking the GIL), and sorts each name by the group of patterns that takes it where plain
+ * texts decide (fs.group_classes); the run's thread takes the results in order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -921,6 +921,7 @@ PyInit__fsops(void)
         return NULL;
     PyObject *m = PyModule_Create(&fsops_module);
     if (m != NULL && (PyModule_AddIntConstant(m, "CHANGED", CHANGED) < 0
+                      || PyModule_AddIntConstant(m, "UNDECIDED", UNDECIDED) < 0
                       || PyModule_AddObjectRef(m, "Prefetch", (PyObject *)&PrefetchType) < 0))
         Py_CLEAR(m);
     return m;

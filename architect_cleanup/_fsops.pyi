@@ -2,6 +2,7 @@
 import os
 
 CHANGED: int
+UNDECIDED: int
 
 def listdir_filter(fd: int, tails: tuple[bytes, ...] | None, needles: tuple[bytes, ...]
                    ) -> tuple[list[str], int]: ...

@@ -774,8 +774,10 @@ class ListAhead:
     Python work then overlaps the kernel's. Results come back in the order the directories
     went in. Made by :func:`list_ahead`."""
 
-    def __init__(self, thread: _fsops.Prefetch) -> None:
+    def __init__(self, thread: _fsops.Prefetch, undecided: int) -> None:
         self._thread = thread
+        #: the class of a name the matcher must sort (``_fsops.UNDECIDED``)
+        self._undecided = undecided
 
     def submit(self, d: Dir, scope: Scope) -> None:
         """Hand *d*, a leaf of *scope*, over; its descriptor must stay open until
@@ -795,8 +797,8 @@ class ListAhead:
         except OSError as exc:
             return {}, 0, f"cannot list: {exc.strerror}"
         d.known = known
-        groups = scope.groups
-        if all(code < len(groups) for code, _names in sorted_):
+        if all(code != self._undecided for code, _names in sorted_):
+            groups = scope.groups
             return {groups[code]: names for code, names in sorted_}, total, None
         match = scope.files
         assert match is not None
@@ -817,10 +819,10 @@ def list_ahead() -> ListAhead | None:
     """A :class:`ListAhead`, where the C loops are built and a thread can be started (None:
     each leaf is listed by the walk itself, e.g. at the unit's ``TasksMax=``)."""
     prefetch = getattr(FSOPS, "Prefetch", None)
-    if prefetch is None:
+    if FSOPS is None or prefetch is None:
         return None
     try:
-        return ListAhead(prefetch())
+        return ListAhead(prefetch(), FSOPS.UNDECIDED)
     except OSError:  # no thread to be had: the walk lists each directory itself
         return None
 

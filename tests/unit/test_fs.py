@@ -669,7 +669,7 @@ def test_a_group_matcher_asks_its_regular_expression_only_of_names_holding_a_lon
 
 
 @pytest.mark.parametrize(("pattern", "infix"), [
-    ("*.log.*", ".log."), ("*x*", "x"), ("**", None), ("*", None), ("*a*b*", None),
+    ("*.log.*", ".log."), ("*x*", "x"), ("*X*", "X"), ("**", None), ("*", None), ("*a*b*", None),
     ("*[ab]*", None), ("*a?*", None), ("a*", None), ("*a", None), ("*]*", None)])
 def test_a_plain_infix_is_a_star_a_literal_text_and_a_star(pattern: str,
                                                           infix: str | None) -> None:

@@ -301,6 +301,90 @@ def test_the_listing_ahead_sorts_names_by_group_exactly_as_the_matcher(
     assert (per, list(per), total, why) == (want, list(want), len(listed), None), named
 
 
+def test_the_listing_ahead_of_a_directory_it_cannot_list_counts_nothing(
+        tmp_path: Path) -> None:
+    scope = fs.Scope(files=group_matcher(SHIPPED), groups=("t0", "t1"),
+                     classes=fs.group_classes(SHIPPED))
+    gone = Dir(os.open(tmp_path, os.O_RDONLY), str(tmp_path), 0, 0)
+    gone.close()  # fd -1: EBADF
+    ahead = fs.list_ahead()
+    assert ahead is not None
+    try:
+        ahead.submit(gone, scope)
+        assert ahead.take(gone, scope) == ({}, 0, "cannot list: Bad file descriptor")
+    finally:
+        ahead.close()
+
+
+@pytest.mark.parametrize("n", [255, 256])
+def test_the_listing_ahead_leaves_names_to_the_matcher_past_255_groups(
+        tmp_path: Path, n: int) -> None:
+    """A name's class is one byte, 255 meaning "the matcher decides": with 255 groups and
+    more, such names and those of the 256th group on are sorted by the matcher."""
+    groups = [("g0", ("a?c",))] + [(f"g{i}", (f"*.x{i}",)) for i in range(1, n)]
+    for name in ("abc", "f.x1", f"f.x{n - 1}"):
+        touch(tmp_path / name)
+    scope = fs.Scope(files=group_matcher(groups), groups=tuple(g for g, _p in groups),
+                     classes=fs.group_classes(groups))
+    ahead = fs.list_ahead()
+    assert ahead is not None
+    with Root.open(str(tmp_path)) as root:
+        try:
+            ahead.submit(root.dir, scope)
+            per, total, _why = ahead.take(root.dir, scope)
+        finally:
+            ahead.close()
+    assert {g: sorted(names) for g, names in per.items()} == {
+        "g0": ["abc"], "g1": ["f.x1"], f"g{n - 1}": [f"f.x{n - 1}"]}
+    assert total == 3
+
+
+def test_a_directory_keeps_what_it_knows_on_a_descriptor_of_its_own(tmp_path: Path) -> None:
+    with Root.open(str(tmp_path)) as root:
+        d = root.dir
+        d.shared, d.mnt = True, 7
+        own = d.dup()
+        try:
+            assert own.fd != d.fd and os.path.samestat(os.fstat(own.fd), os.fstat(d.fd))
+            assert (own.path, own.dev, own.ino, own.mnt, own.nlink, own.shared) == (
+                d.path, d.dev, d.ino, 7, d.nlink, True)
+            assert own.known is None
+        finally:
+            own.close()
+
+
+def test_lstat_many_asks_the_file_system_for_a_name_its_listing_did_not_keep(
+        tmp_path: Path, d: Dir) -> None:
+    touch(tmp_path / "kept.log")
+    touch(tmp_path / "other.txt")
+    d.known = {"kept.log": None}  # as the listing saw it (gone since)
+    assert fs.lstat_many(d, ["kept.log"]) == [None]
+    got = fs.lstat_many(d, ["kept.log", "other.txt"])  # not all known: the file system
+    assert got[0] is not None and got[1] is not None
+    assert same_stat(got[1], os.lstat(tmp_path / "other.txt"))
+
+
+def test_the_open_files_are_scanned_once_per_run(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    scans = []
+    real = fs.OpenFiles._scan
+
+    def scan(self: fs.OpenFiles) -> dict[tuple[int, int], int]:
+        scans.append(1)
+        return real(self)
+
+    monkeypatch.setattr(fs.OpenFiles, "_scan", scan)
+    held = open(tmp_path / "held", "w")  # noqa: SIM115
+    try:
+        of = fs.OpenFiles()
+        st_ = os.stat(tmp_path / "held")
+        assert of.is_open(st_) and of.holder(st_) == os.getpid()
+        assert not of.is_open(os.stat(tmp_path))
+        assert len(scans) == 1
+    finally:
+        held.close()
+
+
 def test_the_prefilter_of_the_shipped_rules_is_their_suffixes_and_literal_parts() -> None:
     assert group_prefilter([("t0", ("*.log", "*.log.*")),
                             ("t1", ("*.tmp", "architect_*_worker.log"))]) == (

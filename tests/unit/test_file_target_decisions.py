@@ -461,6 +461,98 @@ def test_each_removed_log_is_recorded_for_the_history_also_without_a_decision_re
     assert (d / "old.log").exists() is dry and (d / "older.log").exists() is dry
 
 
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_directorys_removed_logs_go_to_the_history_in_one_call(srv: Path, dry: bool
+                                                                 ) -> None:
+    """With the history's per-directory hook (RunWriter.dir_items) and no one reading
+    decisions, a directory's removed files are handed over at once: its path with the final
+    slash, and each file's name, size, mtime and reason, in order; none item by item. A
+    directory with nothing removed hands nothing."""
+    d = srv / "logs"
+    touch(d / "old.log", 40 * DAY, size=5)
+    touch(d / "older.log", 50 * DAY, size=3)
+    touch(d / "young.log", DAY, size=7)
+    items: list[Item] = []
+    dirs: list[tuple[str, str, list[Any]]] = []
+    result = judge_logs(srv, ["old.log", "young.log", "older.log"], ["young.log"], dry=dry,
+                        on_item=items.append,
+                        on_dir_items=lambda t, f, rows: dirs.append((t, f, list(rows))))
+    assert items == []
+    assert dirs == [("logs", f"{d}/", [("old.log", 5, NOW_TS - 40 * DAY, "40 days old > 30d"),
+                                      ("older.log", 3, NOW_TS - 50 * DAY,
+                                       "50 days old > 30d")])]
+    assert (result.removed, result.bytes) == (2, 8)
+    seen: list[Decision] = []  # decisions read: item by item, as before
+    touch(d / "old.log", 40 * DAY, size=5)
+    judge_logs(srv, ["old.log"], dry=True, on_item=items.append, on_decision=seen.append,
+               on_dir_items=lambda t, f, rows: dirs.append((t, f, list(rows))))
+    assert [x.path for x in items] == [f"{d}/old.log"] and len(dirs) == 1
+    judge_logs(srv, ["old.log"], dry=True,  # no history: nothing recorded either way
+               on_dir_items=lambda t, f, rows: dirs.append((t, f, list(rows))))
+    assert len(dirs) == 1
+
+
+def test_the_last_moment_sort_keeps_a_file_from_the_future_or_held_open(
+        tmp_path: Path) -> None:
+    """last_moment_sort: last_moment_keep of each file in one loop, in order (the age
+    rule's doomed files are old, so its future test is a guard: pinned here)."""
+    ctx = RunContext(make_config(tmp_path), NOW, dry_run=True, open_files=OpenFiles())
+    held = open(touch(tmp_path / "held"), "rb")  # noqa: SIM115
+    try:
+        def st(mtime: float, path: Path | None = None) -> Any:
+            real = os.stat(path or tmp_path)
+            return SimpleNamespace(st_mtime=mtime, st_dev=real.st_dev, st_ino=real.st_ino)
+
+        now = NOW_TS
+        judged = [("at-limit", st(ctx.future_limit)), ("beyond", st(ctx.future_limit + 1e-3)),
+                  ("open", st(now - 99 * DAY, tmp_path / "held")), ("old", st(now - DAY))]
+        go, kept = base_mod.last_moment_sort(ctx, judged)
+        assert [n for n, _s in go] == ["at-limit", "old"]
+        assert [(n, why) for n, _s, why in kept] == [("beyond", Hold.FUTURE),
+                                                     ("open", Hold.OPEN)]
+        assert [base_mod.FileTarget().last_moment_keep(ctx, s) for _n, s in judged] == [
+            None, Hold.FUTURE, Hold.OPEN, None]
+    finally:
+        held.close()
+
+
+@pytest.mark.parametrize("dirs", [frozenset({"/srv/a", "/srv/b/c"}), frozenset({"/"}),
+                                  frozenset({"rel/x"}), frozenset()])
+def test_under_with_memory_answers_as_under_and_walks_up_only_to_a_known_directory(
+        monkeypatch: pytest.MonkeyPatch, dirs: frozenset[str]) -> None:
+    paths = ["/srv/a", "/srv/a/x/y", "/srv/ab", "/srv/b", "/srv/b/c/d/e", "/srv/b/c/d/f",
+             "/", "rel/x/y", "rel", "", "/srv/a/x/y/z"]
+    u = base_mod.Under(dirs)
+    for p in paths:
+        assert u(p) is base_mod.under(p, dirs), (p, dirs)
+    calls: list[str] = []
+    real = base_mod.os.path.dirname
+
+    def dirname(p: str) -> str:
+        calls.append(p)
+        return real(p)
+
+    monkeypatch.setattr(base_mod.os.path, "dirname", dirname)
+    u = base_mod.Under(dirs)
+    want = base_mod.under("/srv/b/c/d/f", dirs), base_mod.under("/srv/b/c/d", dirs)
+    assert u("/srv/b/c/d/e") is base_mod.under("/srv/b/c/d/e", dirs)
+    calls.clear()
+    assert u("/srv/b/c/d/f") is want[0]
+    assert calls == ["/srv/b/c/d/f"]  # one step up, to a directory it knows
+    assert u._memo["/srv/b/c/d"] is want[1]
+
+
+def test_under_with_memory_remembers_a_bounded_number_of_directories(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base_mod, "UNDER_MEMO", 4)
+    u = base_mod.Under(frozenset({"/x"}))
+    assert u("/x/a/b") is True
+    assert u._memo == {"/x/a/b": True, "/x/a": True}  # the path and what lies between
+    assert u("/x/a/c") is True and len(u._memo) == 3
+    assert u("/y") is False and len(u._memo) == 4  # exactly at the bound: kept
+    assert u("/y/z") is False and u._memo == {"/y/z": False}  # past it: begun again
+
+
 def test_the_age_rule_decides_and_records_each_file_when_both_are_read(srv: Path) -> None:
     d = srv / "logs"
     touch(d / "old.log", 40 * DAY, size=5)

@@ -269,6 +269,21 @@ def test_the_prefilter_never_drops_a_name_the_matcher_takes(
         assert raw.endswith(pre[0]) or any(n in raw for n in pre[1]), (name, named, pre)
 
 
+def _list_ahead(where: Path, groups: list[tuple[str, tuple[str, ...]]]
+                ) -> tuple[dict[str | None, list[str]], int, str | None]:
+    """fs.ListAhead's take of one directory, sorted by *groups* of patterns."""
+    scope = fs.Scope(files=group_matcher(groups), groups=tuple(g for g, _p in groups),
+                     classes=fs.group_classes(groups))
+    ahead = fs.list_ahead()
+    assert ahead is not None
+    with Root.open(str(where)) as root:
+        try:
+            ahead.submit(root.dir, scope)
+            return ahead.take(root.dir, scope)
+        finally:
+            ahead.close()
+
+
 @given(st.lists(st.lists(PATTERN_TEXT, min_size=1, max_size=3), min_size=1, max_size=3),
        st.lists(st.text(st.sampled_from("ab.l\udcff]*"), max_size=7), max_size=20,
                 unique=True))
@@ -286,16 +301,7 @@ def test_the_listing_ahead_sorts_names_by_group_exactly_as_the_matcher(
         (where / name).touch()
     named = [(f"g{i}", tuple(p)) for i, p in enumerate(groups)]
     match = group_matcher(named)
-    scope = fs.Scope(files=match, groups=tuple(g for g, _p in named),
-                     classes=fs.group_classes(named))
-    ahead = fs.list_ahead()
-    assert ahead is not None
-    with Root.open(str(where)) as root:
-        try:
-            ahead.submit(root.dir, scope)
-            per, total, why = ahead.take(root.dir, scope)
-        finally:
-            ahead.close()
+    per, total, why = _list_ahead(where, named)
     listed = os.listdir(where)
     want = _by_owner([(n, m) for n in listed if (m := match(n)) is not None])
     assert (per, list(per), total, why) == (want, list(want), len(listed), None), named
@@ -324,16 +330,7 @@ def test_the_listing_ahead_leaves_names_to_the_matcher_past_255_groups(
     groups = [("g0", ("a?c",))] + [(f"g{i}", (f"*.x{i}",)) for i in range(1, n)]
     for name in ("abc", "f.x1", f"f.x{n - 1}"):
         touch(tmp_path / name)
-    scope = fs.Scope(files=group_matcher(groups), groups=tuple(g for g, _p in groups),
-                     classes=fs.group_classes(groups))
-    ahead = fs.list_ahead()
-    assert ahead is not None
-    with Root.open(str(tmp_path)) as root:
-        try:
-            ahead.submit(root.dir, scope)
-            per, total, _why = ahead.take(root.dir, scope)
-        finally:
-            ahead.close()
+    per, total, _why = _list_ahead(tmp_path, groups)
     assert {g: sorted(names) for g, names in per.items()} == {
         "g0": ["abc"], "g1": ["f.x1"], f"g{n - 1}": [f"f.x{n - 1}"]}
     assert total == 3

@@ -313,16 +313,17 @@ def display(path: str) -> str:
     """A path safe to print on one line: control characters and undecodable bytes escaped."""
     if path.isprintable():
         return path
-    out = []
-    for ch in path:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape'd byte
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif not ch.isprintable():
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
+    return "".join(ch if ch.isprintable() else escape_char(ch) for ch in path)
+
+
+def escape_char(ch: str) -> str:
+    """How :func:`display` writes a character that is not printable: a byte of a name that
+    is not UTF-8 (``os.fsdecode`` gives it as a lone surrogate) as ``\\xNN``, any other
+    as Python writes it (``\\n``, ``\\x01``, ``\\ud800``)."""
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape'd byte
+        return f"\\x{code - 0xDC00:02x}"
+    return ch.encode("unicode_escape").decode("ascii")
 
 
 def too_long(path: str) -> bool:
@@ -768,6 +769,20 @@ def list_leaf(d: Dir, files: Matcher, prefilter: Prefilter | None = None
     return [(n, m) for n in names if (m := files(n)) is not None], total, None
 
 
+def by_group(files: list[tuple[str, Any]]) -> dict[str | None, list[str]]:
+    """One directory's matching names (with what the matcher returned) by the group whose
+    pattern matched (``lastgroup``), each group in the order it first took a name."""
+    per: dict[str | None, list[str]] = {}
+    for name, match in files:
+        group = match.lastgroup
+        names = per.get(group)
+        if names is None:
+            per[group] = [name]
+        else:
+            names.append(name)
+    return per
+
+
 class ListAhead:
     """Leaf directories listed, and the names their rules may take lstat()ed, on a thread of
     the C module's own (``_fsops.Prefetch``), ahead of the walk that judges them: a dry run's
@@ -802,12 +817,8 @@ class ListAhead:
             return {groups[code]: names for code, names in sorted_}, total, None
         match = scope.files
         assert match is not None
-        per: dict[str | None, list[str]] = {}
-        for name in known:  # every name the listing kept, in its order
-            m = match(name)
-            if m is not None:
-                per.setdefault(m.lastgroup, []).append(name)
-        return per, total, None
+        # every name the listing kept, in its order
+        return by_group([(n, m) for n in known if (m := match(n)) is not None]), total, None
 
     def close(self) -> None:
         """Stop the thread (after the directory it is on): call before closing the

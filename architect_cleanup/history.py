@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-from architect_cleanup.fs import untrusted
+from architect_cleanup.fs import escape_char, untrusted
 from architect_cleanup.stats import STAT_FIELDS, CleanupStats, TargetResult
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ RUNS_DAYS = 730.0
 #: the items of dry runs are kept for this many of the newest dry runs (a preview of an hourly
 #: dry-run timer would otherwise record every candidate again every hour)
 DRY_ITEM_RUNS = 3
-#: directory and reason ids a writer remembers (a bounded cache; misses cost a SELECT)
+#: reason ids a writer remembers (a bounded cache; a miss costs a lookup in its batch's query)
 TEXT_CACHE = 4096
 #: pruning gives the free pages back to the file system when they are more than 1/this of
 #: the file; fewer are left for the next runs' items. An hourly dry run drops the items of one
@@ -101,19 +101,6 @@ DirItems = Callable[[str, str, Sequence[ItemRow]], None]
 _Group = tuple[tuple[str, str, str], str, Sequence[ItemRow]]
 #: texts looked up per query (SQLite allows 32,766 parameters)
 _IN_CHUNK = 500
-
-
-def storable(text: str) -> str:
-    """*text* as SQLite's UTF-8 text can hold it: a byte of a file name that is not UTF-8
-    (``os.fsdecode`` gives it as a lone surrogate) as ``\\xNN``, as the journal shows it
-    (``fs.display``); any other lone surrogate as ``\\udNNN``. Other texts are unchanged."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
-                       else c.encode("utf-8", "backslashreplace").decode("ascii")
-                       if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
-    return text
 RunResult = Literal["running", "success", "failed", "interrupted"]
 #: ``fs_free``/``fs_total``: a file system's available and total bytes (name: its mount
 #: point or the configured path); ``bytes``: bytes of a category (``backups:<env>``, ``logs``,
@@ -121,6 +108,17 @@ RunResult = Literal["running", "success", "failed", "interrupted"]
 #: table (name: ``<database>:<table>``)
 SampleKind = Literal["fs_free", "fs_total", "bytes", "db_bytes", "rows"]
 SAMPLE_KINDS: tuple[SampleKind, ...] = ("fs_free", "fs_total", "bytes", "db_bytes", "rows")
+
+
+def storable(text: str) -> str:
+    """*text* as SQLite's UTF-8 text can hold it: each lone surrogate (a byte of a file name
+    that is not UTF-8, as ``os.fsdecode`` gives it) escaped as the journal shows it
+    (:func:`~architect_cleanup.fs.escape_char`: ``\\xNN``). Other texts are unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(escape_char(c) if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
 
 
 @dataclass(frozen=True, slots=True)

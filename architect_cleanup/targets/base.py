@@ -277,11 +277,8 @@ class FileTarget(Target):
     def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> Hold | None:
         """Reasons that override any rule: a future mtime, a file some process holds open
         (``ctx.open_files`` is None when ``safety.skip_open_files`` is off)."""
-        if st.st_mtime > ctx.future_limit:
-            return Hold.FUTURE
-        if ctx.open_files is not None and ctx.open_files.is_open(st):
-            return Hold.OPEN
-        return None
+        return _hold(st, ctx.future_limit,
+                     ctx.open_files.is_open if ctx.open_files is not None else None)
 
     def age_work(self, ctx: RunContext, d: Dir, names: list[str], *, max_age: float,
                  limit: str, young: str, protected: Callable[[str], bool] | None = None,
@@ -460,21 +457,30 @@ class FileTarget(Target):
 def last_moment_sort(ctx: RunContext, judged: list[tuple[str, os.stat_result]]
                      ) -> tuple[list[tuple[str, os.stat_result]],
                                 list[tuple[str, os.stat_result, Hold]]]:
-    """:meth:`FileTarget.last_moment_keep` of each judged file, in one loop (its two tests,
-    without a call per file): those no reason keeps, and those one does with the reason,
-    each in their order."""
+    """:meth:`FileTarget.last_moment_keep` of each judged file, in one loop: those no reason
+    keeps, and those one does with the reason, each in their order."""
     go: list[tuple[str, os.stat_result]] = []
     kept: list[tuple[str, os.stat_result, Hold]] = []
     future = ctx.future_limit
     is_open = ctx.open_files.is_open if ctx.open_files is not None else None
     for name, st in judged:
-        if st.st_mtime > future:
-            kept.append((name, st, Hold.FUTURE))
-        elif is_open is not None and is_open(st):
-            kept.append((name, st, Hold.OPEN))
-        else:
+        why = _hold(st, future, is_open)
+        if why is None:
             go.append((name, st))
+        else:
+            kept.append((name, st, why))
     return go, kept
+
+
+def _hold(st: os.stat_result, future_limit: float,
+          is_open: Callable[[os.stat_result], bool] | None) -> Hold | None:
+    """The last-moment reason that keeps a file (:meth:`FileTarget.last_moment_keep`), or
+    None: modified after *future_limit*, or held open (*is_open*; None: not asked)."""
+    if st.st_mtime > future_limit:
+        return Hold.FUTURE
+    if is_open is not None and is_open(st):
+        return Hold.OPEN
+    return None
 
 
 #: Why the age rule keeps a file (:class:`_AgeSort`): protected by name, not a regular file,

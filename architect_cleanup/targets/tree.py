@@ -30,6 +30,7 @@ from architect_cleanup.fs import (
     Root,
     Scope,
     Walker,
+    by_group,
     group_classes,
     group_matcher,
     group_prefilter,
@@ -274,11 +275,11 @@ class _SharedWalk:
     def _hand_out(self, d: Dir, files: list[tuple[str, Any]], dirs: list[tuple[str, Any]],
                   tick: Callable[[], None]) -> None:
         """One directory's matching names, handed to their targets a list at a time."""
-        self._hand_groups(d, _by_owner(files), dirs, tick)
+        self._hand_groups(d, by_group(files), dirs, tick)
 
     def _hand_groups(self, d: Dir, per: dict[str | None, list[str]],
                      dirs: list[tuple[str, Any]], tick: Callable[[], None]) -> None:
-        """:meth:`_hand_out` with the names already by group (:func:`_by_owner`)."""
+        """:meth:`_hand_out` with the names already by group (:func:`fs.by_group`)."""
         ctx = self.ctx
         for group, names in per.items():
             m = self.owner(group)
@@ -298,19 +299,6 @@ def _skipped(members: list[_Member], path: str, why: str) -> None:
     for m in members:
         if under(path, m.starts) or any(s.startswith(path + "/") for s in m.starts):
             m.result.note(f"{path}: {why}")
-
-
-def _by_owner(files: list[tuple[str, Any]]) -> dict[str | None, list[str]]:
-    """One directory's matching names by the group (target) whose pattern matched."""
-    per: dict[str | None, list[str]] = {}
-    for name, match in files:
-        group = match.lastgroup
-        names = per.get(group)
-        if names is None:
-            per[group] = [name]
-        else:
-            names.append(name)
-    return per
 
 
 class _Pool:
@@ -445,7 +433,7 @@ class _PooledWalk:
         """Each target's work on one directory's names (a list at a time, no new list once
         a stop is asked for), its report appended to *steps*."""
         walk, stopping = self.walk, self.pool.stopping
-        for group, names in _by_owner(files).items():
+        for group, names in by_group(files).items():
             m = walk.owner(group)
             for i in range(0, len(names), CHUNK):
                 if m.failed or m.passive or (i and stopping.is_set()):

@@ -294,8 +294,6 @@ def test_the_listing_ahead_sorts_names_by_group_exactly_as_the_matcher(
     """fs.ListAhead: what the C listing sorts by class (and the matcher decides for the
     rest) is what group_matcher and the walk's grouping give: the same names, groups, and
     order of both."""
-    from architect_cleanup.targets.tree import _by_owner
-
     where = tmp_path_factory.mktemp("ahead")
     for name in {n.replace("/", "_") for n in raw} - {"", ".", ".."}:
         (where / name).touch()
@@ -303,7 +301,7 @@ def test_the_listing_ahead_sorts_names_by_group_exactly_as_the_matcher(
     match = group_matcher(named)
     per, total, why = _list_ahead(where, named)
     listed = os.listdir(where)
-    want = _by_owner([(n, m) for n in listed if (m := match(n)) is not None])
+    want = fs.by_group([(n, m) for n in listed if (m := match(n)) is not None])
     assert (per, list(per), total, why) == (want, list(want), len(listed), None), named
 
 

@@ -57,6 +57,8 @@ from fnmatch import translate
 from types import ModuleType
 from typing import Any
 
+from architect_cleanup.itemwrite import escape_char
+
 try:
     from architect_cleanup import _fsops
 except ImportError:  # a source tree nobody built (pip install -e . builds it)
@@ -314,16 +316,6 @@ def display(path: str) -> str:
     if path.isprintable():
         return path
     return "".join(ch if ch.isprintable() else escape_char(ch) for ch in path)
-
-
-def escape_char(ch: str) -> str:
-    """How :func:`display` writes a character that is not printable: a byte of a name that
-    is not UTF-8 (``os.fsdecode`` gives it as a lone surrogate) as ``\\xNN``, any other
-    as Python writes it (``\\n``, ``\\x01``, ``\\ud800``)."""
-    code = ord(ch)
-    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape'd byte
-        return f"\\x{code - 0xDC00:02x}"
-    return ch.encode("unicode_escape").decode("ascii")
 
 
 def too_long(path: str) -> bool:

@@ -51,12 +51,20 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-from architect_cleanup.fs import escape_char, untrusted
+from architect_cleanup.fs import untrusted
+from architect_cleanup.itemwrite import (
+    Group,
+    ItemRow,
+    ItemWriter,
+    Sink,
+    SinkError,
+    transaction,
+)
 from architect_cleanup.stats import STAT_FIELDS, CleanupStats, TargetResult
 
 log = logging.getLogger(__name__)
@@ -79,8 +87,6 @@ RUNS_DAYS = 730.0
 #: the items of dry runs are kept for this many of the newest dry runs (a preview of an hourly
 #: dry-run timer would otherwise record every candidate again every hour)
 DRY_ITEM_RUNS = 3
-#: reason ids a writer remembers (a bounded cache; a miss costs a lookup in its batch's query)
-TEXT_CACHE = 4096
 #: pruning gives the free pages back to the file system when they are more than 1/this of
 #: the file; fewer are left for the next runs' items. An hourly dry run drops the items of one
 #: run of the last DRY_ITEM_RUNS + 1 at every prune, which the next one writes again: giving
@@ -90,17 +96,9 @@ VACUUM_SHARE = 3
 TEXTS_SWEEP = 50_000
 
 Action = Literal["removed", "archived"]
-#: one item of a directory handed over with its others (:meth:`RunWriter.dir_items`): name,
-#: size, mtime (Unix seconds) and reason
-ItemRow = tuple[str, int, float | None, str]
 #: :meth:`RunWriter.dir_items`: a file target's name, a directory's path with its final ``/``,
 #: and the items removed in it, in the order decided
 DirItems = Callable[[str, str, Sequence[ItemRow]], None]
-#: items of one kind and directory, as a writer buffers them: (target, env, action), the
-#: directory's path with its final ``/``, and the items
-_Group = tuple[tuple[str, str, str], str, Sequence[ItemRow]]
-#: texts looked up per query (SQLite allows 32,766 parameters)
-_IN_CHUNK = 500
 RunResult = Literal["running", "success", "failed", "interrupted"]
 #: ``fs_free``/``fs_total``: a file system's available and total bytes (name: its mount
 #: point or the configured path); ``bytes``: bytes of a category (``backups:<env>``, ``logs``,
@@ -108,17 +106,6 @@ RunResult = Literal["running", "success", "failed", "interrupted"]
 #: table (name: ``<database>:<table>``)
 SampleKind = Literal["fs_free", "fs_total", "bytes", "db_bytes", "rows"]
 SAMPLE_KINDS: tuple[SampleKind, ...] = ("fs_free", "fs_total", "bytes", "db_bytes", "rows")
-
-
-def storable(text: str) -> str:
-    """*text* as SQLite's UTF-8 text can hold it: each lone surrogate (a byte of a file name
-    that is not UTF-8, as ``os.fsdecode`` gives it) escaped as the journal shows it
-    (:func:`~architect_cleanup.fs.escape_char`: ``\\xNN``). Other texts are unchanged."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "".join(escape_char(c) if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
-    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,10 +528,11 @@ class History:
         self._stamp = stamp
 
     def begin_run(self, *, started_at: datetime, dry_run: bool, source: str,
-                  batch: int = BATCH) -> RunWriter:
-        """Record the start of a run; its writer. Never raises for the database: when the
-        run cannot be recorded, the writer comes back disabled (its :attr:`RunWriter.problem`
-        says why, every call is a no-op)."""
+                  batch: int = BATCH, offload: bool = False) -> RunWriter:
+        """Record the start of a run; its writer (*offload*: its item batches may be written
+        by a process of their own, see :class:`RunWriter`). Never raises for the database:
+        when the run cannot be recorded, the writer comes back disabled (its
+        :attr:`RunWriter.problem` says why, every call is a no-op)."""
         when = _ts(started_at)
         try:
             first = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM items"
@@ -559,7 +547,8 @@ class History:
             return writer
         run_id = cur.lastrowid
         assert run_id is not None
-        return RunWriter(self.conn, run_id, first, batch=batch)
+        return RunWriter(self.conn, run_id, first, batch=batch,
+                         path=self.path if offload else None)
 
     def prune(self, *, now: datetime, items_days: float = ITEMS_DAYS,
               runs_days: float = RUNS_DAYS, dry_item_runs: int = DRY_ITEM_RUNS,
@@ -593,7 +582,7 @@ class History:
         for first, count, run_id in doomed:
             for lo in range(first, first + count, batch):
                 hi = min(lo + batch, first + count)
-                with _transaction(conn):
+                with transaction(conn):
                     counts[0] += conn.execute("DELETE FROM items WHERE id >= ? AND id < ?",
                                               (lo, hi)).rowcount
                     if hi == first + count:
@@ -604,7 +593,7 @@ class History:
         for i in range(0, len(old), 500):
             chunk = old[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            with _transaction(conn):
+            with transaction(conn):
                 for table in ("target_results", "target_parts", "backups", "samples"):
                     conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", chunk)
@@ -614,7 +603,7 @@ class History:
         if old or many:
             # texts no item uses any more: rare (directories and reasons repeat), so swept
             # with the runs or when there are many, not on every prune (a scan of the items)
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute("DELETE FROM texts WHERE id NOT IN (SELECT dir FROM items "
                              "UNION SELECT reason FROM items)")
         free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
@@ -639,7 +628,7 @@ class History:
             freed = float(mb) * 1048576 if isinstance(mb, int | float) else 0
         counts = {t: stats.get(f, 0) for t, f in STAT_FIELDS.items()}
         counts = {t: int(v) for t, v in counts.items() if isinstance(v, int | float)}
-        with _transaction(self.conn):
+        with transaction(self.conn):
             cur = self.conn.execute(
                 "INSERT INTO runs (started_at, finished_at, dry_run, source, result, "
                 "duration_s, items, bytes, message, imported) VALUES (?,?,?,?,?,?,?,?,?,1)",
@@ -681,32 +670,21 @@ class History:
         return warning
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:  # SQLite already rolled back after e.g. SQLITE_FULL
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 class RunWriter:
     """Writes one run's records. Items are buffered and written :data:`BATCH` at a time in
-    one transaction each; everything else is written at once. A failing write (full disk,
-    I/O error) logs one warning, sets :attr:`problem` and turns every later call into a
-    no-op: the cleanup never stops for its history.
+    one transaction each (:class:`~architect_cleanup.itemwrite.ItemWriter`); everything else
+    is written at once. A failing write (full disk, I/O error) logs one warning, sets
+    :attr:`problem` and turns every later call into a no-op: the cleanup never stops for its
+    history.
 
-    An item's directory and reason are stored once in ``texts``; the writer remembers the
-    ids of up to :data:`TEXT_CACHE` of them (memory stays bounded whatever the tree)."""
-
-    _ITEM_SQL = ("INSERT INTO items (id, run_id, kind, dir, name, size, mtime, reason) "
-                 "VALUES (?,?,?,?,?,?,?,?)")
+    With *offload* (a run's writer: :meth:`History.begin_run`), a run that records more than
+    one batch hands its batches to a process of their own
+    (:class:`~architect_cleanup.itemwrite.Sink`), which writes them while the run goes on;
+    :meth:`finish` (or :meth:`close`) waits for it. Where no process can be started, the
+    writer writes them itself. A problem of that process is known when it ends."""
 
     def __init__(self, conn: sqlite3.Connection, run_id: int, first_item: int = 1, *,
-                 batch: int = BATCH) -> None:
+                 batch: int = BATCH, path: str | None = None) -> None:
         self.conn = conn
         self.run_id = run_id
         self.batch = max(1, batch)
@@ -716,10 +694,12 @@ class RunWriter:
         self.finished = False
         self._next = first_item
         #: items handed over and not yet written: (kind, directory, rows) in order
-        self._buffer: list[_Group] = []
+        self._buffer: list[Group] = []
         self._buffered = 0
-        self._texts: dict[str, int] = {}
-        self._kinds: dict[tuple[str, str, str], int] = {}
+        self._items = ItemWriter(conn, run_id)
+        #: the database's path when batches may go to a process of their own
+        self._offload_to = path
+        self._sink: Sink | None = None
 
     def item(self, item: Item) -> None:
         """Record one item (buffered)."""
@@ -750,86 +730,43 @@ class RunWriter:
         self._buffered += len(rows)
         self.items_recorded += len(rows)
         if self._buffered >= self.batch:
-            self.flush()
+            self._flush(full=True)
 
     def flush(self) -> None:
-        """Write the buffered items in one transaction."""
+        """Write the buffered items in one transaction (or hand them to the process that
+        writes them)."""
+        self._flush(full=False)
+
+    def _flush(self, *, full: bool) -> None:
         if not self._buffer or self.problem is not None:
             return
         groups, self._buffer, self._buffered = self._buffer, [], 0
-        self._guard("items", lambda: self._write_items(groups, self.items_recorded))
+        first, recorded = self._next, self.items_recorded
+        self._next += sum(len(rows) for _k, _f, rows in groups)
+        if full and self._sink is None and self._offload_to is not None:
+            path, self._offload_to = self._offload_to, None  # one try
+            try:
+                self._sink = Sink.start(path, self.run_id)
+            except (OSError, ValueError) as exc:  # no process to be had: written here
+                log.debug("history: items written by the run itself: %s", exc)
+        if self._sink is not None:
+            try:
+                self._sink.send(groups, first, recorded)
+            except SinkError as exc:
+                self._sink = None
+                self._fail("items", str(exc))
+            return
+        self._guard("items", lambda: self._items.write(groups, first, recorded))
 
-    def _write_items(self, groups: list[_Group], recorded: int) -> None:
-        try:
-            self._write_batch(groups, recorded, clean=False)
-        except UnicodeEncodeError:
-            # a file name that is not UTF-8 (os.fsdecode gives its bytes as lone surrogates,
-            # which SQLite's text cannot hold): the batch again, such texts escaped. The ids
-            # the writer remembers may be of texts the failed transaction rolled back.
-            self._texts.clear()
-            self._kinds.clear()
-            self._write_batch(groups, recorded, clean=True)
-
-    def _write_batch(self, groups: list[_Group], recorded: int, *, clean: bool) -> None:
-        with _transaction(self.conn):
-            texts, kinds = self._resolve(groups, clean=clean)
-            first, run_id = self._next, self.run_id
-            rows: list[tuple[Any, ...]] = []
-            for kind, folder, items in groups:
-                k, d, i = kinds[kind], texts[folder], first + len(rows)
-                rows += [(i + j, run_id, k, d, storable(name) if clean else name, size, mtime,
-                          texts[why]) for j, (name, size, mtime, why) in enumerate(items)]
-            self.conn.executemany(self._ITEM_SQL, rows)
-            self.conn.execute("UPDATE runs SET items_recorded = ? WHERE id = ?",
-                              (recorded, self.run_id))
-        self._next += len(rows)
-
-    def _resolve(self, groups: list[_Group], *, clean: bool
-                 ) -> tuple[dict[str, int], dict[tuple[str, str, str], int]]:
-        """The ids of the kinds, directories and reasons of a batch's *groups*, the new ones
-        added (inside the batch's transaction); *clean*: texts escaped where SQLite cannot
-        hold them (:func:`storable`). The writer remembers the reasons' ids (a few hundred
-        texts repeat over a run; at most :data:`TEXT_CACHE` of them, and one batch's more)
-        and a directory's only for its batch (its items come together): memory stays flat
-        whatever the tree."""
-        conn = self.conn
-        reasons, kinds = self._texts, self._kinds
-        wanted = {r[3] for _k, _f, rows in groups for r in rows}
-        new = [t for t in wanted if t not in reasons]
-        if len(reasons) + len(new) > TEXT_CACHE:
-            reasons.clear()
-            new = list(wanted)
-        folders = {folder for _k, folder, _r in groups}
-        ids = self._text_ids([*new, *folders], clean=clean)
-        reasons.update((t, ids[t]) for t in new)
-        texts = {**reasons, **{f: ids[f] for f in folders}}
-        new_kinds = [k for k in {k for k, _f, _r in groups} if k not in kinds]
-        if len(kinds) + len(new_kinds) > TEXT_CACHE:
-            kinds.clear()
-            new_kinds = list({k for k, _f, _r in groups})
-        conn.executemany("INSERT OR IGNORE INTO kinds (target, env, action) VALUES (?, ?, ?)",
-                         new_kinds)
-        for kind in new_kinds:
-            kinds[kind] = int(conn.execute(
-                "SELECT id FROM kinds WHERE target = ? AND env = ? AND action = ?",
-                kind).fetchone()[0])
-        return texts, kinds
-
-    def _text_ids(self, wanted: list[str], *, clean: bool) -> dict[str, int]:
-        """The id of each text of *wanted* in ``texts``, added where new (escaped where
-        SQLite cannot hold it when *clean*)."""
-        conn = self.conn
-        stored = [storable(t) for t in wanted] if clean else wanted
-        conn.executemany("INSERT OR IGNORE INTO texts (text) VALUES (?)", [(t,) for t in stored])
-        out: dict[str, int] = {}
-        for i in range(0, len(wanted), _IN_CHUNK):
-            part = stored[i:i + _IN_CHUNK]
-            ids = dict(conn.execute(
-                f"SELECT text, id FROM texts WHERE text IN ({','.join('?' * len(part))})",
-                part).fetchall())
-            for t, st in zip(wanted[i:i + _IN_CHUNK], part, strict=True):
-                out[t] = int(ids[st])
-        return out
+    def close(self) -> None:
+        """Wait for the process writing the items, if any (:meth:`finish` does): a problem
+        it had is the writer's :attr:`problem` (logged)."""
+        sink, self._sink = self._sink, None
+        if sink is None:
+            return
+        problem = sink.finish()
+        if problem is not None:
+            self._fail("items", problem)
 
     def target(self, record: TargetRecord, parts: Iterable[PartRecord] = ()) -> None:
         """Record one target's figures and its per-environment parts."""
@@ -869,6 +806,7 @@ class RunWriter:
                items: int, bytes: int, message: str = "") -> None:
         """Write the last items and the run's outcome."""
         self.flush()
+        self.close()
         self._guard("finish", lambda: self._write(
             ("UPDATE runs SET finished_at = ?, result = ?, duration_s = ?, items = ?, "
              "bytes = ?, message = ?, items_recorded = ? WHERE id = ?",
@@ -886,7 +824,7 @@ class RunWriter:
                     bytes=stats.space_freed, message=stats.message)
 
     def _write(self, *statements: tuple[str, Sequence[Sequence[Any]]]) -> None:
-        with _transaction(self.conn):
+        with transaction(self.conn):
             for sql, rows in statements:
                 if rows:
                     self.conn.executemany(sql, rows)
@@ -897,7 +835,12 @@ class RunWriter:
         try:
             write()
         except (sqlite3.Error, OSError) as exc:
-            self.problem = f"history: cannot record {what}: {exc}; the rest of this run is " \
-                "not recorded"
-            self._buffer, self._buffered = [], 0
-            log.warning("%s", self.problem)
+            self._fail(what, str(exc))
+
+    def _fail(self, what: str, why: str) -> None:
+        if self.problem is not None:
+            return
+        self.problem = f"history: cannot record {what}: {why}; the rest of this run is " \
+            "not recorded"
+        self._buffer, self._buffered = [], 0
+        log.warning("%s", self.problem)

@@ -93,7 +93,7 @@ class RunHistory:
             run.history = opened.history
             if run.history is not None:
                 run.writer = run.history.begin_run(started_at=now, dry_run=dry_run,
-                                                   source=source)
+                                                   source=source, offload=True)
         return run
 
     @property
@@ -152,6 +152,10 @@ class RunHistory:
             self.textfile = metrics.write_textfile(snap, self.textfile_dir)
 
     def close(self, _stats: CleanupStats | None = None) -> None:
+        w = self.writer
+        if w is not None:
+            with self._guard("items"):
+                w.close()  # the process writing items, when the run did not finish
         h, self.history = self.history, None
         if h is not None:
             with self._guard("close"):

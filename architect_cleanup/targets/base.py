@@ -27,7 +27,8 @@ from architect_cleanup.fs import (
     unlink_all,
     unlink_checked,
 )
-from architect_cleanup.history import DirItems, Item, ItemRow
+from architect_cleanup.history import DirItems, Item
+from architect_cleanup.itemwrite import ItemRow
 from architect_cleanup.journal import fields
 from architect_cleanup.stats import TargetResult, action
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from architect_cleanup import history as h
-from architect_cleanup import reports
+from architect_cleanup import itemwrite, reports
 from architect_cleanup.stats import CleanupStats, TargetResult
 
 from conftest import NOW
@@ -124,7 +124,7 @@ def test_items_are_written_in_batches_as_they_are_handed_over(tmp_path: Path) ->
 
 def test_every_kind_of_path_and_reason_comes_back_exactly(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(h, "TEXT_CACHE", 8)  # forgets ids often: misses must still be right
+    monkeypatch.setattr(itemwrite, "TEXT_CACHE", 8)  # forgets ids often: misses must still be right
     paths = ["tasks#12", "/x", "relative/y", "/srv/a/", "/srv/a/b c/ü.log", "//double//z"]
     paths += [f"/srv/d{i % 37}/f{i}" for i in range(300)]
     hist = _open(tmp_path)
@@ -134,7 +134,7 @@ def test_every_kind_of_path_and_reason_comes_back_exactly(
                       env=f"e{i % 3}" if i % 4 else None,
                       action="archived" if i % 5 else "removed"))
     w.finish(finished_at=NOW, result="success", duration_s=1, items=len(paths), bytes=0)
-    assert len(w._texts) <= 8 + 2 * 7  # bounded: the cache plus one batch's new texts
+    assert len(w._items._texts) <= 8 + 2 * 7  # bounded: the cache plus one batch's new texts
     back = list(reports.items_since(hist.conn, NOW))
     assert [x.path for x in back] == paths
     assert [x.reason for x in back] == [f"{i % 13} days old > 0d" for i in range(len(paths))]
@@ -157,7 +157,7 @@ def test_a_directorys_items_at_once_are_stored_as_one_by_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
     """RunWriter.dir_items (the file targets' way) and RunWriter.item give the same rows, in
     the same order, mixed with items of other kinds, whatever the batch and the cache."""
-    monkeypatch.setattr(h, "TEXT_CACHE", 4)
+    monkeypatch.setattr(itemwrite, "TEXT_CACHE", 4)
     folders = ["/srv/a/", "/srv/b c/", "", "/srv/a/"]
     plan = [(f, [(f"n{i}-{j}", i * 10 + j, NOW.timestamp() - j, f"{j % 3} days old > 0d")
                  for j in range(i + 1)]) for i, f in enumerate(folders)]
@@ -206,8 +206,149 @@ def test_a_file_name_that_is_not_utf8_is_recorded_escaped_and_loses_nothing(
     assert [x.size for x in back] == [1, 2, 3, 4, 5, 6]
     run = hist.conn.execute("SELECT result, items_recorded FROM runs").fetchone()
     assert run == ("success", 6)
-    assert h.storable("plain ü\n") == "plain ü\n"
+    assert itemwrite.storable("plain ü\n") == "plain ü\n"
     hist.close()
+
+
+# -- items written by a process of their own (RunWriter offload, itemwrite.Sink) ---------------
+
+def _plan(n_dirs: int = 40) -> list[tuple[str, list[itemwrite.ItemRow]]]:
+    """Directories and their items, some names and a directory not UTF-8."""
+    out = []
+    for i in range(n_dirs):
+        folder = os.fsdecode(b"/srv/d\xe9/") if i == 7 else f"/srv/d{i % 9}/"
+        rows = [(os.fsdecode(b"x\xff.log") if (i, j) == (3, 1) else f"n{i}-{j}.log",
+                 i * 100 + j, NOW.timestamp() - j, f"{j % 4 + 31} days old > 30d")
+                for j in range(i % 11 + 1)]
+        out.append((folder, rows))
+    return out
+
+
+def _write_plan(hist: h.History, plan: list[tuple[str, list[itemwrite.ItemRow]]], *,
+                offload: bool, batch: int = 5) -> h.RunWriter:
+    w = hist.begin_run(started_at=NOW, dry_run=True, source="timer", batch=batch,
+                       offload=offload)
+    for n, (folder, rows) in enumerate(plan):
+        w.dir_items("logs", folder, rows)
+        if n % 5 == 0:
+            w.item(h.Item("backups", f"/b/x{n}", n, None, "kept 3", env="prod",
+                          action="archived"))
+    w.finish(finished_at=NOW, result="success", duration_s=1, items=0, bytes=0)
+    return w
+
+
+def test_items_written_by_a_process_of_their_own_are_those_written_here(
+        tmp_path: Path) -> None:
+    """The same items, ids, texts and kinds, whether the run writes its batches itself or
+    hands them to the child process (names that are not UTF-8 included)."""
+    plan = _plan()
+    dumps = []
+    for offload in (False, True):
+        hist = _open(tmp_path / str(offload))
+        w = _write_plan(hist, plan, offload=offload)
+        assert w.problem is None and w._sink is None  # finished: the child has ended
+        dumps.append(_dump(hist))
+        assert hist.conn.execute("SELECT result, items_recorded FROM runs").fetchone() == (
+            "success", w.items_recorded)
+        hist.close()
+    assert dumps[0] == dumps[1]
+    assert len(dumps[1]) == sum(len(r) for _f, r in plan) + 8
+    assert any("\\xff" in r[6] for r in dumps[1])
+
+
+def test_a_run_of_fewer_items_than_a_batch_starts_no_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(itemwrite.Sink, "start", classmethod(
+        lambda cls, *a: started.append(a) or pytest.fail("no process for one batch")))
+    hist = _open(tmp_path)
+    w = _write_plan(hist, _plan(3), offload=True, batch=1000)
+    assert w.problem is None and not started
+    assert len(_dump(hist)) == 1 + 2 + 3 + 1
+    hist.close()
+
+
+def test_where_no_process_can_be_started_the_run_writes_its_items_itself(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(itemwrite.sys, "executable", str(tmp_path / "no-such-python"))
+    plan = _plan()
+    hist = _open(tmp_path)
+    w = _write_plan(hist, plan, offload=True)
+    assert w.problem is None
+    assert len(_dump(hist)) == sum(len(r) for _f, r in plan) + 8
+    hist.close()
+
+
+def test_a_failing_child_is_one_warning_when_the_run_ends_and_the_run_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The child cannot write (here: the items table is gone): the run is not stopped; its
+    writer reports the child's first problem once, at the end."""
+    hist = _open(tmp_path)
+    w = hist.begin_run(started_at=NOW, dry_run=True, source="timer", batch=5, offload=True)
+    hist.conn.execute("ALTER TABLE items RENAME TO items_gone")
+    with caplog.at_level(logging.WARNING, logger="architect_cleanup.history"):
+        for folder, rows in _plan():
+            w.dir_items("logs", folder, rows)  # never raises
+        assert w._sink is not None
+        w.finish(finished_at=NOW, result="success", duration_s=1, items=0, bytes=0)
+    assert w.problem is not None and "no such table: items" in w.problem
+    assert len([r for r in caplog.records if "cannot record items" in r.getMessage()]) == 1
+    hist.close()
+
+
+def test_a_child_killed_during_the_run_is_a_problem_not_a_failed_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    hist = _open(tmp_path)
+    w = hist.begin_run(started_at=NOW, dry_run=True, source="timer", batch=5, offload=True)
+    plan = _plan()
+    w.dir_items("logs", *plan[10])  # 11 items: the child starts
+    assert w._sink is not None
+    proc = w._sink.proc
+    os.kill(proc.pid, 9)  # the process this test started, by its PID
+    proc.wait(timeout=30)
+    with caplog.at_level(logging.WARNING, logger="architect_cleanup.history"):
+        for folder, rows in plan:
+            w.dir_items("logs", folder, rows)  # the first send finds it gone
+        w.finish(finished_at=NOW, result="success", duration_s=1, items=0, bytes=0)
+    assert w.problem is not None and "killed by signal 9" in w.problem
+    assert len([r for r in caplog.records if "cannot record items" in r.getMessage()]) == 1
+    hist.close()
+
+
+def test_the_child_ignores_sigterm_and_writes_what_a_stopped_run_handed_over(
+        tmp_path: Path) -> None:
+    """systemd stops a run with SIGTERM to every process of the unit: the child writes on
+    until the run ends its input, so the items up to the stop are recorded. A run that ends
+    without finishing (RunWriter.close, from RunHistory.close) waits for them too."""
+    hist = _open(tmp_path)
+    w = hist.begin_run(started_at=NOW, dry_run=True, source="timer", batch=5, offload=True)
+    plan = _plan()
+    w.dir_items("logs", *plan[10])
+    assert w._sink is not None
+    proc = w._sink.proc
+    os.kill(proc.pid, 15)
+    for folder, rows in plan[:20]:
+        w.dir_items("logs", folder, rows)
+    w.close()  # no finish: an interrupted run
+    assert proc.returncode == 0 and w.problem is None
+    handed = 11 + sum(len(r) for _f, r in plan[:20])
+    written = hist.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    assert handed - w.batch < written <= handed  # all but the batch still buffered
+    hist.close()
+
+
+def test_the_child_process_imports_nothing_but_the_standard_library() -> None:
+    """It runs as a script with -I -S (no site-packages, no package __init__): it must
+    start fast and cannot depend on the package."""
+    import ast
+
+    tree = ast.parse(Path(itemwrite.__file__).read_text())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+             for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree)
+              if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+    assert not names & {"architect_cleanup"}
+    assert names <= set(__import__("sys").stdlib_module_names) | {"__future__"}
 
 
 def test_a_runs_items_are_read_by_their_id_range_without_an_index(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from architect_cleanup import CleanupWorker, reports
+from architect_cleanup import CleanupWorker, itemwrite, reports
 from architect_cleanup import history as h
 from architect_cleanup.cli import main
 from architect_cleanup.state import StateStore
@@ -104,11 +104,18 @@ def test_a_dry_run_records_what_it_would_remove_and_the_real_run_the_same(
 
 @pytest.mark.parametrize("dry", [True, False])
 def test_files_whose_names_are_not_utf8_are_recorded_and_the_run_is_whole(
-        demo: tuple[Path, Path], dry: bool) -> None:
+        demo: tuple[Path, Path], dry: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A hostile tree: old logs whose names (and directory) are not UTF-8, among more than a
     batch of others. Every item is recorded, those names as the journal shows them (\\xNN),
     and the run's record is finished (it used to stay "running": SQLite cannot hold the
-    name, and the write failed)."""
+    name, and the write failed). More than a batch: a process of their own writes them."""
+    started: list[int] = []
+    start = itemwrite.Sink.start.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[itemwrite.Sink], path: str, run_id: int) -> itemwrite.Sink:
+        started.append(run_id)
+        return start(cls, path, run_id)  # type: ignore[no-any-return]
+    monkeypatch.setattr(itemwrite.Sink, "start", classmethod(spy))
     root, tmp = demo
     bad = os.fsencode(root / "logs") + b"/d\xe9j\xe0"
     for i in range(3):
@@ -123,6 +130,7 @@ def test_files_whose_names_are_not_utf8_are_recorded_and_the_run_is_whole(
     assert escaped == [f"{root}/logs/d\\xe9j\\xe0/caf\\xe9-{i}.log" for i in range(3)]
     with closing(reader()) as conn:
         assert conn.execute("SELECT result FROM runs").fetchall() == [("success",)]
+    assert len(started) == 1
 
 
 def test_the_runs_figures_backups_and_space_samples_are_recorded(
@@ -218,9 +226,9 @@ def test_a_write_failing_during_the_run_is_contained(
         demo: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     root, tmp = demo
 
-    def broken(self: h.RunWriter, rows: object, recorded: int) -> None:
+    def broken(self: itemwrite.ItemWriter, groups: object, first: int, recorded: int) -> None:
         raise sqlite3.OperationalError("disk I/O error")
-    monkeypatch.setattr(h.RunWriter, "_write_items", broken)
+    monkeypatch.setattr(itemwrite.ItemWriter, "write", broken)
     stats = CleanupWorker(dry_run=False, config=make_config(root, tmp), now=NOW).run_cleanup()
     assert stats.success and stats.logs_deleted > 0
     assert StateStore().load()["last_run"]["result"] == "success"

@@ -58,6 +58,7 @@ from typing import Any, Literal, NamedTuple
 
 from architect_cleanup.fs import untrusted
 from architect_cleanup.itemwrite import (
+    CACHE_KIB,
     Group,
     ItemRow,
     ItemWriter,
@@ -403,6 +404,7 @@ def _open(path: str, stamp: str, now_ts: float) -> History:
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             migrate(conn)
             conn.execute("UPDATE runs SET result = 'interrupted' WHERE result = 'running'")
         except sqlite3.DatabaseError as exc:

@@ -55,6 +55,11 @@ def test_a_new_database_is_in_wal_mode_at_the_current_schema_version(tmp_path: P
     hist = _open(tmp_path)
     assert hist.path == str(tmp_path / "history.sqlite3")
     assert hist.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # a bounded page cache: the run's memory stays flat whatever it prunes
+    assert hist.conn.execute("PRAGMA cache_size").fetchone()[0] == -itemwrite.CACHE_KIB
+    child = itemwrite.connect(hist.path)
+    assert child.execute("PRAGMA cache_size").fetchone()[0] == -itemwrite.CACHE_KIB
+    child.close()
     assert hist.conn.execute("PRAGMA user_version").fetchone()[0] == h.SCHEMA_VERSION >= 1
     tables = {r[0] for r in hist.conn.execute("SELECT name FROM sqlite_master")}
     assert {"runs", "target_results", "target_parts", "backups", "samples", "items"} <= tables

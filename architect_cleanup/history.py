@@ -58,6 +58,7 @@ from typing import Any, Literal, NamedTuple
 
 from architect_cleanup.fs import untrusted
 from architect_cleanup.itemwrite import (
+    BUSY_TIMEOUT_MS,
     CACHE_KIB,
     Group,
     ItemRow,
@@ -75,7 +76,6 @@ DB_NAME = "history.sqlite3"
 #: 1,000 keeps a run removing 1,000,000 files within its 40 MB (`make bench` 5c: 5,000 took
 #: 3 MB more, for about 5 % less time)
 BATCH = 1000
-BUSY_TIMEOUT_MS = 5000
 #: The whole file's ``quick_check`` runs at most this often (seconds): it reads the whole file
 #: (~1 s of a core per 70 MB), and the hourly timer would pay that 24 times a day. When it
 #: found the file sound is kept beside it in :data:`CHECKED_SUFFIX` (the file's inode and the

@@ -48,6 +48,7 @@ Group = tuple[tuple[str, str, str], str, Sequence[ItemRow]]
 TEXT_CACHE = 4096
 #: texts looked up per query (SQLite allows 32,766 parameters)
 IN_CHUNK = 500
+#: how long a history connection waits for another's write lock (ms)
 BUSY_TIMEOUT_MS = 5000
 #: SQLite's page cache per history connection (KiB; SQLite's default is 2,000). The run's
 #: connection prunes the items of older runs, up to a few hundred thousand rows: with the

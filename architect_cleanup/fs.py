@@ -383,6 +383,9 @@ class Dir:
     #: the lstat of its names, taken as it was listed (a dry run's walk: see list_ahead);
     #: lstat_many answers from it
     known: dict[str, os.stat_result | None] | None = None
+    #: sub-directories a rule takes whole, opened and listed ahead (a dry run's walk: see
+    #: ListAhead.submit_all); remove_tree takes its own from here
+    ahead: dict[str, Listed] | None = None
 
     def join(self, name: str) -> str:
         return name if not self.path else f"{self.path.rstrip('/')}/{name}"
@@ -397,6 +400,17 @@ class Dir:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+@dataclass(slots=True)
+class Listed:
+    """A directory opened and listed ahead of the walk that removes it whole (a dry run's:
+    :meth:`ListAhead.submit_all`): its descriptor, and its names in listing order with
+    their lstat (None where it failed), or why it could not be listed."""
+
+    dir: Dir
+    known: dict[str, os.stat_result | None]
+    error: str | None = None
 
 
 @dataclass(slots=True)
@@ -812,6 +826,21 @@ class ListAhead:
         # every name the listing kept, in its order
         return by_group([(n, m) for n in known if (m := match(n)) is not None]), total, None
 
+    def submit_all(self, d: Dir) -> None:
+        """Hand *d* over to be listed whole, every name lstat()ed (a directory a rule takes
+        whole: see :func:`remove_tree`); :meth:`take_all` returns it, in its place in the
+        order of everything handed over."""
+        self._thread.submit(d.fd, None)
+
+    def take_all(self, d: Dir) -> Listed:
+        """The oldest directory handed over, which must be *d*, handed over by
+        :meth:`submit_all`: its names and their lstat (:class:`Listed`; it owns *d*)."""
+        try:
+            _sorted, known, _total = self._thread.take()
+        except OSError as exc:
+            return Listed(d, {}, f"cannot list: {exc.strerror}")
+        return Listed(d, known)
+
     def close(self) -> None:
         """Stop the thread (after the directory it is on): call before closing the
         descriptors of directories handed over and not taken."""
@@ -1090,7 +1119,8 @@ class TreeResult:
 
 def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
                 keep: Callable[[os.stat_result], str | None] | None = None,
-                keep_name: Callable[[str, bool], str | None] | None = None) -> TreeResult:
+                keep_name: Callable[[str, bool], str | None] | None = None,
+                listed: Listed | None = None) -> TreeResult:
     """Remove directory *name* below *parent* with everything in it, fd-relative, bottom-up.
 
     Files for which *keep* returns a reason stay (so their directories stay too). Every rule
@@ -1100,26 +1130,37 @@ def remove_tree(root: Root, parent: Dir, name: str, *, dry_run: bool,
     database; a directory holding Chromium's ``Local State`` (a browser profile) is never
     entered; a directory kept is not entered, and the directories above it stay. In a dry run
     nothing changes and the result counts what a real run would remove. The tree never leaves
-    the root's mount and symlinks inside are removed as links, never followed."""
+    the root's mount and symlinks inside are removed as links, never followed.
+
+    *listed*: the directory already opened (``root.open_dir``) and listed (a dry run's walk
+    lists it ahead on another thread: :meth:`ListAhead.submit_all`); it is this call's to
+    close. Only the top directory's listing is taken from it; what the result says is the
+    same."""
     res = TreeResult()
     top_path = parent.join(name)
     why_top = keep_name(top_path, True) if keep_name is not None else None
     if why_top is not None:
+        if listed is not None:
+            listed.dir.close()
         res.hold(top_path, why_top)
         return res
-    try:
-        top = root.open_dir(parent, name)
-    except FileNotFoundError:
-        return res
-    except FsError as exc:
-        res.errors.append(str(exc))
-        res.kept += 1
-        return res
+    if listed is not None:
+        top = listed.dir
+    else:
+        try:
+            top = root.open_dir(parent, name)
+        except FileNotFoundError:
+            return res
+        except FsError as exc:
+            res.errors.append(str(exc))
+            res.kept += 1
+            return res
     if is_profile_dir(top):
         top.close()
         res.hold(top_path, PROFILE_REASON)
         return res
-    _TreeRemoval(root, parent, res, dry_run=dry_run, keep=keep, keep_name=keep_name).run(top)
+    _TreeRemoval(root, parent, res, dry_run=dry_run, keep=keep, keep_name=keep_name
+                 ).run(top, listed)
     return res
 
 
@@ -1152,10 +1193,11 @@ class _TreeRemoval:
         self.keep_name = keep_name
         self.stack: list[_Pending] = []
 
-    def run(self, top: Dir) -> None:
-        """Remove what *top* holds, then *top* itself; every directory is closed at the end."""
+    def run(self, top: Dir, listed: Listed | None = None) -> None:
+        """Remove what *top* holds, then *top* itself; every directory is closed at the end.
+        *listed*: *top*'s listing, taken ahead."""
         stack = self.stack
-        stack.append(self._list(top))
+        stack.append(self._list(top) if listed is None else self._listed(listed))
         try:
             while stack:
                 level = stack[-1]
@@ -1178,6 +1220,40 @@ class _TreeRemoval:
         except OSError as exc:
             level.kept = True
             self.res.errors.append(f"{display(d.path)}: cannot list: {exc.strerror}")
+        return level
+
+    def _listed(self, listed: Listed) -> _Pending:
+        """:meth:`_list` of a directory listed ahead: its names in the listing's order, each
+        judged as :meth:`_judge` does with the lstat the listing took (a name whose lstat
+        failed is passed over, as an entry whose ``stat`` fails there)."""
+        d = listed.dir
+        level = _Pending(d)
+        if listed.error is not None:
+            level.kept = True
+            self.res.errors.append(f"{display(d.path)}: {listed.error}")
+            return level
+        keep_name, keep, res = self.keep_name, self.keep, self.res
+        for name, st in listed.known.items():
+            if st is None:
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if is_dir and keep_name is None:
+                level.subdirs.append(name)
+                continue
+            why = keep_name(d.join(name), is_dir) if keep_name is not None else None
+            if why is not None:
+                level.kept = True
+                res.hold(d.join(name), why)
+                continue
+            if is_dir:
+                level.subdirs.append(name)
+                continue
+            why = keep(st) if keep is not None else None
+            if why is not None:
+                level.kept = True
+                res.kept += 1
+                continue
+            self._remove_file(level, name, st)
         return level
 
     def _judge(self, level: _Pending, entry: os.DirEntry[str]) -> None:

@@ -101,6 +101,7 @@ class _InsideRules:
 
 class Temp(TreeTarget):
     name = "temp"
+    lists_ahead = True
 
     def starts(self, ctx: RunContext) -> tuple[str, ...]:
         return ctx.config.temp.dirs
@@ -148,7 +149,8 @@ class Temp(TreeTarget):
             return self.last_moment_keep(ctx, s)
 
         tree = remove_tree(ctx.root(), d, name, dry_run=ctx.dry_run, keep=keep,
-                           keep_name=self._keep_name)
+                           keep_name=self._keep_name,
+                           listed=d.ahead.pop(name, None) if d.ahead else None)
         return lambda result: self._report_tree(ctx, result, path, age, st, tree)
 
     def _report_tree(self, ctx: RunContext, result: TargetResult, path: str, age: float,

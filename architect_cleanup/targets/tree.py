@@ -34,6 +34,7 @@ from architect_cleanup.fs import (
     group_classes,
     group_matcher,
     group_prefilter,
+    is_profile_dir,
     list_ahead,
     list_leaf,
     patterns_regex,
@@ -78,6 +79,10 @@ class TreeTarget(FileTarget):
 
     def dir_patterns(self, ctx: RunContext) -> tuple[str, ...]:
         return ()
+
+    #: its :meth:`on_dir` takes the directory's listing from ``Dir.ahead`` when a dry run's
+    #: walk listed it ahead (see _AheadWalk)
+    lists_ahead = False
 
     def prepare(self, ctx: RunContext, result: TargetResult) -> None:
         """Set up per-run state before the walk."""
@@ -473,9 +478,11 @@ class _AheadWalk:
         self.walk = walk
         self.ahead = ahead
         #: in walk order: a directory (its own descriptor, the scope of a leaf handed
-        #: ahead or None, its files and claimed directories), or a skipped one's note
+        #: ahead or None, its files and claimed directories, those of them opened and
+        #: handed ahead), or a skipped one's note
         self.queue: deque[tuple[Dir, Scope | None, list[tuple[str, Any]],
-                                list[tuple[str, Any]]] | Callable[[], None]] = deque()
+                                list[tuple[str, Any]], list[tuple[str, Dir]]]
+                          | Callable[[], None]] = deque()
         #: entries of the leaves listed ahead, as they were taken
         self.seen = 0
         self.walker = Walker(walk.root, start, scope=walk.scopes.for_dir,
@@ -487,9 +494,11 @@ class _AheadWalk:
             for d, files, dirs in walker.batches():
                 own = d.dup()
                 scope = walk.scopes.for_dir(d) if files is UNLISTED else None
+                # handed over in the order _next takes them back
+                claimed = self._claimed_ahead(own, dirs) if dirs else []
                 if scope is not None:
                     ahead.submit(own, scope)
-                self.queue.append((own, scope, files, dirs))
+                self.queue.append((own, scope, files, dirs, claimed))
                 while len(self.queue) > AHEAD:
                     self._next(ahead)
             while self.queue:
@@ -499,17 +508,43 @@ class _AheadWalk:
             for item in self.queue:
                 if not callable(item):
                     item[0].close()
+                    for _name, sub in item[4]:
+                        sub.close()
         seen = walker.entries_seen + self.seen
         walk.ctx.status(f"{walk.label}: {seen:,} files checked")  # with the last leaves
         for m in walk.members:  # the shared walk looked at these entries for every target
             m.result.checked += seen
+
+    def _claimed_ahead(self, own: Dir, dirs: list[tuple[str, Any]]) -> list[tuple[str, Dir]]:
+        """Open and hand ahead the directories of *dirs* a rule takes whole, where their
+        target takes a listing made ahead (``lists_ahead``: the temp target's
+        ``__pycache__``): their lstat()s then run on the C thread. One that cannot be
+        opened, or is a browser profile, is left to the target, which opens it itself and
+        reports what it finds."""
+        walk, out = self.walk, []
+        for name, match in dirs:
+            m = walk.owner(match.lastgroup)
+            if m.failed or m.passive or not m.target.lists_ahead:
+                continue
+            try:
+                sub = walk.root.open_dir(own, name)
+            except (OSError, FsError):
+                continue
+            if is_profile_dir(sub):
+                sub.close()
+                continue
+            self.ahead.submit_all(sub)
+            out.append((name, sub))
+        return out
 
     def _next(self, ahead: ListAhead) -> None:
         item = self.queue.popleft()
         if callable(item):
             item()
             return
-        d, scope, files, dirs = item
+        d, scope, files, dirs, claimed = item
+        if claimed:  # taken first, whatever happens next: the thread is done with them
+            d.ahead = {name: ahead.take_all(sub) for name, sub in claimed}
         try:
             if scope is None:
                 if files or dirs:
@@ -522,6 +557,9 @@ class _AheadWalk:
             if per:
                 self.walk._hand_groups(d, per, dirs, self._tick)
         finally:
+            for left in (d.ahead or {}).values():  # not taken by its target (e.g. young)
+                left.dir.close()
+            d.ahead = None
             d.close()
 
     def _on_skip(self, path: str, why: str) -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -339,6 +340,25 @@ def test_the_child_ignores_sigterm_and_writes_what_a_stopped_run_handed_over(
     handed = 11 + sum(len(r) for _f, r in plan[:20])
     written = hist.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
     assert handed - w.batch < written <= handed  # all but the batch still buffered
+    hist.close()
+
+
+def test_the_child_yields_the_cpu_to_the_run_it_writes_for(tmp_path: Path) -> None:
+    """The child runs itemwrite.NICER nicer than the run: on a busy machine the walk goes
+    first (under the unit's Nice=19 both are equal: 19 is the most there is)."""
+    hist = _open(tmp_path)
+    w = hist.begin_run(started_at=NOW, dry_run=True, source="timer", batch=5, offload=True)
+    w.dir_items("logs", *_plan()[10])
+    assert w._sink is not None
+    pid = w._sink.proc.pid
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    want = min(19, mine + itemwrite.NICER)
+    deadline = time.monotonic() + 20
+    while os.getpriority(os.PRIO_PROCESS, pid) != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert itemwrite.NICER > 0 and os.getpriority(os.PRIO_PROCESS, pid) == want
+    w.finish(finished_at=NOW, result="success", duration_s=1, items=0, bytes=0)
+    assert w.problem is None
     hist.close()
 
 

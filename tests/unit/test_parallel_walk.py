@@ -50,6 +50,9 @@ def build(root: Path, seed: int = 20) -> None:
             if j % 4 == 0:
                 touch(jd / "__pycache__" / "m.cpython-311.pyc", 90 * DAY, size=100)
                 touch(jd / "__pycache__" / "n.cpython-311.pyc", (90 if j % 8 else 0.01) * DAY)
+                if j == 4:  # inside a directory taken whole: a sub-directory, a worker log
+                    touch(jd / "__pycache__" / "sub" / "o.cpython-311.pyc", 90 * DAY)
+                    touch(jd / "__pycache__" / "architect_worker.log", 90 * DAY)
                 os.utime(jd / "__pycache__", (NOW.timestamp() - 90 * DAY,) * 2)
         touch(root / "data" / env / "architect_worker.log", 90 * DAY)
         touch(root / "data" / env / "future.log", -2 * DAY)
@@ -57,6 +60,9 @@ def build(root: Path, seed: int = 20) -> None:
         os.mkfifo(root / "data" / env / "fifo.log")
         os.utime(root / "data" / env / "fifo.log", (NOW.timestamp() - 90 * DAY,) * 2)
         touch(root / "data" / env / "chrome_profile_x" / "old.log", 90 * DAY)
+        touch(root / "data" / env / "__pycache__" / "Local State", 90 * DAY)  # a profile
+        touch(root / "data" / env / "__pycache__" / "p.pyc", 90 * DAY)
+        os.utime(root / "data" / env / "__pycache__", (NOW.timestamp() - 90 * DAY,) * 2)
     big = root / "logs" / "big"
     for k in range(2 * tree_mod.CHUNK + 100):
         touch(big / f"b{k:05d}.log", 40 * DAY if k % 3 else DAY)
@@ -101,8 +107,16 @@ def test_a_dry_run_judges_on_the_runs_own_thread_whatever_the_pool_size(
         return real_take(self, d, files)
 
     monkeypatch.setattr(fs.ListAhead, "take", take)
+    whole: list[str] = []
+    real_take_all = fs.ListAhead.take_all
+
+    def take_all(self: fs.ListAhead, d: fs.Dir) -> fs.Listed:
+        whole.append(d.path)
+        return real_take_all(self, d)
+
+    monkeypatch.setattr(fs.ListAhead, "take_all", take_all)
     one_stats, one = run(root, 1, dry=True)
-    assert taken == []
+    assert taken == whole == []
 
     def no_pool(*_a: object, **_k: object) -> None:
         raise AssertionError("a pool was started")
@@ -113,6 +127,11 @@ def test_a_dry_run_judges_on_the_runs_own_thread_whatever_the_pool_size(
     assert pooled == one
     assert figures(pool_stats, root) == figures(one_stats, root)
     assert len(taken) > 20 if fs_loops == "c" else taken == []
+    # the directories taken whole (__pycache__), listed ahead too; not a browser profile
+    pycaches = sorted(p for p in whole if p.endswith("/__pycache__"))
+    assert (len(pycaches) == len(whole) >= 6 and not any("/data/prod/__pycache__" in p
+                                                          for p in whole)
+            if fs_loops == "c" else whole == [])
 
 
 def test_a_dry_run_without_a_thread_to_list_ahead_walks_as_one(

@@ -37,6 +37,13 @@ def same_stat(a: os.stat_result, b: os.stat_result) -> bool:
             and all(getattr(a, f) == getattr(b, f) for f in STAT_FIELDS))
 
 
+def same_light_stat(a: object, b: os.stat_result) -> bool:
+    """Prefetch's lstat (_fsops.Stat): every attribute of os.stat_result, equal, and its
+    full() the os.stat_result itself."""
+    return (type(a) is _fsops.Stat and same_stat(a.full(), b)
+            and all(getattr(a, f) == getattr(b, f) for f in STAT_FIELDS))
+
+
 def test_the_extension_is_what_fs_uses() -> None:
     assert fs.FSOPS is _fsops  # make setup builds it, and the Debian package ships it
 
@@ -183,7 +190,7 @@ def test_prefetch_gives_the_names_by_class_and_their_lstat_in_the_order_handed_i
             assert (list(known), total) == (want, want_total)
             for name, got in known.items():
                 assert got is not None
-                assert same_stat(got, os.stat(name, dir_fd=fd, follow_symlinks=False)), name
+                assert same_light_stat(got, os.stat(name, dir_fd=fd, follow_symlinks=False))
             if classes is None:
                 assert by_class == [(255, want)]
             else:
@@ -199,6 +206,31 @@ def test_prefetch_gives_the_names_by_class_and_their_lstat_in_the_order_handed_i
         pf.close()
         for fd in fds:
             os.close(fd)
+
+
+def test_prefetch_lstat_has_every_attribute_of_os_lstat_to_the_nanosecond(
+        tmp_path: Path) -> None:
+    """_fsops.Stat, made when read, gives what os.lstat gives: times before 1970, with
+    nanoseconds, and beyond what 64 bits of nanoseconds hold (the year 2300)."""
+    times = {"past": -86_400 * 400 * 10**9 - 123, "ns": 1_700_000_000_123_456_789,
+             "far": 10_400_000_000 * 10**9 + 987_654_321}
+    for name, ns in times.items():
+        touch(tmp_path / name, size=len(name))
+        os.utime(tmp_path / name, ns=(ns, ns))
+    os.symlink("past", tmp_path / "link")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    pf = _fsops.Prefetch()
+    try:
+        pf.submit(fd, None)
+        _by_class, known, total = pf.take()
+        assert total == 4 and sorted(known) == ["far", "link", "ns", "past"]
+        for name, got in known.items():
+            assert same_light_stat(got, os.lstat(tmp_path / name)), name
+            assert "st_mtime_ns=" in repr(got)
+        assert known["far"].st_mtime_ns == times["far"]
+    finally:
+        pf.close()
+        os.close(fd)
 
 
 def test_prefetch_raises_a_listing_error_for_that_directory_only(tmp_path: Path) -> None:

@@ -510,7 +510,12 @@ def free_space(d: Dir) -> tuple[int, int]:
 
 
 def is_profile_dir(d: Dir) -> bool:
-    """A directory holding Chromium's 'Local State' file is a browser profile (not ours)."""
+    """A directory holding Chromium's 'Local State' file is a browser profile (not ours).
+
+    Asked of every directory the walk enters: with the C loops, without the exception
+    ``os.stat`` raises for each one that is not (a tenth of the walk's own time)."""
+    if FSOPS is not None:
+        return FSOPS.lstat_many(d.fd, [CHROMIUM_MARKER])[0] is not None
     try:
         os.stat(CHROMIUM_MARKER, dir_fd=d.fd, follow_symlinks=False)
     except OSError:

@@ -269,11 +269,56 @@ def age_text(seconds: float) -> str:
     return f"{seconds / 60:.0f} minutes old"
 
 
+class AgeReasons:
+    """The reason of each file the age rule removes, ``"45 days old > 30d"`` (``age_text``
+    of its age, then the limit), made once per whole number of days: a dry run of a million
+    files gives 300,000 of them, a few hundred different ones (their formatting was 4 % of
+    its time). Ages under two days (hours, minutes) are formatted each time. Holds at most
+    :data:`AGE_REASONS` texts."""
+
+    __slots__ = ("_texts", "limit", "now")
+
+    def __init__(self, now: float, limit: str) -> None:
+        self.now = now
+        self.limit = limit
+        self._texts: dict[int, str] = {}
+
+    def __call__(self, st: os.stat_result) -> str:
+        return self.text(st.st_mtime)
+
+    def text(self, mtime: float) -> str:
+        """The reason of a file last modified at *mtime*."""
+        age = self.now - mtime
+        if age < 2 * 86400:
+            return f"{age_text(age)} > {self.limit}"
+        # round() is "{:.0f}"'s rounding (half to even, of the exact value): the same days
+        days = round(age / 86400)
+        text = self._texts.get(days)
+        if text is None:
+            if len(self._texts) >= AGE_REASONS:
+                self._texts.clear()
+            text = self._texts[days] = f"{age_text(age)} > {self.limit}"
+        return text
+
+
+#: the most texts an AgeReasons holds (one per day of age: 11 years)
+AGE_REASONS = 4096
+
+
 class FileTarget(Target):
     """Shared per-file judgement and deletion for the backups, logs and temp targets."""
 
     def __init__(self) -> None:
         self._warned_future = 0
+        self._age_reasons: AgeReasons | None = None
+
+    def age_reasons(self, now: float, limit: str) -> AgeReasons:
+        """The run's :class:`AgeReasons` for *limit* (made anew when the run or limit
+        changes)."""
+        got = self._age_reasons
+        if got is None or got.now != now or got.limit != limit:
+            got = self._age_reasons = AgeReasons(now, limit)
+        return got
 
     def last_moment_keep(self, ctx: RunContext, st: os.stat_result) -> Hold | None:
         """Reasons that override any rule: a future mtime, a file some process holds open
@@ -295,7 +340,6 @@ class FileTarget(Target):
         one-pass loop did, in the same order."""
         judged = _by_age(ctx, d, names, max_age, protected)
         removal = self.removal_work(ctx, d, judged.doomed) if judged.doomed else None
-        now = ctx.now_ts
 
         def report(result: TargetResult) -> None:
             for name, st, what in judged.held:
@@ -304,7 +348,7 @@ class FileTarget(Target):
             result.kept += judged.quiet
             result.kept_bytes += judged.young_bytes
             if removal is not None:
-                removal(result, lambda st: f"{age_text(now - st.st_mtime)} > {limit}")
+                removal(result, self.age_reasons(ctx.now_ts, limit))
 
         return report
 
@@ -347,22 +391,33 @@ class FileTarget(Target):
                 else None)
             target = self.name
             removed = nbytes = 0
-            for (name, st), exc in zip(go, outcomes, strict=True):
-                if exc is None:
+            if rows is not None and ctx.dry_run:
+                # a dry run's items, in one loop: nothing was unlinked, nothing failed
+                text = reason.text if isinstance(reason, AgeReasons) else None
+                for name, st in go:
                     size = freed_bytes(st)
-                    removed += 1
                     nbytes += size
-                    if rows is not None:
-                        rows.append((name, size, st.st_mtime, reason(st)))
-                    elif wants or record is not None:
-                        why = reason(st)
-                        path = d.join(name)
-                        if wants:
-                            ctx.decide(Decision(target, path, True, why, size))
-                        if record is not None:
-                            record(Item(target, path, size, st.st_mtime, why))
-                    continue
-                self._not_removed(ctx, result, d.join(name), exc)
+                    mtime = st.st_mtime
+                    rows.append((name, size, mtime, reason(st) if text is None
+                                 else text(mtime)))
+                removed = len(go)
+            else:
+                for (name, st), exc in zip(go, outcomes, strict=True):
+                    if exc is None:
+                        size = freed_bytes(st)
+                        removed += 1
+                        nbytes += size
+                        if rows is not None:
+                            rows.append((name, size, st.st_mtime, reason(st)))
+                        elif wants or record is not None:
+                            why = reason(st)
+                            path = d.join(name)
+                            if wants:
+                                ctx.decide(Decision(target, path, True, why, size))
+                            if record is not None:
+                                record(Item(target, path, size, st.st_mtime, why))
+                        continue
+                    self._not_removed(ctx, result, d.join(name), exc)
             if rows and ctx.on_dir_items is not None:
                 ctx.on_dir_items(target, d.join(""), rows)
             result.removed += removed

@@ -15,6 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from architect_cleanup import worker as worker_mod
 from architect_cleanup.fs import FsError, OpenFiles, Root
@@ -825,3 +827,29 @@ def test_a_real_run_builds_no_decision_to_keep_when_only_the_journal_reads_them(
                   on_decision=seen.append).run_cleanup()  # -v reads both
     assert sorted((os.path.basename(x.path), x.remove) for x in seen) == [
         ("old.log", True), ("young.log", False), ("young2.log", False)]
+
+
+@given(st.one_of(st.floats(min_value=-1e6, max_value=1e10, allow_nan=False),
+                 st.integers(0, 100_000).map(lambda k: k * 43_200.0),  # half days: ties
+                 st.integers(0, 100_000).map(lambda k: k * 43_200.0 + 1e-6)),
+       st.sampled_from(["30d", "1h", "7d 12h"]))
+@settings(max_examples=500, deadline=None)
+def test_the_age_reasons_made_once_per_day_are_the_ones_formatted_each_time(
+        age: float, limit: str) -> None:
+    """base.AgeReasons (one text per whole number of days) gives exactly the text the age
+    rule formats for each file (age_text: "{:.0f}" rounds half to even, as round() does)."""
+    now = 1_800_000_000.0
+    reasons = base_mod.AgeReasons(now, limit)
+    st_ = SimpleNamespace(st_mtime=now - age)
+    want = f"{base_mod.age_text(now - st_.st_mtime)} > {limit}"
+    assert reasons(st_) == want  # type: ignore[arg-type]
+    assert reasons(st_) == want  # type: ignore[arg-type]  (from the cache)
+
+
+def test_the_age_reasons_hold_at_most_their_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base_mod, "AGE_REASONS", 10)
+    reasons = base_mod.AgeReasons(1e9, "30d")
+    for days in range(2, 40):
+        assert reasons(SimpleNamespace(st_mtime=1e9 - days * 86400.0)) == (  # type: ignore
+            f"{days} days old > 30d")
+    assert len(reasons._texts) <= 10

@@ -100,6 +100,11 @@ def test_a_dry_run_records_what_it_would_remove_and_the_real_run_the_same(
     with closing(reader()) as conn:
         real = list(reports.items_since(conn, SINCE, dry_run=False))
     assert sorted((r.target, r.path) for r in dry) == sorted((r.target, r.path) for r in real)
+    # and each with the same figures and reason (a dry run's items take a loop of their own)
+    def whole(rows: list[reports.ItemRow]) -> list[tuple[object, ...]]:
+        return sorted((r.target, r.env, r.path, r.size, r.mtime, r.reason) for r in rows)
+
+    assert whole(dry) == whole(real)
 
 
 @pytest.mark.parametrize("dry", [True, False])

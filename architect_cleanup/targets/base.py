@@ -389,18 +389,9 @@ class FileTarget(Target):
             rows: list[ItemRow] | None = (
                 [] if record is not None and ctx.on_dir_items is not None and not wants
                 else None)
-            target = self.name
             removed = nbytes = 0
             if rows is not None and ctx.dry_run:
-                # a dry run's items, in one loop: nothing was unlinked, nothing failed
-                text = reason.text if isinstance(reason, AgeReasons) else None
-                for name, st in go:
-                    size = freed_bytes(st)
-                    nbytes += size
-                    mtime = st.st_mtime
-                    rows.append((name, size, mtime, reason(st) if text is None
-                                 else text(mtime)))
-                removed = len(go)
+                nbytes, removed = _dry_run_rows(go, reason, rows), len(go)
             else:
                 for (name, st), exc in zip(go, outcomes, strict=True):
                     if exc is None:
@@ -413,13 +404,13 @@ class FileTarget(Target):
                             why = reason(st)
                             path = d.join(name)
                             if wants:
-                                ctx.decide(Decision(target, path, True, why, size))
+                                ctx.decide(Decision(self.name, path, True, why, size))
                             if record is not None:
-                                record(Item(target, path, size, st.st_mtime, why))
+                                record(Item(self.name, path, size, st.st_mtime, why))
                         continue
                     self._not_removed(ctx, result, d.join(name), exc)
             if rows and ctx.on_dir_items is not None:
-                ctx.on_dir_items(target, d.join(""), rows)
+                ctx.on_dir_items(self.name, d.join(""), rows)
             result.removed += removed
             result.bytes += nbytes
 
@@ -508,6 +499,20 @@ class FileTarget(Target):
         if self._warned_future <= 10:
             ahead = st.st_mtime - ctx.now_ts
             log.warning("%s: %s is %s; kept", self.name, display(path), future_text(ahead))
+
+
+def _dry_run_rows(go: list[tuple[str, os.stat_result]],
+                  reason: Callable[[os.stat_result], str], rows: list[ItemRow]) -> int:
+    """A dry run's items of one directory (nothing was unlinked, nothing failed) added to
+    *rows* in one loop; the bytes they hold."""
+    text = reason.text if isinstance(reason, AgeReasons) else None
+    nbytes = 0
+    for name, st in go:
+        size = freed_bytes(st)
+        nbytes += size
+        mtime = st.st_mtime
+        rows.append((name, size, mtime, reason(st) if text is None else text(mtime)))
+    return nbytes
 
 
 def last_moment_sort(ctx: RunContext, judged: list[tuple[str, os.stat_result]]

@@ -357,7 +357,18 @@ def test_the_child_yields_the_cpu_to_the_run_it_writes_for(tmp_path: Path) -> No
     while os.getpriority(os.PRIO_PROCESS, pid) != want and time.monotonic() < deadline:
         time.sleep(0.01)
     assert itemwrite.NICER > 0 and os.getpriority(os.PRIO_PROCESS, pid) == want
-    w.finish(finished_at=NOW, result="success", duration_s=1, items=0, bytes=0)
+    asked: list[tuple[int, int, int]] = []
+    real = os.setpriority
+
+    def setpriority(which: int, who: int, prio: int) -> None:
+        asked.append((which, who, prio))
+        real(which, who, prio)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(itemwrite.os, "setpriority", setpriority)
+        w.finish(finished_at=NOW, result="success", duration_s=1, items=0, bytes=0)
+    # once the run waits for it, it runs at the run's priority (root may give it back)
+    assert asked == [(os.PRIO_PROCESS, pid, mine)]
     assert w.problem is None
     hist.close()
 

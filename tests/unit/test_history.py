@@ -786,3 +786,26 @@ def test_a_prune_that_fails_reports_its_problem_instead_of_raising(tmp_path: Pat
     result = hist.prune(now=NOW)
     assert result.problem is not None and "pruning failed" in result.problem
     assert result.items == 0
+
+
+def test_a_transaction_commits_its_block_and_rolls_back_on_any_exception(
+        tmp_path: Path) -> None:
+    """itemwrite.transaction (fs and history use it): BEGIN IMMEDIATE, COMMIT at the end of
+    the block, ROLLBACK when the block raises anything (KeyboardInterrupt too), and nothing
+    more to do when SQLite already rolled back."""
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (x)")
+    with itemwrite.transaction(conn):
+        assert conn.in_transaction
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert not conn.in_transaction
+    for exc in (ValueError("no"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)), itemwrite.transaction(conn):
+            conn.execute("INSERT INTO t VALUES (2)")
+            raise exc
+        assert not conn.in_transaction
+    with pytest.raises(sqlite3.OperationalError), itemwrite.transaction(conn):
+        conn.execute("ROLLBACK")  # as SQLite does itself after e.g. SQLITE_FULL
+        raise sqlite3.OperationalError("disk full")
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    conn.close()

@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 LOG_PATTERNS = ("*.log", "*.log.*")
 TEMP_PATTERNS = ("*.tmp", "*.temp", "*.cache", "*.pyc")
 TEMP_DIRS = ("__pycache__", ".pytest_cache")
+#: old logs in the baseline tree (part 3): more than one batch of the history's items
+BASELINE_LOGS = 1200
 
 
 def _names(patterns: tuple[str, ...]) -> list[str]:
@@ -97,6 +99,23 @@ class FileBench:
         self.empty_conf = self.conf_dir / "config-empty.toml"
         self.empty_conf.write_text(f'root = "{self.empty_root}"\ndry_run = true\n\n'
                                    f'[logs]\ntmp_dir = ""\n{pool}')
+        # ... and over a small tree that takes every path a run of a big one takes once:
+        # more than one batch of items (the history's item writer process, its drain at the
+        # end, the prune of an older run's items) and a __pycache__ taken whole. Its own
+        # files are 0.1 % of the big tree's: a linear engine's ratio is 10.1, not 10.
+        self.base_root = self.conf_dir / "baseline-root"
+        logs = self.base_root / "data" / "logs"
+        pyc = self.base_root / "data" / "app" / "__pycache__"
+        for path in [*(logs / f"old-{i:04d}.log" for i in range(BASELINE_LOGS)),
+                     *(pyc / f"m{i}.cpython-311.pyc" for i in range(3))]:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            os.utime(path, (0, 0))
+        os.utime(pyc, (0, 0))
+        self.base_conf = self.conf_dir / "config-baseline.toml"
+        self.base_conf.write_text(f'root = "{self.base_root}"\ndry_run = true\n\n'
+                                  f'[logs]\ntmp_dir = ""\n{pool}')
         # Every bench starts from a new install's state: no history yet. The engine's state
         # directory used to persist across bench sessions, and each real run of the restored
         # tree keeps its 300,660 items for 90 days (no server removes that many every hour):
@@ -224,14 +243,18 @@ class FileBench:
 
     # --- part 3 ------------------------------------------------------------------------------
 
-    def startup(self, rounds: int) -> float:
-        """Median wall time of the engine's dry run over a tree of one file: its fixed cost.
+    def startup(self, rounds: int, *, baseline: bool = True) -> float:
+        """Median wall time of the engine's dry run over the baseline tree (every path a big
+        tree's run takes once: see __init__), or over a tree of one file: its fixed cost.
+        Alternated with the other, so both see the same minutes of the machine.
 
         With a state directory of its own: the history of the big tree's runs (180 MB at
         1M files, whose quick_check a run waits for at its end when it is shorter) belongs
         to that tree, not to what every run pays."""
-        cmd = [self.engine_cmd[0], "--config", str(self.empty_conf), *self.engine_cmd[3:]]
-        env = dict(self.env, STATE_DIRECTORY=str(self.conf_dir / "state-empty-root"))
+        conf, state = ((self.base_conf, "state-baseline-root") if baseline
+                       else (self.empty_conf, "state-empty-root"))
+        cmd = [self.engine_cmd[0], "--config", str(conf), *self.engine_cmd[3:]]
+        env = dict(self.env, STATE_DIRECTORY=str(self.conf_dir / state))
         return median([run(cmd, env=env).wall for _ in range(rounds)])
 
     def growth(self, small: FileBench, repeat: int, real_repeat: int,
@@ -241,6 +264,7 @@ class FileBench:
         dry and real runs at both sizes (this size's from parts 1 and 2 when given), each
         less the start-up, and their ratio."""
         startup = self.startup(max(3, repeat))
+        one_file = self.startup(max(3, repeat), baseline=False)
         out: dict[str, dict[str, float]] = {}
         for kind, given, rounds in (("dry", dry, repeat), ("real", real, real_repeat)):
             walls = {}
@@ -263,7 +287,12 @@ class FileBench:
             out[kind] = {"small_s": walls["small"], "big_s": walls["big"],
                          "startup_s": startup,
                          "ratio": (walls["big"] - startup) / max(walls["small"] - startup,
-                                                                 1e-3)}
+                                                                 1e-3),
+                         # with only the start-up of a one-file tree taken off (the
+                         # measure until stop 22): per-run costs then count as growth
+                         "one_file_startup_s": one_file,
+                         "ratio_one_file": (walls["big"] - one_file)
+                         / max(walls["small"] - one_file, 1e-3)}
         return out
 
     def rss(self, dry: int | None = None, real: int | None = None) -> dict[str, int]:

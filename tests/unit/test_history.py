@@ -218,6 +218,39 @@ def test_a_file_name_that_is_not_utf8_is_recorded_escaped_and_loses_nothing(
 
 # -- items written by a process of their own (RunWriter offload, itemwrite.Sink) ---------------
 
+#: the run hands its items to the child from its OFFLOAD_AFTER-th batch on: the tests here
+#: start it at the first (test_the_child_starts_only_for_a_run_of_many_batches: the real one)
+REAL_OFFLOAD_AFTER = h.OFFLOAD_AFTER
+
+
+@pytest.fixture(autouse=True)
+def _offload_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(h, "OFFLOAD_AFTER", 1)
+
+
+def test_the_child_starts_only_for_a_run_of_many_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of fewer than OFFLOAD_AFTER batches writes its items itself (the process would
+    cost more than it saves); from that batch on the child writes them."""
+    monkeypatch.setattr(h, "OFFLOAD_AFTER", REAL_OFFLOAD_AFTER)
+    assert REAL_OFFLOAD_AFTER > 1
+    hist = _open(tmp_path)
+    w = hist.begin_run(started_at=NOW, dry_run=True, source="timer", batch=5, offload=True)
+    rows: list[itemwrite.ItemRow] = [(f"n{i}.log", i, NOW.timestamp(), "31 days old > 30d")
+                                     for i in range(5)]
+    for i in range(REAL_OFFLOAD_AFTER - 1):
+        w.dir_items("logs", f"/srv/d{i}/", rows)
+    assert w._sink is None
+    assert hist.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == (
+        5 * (REAL_OFFLOAD_AFTER - 1))  # written here, batch by batch
+    w.dir_items("logs", "/srv/last/", rows)
+    assert w._sink is not None
+    w.finish(finished_at=NOW, result="success", duration_s=1, items=0, bytes=0)
+    assert w.problem is None
+    assert hist.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == (
+        5 * REAL_OFFLOAD_AFTER)
+    hist.close()
+
 def _plan(n_dirs: int = 40) -> list[tuple[str, list[itemwrite.ItemRow]]]:
     """Directories and their items, some names and a directory not UTF-8."""
     out = []

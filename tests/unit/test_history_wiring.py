@@ -113,7 +113,9 @@ def test_files_whose_names_are_not_utf8_are_recorded_and_the_run_is_whole(
     """A hostile tree: old logs whose names (and directory) are not UTF-8, among more than a
     batch of others. Every item is recorded, those names as the journal shows them (\\xNN),
     and the run's record is finished (it used to stay "running": SQLite cannot hold the
-    name, and the write failed). More than a batch: a process of their own writes them."""
+    name, and the write failed). More than a batch: a process of their own writes them
+    (from the first batch here: h.OFFLOAD_AFTER)."""
+    monkeypatch.setattr(h, "OFFLOAD_AFTER", 1)
     started: list[int] = []
     start = itemwrite.Sink.start.__func__  # type: ignore[attr-defined]
 

@@ -686,7 +686,7 @@ class RunWriter:
     history.
 
     With *offload* (a run's writer: :meth:`History.begin_run`), a run that records more than
-    one batch hands its batches to a process of their own
+    :data:`OFFLOAD_AFTER` batches hands the rest to a process of their own
     (:class:`~architect_cleanup.itemwrite.Sink`), which writes them while the run goes on;
     :meth:`finish` (or :meth:`close`) waits for it. Where no process can be started, the
     writer writes them itself. A problem of that process is known when it ends."""

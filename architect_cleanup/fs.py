@@ -1237,56 +1237,47 @@ class _TreeRemoval:
             level.kept = True
             self.res.errors.append(f"{display(d.path)}: {listed.error}")
             return level
-        keep_name, keep, res = self.keep_name, self.keep, self.res
         for name, st in listed.known.items():
-            if st is None:
-                continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if is_dir and keep_name is None:
-                level.subdirs.append(name)
-                continue
-            why = keep_name(d.join(name), is_dir) if keep_name is not None else None
-            if why is not None:
-                level.kept = True
-                res.hold(d.join(name), why)
-                continue
-            if is_dir:
-                level.subdirs.append(name)
-                continue
-            why = keep(st) if keep is not None else None
-            if why is not None:
-                level.kept = True
-                res.kept += 1
-                continue
-            self._remove_file(level, name, st)
+            if st is not None and self._sort(level, name, stat.S_ISDIR(st.st_mode)):
+                self._judge_file(level, name, st)
         return level
 
     def _judge(self, level: _Pending, entry: os.DirEntry[str]) -> None:
         """One entry of a listed directory: held by name, a sub-directory to visit, kept by
         *keep*, or removed."""
-        d, keep_name = level.dir, self.keep_name
         try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if is_dir and keep_name is None:
-                level.subdirs.append(entry.name)
-                return
-            why = keep_name(d.join(entry.name), is_dir) if keep_name is not None else None
-            if why is not None:
-                level.kept = True
-                self.res.hold(d.join(entry.name), why)
-                return
-            if is_dir:
-                level.subdirs.append(entry.name)
+            if not self._sort(level, entry.name, entry.is_dir(follow_symlinks=False)):
                 return
             st = entry.stat(follow_symlinks=False)
         except OSError:
             return
+        self._judge_file(level, entry.name, st)
+
+    def _sort(self, level: _Pending, name: str, is_dir: bool) -> bool:
+        """An entry by its name: held (*keep_name*), or a sub-directory to visit (both noted
+        here), or a file to judge by its lstat (True)."""
+        keep_name = self.keep_name
+        if is_dir and keep_name is None:
+            level.subdirs.append(name)
+            return False
+        why = keep_name(level.dir.join(name), is_dir) if keep_name is not None else None
+        if why is not None:
+            level.kept = True
+            self.res.hold(level.dir.join(name), why)
+            return False
+        if is_dir:
+            level.subdirs.append(name)
+            return False
+        return True
+
+    def _judge_file(self, level: _Pending, name: str, st: os.stat_result) -> None:
+        """A file: kept by *keep*, or removed."""
         why = self.keep(st) if self.keep is not None else None
         if why is not None:
             level.kept = True
             self.res.kept += 1
             return
-        self._remove_file(level, entry.name, st)
+        self._remove_file(level, name, st)
 
     def _remove_file(self, level: _Pending, name: str, st: os.stat_result) -> None:
         """Unlink one judged file (:func:`unlink_checked`: the last-moment check), or only

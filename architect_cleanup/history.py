@@ -701,7 +701,6 @@ class RunWriter:
         self.items_recorded = 0
         self.finished = False
         self._next = first_item
-        self._first = first_item
         #: items handed over and not yet written: (kind, directory, rows) in order
         self._buffer: list[Group] = []
         self._buffered = 0
@@ -753,7 +752,7 @@ class RunWriter:
         first, recorded = self._next, self.items_recorded
         self._next += sum(len(rows) for _k, _f, rows in groups)
         if (full and self._sink is None and self._offload_to is not None
-                and self._next - self._first >= OFFLOAD_AFTER * self.batch):
+                and self.items_recorded >= OFFLOAD_AFTER * self.batch):
             path, self._offload_to = self._offload_to, None  # one try
             try:
                 self._sink = Sink.start(path, self.run_id)
